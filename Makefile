@@ -1,0 +1,130 @@
+# luabatch -- build, test and install.
+#
+# Every variable can be overridden (LuaRocks passes CFLAGS, LIBFLAG,
+# LUA_INCDIR, LUA_LIBDIR, PREFIX, BINDIR, LIBDIR, LUADIR).
+#
+#   make                 build the luabatch executable and the luabatch.core module (Lua 5.4)
+#   make LUA=luajit      build luabatch.core against LuaJIT 2.1 headers
+#   make deps            install the Debian packages the build and tests need
+#   make run             run the main example (installs deps and builds first)
+#   make check           fast unit tests (C core + busted unit specs, Lua 5.4)
+#   make test            the whole suite, Lua 5.4 and LuaJIT, sanitizers, valgrind
+#   make bench           benchmarks against the anchors
+#   make install         install into PREFIX (default /usr/local)
+
+LUA        ?= lua5.4
+ifeq ($(LUA),luajit)
+LUA_INCDIR ?= /usr/include/luajit-2.1
+LUA_IMPL    = luajit
+else
+LUA_INCDIR ?= /usr/include/lua5.4
+LUA_IMPL    = lua5.4
+endif
+BUILD      ?= build/$(LUA_IMPL)
+SAN        ?=
+ifneq ($(SAN),)
+BUILD      := build/san
+endif
+
+CC         ?= cc
+OPT        ?= -O2 -g
+WARN       ?= -Wall -Wextra -Wno-unused-parameter
+CFLAGS     ?= $(OPT)
+SANITIZERS  = -fsanitize=address -fsanitize=undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+SANFLAGS    = $(if $(SAN),$(SANITIZERS))
+ALL_CFLAGS  = -std=gnu11 $(WARN) $(CFLAGS) $(SANFLAGS) -fPIC -fvisibility=hidden -Isrc
+LIBFLAG    ?= -shared
+CURL_LIBS  ?= -lcurl
+SSL_LIBS   ?= -lcrypto
+YAML_LIBS  ?= -lyaml
+EXPAT_LIBS ?= -lexpat
+EDIT_LIBS  ?= -ledit
+LUA_LIBS   ?= -llua5.4
+CJSON_LIB  ?= /usr/lib/x86_64-linux-gnu/liblua5.4-cjson.a
+CORE_LIBS   = $(CURL_LIBS) $(SSL_LIBS) $(YAML_LIBS) $(EXPAT_LIBS) -lpthread -lm
+
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib/lua/5.4
+LUADIR     ?= $(PREFIX)/share/lua/5.4
+
+CORE_SRC   := $(sort $(wildcard src/lb_*.c))
+BIND_SRC   := $(sort $(wildcard src/bind_*.c))
+LUA_SRC    := $(sort $(shell find lua -name '*.lua'))
+CORE_OBJ   := $(CORE_SRC:src/%.c=$(BUILD)/obj/%.o)
+BIND_OBJ   := $(BIND_SRC:src/%.c=$(BUILD)/obj/%.o)
+CTEST_SRC  := $(sort $(wildcard tests/c/test_*.c))
+CTEST_BIN  := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
+
+MODULE      = $(BUILD)/luabatch/core.so
+EXE         = $(BUILD)/bin/luabatch
+
+ifeq ($(LUA_IMPL),luajit)
+all: $(MODULE)
+else
+all: $(MODULE) $(EXE) luabatch
+endif
+
+.PHONY: all deps run check test bench lint install clean ctests
+.DELETE_ON_ERROR:
+
+$(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/obj
+	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -c -o $@ $<
+
+$(BUILD)/obj $(BUILD)/luabatch $(BUILD)/tests $(BUILD)/bin:
+	mkdir -p $@
+
+$(MODULE): $(CORE_OBJ) $(BIND_OBJ) | $(BUILD)/luabatch
+	$(CC) $(LIBFLAG) $(SANFLAGS) -o $@ $^ $(CORE_LIBS)
+
+# The executable embeds every module under lua/ (preloaded), lua-cjson and
+# the core, so it runs from any directory with no LUA_PATH.
+$(BUILD)/embed.c: $(LUA_SRC) tools/embed.lua | $(BUILD)/obj
+	$(LUA) tools/embed.lua lua $(LUA_SRC) > $@
+
+$(EXE): src/main.c $(BUILD)/embed.c $(CORE_OBJ) $(BIND_OBJ) | $(BUILD)/bin
+	$(CC) $(ALL_CFLAGS) -fvisibility=default -I$(LUA_INCDIR) -o $@ src/main.c $(BUILD)/embed.c \
+	    $(CORE_OBJ) $(BIND_OBJ) $(CJSON_LIB) $(LUA_LIBS) $(EDIT_LIBS) $(CORE_LIBS) -ldl
+
+# ./luabatch at the top is the executable of the default build.
+luabatch: $(EXE)
+	ln -sf $(EXE) $@
+
+# C unit tests link the core alone: it never needs Lua.
+$(BUILD)/tests/%: tests/c/%.c tests/c/lb_test.h $(CORE_OBJ) | $(BUILD)/tests
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(CORE_OBJ) $(CORE_LIBS)
+
+ctests: $(CTEST_BIN)
+
+deps:
+	@tools/deps.sh
+
+run: deps
+	@$(MAKE) --no-print-directory -s all
+	./luabatch examples/sign_request.lua
+
+check: deps
+	@$(MAKE) --no-print-directory -s all
+	@tests/run --quick
+
+test: deps
+	@$(MAKE) --no-print-directory -s all
+	@$(MAKE) --no-print-directory -s LUA=luajit all
+	@tests/run
+
+bench: deps
+	@$(MAKE) --no-print-directory -s all
+	@tests/bench/run
+
+lint:
+	@for f in $(LUA_SRC); do luajit -bl $$f >/dev/null || exit 1; done
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --suppress=missingIncludeSystem -Isrc src
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/luabatch $(DESTDIR)$(LUADIR)
+	install -m 755 $(EXE) $(DESTDIR)$(BINDIR)/luabatch
+	install -m 755 $(MODULE) $(DESTDIR)$(LIBDIR)/luabatch/core.so
+	cd lua && find luabatch -name '*.lua' -exec install -D -m 644 {} $(DESTDIR)$(LUADIR)/{} \;
+
+clean:
+	rm -rf build luabatch

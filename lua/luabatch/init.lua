@@ -1,0 +1,31 @@
+-- luabatch: the public entry point (`require "luabatch"`).
+--
+-- Submodules load on first use, so `require "luabatch"` costs nothing and
+-- probes nothing (no credentials, no network):
+--   luabatch.core         the C core (signing, HTTP, YAML, XML)
+--   luabatch.config       region, profile, endpoints
+--   luabatch.credentials  the credential provider chain
+--   luabatch.retry        retry policies
+--   luabatch.request      the signed, retried AWS request path
+--   luabatch.log          levelled, redacted logging
+
+local _M = { _VERSION = "0.1.0" }
+
+local SUBMODULES = {
+  core = "luabatch.core", config = "luabatch.config", credentials = "luabatch.credentials",
+  retry = "luabatch.retry", request = "luabatch.request", log = "luabatch.log",
+  pretty = "luabatch.pretty", sigv4 = "luabatch.sigv4",
+}
+
+setmetatable(_M, {
+  __index = function(t, k)
+    local name = SUBMODULES[k]
+    if not name then return nil end
+    local mod = require(name)
+    rawset(t, k, mod)
+    return mod
+  end,
+})
+
+
+return _M

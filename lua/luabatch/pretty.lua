@@ -1,0 +1,92 @@
+-- luabatch.pretty: render Lua values for people (the REPL, debug output).
+--
+-- pretty.format(value [, opts]) -> string.  Tables are printed as Lua table
+-- constructors, keys sorted (array part first, in order), nested tables
+-- indented, cycles shown as <cycle>, depth limited (opts.depth, default 8),
+-- long tables cut after opts.max_items (default 200) entries.
+
+local _M = { _VERSION = "0.1.0" }
+
+local str_format = string.format
+local tbl_concat = table.concat
+local tbl_sort = table.sort
+
+local KEYWORDS = {}
+for w in ("and break do else elseif end false for function goto if in local nil not or "
+  .. "repeat return then true until while"):gmatch("%a+") do KEYWORDS[w] = true end
+
+local function is_identifier(k)
+  return type(k) == "string" and k:match("^[%a_][%w_]*$") and not KEYWORDS[k]
+end
+
+local function scalar(v)
+  local t = type(v)
+  if t == "string" then return str_format("%q", v):gsub("\\\n", "\\n") end
+  if t == "number" then
+    if v ~= v then return "0/0" end
+    if v == math.huge then return "math.huge" end
+    if v == -math.huge then return "-math.huge" end
+    return tostring(v)
+  end
+  if t == "userdata" and tostring(v):match("^userdata: %(?nil%)?") then return "null" end
+  return tostring(v)
+end
+
+local function key_order(a, b)
+  local ta, tb = type(a), type(b)
+  if ta ~= tb then return ta < tb end
+  if ta == "number" or ta == "string" then return a < b end
+  return tostring(a) < tostring(b)
+end
+
+local function render(v, indent, depth, seen, opts, out)
+  if type(v) ~= "table" then
+    out[#out + 1] = scalar(v)
+    return
+  end
+  if seen[v] then out[#out + 1] = "<cycle>"; return end
+  if depth >= opts.depth then out[#out + 1] = "{...}"; return end
+  local n = #v
+  local keys = {}
+  for k in pairs(v) do
+    if not (type(k) == "number" and k >= 1 and k <= n and k % 1 == 0) then keys[#keys + 1] = k end
+  end
+  if n == 0 and #keys == 0 then out[#out + 1] = "{}"; return end
+  tbl_sort(keys, key_order)
+  seen[v] = true
+  local pad = indent .. "  "
+  out[#out + 1] = "{\n"
+  local count = 0
+  for i = 1, n do
+    count = count + 1
+    if count > opts.max_items then break end
+    out[#out + 1] = pad
+    render(v[i], pad, depth + 1, seen, opts, out)
+    out[#out + 1] = ",\n"
+  end
+  for _, k in ipairs(keys) do
+    count = count + 1
+    if count > opts.max_items then break end
+    out[#out + 1] = pad
+    out[#out + 1] = is_identifier(k) and k or ("[" .. scalar(k) .. "]")
+    out[#out + 1] = " = "
+    render(v[k], pad, depth + 1, seen, opts, out)
+    out[#out + 1] = ",\n"
+  end
+  if count > opts.max_items then
+    out[#out + 1] = pad .. str_format("-- %d more entries\n", n + #keys - opts.max_items)
+  end
+  out[#out + 1] = indent .. "}"
+  seen[v] = nil
+end
+
+function _M.format(value, opts)
+  opts = opts or {}
+  local o = { depth = opts.depth or 8, max_items = opts.max_items or 200 }
+  local out = {}
+  render(value, "", 0, {}, o, out)
+  return tbl_concat(out)
+end
+
+
+return _M

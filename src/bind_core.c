@@ -1,0 +1,31 @@
+/* bind_core.c -- luaopen_luabatch_core: the C module `luabatch.core`.
+ * The only exported symbol of the shared object. */
+#include "bind.h"
+
+#include <curl/curl.h>
+
+#include "lb_err.h"
+
+int lb_l_fail(lua_State *L, int code, const char *msg) {
+    return lb_pushfail(L, msg, lb_err_name(code));
+}
+
+__attribute__((visibility("default"))) int luaopen_luabatch_core(lua_State *L) {
+    /* Process-wide, once: libcurl's global state (not thread safe, so it
+     * runs here, while the loading thread is the only user). */
+    static int curl_ready;
+    if (!curl_ready) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+            return luaL_error(L, "luabatch.core: curl_global_init failed");
+        curl_ready = 1;
+    }
+    lua_newtable(L);
+    lb_l_open_util(L);
+    lb_l_open_sigv4(L);
+    lb_l_open_http(L);
+    lb_l_open_yaml(L);
+    lb_l_open_xml(L);
+    lua_pushliteral(L, "0.1.0");
+    lua_setfield(L, -2, "_VERSION");
+    return 1;
+}

@@ -1,0 +1,21 @@
+#!/bin/sh
+# Install the Debian packages luabatch builds and tests with; quiet and
+# idempotent: nothing happens when they are all there.
+#
+# LuaJIT comes as OpenResty's fork (luajit2), the one nginx's lua module
+# needs; it replaces Debian's plain luajit (same headers, same `luajit`).
+set -e
+PKGS="build-essential pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev
+libyaml-dev libexpat1-dev lua-cjson lua-cjson-dev libedit-dev luajit2 libluajit2-5.1-dev
+lua-busted luarocks python3 python3-botocore python3-boto3 awscli curl valgrind
+libclang-rt-14-dev clang"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "deps: installing$missing" >&2
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
