@@ -65,7 +65,7 @@ else
 all: $(MODULE) $(EXE) luabatch
 endif
 
-.PHONY: all deps run check test bench lint install clean ctests
+.PHONY: all deps run check test bench lint install clean ctests rock install-rock
 .DELETE_ON_ERROR:
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/obj
@@ -124,6 +124,16 @@ install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/luabatch $(DESTDIR)$(LUADIR)
 	install -m 755 $(EXE) $(DESTDIR)$(BINDIR)/luabatch
 	install -m 755 $(MODULE) $(DESTDIR)$(LIBDIR)/luabatch/core.so
+	cd lua && find luabatch -name '*.lua' -exec install -D -m 644 {} $(DESTDIR)$(LUADIR)/{} \;
+
+# LuaRocks (`luarocks make`): the module against the Lua LuaRocks targets
+# (LUA_INCDIR from LuaRocks), plus the Lua files; the executable is `make`'s.
+rock:
+	$(MAKE) BUILD=build/rock LUA_INCDIR=$(LUA_INCDIR) build/rock/luabatch/core.so
+
+install-rock: rock
+	install -d $(DESTDIR)$(LIBDIR)/luabatch $(DESTDIR)$(LUADIR)
+	install -m 755 build/rock/luabatch/core.so $(DESTDIR)$(LIBDIR)/luabatch/core.so
 	cd lua && find luabatch -name '*.lua' -exec install -D -m 644 {} $(DESTDIR)$(LUADIR)/{} \;
 
 clean:
