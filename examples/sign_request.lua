@@ -33,7 +33,7 @@ print("\n== request as sent")
 print(req.method .. " " .. signed.url)
 for _, h in ipairs(signed.headers) do print(h[1] .. ": " .. h[2]) end
 
-req.mode, req.expires = "query", 900
+req.mode, req.expires, req.headers = "query", 900, nil
 local presigned = assert(core.sigv4_sign(req))
 print("\n== presigned URL (valid 15 minutes from " .. req.date .. ")")
 print(presigned.url)

@@ -187,15 +187,14 @@ static int opt_function(lua_State *L, parse *p, const char *field) {
     return p->k->nanchor;
 }
 
-/* A header name or value at the top: string or number, anchored. */
+/* A header name or value at the top (left there): string or number. */
 static const char *header_str(lua_State *L, parse *p) {
     const char *s;
     if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
         field_error(L, p, "headers", "string pairs");
     lua_pushvalue(L, -1);           /* convert a copy, never a table key */
     s = lua_tostring(L, -1);
-    anchor(L, p->k);
-    lua_pop(L, 1);
+    anchor(L, p->k);                /* pops the copy; the original stays */
     return s;
 }
 

@@ -150,6 +150,7 @@ static int l_sigv4_sign(lua_State *L) {
     req.body_offset = (uint64_t)get_int(L, "body_offset", 0, 0, MAX_EXACT, NONNEG);
     req.body_length = (int64_t)get_int(L, "body_length", -1, 0, MAX_EXACT, NONNEG);
     req.payload_hash = get_str(L, "payload_hash", NULL, 0);
+    if (req.body && req.body_file) field_error(L, "body", "give body or body_file, not both");
     req.region = need_str(L, "region");
     service = req.service = need_str(L, "service");
     req.access_key = need_str(L, "access_key");

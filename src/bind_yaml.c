@@ -8,7 +8,7 @@
  *   sequence -> array 1..n (a null item is opts.null, so length is kept)
  *   null -> opts.null (default core.null, a lightuserdata NULL equal to
  *           cjson.null, so JSON encoding writes null); bool -> boolean;
- *   int -> integer (a number on LuaJIT); float -> number;
+ *   int -> integer (a number on LuaJIT: exact up to 2^53); float -> number;
  *   str, date, timestamp -> string (dates in ISO form).
  * An alias becomes a separate copy of the anchored value (a later change
  * to one table does not show in the other); the core caps the expanded

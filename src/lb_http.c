@@ -492,7 +492,9 @@ static int setup(xfer *x, char *err) {
     if (curl_easy_setopt(e, CURLOPT_URL, r->url) != CURLE_OK)
         return lb_err_set(err, LB_ENOMEM, "%s: out of memory", x->what);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    /* CURLOPT_NOSIGNAL stays 0: resolving is threaded (no SIGALRM), and
+     * libcurl then ignores SIGPIPE around its own writes, so a peer that
+     * hangs up mid-upload cannot kill a host that did not ignore SIGPIPE. */
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
@@ -639,12 +641,8 @@ static int start(lb_http_client *c, const lb_http_request *req, lb_http_result *
 /* Record the outcome of x and release it. */
 static void finish(lb_http_client *c, xfer *x, CURLcode cc) {
     lb_http_result *res = x->res;
-    if (cc == CURLE_OK && !x->abort_code) {
-        long status = 0;
-        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
-        /* An empty 2xx body still creates (truncates) the output file. */
-        if (!x->sink_decided) decide_sink(x);
-    }
+    /* An empty 2xx body still creates (truncates) the output file. */
+    if (cc == CURLE_OK && !x->abort_code && !x->sink_decided) decide_sink(x);
     if (cc == CURLE_OK && !x->abort_code) {
         lb_http_response *r = &res->resp;
         size_t blen = 0;

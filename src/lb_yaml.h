@@ -20,9 +20,11 @@
  * string and are reported in `tag`; the non-specific tag "!" forces string.
  *
  * Anchors/aliases: an alias shares the anchored node (the tree is a DAG; a
- * consumer that copies must expect the same node more than once).  The
- * expanded size (every alias counted as a full copy) is capped
- * (max_nodes), as is the expanded nesting depth (max_depth).
+ * consumer that copies must expect the same node more than once).  What
+ * aliases add to the expanded size (every alias counted as a full copy) is
+ * capped (max_nodes: expanded nodes <= parsed nodes + max_nodes), as is
+ * the expanded nesting depth (max_depth), so a consumer that copies does
+ * work bounded by the input size plus max_nodes.
  * Merge keys `<<` (plain, untagged or !!merge) take a mapping or a sequence
  * of mappings: explicit keys win over merged ones and earlier merged
  * mappings win over later ones (YAML 1.1).  Merged pairs are placed where
@@ -58,7 +60,7 @@ enum {                   /* scalar style as written */
     LB_YAML_FOLDED       /* > */
 };
 
-#define LB_YAML_MAX_NODES 1000000   /* default cap on the expanded node count */
+#define LB_YAML_MAX_NODES 1000000   /* default cap on nodes added by alias expansion */
 #define LB_YAML_MAX_DEPTH 512       /* default cap on the expanded depth */
 
 typedef struct lb_yaml_node lb_yaml_node;
@@ -86,7 +88,7 @@ struct lb_yaml_node {
 typedef struct lb_yaml_doc lb_yaml_doc;   /* owns every node */
 
 typedef struct lb_yaml_limits {
-    size_t max_nodes;        /* 0: LB_YAML_MAX_NODES */
+    size_t max_nodes;        /* extra nodes aliases may add; 0: LB_YAML_MAX_NODES */
     int max_depth;           /* 0: LB_YAML_MAX_DEPTH */
 } lb_yaml_limits;
 

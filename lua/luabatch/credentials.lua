@@ -22,7 +22,6 @@ local _M = { _VERSION = "0.1.0" }
 local mt = { __index = _M }
 
 local type = type
-local pairs = pairs
 local ipairs = ipairs
 local tostring = tostring
 local tonumber = tonumber
@@ -316,7 +315,11 @@ local function sts_call(self, action, params, signing_creds, target)
   resp, msg, code = client:send({ method = "POST", path = "/", params = params,
     operation = action, resource = target })
   if not resp then return nil, msg, code end
-  local root, perr = self:core().xml_parse(resp.body or "")
+  local xml_parse = self:core().xml_parse
+  if not xml_parse then
+    return nil, action .. " " .. target .. ": core.xml_parse is not available", "ENOTSUP"
+  end
+  local root, perr = xml_parse(resp.body or "")
   if not root then
     return nil, action .. " " .. target .. ": unparsable STS answer from " .. endpoint .. ": "
       .. tostring(perr), "EPARSE"
@@ -393,7 +396,7 @@ end
 
 -- credential_process: run the command, parse Version 1 JSON.
 local function run_process(self, cmd, where)
-  local marker = "luabatch-exit:"
+  local marker = "LUABATCH_EXIT_STATUS:"     -- no pattern magic characters
   local f, err = io_popen(cmd .. "\nprintf '\\n" .. marker .. "%s' \"$?\"", "r")
   if not f then
     return nil, "credential_process (" .. where .. "): cannot run: " .. tostring(err),

@@ -14,7 +14,7 @@ local _M = { _VERSION = "0.1.0" }
 local SUBMODULES = {
   core = "luabatch.core", config = "luabatch.config", credentials = "luabatch.credentials",
   retry = "luabatch.retry", request = "luabatch.request", log = "luabatch.log",
-  pretty = "luabatch.pretty", sigv4 = "luabatch.sigv4",
+  pretty = "luabatch.pretty",
 }
 
 setmetatable(_M, {

@@ -477,6 +477,21 @@ static void test_errors(void) {
 
     rq.url = url("/reset");
     CHECK(lb_http_perform(NULL, &rq, &rs, err) == LB_ECONNECT);
+
+    /* The peer answers and hangs up mid-upload: the early response or a
+     * connection error, never a crash (this process does not ignore SIGPIPE). */
+    {
+        static char big[8 << 20];
+        int rc;
+        rq.url = url("/reject");
+        rq.method = "PUT";
+        rq.body_kind = LB_HTTP_BODY_MEM;
+        rq.body = big;
+        rq.body_length = sizeof big;
+        rc = lb_http_perform(NULL, &rq, &rs, err);
+        CHECK(rc == LB_ECONNECT || (rc == LB_OK && rs.status == 413));
+        if (rc == LB_OK) lb_http_response_free(&rs);
+    }
 }
 
 static void *raise_later(void *arg) {
@@ -485,6 +500,23 @@ static void *raise_later(void *arg) {
     if (flag) __atomic_store_n(flag, 1, __ATOMIC_RELAXED);
     else lb_intr_raise();
     return NULL;
+}
+
+/* Proxies come from the environment, as libcurl does by default. */
+static void test_proxy(void) {
+    lb_http_request rq = { 0 };
+    lb_http_response rs;
+    char err[LB_ERR_LEN], proxy[64];
+    snprintf(proxy, sizeof proxy, "http://127.0.0.1:%d", port);
+    setenv("http_proxy", proxy, 1);
+    rq.url = "http://proxied.invalid/echo";
+    CHECK(lb_http_perform(NULL, &rq, &rs, err) == LB_OK);
+    CHECK(rs.status == 200 && rs.body && strstr(rs.body, "\"path\": \"http://proxied.invalid/echo\""));
+    lb_http_response_free(&rs);
+    setenv("no_proxy", "proxied.invalid", 1);
+    CHECK(lb_http_perform(NULL, &rq, &rs, err) == LB_ECONNECT);   /* resolves it itself */
+    unsetenv("no_proxy");
+    unsetenv("http_proxy");
 }
 
 /* SIGINT flag and per-request cancel flag stop a transfer promptly. */
@@ -614,7 +646,10 @@ int main(int argc, char **argv) {
     char cert[300], key[300], cmd[400];
 
     if (argc > 1) script = argv[1];
-    signal(SIGPIPE, SIG_IGN);
+    /* The servers are local: a proxy from the environment would be used
+     * for them too (libcurl honours it, and test_proxy checks that). */
+    unsetenv("http_proxy"); unsetenv("HTTP_PROXY"); unsetenv("https_proxy");
+    unsetenv("HTTPS_PROXY"); unsetenv("all_proxy"); unsetenv("ALL_PROXY");
     curl_global_init(CURL_GLOBAL_DEFAULT);
     snprintf(tmpdir, sizeof tmpdir, "/tmp/lb_test_http.XXXXXX");
     if (!mkdtemp(tmpdir)) return 1;
@@ -633,6 +668,7 @@ int main(int argc, char **argv) {
     test_reuse(c);
     test_concurrency();
     test_errors();
+    test_proxy();
     test_cancel(c);
     test_tls();
     lb_http_client_free(c);

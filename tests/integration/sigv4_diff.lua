@@ -24,7 +24,6 @@ local SEED = tonumber(arg and arg[2]) or 20150830
 local REF = os.getenv("SIGV4_REF") or "../shared/tools/sigv4_ref.py"
 
 local byte, char, concat, format = string.byte, string.char, table.concat, string.format
-local floor = math.floor
 
 
 -- Park-Miller minimal standard generator: exact in doubles on Lua 5.4 and LuaJIT.

@@ -23,6 +23,8 @@ killed.  Endpoints (any method unless said otherwise):
   /upload[/NAME]      PUT/POST: stores the body under NAME, answers JSON
                       {sha256, length}; GET: returns the stored body
   /redirect           302 to /echo
+  /reject             413 at once, without reading the request body, then
+                      closes the connection
 A request body may come with Content-Length or chunked encoding.
 """
 import argparse
@@ -92,6 +94,9 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         q = parse_qs(url.query)
         path = url.path
+        if path == "/reject":          # answer before reading the body, hang up
+            self.close_connection = True
+            return self.send(413, b"too large", "text/plain", [("Connection", "close")])
         body = self.read_body()
         if path.startswith("/echo"):
             doc = {
