@@ -114,6 +114,7 @@ test: deps
 
 bench: deps
 	@$(MAKE) --no-print-directory -s all
+	@$(MAKE) --no-print-directory -s LUA=luajit all
 	@tests/bench/run
 
 lint:

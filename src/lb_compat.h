@@ -27,6 +27,8 @@ static inline void lb_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
     lua_pop(L, nup);
 }
 #define lb_newlib(L, l) (lua_newtable(L), lb_setfuncs((L), (l), 0))
+/* LuaJIT 2.1 has it; PUC Lua 5.1 (what Debian's luarocks targets) not. */
+#define luaL_setmetatable(L, tn) (luaL_getmetatable((L), (tn)), lua_setmetatable((L), -2))
 #endif
 
 /* Return `nil, msg, code` (the expected-failure convention); returns 3. */

@@ -38,20 +38,9 @@ local str_gsub = string.gsub
 local concat = table.concat
 local floor = math.floor
 
-local cjson
-do
-  local ok, m = pcall(require, "cjson.safe")
-  if ok then
-    cjson = m
-  else
-    local plain = require "cjson"
-    cjson = { decode = function(s)
-      local ok2, v = pcall(plain.decode, s)
-      if ok2 then return v end
-      return nil, v
-    end }
-  end
-end
+-- cjson.safe returns nil, err instead of raising (lua-cjson, OpenResty and
+-- the executable all ship it).
+local cjson = require "cjson.safe"
 
 
 _M.DEFAULT_CHAIN = { "explicit", "env", "profile", "web_identity", "ecs", "imds" }

@@ -37,27 +37,9 @@ local concat = table.concat
 local sort = table.sort
 local floor = math.floor
 
-local cjson
-do
-  local ok, m = pcall(require, "cjson.safe")
-  if ok then
-    cjson = m
-  else
-    local plain = require "cjson"
-    cjson = {
-      decode = function(s)
-        local ok2, v = pcall(plain.decode, s)
-        if ok2 then return v end
-        return nil, v
-      end,
-      encode = function(v)
-        local ok2, s = pcall(plain.encode, v)
-        if ok2 then return s end
-        return nil, s
-      end,
-    }
-  end
-end
+-- cjson.safe returns nil, err instead of raising (lua-cjson, OpenResty and
+-- the executable all ship it).
+local cjson = require "cjson.safe"
 
 
 local PROTOCOLS = { ["rest-xml"] = true, ["rest-json"] = true, json = true, query = true }

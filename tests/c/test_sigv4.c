@@ -2,7 +2,7 @@
  * a few properties (allocation failure, key cache, file hashing, S3 path
  * rules, UNSIGNED-PAYLOAD).
  *
- * usage: test_sigv4 [TESTDATA_DIR]   (default ../shared/testdata/sigv4,
+ * usage: test_sigv4 [TESTDATA_DIR]   (default $SIGV4_TESTDATA, else tests/fixtures/sigv4,
  * one directory per case with request.txt, context.json and the header-* /
  * query-* expected canonical request, string to sign and signature). */
 #include <dirent.h>
@@ -663,7 +663,7 @@ static void test_alloc_failure(void) {
 }
 
 int main(int argc, char **argv) {
-    const char *root = argc > 1 ? argv[1] : "../shared/testdata/sigv4";
+    const char *root = argc > 1 ? argv[1] : getenv("SIGV4_TESTDATA") ? getenv("SIGV4_TESTDATA") : "tests/fixtures/sigv4";
     test_suite(root);
     test_aws_doc_vectors();
     test_path_rules();

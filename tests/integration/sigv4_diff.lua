@@ -4,7 +4,7 @@
 --   (same with luajit and build/luajit)
 --
 -- Generates N (default 3000) random requests from a seeded PRNG, signs the
--- whole batch once with the reference signer (../shared/tools/sigv4_ref.py,
+-- whole batch once with the reference signer (tests/tools/sigv4_ref.py,
 -- or $SIGV4_REF, run by /usr/bin/python3) and each request with
 -- core.sigv4_sign, and compares canonical request, string to sign,
 -- signature (and the Authorization value / final URL) exactly.
@@ -21,7 +21,7 @@ local cjson = require "cjson"
 
 local N = tonumber(arg and arg[1]) or 3000
 local SEED = tonumber(arg and arg[2]) or 20150830
-local REF = os.getenv("SIGV4_REF") or "../shared/tools/sigv4_ref.py"
+local REF = os.getenv("SIGV4_REF") or "tests/tools/sigv4_ref.py"
 
 local byte, char, concat, format = string.byte, string.char, table.concat, string.format
 
