@@ -41,6 +41,35 @@ static int u_sha256(lua_State *L) {
     return 1;
 }
 
+/* md5(s [, "hex"|"raw"]) -> digest (hex by default); for Content-MD5 and
+ * S3 ETags, never for security. */
+static int u_md5(lua_State *L) {
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    const char *fmt = luaL_optstring(L, 2, "hex");
+    unsigned char md[16];
+    unsigned int mdlen = 0;
+    if (!EVP_Digest(s, n, md, &mdlen, EVP_md5(), NULL))
+        return luaL_error(L, "md5: OpenSSL digest failed");
+    if (strcmp(fmt, "raw") == 0) lua_pushlstring(L, (const char *)md, mdlen);
+    else push_hex(L, md, mdlen);
+    return 1;
+}
+
+/* base64(s) -> standard base64 with padding, one line */
+static int u_base64(lua_State *L) {
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    size_t outlen = 4 * ((n + 2) / 3);
+    /* scratch space owned by Lua, so an error cannot leak it */
+    char *out = lb_newuserdata(L, outlen + 1);
+    int k;
+    luaL_argcheck(L, n <= 0x3fffffff, 1, "string too long");
+    k = EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)s, (int)n);
+    lua_pushlstring(L, out, (size_t)k);
+    return 1;
+}
+
 /* hmac_sha256(key, msg [, "hex"|"raw"]) -> mac (raw by default) */
 static int u_hmac_sha256(lua_State *L) {
     size_t kn, mn;
@@ -133,6 +162,8 @@ static const luaL_Reg util_funcs[] = {
     {"sha256", u_sha256},
     {"hmac_sha256", u_hmac_sha256},
     {"hex", u_hex},
+    {"md5", u_md5},
+    {"base64", u_base64},
     {"random_bytes", u_random_bytes},
     {"now", u_now},
     {"monotime", u_monotime},
