@@ -85,9 +85,22 @@ check(read_until(b"interrupted!"), "Ctrl-C stops a running evaluation")
 check(read_until(b"> "), "prompt after interrupt")
 send(b"'still alive'\r")
 check(read_until(b"still alive"), "REPL usable after interrupt")
+# libedit flushes input typed before it switches the terminal to raw mode,
+# so wait for the prompt before typing, as a person would.
+check(read_until(b"> "), "prompt before Ctrl-D")
 send(b"\x04")
-_, status = os.waitpid(pid, 0)
-check(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "Ctrl-D exits with status 0")
+status = None
+for _ in range(100):
+    done, st = os.waitpid(pid, os.WNOHANG)
+    if done:
+        status = st
+        break
+    time.sleep(0.05)
+if status is None:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+check(status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0,
+      "Ctrl-D exits with status 0")
 hist = os.path.join(state, "luabatch", "history")
 check(os.path.exists(hist) and b"still" in open(hist, "rb").read(), "history written")
 import shutil
