@@ -7,6 +7,7 @@
 static const char *const names[LB_ECOUNT_] = {
     "OK", "ENOMEM", "EINVAL", "EIO", "ETIMEDOUT", "ECANCELED",
     "ECONNECT", "ETLS", "EHTTP", "EPARSE", "ECALLBACK",
+    "EINTEGRITY", "ESERVICE",
 };
 
 const char *lb_err_name(int code) {

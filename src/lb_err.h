@@ -21,6 +21,9 @@ enum {
     LB_EHTTP,       /* other transport failure reported by libcurl */
     LB_EPARSE,      /* YAML/XML/JSON syntax error */
     LB_ECALLBACK,   /* a user callback failed (binding keeps its message) */
+    LB_EINTEGRITY,  /* data failed its checksum/length check (never kept) */
+    LB_ESERVICE,    /* the service answered with an error status; its own
+                       code ("NoSuchKey", "HTTP_503") travels alongside */
     LB_ECOUNT_      /* number of codes; not an error */
 };
 

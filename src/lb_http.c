@@ -518,6 +518,9 @@ static int setup(xfer *x, char *err) {
         && curl_easy_setopt(e, CURLOPT_CAINFO, r->ca_bundle) != CURLE_OK)
         return lb_err_set(err, LB_ENOMEM, "%s: out of memory", x->what);
     /* No CURLOPT_PROXY: libcurl then honours http_proxy/https_proxy/no_proxy. */
+    if (r->recv_buffer_size > 0) curl_easy_setopt(e, CURLOPT_BUFFERSIZE, r->recv_buffer_size);
+    if (r->send_buffer_size > 0)
+        curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, r->send_buffer_size);
     if ((rc = setup_body(x, method, err)) != LB_OK) return rc;
     /* An upload is a PUT to curl, anything else a GET or HEAD: name the
      * method when it differs. */
@@ -678,58 +681,89 @@ static void abort_now(lb_http_client *c, xfer *x, int code, const char *msg) {
     finish(c, x, CURLE_ABORTED_BY_CALLBACK);
 }
 
-/* Drive reqs[0..n) through the multi handle; see lb_http_perform_all. */
-static int run(lb_http_client *c, const lb_http_request *reqs, size_t n, lb_http_result *results) {
-    size_t next = 0, done = 0, i;
-    int nact = 0, j, rc = LB_OK;
-    xfer **act = lb_calloc((size_t)c->max_concurrency, sizeof *act);
-    if (!act) {
-        for (i = 0; i < n; i++) {
-            memset(&results[i], 0, sizeof results[i]);
-            results[i].code = lb_err_set(results[i].err, LB_ENOMEM, "http request: out of memory");
-        }
-        return LB_ENOMEM;
+/* Abort every transfer in flight with code/msg, telling the pump. */
+static void abort_all(lb_http_client *c, const lb_http_pump *p, xfer **act, int *nact,
+                      int code, const char *msg) {
+    int j;
+    for (j = 0; j < *nact; j++) {
+        xfer *x = act[j];
+        const lb_http_request *req = x->req;
+        lb_http_result *res = x->res;
+        abort_now(c, x, code, msg);
+        p->done(p->ud, req, res);
     }
-    while (done < n) {
-        int running;
+    *nact = 0;
+}
+
+/* Drive the pump's requests through the multi handle; see
+ * lb_http_perform_pump. */
+static int pump_run(lb_http_client *c, const lb_http_pump *p) {
+    int nact = 0, j, rc = LB_OK, ended = 0;
+    xfer **act = lb_calloc((size_t)c->max_concurrency, sizeof *act);
+    if (!act) return LB_ENOMEM;
+    for (;;) {
+        int running, waiting = 0;
         CURLMsg *m;
         double now;
         if (lb_intr_pending()) {
-            for (j = 0; j < nact; j++) abort_now(c, act[j], LB_ECANCELED, "interrupted");
-            nact = 0;
-            for (; next < n; next++) {
-                char what[WHAT_LEN];
-                describe(what, sizeof what, reqs[next].method ? reqs[next].method : "GET",
-                         reqs[next].url ? reqs[next].url : "");
-                memset(&results[next], 0, sizeof results[next]);
-                results[next].code = lb_err_set(results[next].err, LB_ECANCELED,
-                                                "%s: interrupted", what);
-            }
+            abort_all(c, p, act, &nact, LB_ECANCELED, "interrupted");
             rc = LB_ECANCELED;
             break;
         }
-        while (nact < c->max_concurrency && next < n) {
-            xfer *x;
-            if (start(c, &reqs[next], &results[next], &x) == LB_OK) act[nact++] = x;
-            else done++;
-            next++;
+        if (p->tick && (rc = p->tick(p->ud)) != LB_OK) {
+            abort_all(c, p, act, &nact, LB_ECANCELED, "stopped");
+            break;
         }
-        if (!nact) continue;
+        while (!ended && nact < c->max_concurrency) {
+            const lb_http_request *req = NULL;
+            lb_http_result *res = NULL;
+            xfer *x;
+            int r = p->next(p->ud, &req, &res);
+            if (r == LB_HTTP_PUMP_WAIT) { waiting = 1; break; }
+            if (r == LB_HTTP_PUMP_END) { ended = 1; break; }
+            if (r != LB_OK) { rc = r; break; }
+            if (start(c, req, res, &x) == LB_OK) {
+                act[nact++] = x;
+            } else if ((r = p->done(p->ud, req, res)) != LB_OK) {
+                rc = r;
+                break;
+            }
+        }
+        if (rc != LB_OK) {
+            abort_all(c, p, act, &nact, LB_ECANCELED, "stopped");
+            break;
+        }
+        if (!nact) {
+            if (ended) break;
+            if (waiting) curl_multi_poll(c->multi, NULL, 0, 10, NULL);
+            continue;
+        }
         curl_multi_perform(c->multi, &running);
         while ((m = curl_multi_info_read(c->multi, &running))) {
             xfer *x = NULL;
+            const lb_http_request *req;
+            lb_http_result *res;
             if (m->msg != CURLMSG_DONE) continue;
             curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
             for (j = 0; j < nact; j++)
                 if (act[j] == x) { act[j] = act[--nact]; break; }
+            req = x->req;
+            res = x->res;
             finish(c, x, m->data.result);
-            done++;
+            if (rc == LB_OK) rc = p->done(p->ud, req, res);
+            else p->done(p->ud, req, res);
+        }
+        if (rc != LB_OK) {
+            abort_all(c, p, act, &nact, LB_ECANCELED, "stopped");
+            break;
         }
         now = mono();
         for (j = 0; j < nact; j++) {
             xfer *x = act[j];
             const lb_http_request *r = x->req;
+            lb_http_result *res = x->res;
             char msg[LB_ERR_LEN];
+            int d;
             if (r->cancel && __atomic_load_n(r->cancel, __ATOMIC_RELAXED)) {
                 abort_now(c, x, LB_ECANCELED, "cancelled");
             } else if (x->read_timeout > 0 && x->connected && now - x->t_last > x->read_timeout) {
@@ -739,11 +773,69 @@ static int run(lb_http_client *c, const lb_http_request *reqs, size_t n, lb_http
                 continue;
             }
             act[j--] = act[--nact];
-            done++;
+            d = p->done(p->ud, r, res);
+            if (rc == LB_OK) rc = d;
+        }
+        if (rc != LB_OK) {
+            abort_all(c, p, act, &nact, LB_ECANCELED, "stopped");
+            break;
         }
         if (nact) curl_multi_poll(c->multi, NULL, 0, POLL_MS, NULL);
     }
     lb_free(act);
+    return rc;
+}
+
+/* The pump behind lb_http_perform_all: an array, in order. */
+typedef struct array_pump {
+    const lb_http_request *reqs;
+    lb_http_result *results;
+    size_t n, next;
+} array_pump;
+
+static int array_next(void *ud, const lb_http_request **req, lb_http_result **res) {
+    array_pump *a = ud;
+    if (a->next >= a->n) return LB_HTTP_PUMP_END;
+    *req = &a->reqs[a->next];
+    *res = &a->results[a->next];
+    a->next++;
+    return LB_OK;
+}
+
+static int array_done(void *ud, const lb_http_request *req, lb_http_result *res) {
+    (void)ud; (void)req; (void)res;
+    return LB_OK;
+}
+
+/* Drive reqs[0..n) through the multi handle; see lb_http_perform_all. */
+static int run(lb_http_client *c, const lb_http_request *reqs, size_t n, lb_http_result *results) {
+    array_pump a = { reqs, results, n, 0 };
+    lb_http_pump p = { array_next, array_done, NULL, &a };
+    size_t i;
+    int rc = pump_run(c, &p);
+    if (rc == LB_ENOMEM && a.next == 0) {
+        for (i = 0; i < n; i++) {
+            memset(&results[i], 0, sizeof results[i]);
+            results[i].code = lb_err_set(results[i].err, LB_ENOMEM, "http request: out of memory");
+        }
+        return LB_ENOMEM;
+    }
+    for (i = a.next; i < n; i++) {  /* never started: interrupted */
+        char what[WHAT_LEN];
+        describe(what, sizeof what, reqs[i].method ? reqs[i].method : "GET",
+                 reqs[i].url ? reqs[i].url : "");
+        memset(&results[i], 0, sizeof results[i]);
+        results[i].code = lb_err_set(results[i].err, LB_ECANCELED, "%s: interrupted", what);
+    }
+    return rc;
+}
+
+int lb_http_perform_pump(lb_http_client *c, const lb_http_pump *p) {
+    int rc;
+    if (!c || !p || !p->next || !p->done || c->busy) return LB_EINVAL;
+    c->busy = 1;
+    rc = pump_run(c, p);
+    c->busy = 0;
     return rc;
 }
 

@@ -110,6 +110,10 @@ typedef struct lb_http_request {
     const char *ca_bundle;          /* PEM file of trusted CAs, or NULL */
     volatile int *cancel;           /* optional: set non-zero (from any
                                        thread) to stop with LB_ECANCELED */
+    long recv_buffer_size;          /* bytes per receive (CURLOPT_BUFFERSIZE);
+                                       0 = libcurl's default (16 KiB) */
+    long send_buffer_size;          /* bytes per body read (CURLOPT_UPLOAD_
+                                       BUFFERSIZE); 0 = default (64 KiB) */
 } lb_http_request;
 
 /* A response; zero-initialised by the perform calls, owned by the caller,
@@ -161,6 +165,39 @@ int lb_http_perform(lb_http_client *c, const lb_http_request *req,
  * batch could not start (every result then carries that code). */
 int lb_http_perform_all(lb_http_client *c, const lb_http_request *reqs, size_t n,
                         lb_http_result *results);
+
+/* A pump feeds lb_http_perform_pump requests one at a time, as slots free
+ * up, and hears of each outcome as soon as it is known: for transfers of
+ * unbounded length (multipart uploads, ranged downloads) whose requests are
+ * built, signed and retried while others run.  Callbacks run on the
+ * calling thread, from the driving loop (never from inside libcurl). */
+enum {
+    LB_HTTP_PUMP_WAIT = -1,         /* next: nothing to start now, ask later */
+    LB_HTTP_PUMP_END = -2           /* next: nothing more will come */
+};
+typedef struct lb_http_pump {
+    /* Next request to start: return LB_OK with *req and *res set (both
+     * stay valid, owned by the pump, until done() is called for them),
+     * LB_HTTP_PUMP_WAIT, LB_HTTP_PUMP_END, or an LB_E* code to stop. */
+    int (*next)(void *ud, const lb_http_request **req, lb_http_result **res);
+    /* The outcome of req is in *res (the pump owns and frees res->resp).
+     * Return LB_OK, or an LB_E* code to stop. */
+    int (*done)(void *ud, const lb_http_request *req, lb_http_result *res);
+    /* Optional: called on every turn of the loop (at least every 100 ms
+     * while requests run, every 10 ms while waiting); LB_OK or a code to
+     * stop. */
+    int (*tick)(void *ud);
+    void *ud;
+} lb_http_pump;
+
+/* Run requests from the pump until next() says LB_HTTP_PUMP_END and none
+ * is in flight (at most the client's max_concurrency at once).  A request
+ * that cannot start is reported through done() like any other outcome.
+ * Stopping (a callback's code, or SIGINT: LB_ECANCELED) aborts every
+ * request in flight; done() is still called for each (code LB_ECANCELED),
+ * its return value then ignored.  Returns LB_OK, the stop code, or LB_EINVAL
+ * (client busy, NULL next/done). */
+int lb_http_perform_pump(lb_http_client *c, const lb_http_pump *p);
 
 /* Free what resp owns and zero it; NULL is a no-op. */
 void lb_http_response_free(lb_http_response *resp);
