@@ -8,13 +8,14 @@
 --   luabatch.retry        retry policies
 --   luabatch.request      the signed, retried AWS request path
 --   luabatch.log          levelled, redacted logging
+--   luabatch.s3           S3: objects, listings, streaming transfers, presigned URLs
 
 local _M = { _VERSION = "0.1.0" }
 
 local SUBMODULES = {
   core = "luabatch.core", config = "luabatch.config", credentials = "luabatch.credentials",
   retry = "luabatch.retry", request = "luabatch.request", log = "luabatch.log",
-  pretty = "luabatch.pretty",
+  pretty = "luabatch.pretty", s3 = "luabatch.s3",
 }
 
 setmetatable(_M, {
