@@ -14,6 +14,7 @@ void lb_l_open_sigv4(lua_State *L);   /* bind_sigv4.c */
 void lb_l_open_http(lua_State *L);    /* bind_http.c */
 void lb_l_open_yaml(lua_State *L);    /* bind_yaml.c */
 void lb_l_open_xml(lua_State *L);     /* bind_xml.c */
+void lb_l_open_s3(lua_State *L);      /* bind_s3.c: S3 transfers */
 
 /* Push `nil, "<msg>", "<LB code name>"` for a core failure; returns 3. */
 int lb_l_fail(lua_State *L, int code, const char *msg);

@@ -18,6 +18,7 @@ local io_stderr = io.stderr
 -- Subcommands: name -> module (loaded on use) and a one-line summary.
 local COMMANDS = {
   { "sign", "luabatch.cli.sign", "sign a request with SigV4 and show every step" },
+  { "s3", "luabatch.cli.s3", "copy, list, delete objects; make buckets; presign URLs" },
 }
 
 local USAGE = [==[

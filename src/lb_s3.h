@@ -1,0 +1,160 @@
+/* lb_s3.h -- S3 object transfers (upload, download) of the C core (no Lua).
+ *
+ * Built on lb_http (one client per transfer: pooled, kept-alive
+ * connections, several requests in flight) and lb_sigv4 (every request is
+ * signed here, just before it starts).  Memory does not grow with the
+ * object: file parts are sent as file ranges, ranges are received with
+ * pwrite; only stream uploads hold part buffers (concurrency x part_size).
+ *
+ * Upload (lb_s3_upload):
+ *   - file up to multipart_threshold (default 16 MiB): one PutObject with
+ *     x-amz-meta-lb-sha256: <hex sha256 of the body>;
+ *   - larger file: every part is hashed first (one pass, two threads), then
+ *     CreateMultipartUpload with x-amz-meta-lb-sha256:
+ *     <hex sha256 of the concatenated raw part digests>-<nparts> and
+ *     x-amz-meta-lb-part-size: <part size>, then UploadPart requests (each
+ *     signed with its part's SHA-256 as payload hash, or UNSIGNED-PAYLOAD),
+ *     then CompleteMultipartUpload.  Any failure after the create sends
+ *     AbortMultipartUpload (retried), so no parts are left behind;
+ *   - stream (reader): part buffers filled from the reader, each hashed as
+ *     filled; a stream that ends within its first part is one PutObject.
+ *     No lb-sha256 metadata (the whole digest is not known in advance).
+ * Download (lb_s3_download): HeadObject, then ranged GETs (aligned to
+ * lb-part-size when the object has our metadata, else part_size) written
+ * at their offsets into "<dest>.lbpart-<random>" and hashed as they arrive,
+ * If-Match on the ETag; verified against lb-sha256 ("sha256"), else a
+ * plain-MD5 ETag for objects up to 64 MiB ("md5"), else the length
+ * ("length"); then renamed over dest.  Any failure unlinks the temp file.
+ *
+ * Retries: a request failing with ECONNECT/ETIMEDOUT, HTTP 5xx, 429 or the
+ * S3 codes SlowDown/InternalError/RequestTimeout is retried alone with
+ * exponential backoff and jitter, up to max_attempts in all.
+ *
+ * Errors: LB_ESERVICE (S3 said no: res->code holds "NoSuchKey",
+ * "SignatureDoesNotMatch", ... or "HTTP_<status>" when the body had no
+ * code), LB_ECONNECT, LB_ETIMEDOUT, LB_ETLS, LB_ECANCELED (SIGINT, cancel
+ * flag, progress callback), LB_ECALLBACK (a callback failed), LB_EINTEGRITY
+ * (checksum or length mismatch), LB_EIO (local file), LB_EINVAL (bad
+ * options), LB_ENOMEM.  Messages read
+ * "PutObject s3://bucket/key: HTTP 403 SignatureDoesNotMatch: <message>"
+ * and never carry a secret or a signature. */
+#ifndef LB_S3_H
+#define LB_S3_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lb_err.h"
+
+#define LB_S3_MIN_PART (5LL << 20)          /* S3 minimum part (but the last) */
+#define LB_S3_MAX_PART (5LL << 30)          /* S3 maximum part */
+#define LB_S3_MAX_PARTS 10000
+#define LB_S3_DEFAULT_PART (8LL << 20)
+#define LB_S3_DEFAULT_THRESHOLD (16LL << 20)
+#define LB_S3_DEFAULT_CONCURRENCY 8
+#define LB_S3_DEFAULT_ATTEMPTS 5
+#define LB_S3_MD5_LIMIT (64LL << 20)        /* plain-ETag MD5 check up to this */
+#define LB_S3_CODE_LEN 64
+
+/* Progress: bytes done so far of total (-1 unknown: streams); LB_OK to go
+ * on, LB_ECANCELED to stop, another code for a failure (LB_ECALLBACK). */
+typedef int (*lb_s3_progress_fn)(void *ud, int64_t done, int64_t total);
+/* Stream reader: put up to cap bytes into buf; return the count (> 0), 0 at
+ * the end, or -code (-LB_ECALLBACK, -LB_ECANCELED, -LB_EIO) to fail. */
+typedef long (*lb_s3_read_fn)(void *ud, char *buf, size_t cap);
+
+/* A metadata pair (name without the "x-amz-meta-" prefix). */
+typedef struct lb_s3_meta {
+    const char *name;
+    const char *value;
+} lb_s3_meta;
+
+/* Options of one transfer.  Zero-initialise (0 / NULL = default), then set.
+ * Every pointer is borrowed for the duration of the call. */
+typedef struct lb_s3_opts {
+    const char *endpoint;           /* "http://127.0.0.1:7480" (scheme+host[:port]) */
+    const char *bucket;
+    const char *key;                /* raw UTF-8; encoded here ('/' kept) */
+    const char *region;             /* NULL: "us-east-1" */
+    const char *access_key, *secret_key, *session_token;
+    int virtual_host;               /* 1: scheme://bucket.host/key; 0: path style */
+    int64_t part_size;              /* 0: chosen from the size (see lb_s3_part_size) */
+    int concurrency;                /* 0: 8 requests in flight */
+    int max_attempts;               /* 0: 5 per request */
+    lb_s3_progress_fn on_progress;  /* at most every ~100 ms, and once at the end */
+    void *progress_ud;
+    int verify_off;                 /* 1: skip TLS verification */
+    const char *ca_bundle;
+    double connect_timeout, read_timeout;   /* seconds; 0 = lb_http defaults */
+    volatile int *cancel;           /* optional: set non-zero to stop */
+    const char *file;               /* upload source / download destination */
+    /* upload only */
+    lb_s3_read_fn reader;           /* stream source (when file is NULL) */
+    void *reader_ud;
+    const char *content_type;
+    const lb_s3_meta *metadata;
+    size_t nmetadata;
+    int64_t multipart_threshold;    /* 0: 16 MiB */
+    int unsigned_payload;           /* UNSIGNED-PAYLOAD instead of the part hashes */
+    /* download only */
+    int no_checksum;                /* 1: check the length only */
+    int fsync;                      /* 1: fsync the file before the rename */
+} lb_s3_opts;
+
+/* Outcome of a transfer; zeroed by the calls; free with lb_s3_result_free. */
+typedef struct lb_s3_result {
+    int64_t bytes;                  /* object size */
+    char *etag;                     /* as S3 sent it (with its quotes) */
+    int parts;                      /* upload: parts (1 = single PUT); download: ranges */
+    char *sha256;                   /* upload: the lb-sha256 value, NULL for streams */
+    char *upload_id;                /* multipart upload id, else NULL */
+    const char *verified;           /* download: "sha256", "md5" or "length" (static) */
+    char code[LB_S3_CODE_LEN];      /* LB_ESERVICE: S3 code or "HTTP_<n>"; else "" */
+} lb_s3_result;
+
+/* Upload opts->file (or the opts->reader stream) to s3://bucket/key.
+ * Returns LB_OK and fills *res, or a code listed at the top with err
+ * (LB_ERR_LEN bytes, may be NULL) set; *res then holds only res->code.
+ * Thread: the caller's; callbacks run on it.  Not re-entrant per opts. */
+int lb_s3_upload(const lb_s3_opts *opts, lb_s3_result *res, char *err);
+
+/* Download s3://bucket/key to opts->file (replaced atomically).  Returns
+ * as lb_s3_upload; on any failure no file is created or changed under
+ * opts->file and the temporary file is gone. */
+int lb_s3_download(const lb_s3_opts *opts, lb_s3_result *res, char *err);
+
+/* Free what res owns and zero it (NULL is a no-op). */
+void lb_s3_result_free(lb_s3_result *res);
+
+/* ---- pieces, exposed for tests ---------------------------------------- */
+
+/* Part size for an object of `size` bytes: `requested` when > 0 (clamped
+ * to [5 MiB, 5 GiB] and raised until the parts fit in 10,000), else
+ * max(8 MiB, ceil(size / 10000) rounded up to 1 MiB). */
+int64_t lb_s3_part_size(int64_t size, int64_t requested);
+
+/* Percent-encode a key for a URL path: every byte outside A-Z a-z 0-9
+ * - _ . ~ and '/' becomes %XX.  Returns a new string (lb_free) or NULL
+ * when out of memory. */
+char *lb_s3_encode_key(const char *key);
+
+/* The object URL: path style "endpoint/bucket/key" or virtual host
+ * "scheme://bucket.host[:port]/key" (encoded key).  Returns a new string or
+ * NULL (out of memory, or an endpoint without "scheme://"). */
+char *lb_s3_object_url(const char *endpoint, const char *bucket, const char *key, int virtual_host);
+
+/* The CompleteMultipartUpload document for n parts (numbered 1..n) with
+ * their ETags.  Returns a new string or NULL when out of memory. */
+char *lb_s3_complete_xml(const char *const *etags, size_t n);
+
+/* "<hex sha256 of the n concatenated 32-byte digests>-<n>" into out (at
+ * least 64 + 1 + 5 + 1 bytes).  LB_OK or LB_ENOMEM. */
+int lb_s3_composite(const unsigned char *digests, size_t n, char *out, size_t cap);
+
+/* Parse an S3 error document: code and message (either may come back
+ * ""), bounded copies.  LB_OK when body is an <Error> document, else
+ * LB_EPARSE (or LB_ENOMEM). */
+int lb_s3_parse_error(const char *body, size_t len, char *code, size_t code_cap,
+                      char *msg, size_t msg_cap);
+
+#endif

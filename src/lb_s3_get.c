@@ -1,0 +1,385 @@
+/* lb_s3_get.c -- S3 downloads (lb_s3_download), on the engine of lb_s3.c.
+ *
+ * HeadObject gives the size, ETag and our metadata; the ranges follow
+ * lb-part-size when the object carries lb-sha256 "<hex>-<n>" (so each
+ * range's SHA-256 is one part digest and the composite can be recomputed),
+ * else part_size.  Every range is a GET with Range and If-Match (the
+ * object must not change under us), written with pwrite at its offset into
+ * a temporary file next to the destination and hashed as it arrives. */
+#include "lb_s3_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+
+#include "lb_alloc.h"
+#include "lb_buf.h"
+
+enum { V_LENGTH, V_SHA256_PARTS, V_SHA256, V_MD5 };
+
+/* ---- phases -------------------------------------------------------------- */
+
+static int head_build(s3x *x, s3_slot *s, s3_part *p) {
+    (void)p;
+    return s3_sign(x, s, "HEAD", NULL, NULL, 0, S3_EMPTY_SHA256);
+}
+
+static int head_ok(s3x *x, s3_slot *s, s3_part *p, int *retry, char *msg) {
+    (void)p; (void)retry; (void)msg;
+    lb_http_response_free(&x->keep);
+    x->keep = s->res.resp;
+    memset(&s->res.resp, 0, sizeof s->res.resp);
+    return LB_OK;
+}
+
+const s3_phase s3_ph_head = { "HeadObject", head_build, head_ok, NULL, 0, 0 };
+
+/* A HEAD error has no body: ask with a one-byte GET for the S3 code. */
+static int probe_build(s3x *x, s3_slot *s, s3_part *p) {
+    lb_sigv4_header h = { "Range", "bytes=0-0" };
+    (void)p;
+    return s3_sign(x, s, "GET", NULL, &h, 1, S3_EMPTY_SHA256);
+}
+
+static const s3_phase PH_PROBE = { "GetObject", probe_build, head_ok, NULL, 0, 0 };
+
+static int on_data(void *ud, const char *p, size_t n) {
+    s3_slot *s = ud;
+    s3x *x = s->x;
+    s3_part *part = &x->parts[s->part];
+    size_t done = 0;
+    if (s->now + (int64_t)n > part->len) {
+        s->why = LB_ECONNECT;       /* the peer went astray: retried */
+        snprintf(s->why_msg, sizeof s->why_msg, "more bytes than the range holds");
+        return LB_EIO;
+    }
+    while (done < n) {
+        ssize_t w = pwrite(x->fd, p + done, n - done, (off_t)(part->off + s->now + (int64_t)done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            s->why = LB_EIO;
+            snprintf(s->why_msg, sizeof s->why_msg, "write %.160s: %s", x->o->file,
+                     w < 0 ? strerror(errno) : "short write");
+            return LB_EIO;
+        }
+        done += (size_t)w;
+    }
+    if (s->md && !EVP_DigestUpdate(s->md, p, n)) {
+        s->why = LB_ENOMEM;
+        snprintf(s->why_msg, sizeof s->why_msg, "out of memory");
+        return LB_ENOMEM;
+    }
+    s->now += (int64_t)n;
+    return LB_OK;
+}
+
+static int get_build(s3x *x, s3_slot *s, s3_part *p) {
+    lb_sigv4_header h[2];
+    char range[64];
+    size_t n = 0;
+    int rc;
+    if (x->ranged) {
+        snprintf(range, sizeof range, "bytes=%lld-%lld", (long long)p->off,
+                 (long long)(p->off + p->len - 1));
+        h[n].name = "Range";
+        h[n++].value = range;
+    }
+    if (x->if_match) {
+        h[n].name = "If-Match";
+        h[n++].value = x->if_match;
+    }
+    if ((rc = s3_sign(x, s, "GET", NULL, h, n, S3_EMPTY_SHA256)) != LB_OK) return rc;
+    if (s->md && !EVP_DigestInit_ex(s->md, x->md_type, NULL))
+        return s3_fail(x, LB_ENOMEM, "out of memory");
+    s->req.sink_kind = LB_HTTP_SINK_WRITER;
+    s->req.on_data = on_data;
+    s->req.data_ud = s;
+    s->req.recv_buffer_size = S3_RECV_BUFFER;
+    return LB_OK;
+}
+
+static int get_ok(s3x *x, s3_slot *s, s3_part *p, int *retry, char *msg) {
+    unsigned int len = 0;
+    if (x->ranged && s->res.resp.status != 206) {
+        snprintf(msg, LB_ERR_LEN, "HTTP %ld to a ranged GET (206 expected)", s->res.resp.status);
+        return LB_EINTEGRITY;
+    }
+    if (s->now != p->len) {
+        *retry = 1;
+        snprintf(msg, LB_ERR_LEN, "range %lld+%lld: got %lld bytes", (long long)p->off,
+                 (long long)p->len, (long long)s->now);
+        return LB_ECONNECT;
+    }
+    if (s->md && !EVP_DigestFinal_ex(s->md, p->digest, &len)) {
+        snprintf(msg, LB_ERR_LEN, "out of memory");
+        return LB_ENOMEM;
+    }
+    return LB_OK;
+}
+
+static const s3_phase PH_GET = { "GetObject", get_build, get_ok, NULL, 1, 0 };
+
+/* ---- verification ---------------------------------------------------------- */
+
+static int hexval(int c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+static int is_hex(const char *s, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (hexval((unsigned char)s[i]) < 0) return 0;
+    return 1;
+}
+
+/* Digest of bytes [0, size) of the temporary file (a second pass, for a
+ * whole-object digest over several ranges). */
+static int hash_back(s3x *x, const EVP_MD *md, unsigned char *out) {
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    char *buf = lb_malloc(1 << 20);
+    int64_t pos = 0;
+    unsigned int len = 0;
+    int rc = LB_OK;
+    if (!ctx || !buf || !EVP_DigestInit_ex(ctx, md, NULL)) {
+        rc = s3_fail(x, LB_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (;;) {
+        ssize_t got = pread(x->fd, buf, 1 << 20, (off_t)pos);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) {
+            rc = s3_fail(x, LB_EIO, "read back %s: %s", x->o->file, strerror(errno));
+            goto done;
+        }
+        if (got == 0) break;
+        EVP_DigestUpdate(ctx, buf, (size_t)got);
+        pos += got;
+    }
+    EVP_DigestFinal_ex(ctx, out, &len);
+done:
+    EVP_MD_CTX_free(ctx);
+    lb_free(buf);
+    return rc;
+}
+
+/* Compare what arrived with what the object says it is. */
+static int verify(s3x *x, int how, const char *want, s3_part *parts, size_t n) {
+    unsigned char d[32], *all;
+    char got[80];
+    size_t i;
+    int rc;
+    if (how == V_SHA256_PARTS) {
+        if (!(all = lb_malloc(32 * n))) return s3_fail(x, LB_ENOMEM, "out of memory");
+        for (i = 0; i < n; i++) memcpy(all + 32 * i, parts[i].digest, 32);
+        rc = lb_s3_composite(all, n, got, sizeof got);
+        lb_free(all);
+        if (rc != LB_OK) return s3_fail(x, rc, "out of memory");
+    } else {
+        size_t dl = how == V_MD5 ? 16 : 32;
+        if (n == 1) memcpy(d, parts[0].digest, dl);
+        else if ((rc = hash_back(x, how == V_MD5 ? EVP_md5() : EVP_sha256(), d)) != LB_OK) return rc;
+        s3_hex(d, dl, got);
+    }
+    if (strcasecmp(got, want) != 0)
+        return s3_fail(x, LB_EINTEGRITY, "checksum mismatch: the object says %s %.80s, the bytes "
+                       "received hash to %.80s", how == V_MD5 ? "MD5" : "lb-sha256", want, got);
+    return LB_OK;
+}
+
+/* ---- download ------------------------------------------------------------- */
+
+static int temp_open(s3x *x, char **tmp) {
+    unsigned char r[4];
+    char hex[9];
+    lb_buf b = { 0 };
+    int tries;
+    for (tries = 0; tries < 8; tries++) {
+        if (RAND_bytes(r, sizeof r) != 1) {
+            unsigned v = (unsigned)getpid() * 2654435761u + (unsigned)(s3_mono() * 1e9);
+            memcpy(r, &v, sizeof r);
+        }
+        s3_hex(r, sizeof r, hex);
+        lb_buf_reset(&b);
+        if (lb_buf_printf(&b, "%s.lbpart-%s", x->o->file, hex) != LB_OK) {
+            lb_buf_free(&b);
+            return s3_fail(x, LB_ENOMEM, "out of memory");
+        }
+        x->fd = open(b.data, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (x->fd >= 0) {
+            *tmp = lb_buf_detach(&b, NULL);
+            if (!*tmp) {
+                close(x->fd);
+                x->fd = -1;
+                unlink(b.data);
+                lb_buf_free(&b);
+                return s3_fail(x, LB_ENOMEM, "out of memory");
+            }
+            return LB_OK;
+        }
+        if (errno != EEXIST) break;
+    }
+    {
+        int e = errno;
+        int rc = s3_fail(x, LB_EIO, "create %.200s: %s", b.data, strerror(e));
+        lb_buf_free(&b);
+        return rc;
+    }
+}
+
+/* Facts from the HEAD answer. */
+typedef struct head_info {
+    int64_t size;
+    const char *etag, *lbsha, *lbps;
+    int sse;                        /* KMS or customer keys: ETag is no MD5 */
+} head_info;
+
+static int read_head(s3x *x, head_info *h) {
+    const char *cl = lb_http_response_header(&x->keep, "Content-Length");
+    const char *enc = lb_http_response_header(&x->keep, "x-amz-server-side-encryption");
+    char *end;
+    memset(h, 0, sizeof h[0]);
+    if (!cl || !*cl) return s3_fail(x, LB_EPARSE, "answer without a Content-Length");
+    h->size = strtoll(cl, &end, 10);
+    if (*end || h->size < 0) return s3_fail(x, LB_EPARSE, "bad Content-Length '%.40s'", cl);
+    h->etag = lb_http_response_header(&x->keep, "ETag");
+    h->lbsha = lb_http_response_header(&x->keep, "x-amz-meta-lb-sha256");
+    h->lbps = lb_http_response_header(&x->keep, "x-amz-meta-lb-part-size");
+    h->sse = (enc && strcasecmp(enc, "AES256") != 0)
+          || lb_http_response_header(&x->keep, "x-amz-server-side-encryption-customer-algorithm");
+    return LB_OK;
+}
+
+/* Choose the check and the range size; *want gets the expected digest. */
+static int plan(s3x *x, const head_info *h, int64_t *rs, char *want, size_t cap) {
+    const lb_s3_opts *o = x->o;
+    *rs = lb_s3_part_size(h->size, o->part_size);
+    want[0] = '\0';
+    if (o->no_checksum) return V_LENGTH;
+    if (h->lbsha) {
+        const char *dash = strchr(h->lbsha, '-');
+        if (!dash && strlen(h->lbsha) == 64 && is_hex(h->lbsha, 64)) {
+            snprintf(want, cap, "%s", h->lbsha);
+            return V_SHA256;
+        }
+        if (dash && dash - h->lbsha == 64 && is_hex(h->lbsha, 64) && h->lbps) {
+            char *end;
+            long long n = strtoll(dash + 1, &end, 10), ps = strtoll(h->lbps, NULL, 10);
+            if (!*end && n > 0 && ps > 0 && (h->size + ps - 1) / ps == n) {
+                *rs = ps;
+                snprintf(want, cap, "%s", h->lbsha);
+                return V_SHA256_PARTS;
+            }
+        }
+    }
+    if (h->etag && !h->sse && h->size <= LB_S3_MD5_LIMIT && strlen(h->etag) == 34
+        && h->etag[0] == '"' && h->etag[33] == '"' && is_hex(h->etag + 1, 32)) {
+        snprintf(want, cap, "%.32s", h->etag + 1);
+        return V_MD5;
+    }
+    return V_LENGTH;
+}
+
+static const char *const VERIFIED[] = { "length", "sha256", "sha256", "md5" };
+
+static int download(s3x *x) {
+    const lb_s3_opts *o = x->o;
+    s3_part one, *parts = NULL;
+    head_info h;
+    int64_t rs;
+    char want[80], *tmp = NULL;
+    size_t n, i;
+    int how, rc;
+    memset(&one, 0, sizeof one);
+    rc = s3_run(x, &s3_ph_head, &one, 1, 1);
+    if (rc == LB_ESERVICE && x->keep.status == 0 && strncmp(x->res->code, "HTTP_4", 6) == 0) {
+        char code[LB_S3_CODE_LEN], keep[LB_ERR_LEN] = "";
+        memcpy(code, x->res->code, sizeof code);
+        if (x->err) snprintf(keep, sizeof keep, "%s", x->err);
+        x->rc = 0;
+        memset(&one, 0, sizeof one);
+        if (s3_run(x, &PH_PROBE, &one, 1, 1) != LB_ESERVICE || strncmp(x->res->code, "HTTP_", 5) == 0) {
+            memcpy(x->res->code, code, sizeof code);   /* no better story */
+            if (x->err) snprintf(x->err, LB_ERR_LEN, "%s", keep);
+        }
+        x->rc = LB_ESERVICE;
+        if (!strcmp(x->res->code, "HTTP_404")) snprintf(x->res->code, LB_S3_CODE_LEN, "NoSuchKey");
+        return LB_ESERVICE;
+    }
+    if (rc != LB_OK) return rc;
+    if ((rc = read_head(x, &h)) != LB_OK) return rc;
+    how = plan(x, &h, &rs, want, sizeof want);
+    n = h.size ? (size_t)((h.size + rs - 1) / rs) : 1;
+    x->ranged = n > 1;
+    x->res->bytes = h.size;
+    x->total = h.size;
+    if (h.etag && !(x->res->etag = lb_strdup(h.etag))) return s3_fail(x, LB_ENOMEM, "out of memory");
+    x->if_match = x->res->etag;
+    if (!(parts = lb_calloc(n, sizeof *parts))) return s3_fail(x, LB_ENOMEM, "out of memory");
+    for (i = 0; i < n; i++) {
+        parts[i].off = (int64_t)i * rs;
+        parts[i].len = i + 1 < n ? rs : h.size - parts[i].off;
+    }
+    if (how == V_SHA256_PARTS || (how == V_SHA256 && n == 1)) x->md_type = EVP_sha256();
+    else if (how == V_MD5 && n == 1) x->md_type = EVP_md5();
+    if ((rc = temp_open(x, &tmp)) != LB_OK) goto done;
+    rc = s3_run(x, &PH_GET, parts, n, x->concurrency < (int)n ? x->concurrency : (int)n);
+    x->ph = &PH_GET;
+    if (rc == LB_OK && how != V_LENGTH) rc = verify(x, how, want, parts, n);
+    if (rc == LB_OK) {
+        off_t end = lseek(x->fd, 0, SEEK_END);
+        if (end != (off_t)h.size)
+            rc = s3_fail(x, LB_EINTEGRITY, "%lld bytes written, the object has %lld",
+                         (long long)end, (long long)h.size);
+    }
+    if (rc == LB_OK && o->fsync && fsync(x->fd) != 0)
+        rc = s3_fail(x, LB_EIO, "fsync %s: %s", tmp, strerror(errno));
+    if (rc == LB_OK) {
+        close(x->fd);
+        x->fd = -1;
+        if (rename(tmp, o->file) != 0) rc = s3_fail(x, LB_EIO, "rename to %s: %s", o->file, strerror(errno));
+    }
+    if (rc != LB_OK) unlink(tmp);
+    else {
+        x->res->parts = (int)n;
+        x->res->verified = VERIFIED[how];
+    }
+done:
+    lb_free(tmp);
+    lb_free(parts);
+    return rc;
+}
+
+int lb_s3_download(const lb_s3_opts *o, lb_s3_result *res, char *err) {
+    s3x x;
+    int rc;
+    if (!o || !res) return lb_err_set(err, LB_EINVAL, "s3_download: no options");
+    if ((rc = s3x_init(&x, o, res, err)) != LB_OK) {
+        s3x_free(&x);
+        return rc;
+    }
+    if (!o->file || !*o->file) {
+        s3x_free(&x);
+        return lb_err_set(err, LB_EINVAL, "s3_download: file is required");
+    }
+    rc = download(&x);
+    if (rc == LB_OK && o->on_progress) o->on_progress(o->progress_ud, res->bytes, res->bytes);
+    s3x_free(&x);
+    if (rc == LB_OK) {
+        res->code[0] = '\0';
+    } else {
+        char code[LB_S3_CODE_LEN];
+        memcpy(code, res->code, sizeof code);
+        lb_s3_result_free(res);
+        if (rc == LB_ESERVICE) memcpy(res->code, code, sizeof code);
+    }
+    return rc;
+}

@@ -1,0 +1,177 @@
+/* lb_s3_util.c -- the pure pieces of the S3 transfers: part sizing, key
+ * and URL encoding, the CompleteMultipartUpload document, composite
+ * digests, error documents (lb_s3.h "pieces", lb_s3_int.h helpers). */
+#include "lb_s3_int.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "lb_alloc.h"
+#include "lb_buf.h"
+#include "lb_xml.h"
+
+double s3_mono(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void s3_hex(const unsigned char *p, size_t n, char *out) {
+    static const char hx[] = "0123456789abcdef";
+    size_t i;
+    for (i = 0; i < n; i++) {
+        out[2 * i] = hx[p[i] >> 4];
+        out[2 * i + 1] = hx[p[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+int64_t lb_s3_part_size(int64_t size, int64_t requested) {
+    int64_t ps = requested, mib = 1 << 20;
+    if (ps <= 0) {
+        ps = (size + LB_S3_MAX_PARTS - 1) / LB_S3_MAX_PARTS;
+        ps = (ps + mib - 1) / mib * mib;
+        if (ps < LB_S3_DEFAULT_PART) ps = LB_S3_DEFAULT_PART;
+    }
+    if (ps < LB_S3_MIN_PART) ps = LB_S3_MIN_PART;
+    if (size > 0 && (size + ps - 1) / ps > LB_S3_MAX_PARTS) {
+        ps = (size + LB_S3_MAX_PARTS - 1) / LB_S3_MAX_PARTS;
+        ps = (ps + mib - 1) / mib * mib;
+    }
+    if (ps > LB_S3_MAX_PART) ps = LB_S3_MAX_PART;
+    return ps;
+}
+
+static int unreserved(unsigned char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+        || c == '-' || c == '_' || c == '.' || c == '~';
+}
+
+static char *encode(const char *s, int keep_slash) {
+    static const char hx[] = "0123456789ABCDEF";
+    size_t n = strlen(s), i, j = 0;
+    char *out = lb_malloc(3 * n + 1);
+    if (!out) return NULL;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (unreserved(c) || (keep_slash && c == '/')) {
+            out[j++] = (char)c;
+        } else {
+            out[j++] = '%';
+            out[j++] = hx[c >> 4];
+            out[j++] = hx[c & 15];
+        }
+    }
+    out[j] = '\0';
+    return out;
+}
+
+char *lb_s3_encode_key(const char *key) { return encode(key, 1); }
+
+/* encode(s, 0) into out (3 * strlen + 1 bytes fit), no allocation. */
+void s3_encode_into(const char *s, char *out, size_t cap) {
+    static const char hx[] = "0123456789ABCDEF";
+    size_t j = 0;
+    for (; *s && j + 4 <= cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (unreserved(c)) {
+            out[j++] = (char)c;
+        } else {
+            out[j++] = '%';
+            out[j++] = hx[c >> 4];
+            out[j++] = hx[c & 15];
+        }
+    }
+    out[j] = '\0';
+}
+
+char *lb_s3_object_url(const char *endpoint, const char *bucket, const char *key, int virtual_host) {
+    const char *host = strstr(endpoint, "://");
+    size_t elen = strlen(endpoint);
+    char *ek, *out;
+    lb_buf b = { 0 };
+    int rc;
+    if (!host || host == endpoint) return NULL;
+    host += 3;
+    while (elen && endpoint[elen - 1] == '/') elen--;
+    if (!(ek = lb_s3_encode_key(key))) return NULL;
+    if (virtual_host)
+        rc = lb_buf_printf(&b, "%.*s%s.%.*s/%s", (int)(host - endpoint), endpoint, bucket,
+                           (int)(elen - (size_t)(host - endpoint)), host, ek);
+    else
+        rc = lb_buf_printf(&b, "%.*s/%s/%s", (int)elen, endpoint, bucket, ek);
+    lb_free(ek);
+    if (rc != LB_OK) { lb_buf_free(&b); return NULL; }
+    out = lb_buf_detach(&b, NULL);
+    return out;
+}
+
+/* Text with &, <, > escaped (ETags hold quotes, which element text may). */
+static int xml_text(lb_buf *b, const char *s) {
+    int rc = LB_OK;
+    for (; *s && rc == LB_OK; s++) {
+        if (*s == '&') rc = lb_buf_puts(b, "&amp;");
+        else if (*s == '<') rc = lb_buf_puts(b, "&lt;");
+        else if (*s == '>') rc = lb_buf_puts(b, "&gt;");
+        else rc = lb_buf_putc(b, *s);
+    }
+    return rc;
+}
+
+char *lb_s3_complete_xml(const char *const *etags, size_t n) {
+    lb_buf b = { 0 };
+    size_t i;
+    int rc = lb_buf_puts(&b, "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+    for (i = 0; i < n && rc == LB_OK; i++) {
+        rc = lb_buf_printf(&b, "<Part><PartNumber>%zu</PartNumber><ETag>", i + 1);
+        if (rc == LB_OK) rc = xml_text(&b, etags[i] ? etags[i] : "");
+        if (rc == LB_OK) rc = lb_buf_puts(&b, "</ETag></Part>");
+    }
+    if (rc == LB_OK) rc = lb_buf_puts(&b, "</CompleteMultipartUpload>");
+    if (rc != LB_OK) { lb_buf_free(&b); return NULL; }
+    return lb_buf_detach(&b, NULL);
+}
+
+int lb_s3_composite(const unsigned char *digests, size_t n, char *out, size_t cap) {
+    unsigned char md[32];
+    unsigned int len = 0;
+    char hex[65];
+    if (!EVP_Digest(n ? (const void *)digests : "", n * 32, md, &len, EVP_sha256(), NULL))
+        return LB_ENOMEM;
+    s3_hex(md, 32, hex);
+    snprintf(out, cap, "%s-%zu", hex, n);
+    return LB_OK;
+}
+
+void s3_copy_text(char *dst, size_t cap, const char *src) {
+    if (!cap) return;
+    snprintf(dst, cap, "%s", src ? src : "");
+}
+
+int lb_s3_parse_error(const char *body, size_t len, char *code, size_t code_cap,
+                      char *msg, size_t msg_cap) {
+    lb_xml_elem *root = NULL;
+    int rc;
+    s3_copy_text(code, code_cap, "");
+    s3_copy_text(msg, msg_cap, "");
+    if (!body || !len) return LB_EPARSE;
+    if ((rc = lb_xml_parse(body, len, &root, NULL)) != LB_OK) return rc;
+    if (strcmp(root->name, "Error") != 0) {
+        lb_xml_free(root);
+        return LB_EPARSE;
+    }
+    s3_copy_text(code, code_cap, lb_xml_child_text(root, "Code"));
+    s3_copy_text(msg, msg_cap, lb_xml_child_text(root, "Message"));
+    lb_xml_free(root);
+    return LB_OK;
+}
+
+void lb_s3_result_free(lb_s3_result *res) {
+    if (!res) return;
+    lb_free(res->etag);
+    lb_free(res->sha256);
+    lb_free(res->upload_id);
+    memset(res, 0, sizeof *res);
+}
+
