@@ -8,6 +8,7 @@
  * lb_http pump through at most nslots slots; a slot holds everything its
  * request borrows (URL, signature, headers).  A part that fails in a
  * retryable way waits out its backoff and runs again alone. */
+#define _GNU_SOURCE                 /* strptime, timegm */
 #include "lb_s3_int.h"
 
 #include <errno.h>
@@ -809,16 +810,18 @@ static int completed_anyway(s3x *x, const s3_part *parts, size_t n) {
 }
 
 /* Multipart, once x->parts[0..n) are known (file) or start (stream). */
-static int multipart(s3x *x, s3_part **partsp, size_t *np, int stream) {
+static int multipart_run(s3x *x, s3_part **partsp, size_t *np, int stream, int *create_attempts) {
     lb_s3_result *res = x->res;
     lb_xml_elem *doc = NULL;
     const char *id, **etags = NULL;
     s3_part one;
     size_t i;
     int rc;
-    char pserr[LB_ERR_LEN], idbuf[256];
+    char pserr[LB_ERR_LEN], idbuf[256] = "";
     memset(&one, 0, sizeof one);
-    if ((rc = s3_run(x, &PH_CREATE, &one, 1, 1)) != LB_OK) return rc;
+    rc = s3_run(x, &PH_CREATE, &one, 1, 1);
+    *create_attempts = one.attempts;
+    if (rc != LB_OK) return rc;
     x->ph = &PH_CREATE;
     rc = lb_xml_parse(x->keep.body, x->keep.body_len, &doc, pserr);
     if (rc == LB_OK) s3_copy_text(idbuf, sizeof idbuf, lb_xml_child_text(doc, "UploadId"));
@@ -880,6 +883,80 @@ static int multipart(s3x *x, s3_part **partsp, size_t *np, int stream) {
     return LB_OK;
 abort:
     return abort_upload(x);
+}
+
+/* ListMultipartUploads of the bucket for prefix = key (a bucket URL). */
+static int list_build(s3x *x, s3_slot *s, s3_part *p) {
+    char *ek = lb_s3_encode_key(x->o->key), *object_url = x->url, *bucket_url;
+    lb_buf q = { 0 };
+    int rc;
+    (void)p;
+    bucket_url = lb_s3_object_url(x->o->endpoint, x->o->bucket, "", x->o->virtual_host);
+    if (!ek || !bucket_url || lb_buf_printf(&q, "uploads&prefix=%s", ek) != LB_OK) {
+        lb_free(ek);
+        lb_free(bucket_url);
+        lb_buf_free(&q);
+        return s3_fail(x, LB_ENOMEM, "out of memory");
+    }
+    lb_free(ek);
+    x->url = bucket_url;            /* s3_sign builds on x->url */
+    rc = s3_sign(x, s, "GET", q.data, NULL, 0, S3_EMPTY_SHA256);
+    x->url = object_url;
+    lb_free(bucket_url);
+    lb_buf_free(&q);
+    return rc;
+}
+
+static const s3_phase PH_LIST = { "ListMultipartUploads", list_build, keep_ok, NULL, 0, 0 };
+
+/* A Create that had to be retried may have opened uploads whose answers
+ * were lost.  Abort the uploads of this very key initiated since t0 (less a
+ * minute for clock skew), except ours.  Best effort: x's outcome is kept. */
+static void sweep_lost_creates(s3x *x, time_t t0) {
+    lb_xml_elem *doc = NULL;
+    char keep[LB_ERR_LEN] = "", code[LB_S3_CODE_LEN];
+    const char *mine = x->res->upload_id, *saved_enc = x->upload_id_enc;
+    char saved_idenc[sizeof x->idenc];
+    s3_part one;
+    size_t i;
+    int saved = x->rc;
+    if (x->err) snprintf(keep, sizeof keep, "%s", x->err);
+    memcpy(code, x->res->code, sizeof code);
+    memcpy(saved_idenc, x->idenc, sizeof saved_idenc);
+    x->rc = 0;
+    memset(&one, 0, sizeof one);
+    if (s3_run(x, &PH_LIST, &one, 1, 1) == LB_OK
+        && lb_xml_parse(x->keep.body, x->keep.body_len, &doc, NULL) == LB_OK) {
+        for (i = 0; i < doc->n; i++) {
+            const lb_xml_elem *u = doc->kids[i];
+            const char *k = lb_xml_child_text(u, "Key"), *id = lb_xml_child_text(u, "UploadId");
+            const char *when = lb_xml_child_text(u, "Initiated");
+            struct tm tm;
+            if (strcmp(u->name, "Upload") || !k || !id || !when || strcmp(k, x->o->key)
+                || (mine && !strcmp(id, mine)))
+                continue;
+            memset(&tm, 0, sizeof tm);
+            if (!strptime(when, "%Y-%m-%dT%H:%M:%S", &tm) || timegm(&tm) < t0 - 60) continue;
+            s3_encode_into(id, x->idenc, sizeof x->idenc);
+            x->upload_id_enc = x->idenc;
+            x->rc = 0;
+            memset(&one, 0, sizeof one);
+            s3_run(x, &PH_ABORT, &one, 1, 1);
+        }
+    }
+    lb_xml_free(doc);
+    memcpy(x->idenc, saved_idenc, sizeof saved_idenc);
+    x->upload_id_enc = saved_enc;
+    x->rc = saved;
+    memcpy(x->res->code, code, sizeof code);
+    if (x->err) snprintf(x->err, LB_ERR_LEN, "%s", keep);
+}
+
+static int multipart(s3x *x, s3_part **partsp, size_t *np, int stream) {
+    time_t t0 = time(NULL);
+    int attempts = 0, rc = multipart_run(x, partsp, np, stream, &attempts);
+    if (attempts > 1) sweep_lost_creates(x, t0);
+    return rc;
 }
 
 static int finish_single(s3x *x, s3_part *one) {

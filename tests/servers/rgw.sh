@@ -68,6 +68,11 @@ memstore_device_bytes = ${MEMSTORE_BYTES:-6442450944}
 rgw_frontends = beast endpoint=127.0.0.1:$PORT
 rgw_data = $D/rgw
 rgw_dns_name = s3.localhost
+# memstore keeps objects in RAM: free deleted/overwritten objects at once
+# instead of after RGW's default two hours, or big tests fill the OSD.
+rgw_gc_obj_min_wait = 0
+rgw_gc_processor_period = 5
+rgw_gc_processor_max_time = 5
 CONF
 ceph-authtool --create-keyring "$D/keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
 monmaptool --create --addv a "[v1:127.0.0.1:$MONPORT]" --fsid "$FSID" "$D/monmap" >/dev/null
