@@ -101,7 +101,7 @@ deps:
 
 run: deps
 	@$(MAKE) --no-print-directory -s all
-	./luabatch examples/sign_request.lua
+	./luabatch run examples/quickstart.yml
 
 check: deps
 	@$(MAKE) --no-print-directory -s all

@@ -19,6 +19,7 @@ local io_stderr = io.stderr
 local COMMANDS = {
   { "sign", "luabatch.cli.sign", "sign a request with SigV4 and show every step" },
   { "s3", "luabatch.cli.s3", "copy, list, delete objects; make buckets; presign URLs" },
+  { "run", "luabatch.cli.run", "run a workflow (YAML) on this machine" },
 }
 
 local USAGE = [==[

@@ -30,6 +30,13 @@ stop() {
 
 if [ "$CMD" = stop ]; then stop; exit 0; fi
 command -v radosgw >/dev/null || { echo "rgw.sh: radosgw not installed (make deps)" >&2; exit 3; }
+# A port already taken (say, by a leftover RGW) would make curl below talk
+# to the wrong server: refuse instead.
+for p in "$PORT" "$MONPORT"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "rgw.sh: port $p is already in use" >&2; exit 1
+  fi
+done
 
 stop 2>/dev/null || true
 rm -rf "$D"; mkdir -p "$D"/{run,log,mon.a,osd.0,rgw}

@@ -1,0 +1,44 @@
+-- luabatch.runner.local: run one job of a workflow on this machine.
+--
+--   local runner = require "luabatch.runner.local"
+--   local record, jctx = runner.run_job(model, job_id, context, opts)
+--
+-- model    a loaded workflow (luabatch.workflow.load)
+-- job_id   a key of model.jobs
+-- context  what the job sees: { params = {...}, jobs = {<id> = record of the
+--          jobs done so far}, status = "WAIT" }
+-- opts     { env = stage environment (default: engine.make_env(model, opts)),
+--            plus the engine.run options when env is not given }
+--
+-- Returns the job record as kept in the workflow context `jobs.<id>` and the
+-- local job context (the reference's job result: { status, <sid>|EMPTY = ...,
+-- errors? }); the latter is what a remote runner writes as result.json, and
+-- job.record() turns it into the former on the host.  This is the seam the
+-- aws_batch runner implements too: same signature, same returns.
+
+local job = require "luabatch.workflow.job"
+
+local _M = { _VERSION = "0.1.0" }
+
+function _M.run_job(model, job_id, context, opts)
+  if type(model) ~= "table" or type(model.jobs) ~= "table" then
+    error("bad argument #1 to 'run_job' (workflow model expected)", 2)
+  end
+  local jobdef = model.jobs[job_id]
+  if jobdef == nil then
+    error("bad argument #2 to 'run_job' (no job '" .. tostring(job_id) .. "')", 2)
+  end
+  opts = opts or {}
+  local env = opts.env
+  if env == nil then
+    env = require("luabatch.workflow.engine").make_env(model, opts)
+    env = setmetatable({ job_id = job_id }, { __index = env })
+  end
+  context = context or {}
+  local wctx = { params = context.params or {}, jobs = context.jobs or {},
+                 status = context.status or "WAIT" }
+  local jctx = job.execute(jobdef, wctx, env)
+  return job.record(jobdef, jctx), jctx
+end
+
+return _M

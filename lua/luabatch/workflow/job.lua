@@ -1,0 +1,216 @@
+-- luabatch.workflow.job: run one job of a loaded workflow model.
+--
+--   local job = require "luabatch.workflow.job"
+--   local jctx = job.execute(jobdef, wctx, env)   -- the local job context
+--   local rec  = job.record(jobdef, jctx)         -- the record in `jobs.<id>`
+--
+-- wctx is the workflow context the job sees: { params, jobs, status }.
+-- env is the engine's stage environment (see luabatch.workflow.engine).
+--
+-- The local job context (§7.2 of the reference, also what a remote runner
+-- returns as result.json):
+--   { status = S, [<strategy id> | "EMPTY"] = { status, matrix, stages[, errors] },
+--     errors = {name, message} (no matrix) | { <sid> = {name, message} } (matrix) }
+-- The record: no matrix  { status, stages[, errors] }
+--             matrix     { status, strategies = { <sid> = {...} }[, errors] }
+--
+-- Behaviour: job `if` (false -> SKIP, an error -> FAILED keeping the message),
+-- strategies from luabatch.workflow.matrix, `max-parallel` 1..9 (a template
+-- string is rendered), each strategy runs the stages in order and stops at the
+-- first FAILED/CANCEL stage, `fail-fast` stops this job's strategies only, and
+-- job `retry` re-runs a FAILED job from scratch (no stale keys) with the
+-- backoff 1.2^(k+1) s after attempt k >= 1.
+
+local stage = require "luabatch.workflow.stage"
+
+local _M = { _VERSION = "0.1.0" }
+
+local type = type
+local pairs = pairs
+local ipairs = ipairs
+local require = require
+local tostring = tostring
+local tonumber = tonumber
+local setmetatable = setmetatable
+local next = next
+local str_format = string.format
+local floor = math.floor
+
+local object = stage.object
+
+local MAX_PARALLEL = 9
+
+-- Strategy handling ----------------------------------------------------------
+
+local function matrix_set(strategy)
+  if type(strategy) ~= "table" or type(strategy.matrix) ~= "table" then return false end
+  return next(strategy.matrix) ~= nil
+end
+_M.has_matrix = function(jobdef) return matrix_set(jobdef.strategy) end
+
+-- Combos as { id = sid, values = {k = v} } in run order, or nil, err.
+local function strategies(jobdef)
+  if not matrix_set(jobdef.strategy) then
+    return { { id = "EMPTY", values = object() } }
+  end
+  local matrix = require "luabatch.workflow.matrix"
+  local combos, err = matrix.expand(jobdef.strategy, jobdef.strategy.key_order)
+  if not combos then return nil, err end
+  local out = {}
+  for i, c in ipairs(combos) do
+    local values, keys = c, nil
+    if type(c.values) == "table" then values, keys = c.values, c.keys end
+    local id = c.id
+    if id == nil then id = matrix.id(c, keys) end
+    local v = object()
+    for k, x in pairs(values) do v[k] = x end
+    out[i] = { id = id, values = v }
+  end
+  return out
+end
+
+local function max_parallel(jobdef, wctx, env)
+  local mp = jobdef.strategy and (jobdef.strategy.max_parallel or jobdef.strategy["max-parallel"])
+  if mp == nil then return 1 end
+  if type(mp) == "string" then
+    local v, err = stage.render_or_error(env, mp, wctx)
+    if v == nil then return nil, err.message end
+    mp = v
+  end
+  local n = tonumber(mp)
+  if n == nil or n ~= floor(n) then
+    return nil, str_format("The max-parallel value should be an integer, not %s.", tostring(mp))
+  end
+  if n > MAX_PARALLEL then
+    return nil, str_format("The max-parallel value should not more than 10, the current value was set: %d.", n)
+  end
+  if n < 1 then
+    return nil, str_format("The max-parallel value should be at least 1, the current value was set: %d.", n)
+  end
+  return n
+end
+
+local function strategy_error(status, failed)
+  if status == "FAILED" then
+    return { name = "JobError", message = str_format(
+      "Strategy execution was break because its nested-stage, '%s', failed.", tostring(failed)) }
+  elseif status == "CANCEL" then
+    return { name = "JobCancelError",
+      message = "Strategy execution was canceled from the event before start stage execution." }
+  end
+end
+
+local function run_strategy(jobdef, combo, wctx, env, group)
+  local t0 = stage.now()
+  local rctx = { params = wctx.params, jobs = wctx.jobs, status = wctx.status,
+                 matrix = combo.values, stages = object() }
+  local parent_cancelled = env.cancelled
+  local senv = setmetatable({
+    strategy = combo.id,
+    cancelled = function()
+      return group.cancel or (parent_cancelled ~= nil and parent_cancelled()) or false
+    end,
+  }, { __index = env })
+  local status, records, failed = stage.run_list(jobdef.stages or {}, rctx, senv)
+  local rec = { status = status, matrix = combo.values, stages = records }
+  rec.errors = strategy_error(status, failed)
+  rec.info = stage.info(t0, stage.now())
+  if status == "FAILED" and group.fail_fast then group.cancel = true end
+  return rec
+end
+
+-- One attempt of the job -> local job context.
+local function attempt(jobdef, wctx, env)
+  local t0 = stage.now()
+  local function done(jctx)
+    jctx.info = stage.info(t0, stage.now())
+    return jctx
+  end
+  local ok, cerr = stage.condition(jobdef["if"], wctx, env)
+  if ok == nil then
+    return done({ status = "FAILED", errors = { name = "JobError", message = "job if: " .. tostring(cerr) } })
+  end
+  if ok == false then return done({ status = "SKIP" }) end
+
+  local mp, merr = max_parallel(jobdef, wctx, env)
+  if not mp then
+    return done({ status = "FAILED", errors = { name = "JobError", message = merr } })
+  end
+  local combos, serr = strategies(jobdef)
+  if not combos then
+    return done({ status = "FAILED", errors = stage.error_of(serr, "JobError") })
+  end
+  local group = { cancel = false,
+                  fail_fast = jobdef.strategy and (jobdef.strategy.fail_fast or jobdef.strategy["fail-fast"]) == true }
+  local parent_cancelled = env.cancelled
+  local results = stage.map_concurrent(combos, mp, function(_, combo)
+    return run_strategy(jobdef, combo, wctx, env, group)
+  end, function()
+    return group.cancel or (parent_cancelled ~= nil and parent_cancelled()) or false
+  end)
+
+  local jctx = {}
+  local statuses = {}
+  local errs = object()
+  local nerr = 0
+  for i, combo in ipairs(combos) do
+    local rec = results[i]
+    if rec then
+      jctx[combo.id] = rec
+      statuses[#statuses + 1] = rec.status
+      if rec.errors then
+        errs[combo.id] = rec.errors
+        nerr = nerr + 1
+      end
+    end
+  end
+  jctx.status = stage.validate_statuses(statuses)
+  if nerr > 0 then
+    if matrix_set(jobdef.strategy) then jctx.errors = errs else jctx.errors = errs.EMPTY end
+  end
+  return done(jctx)
+end
+
+--- Run the job (with its retries) -> the local job context.
+function _M.execute(jobdef, wctx, env)
+  local retries = tonumber(jobdef.retry) or 0
+  local sched = require "luabatch.workflow.sched"
+  local k = 0
+  while true do
+    local jctx = attempt(jobdef, wctx, env)
+    if jctx.status ~= "FAILED" or k >= retries or (env.cancelled and env.cancelled()) then
+      return jctx
+    end
+    if env.progress then
+      env.progress("job-retry", { job = jobdef.id, attempt = k + 1, errors = jctx.errors })
+    end
+    if k >= 1 then sched.sleep(1.2 ^ (k + 1)) end
+    k = k + 1
+  end
+end
+
+--- The job record kept in the workflow context `jobs.<id>`.
+function _M.record(jobdef, jctx)
+  local rec = { status = jctx.status, info = jctx.info }
+  if matrix_set(jobdef.strategy) then
+    local strat = object()
+    for k, v in pairs(jctx) do
+      if k ~= "status" and k ~= "errors" and k ~= "info" and type(v) == "table" then
+        strat[k] = v
+      end
+    end
+    rec.strategies = strat
+    rec.errors = jctx.errors
+  else
+    local e = jctx.EMPTY
+    if e then
+      rec.stages = e.stages
+    elseif jctx.status ~= "SKIP" and jctx.status ~= "FAILED" then
+      rec.stages = object()
+    end
+    rec.errors = jctx.errors or (e and e.errors) or nil
+  end
+  return rec
+end
+
+return _M
