@@ -16,6 +16,7 @@ local SUBMODULES = {
   core = "luabatch.core", config = "luabatch.config", credentials = "luabatch.credentials",
   retry = "luabatch.retry", request = "luabatch.request", log = "luabatch.log",
   pretty = "luabatch.pretty", s3 = "luabatch.s3",
+  batch = "luabatch.batch", logs = "luabatch.logs",
 }
 
 setmetatable(_M, {
