@@ -38,7 +38,6 @@ local ipairs = ipairs
 local tostring = tostring
 local setmetatable = setmetatable
 local require = require
-local str_gsub = string.gsub
 local str_match = string.match
 local floor = math.floor
 
@@ -72,19 +71,7 @@ _M.DEFAULT_LOG_GROUP = "/aws/batch/job"
 --                   passed to luabatch.request
 -- Nothing is resolved or probed until the first call.
 function _M.new(opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then
-    error("bad argument #1 to 'new' (table expected, got " .. type(opts) .. ")", 2)
-  end
-  return setmetatable({
-    _opts = {
-      config = opts.config, credentials = opts.credentials, transport = opts.transport,
-      retry = opts.retry, region = opts.region,
-      endpoint = opts.endpoint and (str_gsub(opts.endpoint, "/+$", "")) or nil,
-      core = opts.core, sleep = opts.sleep, timeout = opts.timeout,
-      connect_timeout = opts.connect_timeout, read_timeout = opts.read_timeout,
-    },
-  }, mt)
+  return setmetatable({ _opts = request.client_options(opts) }, mt)
 end
 
 
@@ -92,18 +79,7 @@ end
 function _M:client()
   local c = self._client
   if c then return c end
-  local o = self._opts
-  local cfg = o.config
-  if not cfg then
-    cfg = require("luabatch.config").new({ region = o.region,
-      endpoints = o.endpoint and { batch = o.endpoint } or nil })
-  end
-  c = request.new({
-    service = "batch", protocol = "rest-json",
-    config = cfg, credentials = o.credentials, transport = o.transport, retry = o.retry,
-    region = o.region, endpoint = o.endpoint, core = o.core, sleep = o.sleep,
-    timeout = o.timeout, connect_timeout = o.connect_timeout, read_timeout = o.read_timeout,
-  })
+  c = request.for_service(self._opts, "batch", { protocol = "rest-json" })
   self._client = c
   return c
 end

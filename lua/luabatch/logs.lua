@@ -32,7 +32,6 @@ tail_mt.__index = tail_mt
 local type = type
 local setmetatable = setmetatable
 local require = require
-local str_gsub = string.gsub
 local str_sub = string.sub
 
 local TARGET_PREFIX = "Logs_20140328."
@@ -51,19 +50,7 @@ _M.MAX_PAGES = 1000
 -- opts.retry, opts.core, opts.sleep, opts.timeout, opts.connect_timeout,
 -- opts.read_timeout: as luabatch.batch.new (service "logs").
 function _M.new(opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then
-    error("bad argument #1 to 'new' (table expected, got " .. type(opts) .. ")", 2)
-  end
-  return setmetatable({
-    _opts = {
-      config = opts.config, credentials = opts.credentials, transport = opts.transport,
-      retry = opts.retry, region = opts.region,
-      endpoint = opts.endpoint and (str_gsub(opts.endpoint, "/+$", "")) or nil,
-      core = opts.core, sleep = opts.sleep, timeout = opts.timeout,
-      connect_timeout = opts.connect_timeout, read_timeout = opts.read_timeout,
-    },
-  }, mt)
+  return setmetatable({ _opts = request.client_options(opts) }, mt)
 end
 
 
@@ -71,18 +58,7 @@ end
 function _M:client()
   local c = self._client
   if c then return c end
-  local o = self._opts
-  local cfg = o.config
-  if not cfg then
-    cfg = require("luabatch.config").new({ region = o.region,
-      endpoints = o.endpoint and { logs = o.endpoint } or nil })
-  end
-  c = request.new({
-    service = "logs", protocol = "json", json_version = "1.1",
-    config = cfg, credentials = o.credentials, transport = o.transport, retry = o.retry,
-    region = o.region, endpoint = o.endpoint, core = o.core, sleep = o.sleep,
-    timeout = o.timeout, connect_timeout = o.connect_timeout, read_timeout = o.read_timeout,
-  })
+  c = request.for_service(self._opts, "logs", { protocol = "json", json_version = "1.1" })
   self._client = c
   return c
 end

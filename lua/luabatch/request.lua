@@ -266,6 +266,44 @@ function _M.new(opts)
 end
 
 
+
+--- Options of a service client (luabatch.batch, luabatch.logs, ...) kept
+-- until its first call; misuse is reported at the caller of that client's
+-- new().  Fields: config, credentials, transport, retry, region, endpoint
+-- (trailing "/" dropped), core, sleep, timeout, connect_timeout, read_timeout.
+function _M.client_options(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then
+    error("bad argument #1 to 'new' (table expected, got " .. type(opts) .. ")", 3)
+  end
+  return {
+    config = opts.config, credentials = opts.credentials, transport = opts.transport,
+    retry = opts.retry, region = opts.region,
+    endpoint = opts.endpoint and (str_gsub(opts.endpoint, "/+$", "")) or nil,
+    core = opts.core, sleep = opts.sleep, timeout = opts.timeout,
+    connect_timeout = opts.connect_timeout, read_timeout = opts.read_timeout,
+  }
+end
+
+
+--- The request client of `service` from kept client_options `o`; a config
+-- is made from o.region / o.endpoint when none was given.  `extra` adds
+-- request.new fields (protocol, json_version).
+function _M.for_service(o, service, extra)
+  local cfg = o.config
+  if not cfg then
+    cfg = require("luabatch.config").new({ region = o.region,
+      endpoints = o.endpoint and { [service] = o.endpoint } or nil })
+  end
+  local args = {
+    service = service, config = cfg, credentials = o.credentials, transport = o.transport,
+    retry = o.retry, region = o.region, endpoint = o.endpoint, core = o.core, sleep = o.sleep,
+    timeout = o.timeout, connect_timeout = o.connect_timeout, read_timeout = o.read_timeout,
+  }
+  for k, v in pairs(extra) do args[k] = v end
+  return _M.new(args)
+end
+
 function _M:core()
   if not self._core then self._core = require "luabatch.core" end
   return self._core
