@@ -111,6 +111,8 @@ double s3_mono(void);
 int s3x_init(s3x *x, const lb_s3_opts *o, lb_s3_result *res, char *err);
 void s3x_free(s3x *x);
 /* Run one phase over parts[0..n) with nslots requests at most in flight. */
+/* 1 if an S3 error code is worth retrying (SlowDown, InternalError, ...). */
+int s3_retryable_code(const char *code);
 int s3_run(s3x *x, const s3_phase *ph, s3_part *parts, size_t n, int nslots);
 /* Sign and fill s->req: method, query (NULL or "a=b&c"), extra headers,
  * payload hash. */
