@@ -65,7 +65,7 @@ else
 all: $(MODULE) $(EXE) luabatch
 endif
 
-.PHONY: all deps run check test bench lint install clean ctests rock install-rock
+.PHONY: all deps run demo check test bench lint install clean ctests rock install-rock
 .DELETE_ON_ERROR:
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/obj
@@ -102,6 +102,12 @@ deps:
 run: deps
 	@$(MAKE) --no-print-directory -s all
 	./luabatch run examples/quickstart.yml
+
+# The seed's aws-batch example end to end against local servers (Ceph RGW
+# and the Batch emulator): no AWS account, no network.
+demo: deps
+	@$(MAKE) --no-print-directory -s all
+	@examples/aws-batch/demo.sh
 
 check: deps
 	@$(MAKE) --no-print-directory -s all

@@ -28,6 +28,7 @@ __attribute__((visibility("default"))) int luaopen_luabatch_core(lua_State *L) {
     lb_l_open_s3(L);
     lb_l_open_proc(L);
     lb_l_open_poll(L);
+    lb_l_open_fs(L);
     lua_pushliteral(L, "0.1.0");
     lua_setfield(L, -2, "_VERSION");
     return 1;

@@ -61,6 +61,9 @@ static void set_sigint(void) {
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = 0;   /* no SA_RESTART: a blocked read() returns EINTR */
     sigaction(SIGINT, &sa, NULL);
+    /* SIGTERM (a scheduler, `kill`, systemd) means the same as Ctrl-C: stop
+     * what runs, terminate remote jobs, report; a second one stops Lua. */
+    sigaction(SIGTERM, &sa, NULL);
 }
 
 /* --- luabatch.lineedit: the REPL's terminal I/O ------------------------- */

@@ -19,7 +19,13 @@ local io_stderr = io.stderr
 local COMMANDS = {
   { "sign", "luabatch.cli.sign", "sign a request with SigV4 and show every step" },
   { "s3", "luabatch.cli.s3", "copy, list, delete objects; make buckets; presign URLs" },
-  { "run", "luabatch.cli.run", "run a workflow (YAML) on this machine" },
+  { "run", "luabatch.cli.run", "run a workflow (YAML) here or on AWS Batch" },
+  { "status", "luabatch.cli.status", "show the jobs of a run and their states" },
+  { "logs", "luabatch.cli.logs", "print (or follow with -f) the log lines of a run's Batch jobs" },
+  { "cancel", "luabatch.cli.cancel", "terminate the Batch jobs of a run" },
+  { "attach", "luabatch.cli.attach", "resume watching and collecting a run after its client died" },
+  { "cleanup", "luabatch.cli.cleanup", "delete a run's S3 prefix and journal (or all older than N days)" },
+  { "task", "luabatch.cli.task", "run one job's stages inside a Batch container (the job command)" },
 }
 
 local USAGE = [==[

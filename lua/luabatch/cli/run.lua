@@ -27,15 +27,16 @@ local require = require
 local tostring = tostring
 local tonumber = tonumber
 local str_format = string.format
-local str_rep = string.rep
 local tbl_concat = table.concat
 local tbl_sort = table.sort
 local floor = math.floor
 
 _M.usage = [==[
 usage: luabatch run FILE [options]
+       luabatch run --resume RUN_ID [--follow] [--json]
 
-Run a workflow (ddeutil-workflow YAML) on this machine.
+Run a workflow (ddeutil-workflow YAML): jobs run where their runs-on says
+(local: this machine; aws_batch: AWS Batch), or where --runs-on says.
 
 options:
   --job ID          run only this job (its needs are not run)
@@ -44,7 +45,19 @@ options:
   --conf DIR        search DIR for workflows: FILE may then be a workflow
                     name; trigger stages search it too
   --json            print the final context as JSON on stdout
+  --runs-on TYPE    run every job on TYPE: local or aws_batch
+  --with K=V        a runs-on `with:` field for every job (repeatable; the
+                    job's own with: wins), e.g. --with s3_bucket=my-bucket
+  --policy FILE     a Lua file returning a table that overrides the AWS
+                    Batch policy (naming, retries, cleanup, ...)
+  --follow, -f      print the log lines of running Batch jobs
+  --run-id ID       the run's id (default: a new one)
+  --resume RUN_ID   resume a run whose client died: watch its Batch jobs,
+                    collect their results, submit only what never was
   -h, --help        this text
+
+A run with Batch jobs is journaled under LUABATCH_HOME (default
+~/.luabatch/runs/RUN_ID); its id is printed on stderr ("run RUN_ID").
 
 Call stages find their Lua functions in LUABATCH_REGISTRY (default ./registry).
 Exit codes: 0 success (or every job skipped), 1 a job failed, 2 bad input.
@@ -60,110 +73,9 @@ local function default_isatty(fd)
   return ok and type(le) == "table" and le.isatty and le.isatty(fd) or false
 end
 
----------------------------------------------------------------------------
--- JSON (key order sorted; arrays by cjson's array metatables, objects by the
--- engine's marker, otherwise non-empty sequences are arrays)
----------------------------------------------------------------------------
-
-local stage = require "luabatch.workflow.stage"
-
-local ESC = { ['"'] = '\\"', ['\\'] = '\\\\', ['\b'] = '\\b', ['\f'] = '\\f',
-              ['\n'] = '\\n', ['\r'] = '\\r', ['\t'] = '\\t' }
-
-local function jstr(s)
-  return '"' .. s:gsub('[%c"\\]', function(c)
-    return ESC[c] or str_format("\\u%04x", c:byte())
-  end) .. '"'
-end
-
-local function jnum(n)
-  if n ~= n or n == math.huge or n == -math.huge then return "null" end
-  if math.type and math.type(n) == "integer" then return str_format("%d", n) end
-  if n == floor(n) and n > -2 ^ 53 and n < 2 ^ 53 then
-    if math.type then return str_format("%.1f", n) end
-    return str_format("%d", n)
-  end
-  for p = 15, 17 do
-    local s = str_format("%." .. p .. "g", n)
-    if tonumber(s) == n then return s end
-  end
-  return str_format("%.17g", n)
-end
-
-local function is_seq(t)
-  local n = #t
-  if n == 0 then return false end
-  local c = 0
-  for k in pairs(t) do
-    if type(k) ~= "number" then return false end
-    c = c + 1
-  end
-  return c == n
-end
-
-local function encode(v, out, indent, depth, seen)
-  local t = type(v)
-  if v == nil or (stage.null ~= nil and v == stage.null) then
-    out[#out + 1] = "null"
-  elseif t == "boolean" then
-    out[#out + 1] = v and "true" or "false"
-  elseif t == "number" then
-    out[#out + 1] = jnum(v)
-  elseif t == "string" then
-    out[#out + 1] = jstr(v)
-  elseif t == "table" then
-    if seen[v] then error("JSON: a cycle in the context", 0) end
-    seen[v] = true
-    local kind = stage.jsontype(v)
-    if kind == nil then kind = is_seq(v) and "array" or "object" end
-    local nl = indent and ("\n" .. str_rep(indent, depth + 1)) or ""
-    local close = indent and ("\n" .. str_rep(indent, depth)) or ""
-    if kind == "array" then
-      if #v == 0 then
-        out[#out + 1] = "[]"
-      else
-        out[#out + 1] = "["
-        for i = 1, #v do
-          if i > 1 then out[#out + 1] = "," end
-          out[#out + 1] = nl
-          encode(v[i], out, indent, depth + 1, seen)
-        end
-        out[#out + 1] = close .. "]"
-      end
-    else
-      local keys = {}
-      for k in pairs(v) do keys[#keys + 1] = k end
-      tbl_sort(keys, function(a, b)
-        local ta, tb = type(a), type(b)
-        if ta ~= tb then return ta < tb end
-        if ta == "number" or ta == "string" then return a < b end
-        return tostring(a) < tostring(b)
-      end)
-      if #keys == 0 then
-        out[#out + 1] = "{}"
-      else
-        out[#out + 1] = "{"
-        for i, k in ipairs(keys) do
-          if i > 1 then out[#out + 1] = "," end
-          local ks
-          if type(k) == "number" then ks = jnum(k) else ks = tostring(k) end
-          out[#out + 1] = nl .. jstr(ks) .. (indent and ": " or ":")
-          encode(v[k], out, indent, depth + 1, seen)
-        end
-        out[#out + 1] = close .. "}"
-      end
-    end
-    seen[v] = nil
-  else
-    out[#out + 1] = jstr(tostring(v))
-  end
-end
-
---- JSON text of a context value; opts.indent = "  " for pretty output.
+--- JSON text of a context value (luabatch.json); opts.indent = "  " for pretty output.
 function _M.json(v, opts)
-  local out = {}
-  encode(v, out, opts and opts.indent, 0, {})
-  return tbl_concat(out)
+  return require("luabatch.json").encode(v, opts)
 end
 
 ---------------------------------------------------------------------------
@@ -171,7 +83,7 @@ end
 ---------------------------------------------------------------------------
 
 local function parse_args(args)
-  local o = { params = {} }
+  local o = { params = {}, with = {} }
   local i = 1
   local function value(name)
     i = i + 1
@@ -194,6 +106,29 @@ local function parse_args(args)
       o.conf, err = value(a)
     elseif a:match("^%-%-conf=") then
       o.conf = a:sub(8)
+    elseif a == "--runs-on" or a:match("^%-%-runs%-on=") then
+      if a:find("=", 1, true) then o.runs_on = a:match("=(.*)$") else o.runs_on, err = value(a) end
+      if o.runs_on and o.runs_on ~= "local" and o.runs_on ~= "aws_batch" then
+        err = str_format("--runs-on '%s': expected local or aws_batch", o.runs_on)
+      end
+    elseif a == "--with" or a:match("^%-%-with=") then
+      local kv
+      if a:match("^%-%-with=") then kv = a:sub(8) else kv, err = value(a) end
+      if kv then
+        local k, v = kv:match("^([%w_]+)=(.*)$")
+        if not k then err = str_format("--with '%s': expected KEY=VALUE", kv) else o.with[k] = v end
+      end
+    elseif a == "--run-id" then
+      o.run_id, err = value(a)
+      if o.run_id and not o.run_id:match("^[%w][%w_-]*$") then
+        err = str_format("--run-id '%s': letters, digits, '-' and '_' only", o.run_id)
+      end
+    elseif a == "--policy" then
+      o.policy_file, err = value(a)
+    elseif a == "--follow" or a == "-f" then
+      o.follow = true
+    elseif a == "--resume" then
+      o.resume, err = value(a)
     elseif a == "--param" or a == "-p" or a:match("^%-%-param=") then
       local kv
       if a:match("^%-%-param=") then kv = a:sub(9) else kv, err = value(a) end
@@ -215,7 +150,7 @@ local function parse_args(args)
     if err then return nil, err end
     i = i + 1
   end
-  if not o.help and not o.target then return nil, "a workflow FILE is required" end
+  if not o.help and not o.target and not o.resume then return nil, "a workflow FILE is required" end
   return o
 end
 
@@ -265,6 +200,24 @@ end
 -- Entry
 ---------------------------------------------------------------------------
 
+-- Does any job of this run go to AWS Batch (then the run is journaled)?
+local function uses_batch(model, o)
+  if o.runs_on then return o.runs_on == "aws_batch" end
+  for _, id in ipairs(model.job_order or {}) do
+    if o.job == nil or o.job == id then
+      local j = model.jobs[id]
+      if j and j.runs_on and j.runs_on.type == "aws_batch" then return true end
+    end
+  end
+  return false
+end
+
+local function absolute(path)
+  if path == nil or path:sub(1, 1) == "/" then return path end
+  local cwd = require("luabatch.core").getcwd() or "."
+  return cwd .. "/" .. (path:gsub("^%./", ""))
+end
+
 function _M.run(args, env)
   env = env or {}
   local out_w = writer(env.stdout or io.stdout)
@@ -281,7 +234,23 @@ function _M.run(args, env)
   end
   local load = require "luabatch.workflow.load"
   local engine = require "luabatch.workflow.engine"
+  local journal = require "luabatch.journal"
   local getenv = env.getenv or os.getenv
+  local jr, jerr
+  if o.resume then
+    jr, jerr = journal.open(o.resume, { home = journal.home(getenv) })
+    if not jr then
+      err_w("luabatch run: --resume: " .. tostring(jerr) .. "\n")
+      return 2
+    end
+    local run = jr:state().run
+    if type(run) ~= "table" or not run.file then
+      err_w("luabatch run: --resume " .. o.resume .. ": the journal has no run record\n")
+      return 2
+    end
+    o.target, o.conf, o.job, o.runs_on = run.file, run.conf, run.job, run.runs_on
+    o.params, o.with, o.policy_file, o.run_id = run.params or {}, run.with or {}, run.policy_file, o.resume
+  end
   local model, lerr = load.resolve(o.target, { conf = o.conf, getenv = getenv })
   if not model then
     err_w("luabatch run: " .. tostring(lerr) .. "\n")
@@ -295,13 +264,53 @@ function _M.run(args, env)
       tbl_concat(ids, ", ")))
     return 2
   end
+  local policy
+  if o.policy_file then
+    local chunk, cerr = loadfile(o.policy_file, "t")
+    local ok, p = false, cerr
+    if chunk then ok, p = pcall(chunk) end
+    if not ok or type(p) ~= "table" then
+      err_w(str_format("luabatch run: --policy %s: %s\n", o.policy_file,
+        ok and "the file must return a table" or tostring(p)))
+      return 2
+    end
+    policy = p
+  end
   local tty = isatty(2) and true or false
-  local ropts = { params = o.params, job = o.job, conf = o.conf, getenv = getenv }
+  local run_id = o.run_id or journal.new_run_id()
+  local ropts = { params = o.params, job = o.job, conf = o.conf, getenv = getenv,
+                  run_id = run_id, runs_on = o.runs_on, with = o.with,
+                  runner_opts = { policy = policy, follow = o.follow, resume = o.resume ~= nil } }
   if tty then
     ropts.progress = progress_printer(err_w)
     ropts.log = function(line) err_w("      | " .. tostring(line):gsub("\n", "\n      | ") .. "\n") end
+  elseif o.follow then
+    ropts.log = function(line) err_w(tostring(line) .. "\n") end
+  end
+  if uses_batch(model, o) then
+    if not jr then
+      jr, jerr = journal.open(run_id, { home = journal.home(getenv), create = true })
+      if not jr then
+        err_w("luabatch run: journal: " .. tostring(jerr) .. "\n")
+        return 2
+      end
+      local ok, aerr = jr:append({ ev = "run", run_id = run_id, file = absolute(model.file or o.target),
+        conf = o.conf and absolute(o.conf), params = o.params, job = o.job, runs_on = o.runs_on,
+        with = o.with, policy_file = o.policy_file and absolute(o.policy_file),
+        workflow = model.name })
+      if not ok then
+        err_w("luabatch run: journal: " .. tostring(aerr) .. "\n")
+        return 2
+      end
+    end
+    ropts.runner_opts.journal = jr
+    err_w(str_format("run %s%s\n", run_id, o.resume and " (resumed)" or ""))
   end
   local ctx, rerr = engine.run(model, ropts)
+  if jr then
+    jr:append({ ev = "end", status = ctx and ctx.status or "ERROR" })
+    jr:close()
+  end
   if not ctx then
     err_w("luabatch run: " .. tostring(rerr) .. "\n")
     return 2

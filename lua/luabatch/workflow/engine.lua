@@ -14,6 +14,14 @@
 --   conf       directory searched by trigger stages (default: the workflow file's dir)
 --   runners    map runs-on type -> runner module ({ run_job = fn }) overriding the defaults
 --   cancelled  function() -> bool, asked at every stage boundary (SIGINT is always honoured)
+--   run_id     this run's id (default: a new "YYYYMMDD-HHMMSS-<8 hex>")
+--   runs_on    "local" | "aws_batch": run every job there, whatever its runs-on says
+--   with       map merged under each job's runs-on `with:` (CLI --with K=V)
+--   runner_opts  table handed to runners as env.runner_opts (journal, policy, follow, resume)
+--
+-- Runners get env.run_id, env.runner_opts, env.model, env.job_id and
+-- env.job_with: the job's effective runs-on `with:` (opts.with under it,
+-- `${{ }}` templates rendered against the workflow context).
 --
 -- Returns the final context { status, params, jobs = {<id> = record}, errors?,
 -- info = {exec_start, exec_end, exec_latency} }, or nil, message, code when
@@ -183,6 +191,8 @@ function _M.make_env(model, opts)
     return _M.run(child, o)
   end
   env.parents = opts.parents or {}
+  env.run_id = opts.run_id
+  env.runner_opts = opts.runner_opts or {}
   return env
 end
 
@@ -191,12 +201,30 @@ end
 ---------------------------------------------------------------------------
 
 local function runner_for(jobdef, opts)
-  local t = (jobdef.runs_on and jobdef.runs_on.type) or "local"
+  local t = opts.runs_on or (jobdef.runs_on and jobdef.runs_on.type) or "local"
   if opts.runners and opts.runners[t] then return opts.runners[t] end
   if t == "local" then return require "luabatch.runner.local" end
   local ok, mod = pcall(require, "luabatch.runner." .. t)
   if ok and type(mod) == "table" and mod.run_job then return mod end
-  return nil, str_format("Job runs-on type: '%s' is not available in this build (runners: local).", t)
+  return nil, str_format("Job runs-on type: '%s' is not available in this build (runners: local, aws_batch).", t)
+end
+
+-- The job's effective runs-on `with:`: opts.with under the job's own,
+-- `${{ }}` templates rendered -> map | nil, message.
+local function job_with(env, jobdef, opts, wctx)
+  local with = {}
+  for k, v in pairs(opts.with or {}) do with[k] = v end
+  local own = jobdef.runs_on and jobdef.runs_on.with
+  if type(own) == "table" then
+    for k, v in pairs(own) do
+      if k ~= "pos" then with[k] = v end
+    end
+  end
+  local v, err = stage.render_or_error(env, with, wctx)
+  if v == nil then
+    return nil, "runs-on with: " .. tostring(type(err) == "table" and err.message or err)
+  end
+  return v
 end
 
 local function skip_record(jobdef)
@@ -255,8 +283,15 @@ local function run_in_task(model, opts, params)
       if job.has_matrix(jobdef) then rec.strategies = object() end
       rec.info = stage.info(t1, stage.now())
     else
-      local jenv = setmetatable({ job_id = id }, { __index = env })
-      rec = runner.run_job(model, id, wctx, { env = jenv })
+      local with, werr = job_with(env, jobdef, opts, wctx)
+      if with == nil then
+        rec = { status = "FAILED", errors = { name = "JobError", message = werr } }
+        if job.has_matrix(jobdef) then rec.strategies = object() end
+        rec.info = stage.info(t1, stage.now())
+      else
+        local jenv = setmetatable({ job_id = id, job_with = with }, { __index = env })
+        rec = runner.run_job(model, id, wctx, { env = jenv })
+      end
     end
     records[id] = rec
     if env.progress then
@@ -378,6 +413,12 @@ end
 --- Run a workflow model (see the header) -> context | nil, msg, code.
 function _M.run(model, opts)
   opts = opts or {}
+  if opts.run_id == nil then
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    o.run_id = require("luabatch.journal").new_run_id()
+    opts = o
+  end
   local load = require "luabatch.workflow.load"
   local params, perr
   if load.check_params then

@@ -100,27 +100,50 @@ local function strategy_error(status, failed)
   end
 end
 
-local function run_strategy(jobdef, combo, wctx, env, group)
-  local t0 = stage.now()
-  local rctx = { params = wctx.params, jobs = wctx.jobs, status = wctx.status,
-                 matrix = combo.values, stages = object() }
+-- The environment one strategy runs in: its id, and a cancelled() that is
+-- also true once a fail-fast sibling failed.
+local function strategy_env(env, combo, group)
   local parent_cancelled = env.cancelled
-  local senv = setmetatable({
+  return setmetatable({
     strategy = combo.id,
     cancelled = function()
       return group.cancel or (parent_cancelled ~= nil and parent_cancelled()) or false
     end,
   }, { __index = env })
+end
+
+-- Run the stages of one strategy here -> strategy record.
+local function local_strategy(jobdef, combo, wctx, senv)
+  local t0 = stage.now()
+  local rctx = { params = wctx.params, jobs = wctx.jobs, status = wctx.status,
+                 matrix = combo.values, stages = object() }
   local status, records, failed = stage.run_list(jobdef.stages or {}, rctx, senv)
   local rec = { status = status, matrix = combo.values, stages = records }
   rec.errors = strategy_error(status, failed)
   rec.info = stage.info(t0, stage.now())
-  if status == "FAILED" and group.fail_fast then group.cancel = true end
   return rec
 end
 
+local function run_with(fn, jobdef, combo, wctx, env, group)
+  local rec = fn(jobdef, combo, wctx, strategy_env(env, combo, group), group)
+  if rec.status == "FAILED" and group.fail_fast then group.cancel = true end
+  return rec
+end
+
+--- Run ONE strategy of the job on this machine -> strategy record
+-- { status, matrix, stages, errors?, info }.  group (optional) is shared by
+-- the strategies of one attempt: { cancel = bool, fail_fast = bool }.
+-- This is what `luabatch task` runs inside a Batch container.
+function _M.run_strategy(jobdef, combo, wctx, env, group)
+  return run_with(local_strategy, jobdef, combo, wctx, env, group or { cancel = false })
+end
+
+--- The job's strategies in run order: { { id = sid | "EMPTY", values }, ... }
+-- | nil, err.
+_M.strategies = strategies
+
 -- One attempt of the job -> local job context.
-local function attempt(jobdef, wctx, env)
+local function attempt(jobdef, wctx, env, exec)
   local t0 = stage.now()
   local function done(jctx)
     jctx.info = stage.info(t0, stage.now())
@@ -143,11 +166,17 @@ local function attempt(jobdef, wctx, env)
   local group = { cancel = false,
                   fail_fast = jobdef.strategy and (jobdef.strategy.fail_fast or jobdef.strategy["fail-fast"]) == true }
   local parent_cancelled = env.cancelled
-  local results = stage.map_concurrent(combos, mp, function(_, combo)
-    return run_strategy(jobdef, combo, wctx, env, group)
-  end, function()
-    return group.cancel or (parent_cancelled ~= nil and parent_cancelled()) or false
-  end)
+  local results
+  if exec and exec.all then
+    results = exec.all(jobdef, combos, wctx, env, group, mp)
+  else
+    local fn = exec and exec.strategy or local_strategy
+    results = stage.map_concurrent(combos, mp, function(_, combo)
+      return run_with(fn, jobdef, combo, wctx, env, group)
+    end, function()
+      return group.cancel or (parent_cancelled ~= nil and parent_cancelled()) or false
+    end)
+  end
 
   local jctx = {}
   local statuses = {}
@@ -172,12 +201,21 @@ local function attempt(jobdef, wctx, env)
 end
 
 --- Run the job (with its retries) -> the local job context.
-function _M.execute(jobdef, wctx, env)
+-- exec (optional) runs the strategies somewhere else (luabatch.runner.aws_batch):
+--   exec.strategy(jobdef, combo, wctx, senv, group) -> strategy record, run
+--     for each strategy within max-parallel; senv.cancelled() turns true when
+--     the run is cancelled or a fail-fast sibling failed; senv.attempt is the
+--     job-level retry index (0 first);
+--   exec.all(jobdef, combos, wctx, env, group, max_parallel) -> records in
+--     combo order (nil for a strategy that never ran), replacing the loop.
+-- Default: every strategy here, stage by stage.
+function _M.execute(jobdef, wctx, env, exec)
   local retries = tonumber(jobdef.retry) or 0
   local sched = require "luabatch.workflow.sched"
   local k = 0
   while true do
-    local jctx = attempt(jobdef, wctx, env)
+    local aenv = setmetatable({ attempt = k }, { __index = env })
+    local jctx = attempt(jobdef, wctx, aenv, exec)
     if jctx.status ~= "FAILED" or k >= retries or (env.cancelled and env.cancelled()) then
       return jctx
     end

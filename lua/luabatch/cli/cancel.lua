@@ -1,0 +1,137 @@
+-- luabatch.cli.cancel: `luabatch cancel RUN_ID [--reason TEXT] [--home DIR]`
+--
+--   local code = require("luabatch.cli.cancel").run({ run_id, "--reason", "why" }, env)
+--
+-- Terminates every Batch job of the run that is not finished: the journal's
+-- states refreshed with DescribeJobs first (a job that already SUCCEEDED or
+-- FAILED is left alone), then TerminateJob for each of the others (an array
+-- job's parent stops its children), each recorded in the journal as a
+-- "terminate" event {key, batch_job_id, reason}.  A job whose SubmitJob
+-- answer was lost (a "submit" without "submitted") is looked up by name in
+-- its queue (ListJobs) and terminated when found.
+--
+-- Exit codes: 0 every unfinished job terminated (or none left), 1 some
+-- TerminateJob failed, 2 bad usage or unknown run.
+--
+-- env: as luabatch.cli.status.
+
+local status = require "luabatch.cli.status"
+local log = require "luabatch.log"
+
+local _M = { _VERSION = "0.1.0" }
+
+local ipairs = ipairs
+local pcall = pcall
+local require = require
+local tostring = tostring
+local type = type
+local str_format = string.format
+
+local DEFAULT_REASON = "luabatch: cancelled by user"
+
+_M.usage = [==[
+usage: luabatch cancel RUN_ID [--reason TEXT] [--home DIR]
+
+Terminate every Batch job of a run that has not finished (TerminateJob),
+and record it in the run's journal.
+
+options:
+  --reason TEXT   the reason Batch records (default: the policy's
+                  terminate_reason, "luabatch: cancelled by user")
+  --home DIR      the journal home (default LUABATCH_HOME, else ~/.luabatch)
+  -h, --help      this text
+
+Exit codes: 0 done (or nothing left to cancel), 1 some TerminateJob failed,
+2 bad usage or unknown run.
+]==]
+
+local function default_reason()
+  local ok, policy = pcall(require, "luabatch.runner.aws_batch.policy")
+  if ok and type(policy) == "table" then
+    local r = policy.terminate_reason or (type(policy.defaults) == "table" and policy.defaults.terminate_reason)
+    if type(r) == "string" and r ~= "" then return r end
+  end
+  return DEFAULT_REASON
+end
+
+-- The Batch id of a job whose SubmitJob answer was lost: ListJobs in its
+-- queue filtered by its (unique) job name.
+local function find_by_name(c, cfg, js)
+  if not (cfg and type(cfg.queue) == "string" and cfg.queue ~= "" and js.job_name) then return nil end
+  local found
+  for s in c.batch:list_jobs({ jobQueue = cfg.queue,
+    filters = { { name = "JOB_NAME", values = { js.job_name } } } }) do
+    if not s then break end
+    if s.jobName == js.job_name then
+      found = s
+      if not status.TERMINAL[s.status or ""] then break end
+    end
+  end
+  return found and found.jobId, found and found.status
+end
+
+function _M.run(args, env)
+  env = env or {}
+  local out, err = status.io(env)
+  local o, pos = status.parse(args, { ["--reason"] = "value", ["--home"] = "value" })
+  if not o then
+    err("luabatch cancel: " .. pos .. "\n" .. _M.usage)
+    return 2
+  end
+  if o.help then out(_M.usage) return 0 end
+  if #pos ~= 1 then
+    err("luabatch cancel: " .. (#pos == 0 and "a RUN_ID is required" or "one RUN_ID expected") .. "\n" .. _M.usage)
+    return 2
+  end
+  local run_id = pos[1]
+  local reason = o.reason or default_reason()
+  local home = status.home(o, env)
+  local j, st = status.open_run("cancel", run_id, home, err)
+  if not j then return st end
+
+  local core = require "luabatch.core"
+  if core.clear_interrupt then core.clear_interrupt() end
+
+  local clients_for = status.clients_for(st, env)
+  local ok, rmsg = status.refresh(st, clients_for)
+  if not ok then
+    err("luabatch cancel: DescribeJobs failed, terminating every job not recorded as finished: "
+      .. log.redact(rmsg) .. "\n")
+  end
+
+  local rc, done, failed = 0, 0, 0
+  for _, key in ipairs(st.order) do
+    local js = st.jobs[key]
+    local c, cfg = clients_for(js.job_id)
+    if not js.batch_job_id and c and not js.status then
+      local id, s = find_by_name(c, cfg, js)
+      if id then
+        js.batch_job_id, js.status = id, s
+        j:append({ ev = "submitted", key = key, batch_job_id = id, job_name = js.job_name })
+      end
+    end
+    if js.batch_job_id and not status.TERMINAL[js.status or ""] then
+      if not c then
+        err(str_format("luabatch cancel: %s: the journal has no config event (region, endpoints)\n", key))
+        failed = failed + 1
+      else
+        local ans, msg = c.batch:terminate_job(js.batch_job_id, reason)
+        if ans then
+          local aok, amsg = j:append({ ev = "terminate", key = key, batch_job_id = js.batch_job_id,
+            reason = reason })
+          if not aok then err("luabatch cancel: journal: " .. tostring(amsg) .. "\n") end
+          out(str_format("terminated %s (%s, was %s)\n", key, js.batch_job_id, js.status or "SUBMITTED"))
+          done = done + 1
+        else
+          err(str_format("luabatch cancel: %s (%s): %s\n", key, js.batch_job_id, log.redact(msg)))
+          failed = failed + 1
+        end
+      end
+    end
+  end
+  if failed > 0 then rc = 1 end
+  if done == 0 and failed == 0 then out(str_format("run %s: no unfinished Batch job\n", run_id)) end
+  return rc
+end
+
+return _M

@@ -1,0 +1,200 @@
+-- luabatch.cli.cleanup: `luabatch cleanup RUN_ID | --older-than AGE [--dry-run] [--force] [--home DIR]`
+--
+--   local code = require("luabatch.cli.cleanup").run({ "--older-than", "7d" }, env)
+--
+-- Deletes what a run left behind: its S3 prefix (the bucket and prefix
+-- recorded in the journal's "config" events; everything under
+-- "<prefix>/" and nothing else) and then its local journal directory.
+-- A prefix that is not the run's own (it must end with "/<run_id>") is
+-- refused and the run is kept.  --older-than AGE (Nd, Nh or Nm) picks every
+-- run whose journal was last written longer ago than AGE (an ended run, or
+-- one nobody touched since).  A single RUN_ID that has not ended is refused
+-- without --force (it may still be running: `luabatch cancel` it first).
+-- --dry-run prints what would be deleted and deletes nothing.
+--
+-- Exit codes: 0 cleaned (or nothing to clean), 1 something could not be
+-- deleted or was refused, 2 bad usage or unknown run.
+--
+-- env: as luabatch.cli.status, plus now = function() -> epoch seconds.
+
+local journal = require "luabatch.journal"
+local status = require "luabatch.cli.status"
+local log = require "luabatch.log"
+
+local _M = { _VERSION = "0.1.0" }
+
+local type = type
+local pairs = pairs
+local ipairs = ipairs
+local tostring = tostring
+local tonumber = tonumber
+local str_format = string.format
+local str_match = string.match
+local str_sub = string.sub
+local os_time = os.time
+
+_M.usage = [==[
+usage: luabatch cleanup RUN_ID [--dry-run] [--force] [--home DIR]
+       luabatch cleanup --older-than AGE [--dry-run] [--home DIR]
+
+Delete a run's S3 prefix (<s3_prefix>/<run_id>/, as recorded in its
+journal; nothing outside it) and then its local journal.
+
+options:
+  --older-than AGE  every run whose journal was last written more than AGE
+                    ago: Nd (days), Nh (hours) or Nm (minutes)
+  --dry-run         print what would be deleted, delete nothing
+  --force           clean RUN_ID even though its run has not ended
+  --home DIR        the journal home (default LUABATCH_HOME, else ~/.luabatch)
+  -h, --help        this text
+
+Exit codes: 0 cleaned, 1 something failed or was refused, 2 bad usage or
+unknown run.
+]==]
+
+local UNITS = { d = 86400, h = 3600, m = 60 }
+
+--- parse_age("7d") -> seconds | nil
+function _M.parse_age(s)
+  local n, u = str_match(s or "", "^(%d+)([dhm])$")
+  if not n then return nil end
+  return tonumber(n) * UNITS[u]
+end
+
+--- Is `prefix` the run's own prefix (".../<run_id>" or "<run_id>")?
+function _M.own_prefix(prefix, run_id)
+  if type(prefix) ~= "string" or prefix == "" then return false end
+  if prefix == run_id then return true end
+  local tail = "/" .. run_id
+  return #prefix > #tail and str_sub(prefix, -#tail) == tail
+end
+
+-- The distinct (bucket, prefix) pairs of a run's config events.
+local function prefixes(st)
+  local list, seen = {}, {}
+  local ids = {}
+  for id in pairs(st.configs) do ids[#ids + 1] = tostring(id) end
+  table.sort(ids)
+  for _, id in ipairs(ids) do
+    local cfg = st.configs[id]
+    if type(cfg.bucket) == "string" and cfg.bucket ~= "" and cfg.prefix ~= nil then
+      local k = cfg.bucket .. "\0" .. tostring(cfg.prefix)
+      if not seen[k] then
+        seen[k] = true
+        list[#list + 1] = { bucket = cfg.bucket, prefix = tostring(cfg.prefix), job_id = cfg.job_id }
+      end
+    end
+  end
+  return list
+end
+
+-- Clean one run; returns true when everything went.
+local function clean_run(run_id, home, o, env, out, err)
+  local j, st = status.open_run("cleanup", run_id, home, err)
+  if not j then return false end
+  local pre = prefixes(st)
+  for _, p in ipairs(pre) do
+    local trimmed = p.prefix:gsub("/+$", "")
+    if not _M.own_prefix(trimmed, run_id) then
+      err(str_format("luabatch cleanup: run %s: refusing to delete s3://%s/%s/: not the run's own "
+        .. "prefix (it must end with /%s); nothing deleted for this run\n", run_id, p.bucket, p.prefix, run_id))
+      return false
+    end
+    p.prefix = trimmed
+  end
+  local clients_for = status.clients_for(st, env)
+  local ok = true
+  for _, p in ipairs(pre) do
+    local c = clients_for(p.job_id)
+    local where = str_format("s3://%s/%s/", p.bucket, p.prefix)
+    if o.dry_run then
+      local n = 0
+      for e, msg in c.s3:list(p.bucket, { prefix = p.prefix .. "/" }) do
+        if not e then
+          err("luabatch cleanup: " .. log.redact(msg) .. "\n")
+          ok = false
+          break
+        end
+        n = n + 1
+      end
+      out(str_format("would delete %d objects under %s\n", n, where))
+    else
+      local n, errs, code = c.s3:delete_prefix(p.bucket, p.prefix .. "/")
+      if not n then
+        err(str_format("luabatch cleanup: %s: %s\n", where, log.redact(errs or code)))
+        ok = false
+      else
+        out(str_format("deleted %d objects under %s\n", n, where))
+        if #errs > 0 then
+          err(str_format("luabatch cleanup: %s: %d objects not deleted (first: %s %s)\n", where, #errs,
+            tostring(errs[1].key), tostring(errs[1].code)))
+          ok = false
+        end
+      end
+    end
+  end
+  if not ok then
+    err(str_format("luabatch cleanup: run %s: journal kept (S3 not cleaned)\n", run_id))
+    return false
+  end
+  local dir = j.dir
+  if o.dry_run then
+    out(str_format("would remove journal %s\n", dir))
+    return true
+  end
+  local rok, rmsg = j:remove()
+  if not rok then
+    err(str_format("luabatch cleanup: cannot remove %s: %s\n", dir, tostring(rmsg)))
+    return false
+  end
+  out(str_format("removed journal %s\n", dir))
+  return true
+end
+
+function _M.run(args, env)
+  env = env or {}
+  local out, err = status.io(env)
+  local o, pos = status.parse(args, { ["--older-than"] = "value", ["--dry-run"] = "flag",
+    ["--force"] = "flag", ["--home"] = "value" })
+  if not o then
+    err("luabatch cleanup: " .. pos .. "\n" .. _M.usage)
+    return 2
+  end
+  if o.help then out(_M.usage) return 0 end
+  if (#pos == 1) == (o.older_than ~= nil) or #pos > 1 then
+    err("luabatch cleanup: give either one RUN_ID or --older-than AGE\n" .. _M.usage)
+    return 2
+  end
+  local home = status.home(o, env)
+
+  if #pos == 1 then
+    local run_id = pos[1]
+    local j, st = status.open_run("cleanup", run_id, home, err)
+    if not j then return st end
+    if not st.ended and not o.force then
+      err(str_format("luabatch cleanup: run %s has not ended (it may still be running): "
+        .. "`luabatch cancel %s` first, or use --force\n", run_id, run_id))
+      return 1
+    end
+    return clean_run(run_id, home, o, env, out, err) and 0 or 1
+  end
+
+  local age = _M.parse_age(o.older_than)
+  if not age then
+    err("luabatch cleanup: --older-than: Nd, Nh or Nm expected, got '" .. tostring(o.older_than) .. "'\n")
+    return 2
+  end
+  local now = env.now and env.now() or os_time()
+  local cutoff = now - age
+  local rc, n = 0, 0
+  for _, r in ipairs(journal.list(home)) do
+    if r.mtime < cutoff then
+      n = n + 1
+      if not clean_run(r.run_id, home, o, env, out, err) then rc = 1 end
+    end
+  end
+  if n == 0 then out(str_format("no run older than %s in %s\n", o.older_than, home)) end
+  return rc
+end
+
+return _M

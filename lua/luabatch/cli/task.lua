@@ -1,0 +1,89 @@
+-- luabatch.cli.task: `luabatch task BUNDLE_URL [--strategy ID]`
+--
+--   local code = require("luabatch.cli.task").run({ "s3://b/k/bundle.json", "--strategy", "@array" }, env)
+--
+-- The command an AWS Batch job definition of luabatch.runner.aws_batch runs:
+-- ["luabatch", "task", "Ref::bundle", "--strategy", "Ref::strategy"].  See
+-- luabatch.task for what it does.  Exit codes: 0 the strategy succeeded (or
+-- skipped), 1 it failed or was cancelled, 2 bad usage, URL or bundle.
+--
+-- env (optional, the seam for tests): stdout, stderr (function(s) or anything
+-- with :write), getenv, s3 (a luabatch.s3 client).
+
+local _M = { _VERSION = "0.1.0" }
+
+local type = type
+local str_format = string.format
+
+_M.usage = [==[
+usage: luabatch task BUNDLE_URL [--strategy ID]
+
+Run one strategy of a job bundle written by the aws_batch runner (what an
+AWS Batch container runs), upload its result.json and output.log next to
+the bundle's results prefix, and exit with its status.
+
+options:
+  --strategy ID     the strategy id to run; "@array" (or no option) takes
+                    the index in AWS_BATCH_JOB_ARRAY_INDEX (default 0)
+  -h, --help        this text
+
+Credentials come from the default chain (in Batch: the job role through
+the ECS container endpoint); AWS_ENDPOINT_URL_S3 sets another S3 endpoint.
+Exit codes: 0 success (or skipped), 1 failed or cancelled, 2 bad usage,
+URL or bundle.
+]==]
+
+local function writer(w)
+  if type(w) == "function" then return w end
+  return function(s)
+    w:write(s)
+    if w.flush then w:flush() end
+  end
+end
+
+local function parse_args(args)
+  local o = {}
+  local i = 1
+  while i <= #args do
+    local a = args[i]
+    if a == "-h" or a == "--help" then
+      o.help = true
+    elseif a == "--strategy" or a == "-s" then
+      i = i + 1
+      if args[i] == nil then return nil, a .. " needs a value" end
+      o.strategy = args[i]
+    elseif a:match("^%-%-strategy=") then
+      o.strategy = a:sub(12)
+    elseif a:sub(1, 1) == "-" and a ~= "-" then
+      return nil, "unknown option " .. a
+    elseif o.url == nil then
+      o.url = a
+    else
+      return nil, str_format("unexpected argument '%s' (one bundle URL)", a)
+    end
+    i = i + 1
+  end
+  if not o.help and not o.url then return nil, "a BUNDLE_URL is required" end
+  return o
+end
+
+function _M.run(args, env)
+  env = env or {}
+  local out_w = writer(env.stdout or io.stdout)
+  local err_w = writer(env.stderr or io.stderr)
+  local o, perr = parse_args(args or {})
+  if not o then
+    err_w("luabatch task: " .. perr .. "\n" .. _M.usage)
+    return 2
+  end
+  if o.help then
+    out_w(_M.usage)
+    return 0
+  end
+  return require("luabatch.task").run({
+    url = o.url, strategy = o.strategy, getenv = env.getenv,
+    stdout = out_w, stderr = err_w, s3 = env.s3,
+  })
+end
+
+return _M

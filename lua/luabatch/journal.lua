@@ -1,0 +1,411 @@
+-- luabatch.journal: what a run did, on disk, so another process can pick it up.
+--
+--   local journal = require "luabatch.journal"
+--   local id = journal.new_run_id()                 -- "20261124-101500-a1b2c3d4"
+--   local j = assert(journal.open(id, { create = true }))
+--   assert(j:append({ ev = "submit", key = "count/EMPTY/0", job_id = "count", ... }))
+--   local st = j:state()                            -- the events folded
+--   for _, r in ipairs(journal.list()) do print(r.run_id, r.ended_status) end
+--
+-- Layout: <home>/runs/<run_id>/journal.jsonl, one JSON object per line
+-- (luabatch.json), append-only.  home = LUABATCH_HOME, else $HOME/.luabatch.
+-- Directories are created 0700 and the file 0600.  Each append is one
+-- write() of one complete line, flushed and fsync'd before append returns,
+-- so a crash loses at most the line being written; a torn last line is
+-- skipped by events() and the next append starts a fresh line.
+--
+-- Every event gets `at` (epoch seconds).  Strings (keys and values) pass
+-- through log.redact, and values under keys that name a secret
+-- (secret_access_key, session_token, password, authorization, ...) are
+-- replaced: the journal never holds a credential.
+--
+-- Events (field `ev`): run, config, jobdef, upload, submit (before
+-- SubmitJob), submitted (after), state, result, terminate, cleanup, end.
+-- key = "<job_id>/<strategy_id>/<attempt>".
+--
+-- Failures: nil, msg, code with code "EINVAL" (bad run id), "ENOENT"
+-- (unknown run), "EIO" (cannot create/write).
+
+local json = require "luabatch.json"
+local log = require "luabatch.log"
+local core = require "luabatch.core"
+
+local _M = { _VERSION = "0.1.0" }
+local mt = { __index = _M }
+
+local type = type
+local pairs = pairs
+local ipairs = ipairs
+local pcall = pcall
+local tostring = tostring
+local tonumber = tonumber
+local setmetatable = setmetatable
+local getmetatable = getmetatable
+local io_open = io.open
+local os_date = os.date
+local os_time = os.time
+local os_remove = os.remove
+local os_getenv = os.getenv
+local str_find = string.find
+local str_match = string.match
+local str_lower = string.lower
+local tbl_sort = table.sort
+local floor = math.floor
+
+local DIR_MODE = 448   -- 0700
+local FILE_MODE = 384  -- 0600
+local FILE = "journal.jsonl"
+
+---------------------------------------------------------------------------
+-- Small filesystem layer over the core (src/bind_fs.c)
+---------------------------------------------------------------------------
+
+local fs = {}
+
+function fs.isdir(path)
+  local st = core.stat(path)
+  return st ~= nil and st.type == "directory"
+end
+
+function fs.mtime(path)
+  local st = core.stat(path)
+  return st and st.mtime
+end
+
+-- mkdir -p with mode 0700 for what it creates
+function fs.mkdir_p(dir)
+  if fs.isdir(dir) then return true end
+  local parent = str_match(dir, "^(.+)/[^/]+/*$")
+  if parent and not fs.isdir(parent) then
+    local ok, msg, code = fs.mkdir_p(parent)
+    if not ok then return nil, msg, code end
+  end
+  local ok, msg, code = core.mkdir(dir, DIR_MODE)
+  if ok or code == "EEXIST" then return true end
+  return nil, msg, code or "EIO"
+end
+
+function fs.listdir(dir)
+  return core.listdir(dir) or {}
+end
+
+-- One write() of `data` at the end of `path` (created 0600), then fsync.
+function fs.append(path, data)
+  local ok, msg, code = core.append_file(path, data, FILE_MODE)
+  if ok then return true end
+  return nil, msg, code or "EIO"
+end
+
+-- Remove a directory tree (files and subdirectories; no symlink following
+-- beyond what remove() does on the entries themselves).
+function fs.rmtree(dir)
+  for _, name in ipairs(fs.listdir(dir)) do
+    local p = dir .. "/" .. name
+    if fs.isdir(p) then
+      local ok, msg, code = fs.rmtree(p)
+      if not ok then return nil, msg, code end
+    else
+      local ok, msg = os_remove(p)
+      if not ok then return nil, msg, "EIO" end
+    end
+  end
+  local ok, msg = os_remove(dir)
+  if not ok then return nil, msg, "EIO" end
+  return true
+end
+
+---------------------------------------------------------------------------
+-- Run ids and paths
+---------------------------------------------------------------------------
+
+--- The journal home: LUABATCH_HOME, else $HOME/.luabatch (else ./.luabatch).
+function _M.home(getenv)
+  getenv = getenv or os_getenv
+  local h = getenv("LUABATCH_HOME")
+  if h and h ~= "" then return h end
+  local home = getenv("HOME")
+  if home and home ~= "" then return home .. "/.luabatch" end
+  return ".luabatch"
+end
+
+--- A new run id: "YYYYMMDD-HHMMSS-<8 hex>" (UTC; [0-9a-z-] only).
+function _M.new_run_id(epoch)
+  if epoch ~= nil and type(epoch) ~= "number" then
+    error("bad argument #1 to 'new_run_id' (number expected, got " .. type(epoch) .. ")", 2)
+  end
+  epoch = floor(epoch or os_time())
+  return os_date("!%Y%m%d-%H%M%S", epoch) .. "-" .. core.hex(core.random_bytes(4))
+end
+
+--- Is `id` usable as a run id (a directory name, an S3 key part)?
+function _M.valid_run_id(id)
+  return type(id) == "string" and #id <= 128 and str_find(id, "^[%w][%w._-]*$") ~= nil
+end
+
+local function run_dir(home, run_id) return home .. "/runs/" .. run_id end
+
+---------------------------------------------------------------------------
+-- Redaction (structural: keeps the JSON valid)
+---------------------------------------------------------------------------
+
+-- Keys whose string values are secrets whatever they look like.  (Not
+-- every "token": a CloudWatch forward token is not a secret.)
+local SECRET_KEYS = { "secret", "password", "passwd", "authorization", "session_token",
+  "sessiontoken", "security_token", "securitytoken", "auth_token", "credential" }
+
+local function secret_key(k)
+  if type(k) ~= "string" then return false end
+  local l = str_lower(k)
+  if l == "token" then return true end
+  for _, s in ipairs(SECRET_KEYS) do
+    if str_find(l, s, 1, true) then return true end
+  end
+  return false
+end
+
+local function scrub(v, seen)
+  local t = type(v)
+  if t == "string" then return log.redact(v) end
+  if t ~= "table" then return v end
+  if seen[v] then error("journal: a cycle in the event", 0) end
+  seen[v] = true
+  local out = {}
+  for k, x in pairs(v) do
+    local nk = type(k) == "string" and log.redact(k) or k
+    if secret_key(k) and type(x) == "string" and x ~= "" then
+      out[nk] = "<redacted>"
+    else
+      out[nk] = scrub(x, seen)
+    end
+  end
+  seen[v] = nil
+  local m = getmetatable(v)
+  if m then setmetatable(out, m) end
+  return out
+end
+
+_M._scrub = function(v) return scrub(v, {}) end
+
+---------------------------------------------------------------------------
+-- Opening
+---------------------------------------------------------------------------
+
+--- Open the journal of `run_id`.  opts: home (default journal.home()),
+-- create (make it when missing; reopening an existing one is fine).
+function _M.open(run_id, opts)
+  if type(run_id) ~= "string" then
+    error("bad argument #1 to 'open' (string expected, got " .. type(run_id) .. ")", 2)
+  end
+  opts = opts or {}
+  local home = opts.home or _M.home(opts.getenv)
+  if not _M.valid_run_id(run_id) then
+    return nil, "bad run id '" .. run_id .. "' (letters, digits, '.', '_', '-')", "EINVAL"
+  end
+  local dir = run_dir(home, run_id)
+  local path = dir .. "/" .. FILE
+  local f = io_open(path, "rb")
+  local need_nl = false
+  if f then
+    local size = f:seek("end")
+    if size and size > 0 then
+      f:seek("set", size - 1)
+      need_nl = f:read(1) ~= "\n"
+    end
+    f:close()
+  elseif opts.create then
+    local ok, msg, code = fs.mkdir_p(home)
+    if ok then ok, msg, code = fs.mkdir_p(home .. "/runs") end
+    if ok then ok, msg, code = fs.mkdir_p(dir) end
+    if not ok then return nil, "journal " .. run_id .. ": " .. tostring(msg), code end
+    ok, msg, code = fs.append(path, "")
+    if not ok then return nil, msg, code end
+  else
+    return nil, "no run '" .. run_id .. "' in " .. home, "ENOENT"
+  end
+  return setmetatable({ run_id = run_id, home = home, dir = dir, file = path,
+                        need_nl = need_nl }, mt)
+end
+
+function _M:path() return self.file end
+
+function _M:close() self.closed = true end
+
+--- Append one event (a table with a string `ev`); written and fsync'd
+-- before returning.  Adds `at` (epoch seconds) unless given.
+function _M:append(event)
+  if type(event) ~= "table" or type(event.ev) ~= "string" then
+    error("bad argument #1 to 'append' (event table with a string 'ev' expected)", 2)
+  end
+  if self.closed then return nil, "journal " .. self.run_id .. ": closed", "EINVAL" end
+  local ok, e = pcall(scrub, event, {})
+  if not ok then return nil, tostring(e), "EINVAL" end
+  if e.at == nil then e.at = floor(core.now() * 1000 + 0.5) / 1000 end
+  local ok2, line = pcall(json.encode, e)
+  if not ok2 then return nil, "journal " .. self.run_id .. ": " .. tostring(line), "EINVAL" end
+  if self.need_nl then line = "\n" .. line end
+  local wok, msg, code = fs.append(self.file, line .. "\n")
+  if not wok then return nil, msg, code end
+  self.need_nl = false
+  return true
+end
+
+local function decode_lines(data, name)
+  local events = {}
+  local pos, n = 1, #data
+  while pos <= n do
+    local nl = str_find(data, "\n", pos, true)
+    local line = data:sub(pos, (nl or n + 1) - 1)
+    pos = (nl or n) + 1
+    if str_find(line, "%S") then
+      local v, msg = json.decode(line, name)
+      if type(v) == "table" and type(v.ev) == "string" then
+        events[#events + 1] = v
+      elseif nl then
+        -- a torn line followed by later events: skip it, say so
+        log.info("journal %s: skipping an unreadable line: %s", name, tostring(msg))
+      end
+    end
+  end
+  return events
+end
+
+local function read_all(path)
+  local f = io_open(path, "rb")
+  if not f then return nil end
+  local data = f:read("*a") or ""
+  f:close()
+  return data
+end
+
+--- Every event in order (a torn last line is left out).
+function _M:events()
+  local data = read_all(self.file)
+  if not data then return {} end
+  return decode_lines(data, self.file)
+end
+
+local function parse_key(key)
+  local job_id, sid, attempt = str_match(key, "^(.*)/([^/]*)/(%d+)$")
+  if not job_id then return key, nil, nil end
+  return job_id, sid, tonumber(attempt)
+end
+
+--- The events folded: { run, jobs = { [key] = js }, order = { key... },
+-- defs = { [name] = jobdef ev }, results = { [key] = record },
+-- ended, configs = { [job_id] = config ev }, uploads = { ev... },
+-- cleanups = { ev... }, events = n }.
+-- js = { key, job_id, strategy_id, attempt, job_name, batch_job_id?,
+--        status?, reason?, exit_code?, log_stream?, terminated?, array_size?,
+--        result_status? }
+function _M:state()
+  return _M.fold(self:events())
+end
+
+function _M.fold(events)
+  local st = { jobs = {}, order = {}, defs = {}, results = {}, configs = {},
+               uploads = {}, cleanups = {}, events = #events }
+  local function js_of(key)
+    local js = st.jobs[key]
+    if not js then
+      local job_id, sid, attempt = parse_key(key)
+      js = { key = key, job_id = job_id, strategy_id = sid, attempt = attempt }
+      st.jobs[key] = js
+      st.order[#st.order + 1] = key
+    end
+    return js
+  end
+  for _, e in ipairs(events) do
+    local ev = e.ev
+    if ev == "run" then
+      st.run = e
+    elseif ev == "config" then
+      if e.job_id ~= nil then st.configs[e.job_id] = e end
+    elseif ev == "jobdef" then
+      st.defs[e.name or (#st.defs + 1)] = e
+    elseif ev == "upload" then
+      st.uploads[#st.uploads + 1] = e
+    elseif ev == "cleanup" then
+      st.cleanups[#st.cleanups + 1] = e
+    elseif ev == "end" then
+      st.ended = e
+    elseif type(e.key) == "string" then
+      local js = js_of(e.key)
+      if ev == "submit" then
+        if e.job_id ~= nil then js.job_id = e.job_id end
+        if e.strategy_id ~= nil then js.strategy_id = e.strategy_id end
+        if e.attempt ~= nil then js.attempt = e.attempt end
+        js.job_name = e.job_name
+        js.array_size = e.array_size
+      elseif ev == "submitted" then
+        js.batch_job_id = e.batch_job_id
+        if e.job_name ~= nil then js.job_name = e.job_name end
+      elseif ev == "state" then
+        if e.batch_job_id ~= nil then js.batch_job_id = e.batch_job_id end
+        if e.status ~= nil then js.status = e.status end
+        js.reason = e.reason
+        js.exit_code = e.exit_code
+        if e.log_stream ~= nil then js.log_stream = e.log_stream end
+      elseif ev == "result" then
+        st.results[e.key] = e.record
+        js.result_status = e.status
+      elseif ev == "terminate" then
+        js.terminated = true
+        js.terminate_reason = e.reason
+        if e.batch_job_id ~= nil and js.batch_job_id == nil then js.batch_job_id = e.batch_job_id end
+      end
+    end
+  end
+  return st
+end
+
+---------------------------------------------------------------------------
+-- Listing and removal
+---------------------------------------------------------------------------
+
+local function last_at_and_end(path)
+  local data = read_all(path)
+  if not data then return nil, nil end
+  local at, ended
+  for line in data:gmatch("[^\n]+") do
+    local a = str_match(line, '"at":%s*([%d.]+)')
+    if a then at = tonumber(a) or at end
+    if str_find(line, '"ev":%s*"end"') then
+      local v = json.decode(line, path)
+      if type(v) == "table" then ended = v.status or "UNKNOWN" end
+    end
+  end
+  return at, ended
+end
+
+--- Every run under `home`, newest first:
+-- { { run_id, path, mtime, ended_status? }, ... }
+function _M.list(home)
+  home = home or _M.home()
+  local out = {}
+  for _, name in ipairs(fs.listdir(home .. "/runs")) do
+    if _M.valid_run_id(name) then
+      local path = run_dir(home, name) .. "/" .. FILE
+      local f = io_open(path, "rb")
+      if f then
+        f:close()
+        local at, ended = last_at_and_end(path)
+        out[#out + 1] = { run_id = name, path = path, mtime = fs.mtime(path) or at or 0,
+                          ended_status = ended, last_at = at }
+      end
+    end
+  end
+  tbl_sort(out, function(a, b)
+    if a.mtime ~= b.mtime then return a.mtime > b.mtime end
+    return a.run_id > b.run_id
+  end)
+  return out
+end
+
+--- Remove the run's journal directory.
+function _M:remove()
+  self.closed = true
+  os_remove(self.file)  -- known by name: works without a directory listing
+  return fs.rmtree(self.dir)
+end
+
+return _M

@@ -1,0 +1,299 @@
+-- luabatch.task: run one strategy of a job bundle, inside a Batch container.
+--
+--   local task = require "luabatch.task"
+--   local code = task.run({ url = "s3://bucket/luabatch/runs/R/count/bundle.json",
+--                           strategy = "1234567890" })      -- or "@array" / nil
+--
+-- What it does (the remote half of luabatch.runner.aws_batch):
+--   1. downloads the bundle (luabatch.s3; credentials from the default chain:
+--      in a Batch container the ECS endpoint, AWS_CONTAINER_CREDENTIALS_FULL_URI
+--      + AWS_CONTAINER_AUTHORIZATION_TOKEN; the S3 endpoint from the config,
+--      e.g. AWS_ENDPOINT_URL_S3) and checks it (luabatch.runner.aws_batch.bundle);
+--   2. picks the strategy: an id, or "@array"/nil -> the index in
+--      AWS_BATCH_JOB_ARRAY_INDEX (default 0) -> strategies[index + 1];
+--   3. runs it with job.run_strategy on an engine environment (stage kinds
+--      as on the host; `trigger` stages find no workflow files here), printing
+--      each stage's progress and output lines on stdout as they happen (they
+--      become CloudWatch log events);
+--   4. uploads <results><sid>/result.json (the strategy record, luabatch.json)
+--      and <results><sid>/output.log (everything it printed).
+-- Returns the exit code: 0 when the record's status is SUCCESS or SKIP, 1 for
+-- FAILED / CANCEL or when the result cannot be uploaded, 2 for a bad URL, a
+-- bundle that cannot be read or is not valid, or an unknown strategy (nothing
+-- is uploaded then; stderr names the URL and what is wrong).
+-- SIGTERM/SIGINT (the executable runs subcommands in "flag" mode) cancel the
+-- running stages; the CANCEL record is still uploaded (core.clear_interrupt()
+-- first) and the exit code is 1.
+-- Every printed line and every string of the uploaded record passes through
+-- log.redact, with the container's credentials registered as secrets.
+--
+-- opts (the seam for specs): url, strategy, getenv (default os.getenv),
+-- stdout / stderr (function(s) or anything with :write; default io.stdout /
+-- io.stderr, flushed per line), s3 (a luabatch.s3 client; default
+-- s3.new{ config = config.new{ env = getenv } }), registry, tmpdir.
+
+local log = require "luabatch.log"
+local bundle = require "luabatch.runner.aws_batch.bundle"
+local stage = require "luabatch.workflow.stage"
+
+local _M = { _VERSION = "0.1.0" }
+
+local type = type
+local pairs = pairs
+local pcall = pcall
+local require = require
+local tostring = tostring
+local tonumber = tonumber
+local setmetatable = setmetatable
+local getmetatable = getmetatable
+local str_format = string.format
+local str_sub = string.sub
+local str_match = string.match
+local tbl_concat = table.concat
+local floor = math.floor
+
+local core_ok, core = pcall(require, "luabatch.core")
+
+local function interrupted()
+  return core_ok and core.interrupted and core.interrupted() or false
+end
+
+--- s3://bucket/key -> bucket, key | nil, msg  (key non-empty)
+function _M.parse_url(url)
+  if type(url) ~= "string" then return nil, "not a string" end
+  local bucket, key = str_match(url, "^s3://([^/]+)/(.+)$")
+  if not bucket then return nil, "expected s3://BUCKET/KEY" end
+  if str_sub(key, -1) == "/" then return nil, "names a prefix, not an object (ends in '/')" end
+  return bucket, key
+end
+
+local function writer(w, default)
+  w = w or default
+  if type(w) == "function" then return w end
+  return function(s)
+    w:write(s)
+    if w.flush then w:flush() end
+  end
+end
+
+local function fmt_secs(s)
+  if s < 10 then return str_format("%.2fs", s) end
+  if s < 120 then return str_format("%.1fs", s) end
+  return str_format("%dm%02ds", floor(s / 60), floor(s % 60))
+end
+
+local function first_error(errors)
+  if type(errors) ~= "table" then return nil end
+  if errors.message then return tostring(errors.message) end
+  for _, e in pairs(errors) do
+    local m = first_error(e)
+    if m then return m end
+  end
+end
+
+-- Every string (keys too) of v through log.redact; the JSON markers stay.
+local function redact_all(v)
+  if type(v) == "string" then return log.redact(v) end
+  if type(v) ~= "table" then return v end
+  local c = {}
+  for k, x in pairs(v) do
+    c[type(k) == "string" and log.redact(k) or k] = redact_all(x)
+  end
+  local mt = getmetatable(v)
+  if mt then setmetatable(c, mt) end
+  return c
+end
+_M.redact_all = redact_all
+
+local function register_secrets(getenv)
+  for _, name in pairs({ "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_SECRET_ACCESS_KEY",
+                         "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN" }) do
+    local v = getenv(name)
+    if v and v ~= "" then log.add_secret(v) end
+  end
+  local tf = getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+  if tf and tf ~= "" then
+    local f = io.open(tf, "rb")
+    if f then
+      local tok = f:read("a") or ""
+      f:close()
+      tok = tok:gsub("%s+$", "")
+      log.add_secret(tok)
+    end
+  end
+end
+
+-- The combo to run -> combo | nil, msg
+local function pick(t, sel, getenv)
+  if sel == nil or sel == "" or sel == "@array" then
+    local raw = getenv("AWS_BATCH_JOB_ARRAY_INDEX")
+    local idx = 0
+    if raw ~= nil and raw ~= "" then
+      idx = tonumber(raw)
+      if idx == nil or idx < 0 or idx ~= floor(idx) then
+        return nil, str_format("AWS_BATCH_JOB_ARRAY_INDEX=%q is not an index", raw)
+      end
+    end
+    return bundle.strategy(t, idx)
+  end
+  return bundle.strategy(t, tostring(sel))
+end
+
+-- Stage kinds that run `sh` (bash stages) report their output only in the
+-- record; a scheduler wrapper prints it when the process ends.
+local function logging_sched(sched, logline)
+  return setmetatable({
+    exec = function(argv, o)
+      local r, msg, code = sched.exec(argv, o)
+      if r and type(argv) == "table" and argv[1] == "sh" then
+        for _, text in pairs({ r.stdout or "", r.stderr or "" }) do
+          for line in text:gmatch("[^\n]+") do logline(line) end
+        end
+      end
+      return r, msg, code
+    end,
+  }, { __index = sched })
+end
+
+local function combo_text(combo)
+  if combo.id == "EMPTY" then return "" end
+  local ok, json = pcall(require, "luabatch.json")
+  if ok then return " " .. json.encode(combo.values) end
+  return ""
+end
+
+--- Run a task (see the header) -> exit code.
+function _M.run(opts)
+  opts = opts or {}
+  local getenv = opts.getenv or os.getenv
+  local raw_out = writer(opts.stdout, io.stdout)
+  local err_w = writer(opts.stderr, io.stderr)
+  local url = opts.url
+  local printed = {}
+
+  register_secrets(getenv)
+
+  local function say(line)
+    line = log.redact(line)
+    printed[#printed + 1] = line
+    raw_out(line .. "\n")
+  end
+  local function fail(code, fmt, ...)
+    err_w("luabatch task: " .. log.redact(str_format(fmt, ...)) .. "\n")
+    return code
+  end
+
+  -- 1. the bundle
+  local bucket, key = _M.parse_url(url)
+  if not bucket then
+    return fail(2, "bad bundle URL '%s': %s", tostring(url), key)
+  end
+  local s3 = opts.s3
+  if s3 == nil then
+    local config = require("luabatch.config").new({ env = getenv })
+    s3 = require("luabatch.s3").new({ config = config })
+  end
+  local body, gmsg, gcode = s3:get_object(bucket, key)
+  if body == nil then
+    return fail(2, "%s: cannot read the bundle: %s (%s)", url, tostring(gmsg), tostring(gcode))
+  end
+  local t, derr = bundle.decode(body, url)
+  if not t then
+    return fail(2, "bad bundle: %s", tostring(derr))
+  end
+  local combo, serr = pick(t, opts.strategy, getenv)
+  if not combo then
+    return fail(2, "%s: %s", url, tostring(serr))
+  end
+  local rbucket, rprefix = str_match(t.results, "^s3://([^/]+)/(.*)$")
+  local sid = combo.id
+
+  -- 2. the environment
+  local engine = require "luabatch.workflow.engine"
+  local sched = require "luabatch.workflow.sched"
+  local job = require "luabatch.workflow.job"
+  local jobdef = t.job
+  jobdef.id = jobdef.id or t.job_id
+  local model = { name = t.workflow, jobs = { [t.job_id] = jobdef }, job_order = { t.job_id },
+                  params = {} }
+  local where = t.job_id .. (sid ~= "EMPTY" and ("[" .. sid .. "]") or "")
+  local function logline(line)
+    for l in (tostring(line) .. "\n"):gmatch("(.-)\n") do say("  | " .. l) end
+  end
+  local env = engine.make_env(model, {
+    getenv = getenv,
+    registry = opts.registry,
+    tmpdir = opts.tmpdir,
+    conf = opts.conf or ".",
+    log = logline,
+    progress = function(event, info)
+      if event == "stage-start" then
+        say(str_format("%s: stage %s: start", where, tostring(info.key or info.name or "?")))
+      elseif event == "stage" then
+        local line = str_format("%s: stage %s: %s (%s)", where, tostring(info.key or info.name or "?"),
+          tostring(info.status), fmt_secs(info.seconds or 0))
+        local m = (info.status == "FAILED" or info.status == "CANCEL") and first_error(info.errors)
+        if m then line = line .. ": " .. (m:match("^[^\n]*") or m) end
+        say(line)
+      end
+    end,
+  })
+  env.job_id = t.job_id
+  env.run_id = t.run_id
+  env.sched = logging_sched(sched, logline)
+
+  say(str_format("luabatch task: run %s, workflow %s, job %s, strategy %s%s", t.run_id,
+    tostring(t.workflow), t.job_id, sid, combo_text(combo)))
+
+  -- 3. run
+  local wctx = { params = t.context.params, jobs = t.context.jobs, status = "WAIT" }
+  local group = { cancel = false, fail_fast = false }
+  local t0 = stage.now()
+  local rec, rerr
+  local s = sched.new()
+  s:spawn(function()
+    local ok, r = pcall(job.run_strategy, jobdef, combo, wctx, env, group)
+    if ok then rec = r else rerr = r end
+  end)
+  local ok, serr2 = pcall(s.run, s)
+  if not ok and rerr == nil then rerr = serr2 end
+  local was_interrupted = interrupted()
+  if rec == nil then
+    rec = { status = was_interrupted and "CANCEL" or "FAILED", matrix = combo.values,
+            stages = stage.object() }
+    if was_interrupted then
+      rec.errors = { name = "JobCancelError", message = "Strategy execution was canceled: interrupted" }
+    else
+      rec.errors = { name = "JobError", message = "task: " .. tostring(rerr or "the strategy ended without a record") }
+    end
+    rec.info = stage.info(t0, stage.now())
+  end
+  if was_interrupted and core_ok and core.clear_interrupt then core.clear_interrupt() end
+  local line = str_format("%s: %s (%s)", where, tostring(rec.status), fmt_secs(stage.now() - t0))
+  local m = first_error(rec.errors)
+  if m and rec.status ~= "SUCCESS" then line = line .. ": " .. (m:match("^[^\n]*") or m) end
+  if was_interrupted then line = line .. " (interrupted)" end
+  say(line)
+
+  -- 4. upload
+  local json = require "luabatch.json"
+  local rkey = rprefix .. sid .. "/result.json"
+  local lkey = rprefix .. sid .. "/output.log"
+  local text = json.encode(redact_all(rec))
+  local code = (rec.status == "SUCCESS" or rec.status == "SKIP") and 0 or 1
+  local okp, pmsg, pcode = s3:put_object(rbucket, rkey, text, { content_type = "application/json" })
+  if not okp then
+    return fail(1, "s3://%s/%s: cannot upload the result: %s (%s)", rbucket, rkey, tostring(pmsg),
+      tostring(pcode))
+  end
+  say(str_format("result: s3://%s/%s", rbucket, rkey))
+  local logtext = tbl_concat(printed, "\n") .. "\n"
+  local okl, lmsg, lcode = s3:put_object(rbucket, lkey, logtext, { content_type = "text/plain; charset=utf-8" })
+  if not okl then
+    err_w(log.redact(str_format("luabatch task: s3://%s/%s: cannot upload the output: %s (%s)\n",
+      rbucket, lkey, tostring(lmsg), tostring(lcode))))
+  end
+  return code
+end
+
+return _M

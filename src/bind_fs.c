@@ -1,0 +1,145 @@
+/* bind_fs.c -- the few file-system calls the journal needs that Lua's io
+ * library lacks: durable appends, private modes, directories, and the
+ * process's own resource use (benchmarks).
+ *
+ *   core.append_file(path, data [, mode]) -> true | nil, msg, code
+ *       O_APPEND|O_CREAT (mode default 0600, applied on creation), one
+ *       write loop, fsync, close: when it returns true the bytes are on disk.
+ *   core.mkdir(path [, mode]) -> true | nil, msg, code   ("EEXIST" if there)
+ *   core.chmod(path, mode) -> true | nil, msg, code
+ *   core.rusage() -> { user = s, sys = s, maxrss_kib = n }
+ *   core.getcwd() -> path | nil, msg, code
+ *   core.listdir(dir) -> { name, ... } (no "." / "..", unsorted) | nil, msg, code
+ *   core.stat(path) -> { type = "file"|"directory"|"link"|"other", mode = n,
+ *                        size = n, mtime = epoch s } | nil, msg, code
+ *       (lstat: a symlink is reported as "link", not followed)
+ * Codes: "EEXIST", "ENOENT", "EACCES", "EIO". */
+#include "bind.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int fs_fail(lua_State *L, const char *op, const char *path, int e) {
+    const char *code = e == EEXIST ? "EEXIST" : e == ENOENT ? "ENOENT"
+                     : (e == EACCES || e == EPERM) ? "EACCES" : "EIO";
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s %s: %s", op, path, strerror(e));
+    lua_pushstring(L, code);
+    return 3;
+}
+
+static int fs_append_file(lua_State *L) {
+    size_t n, off = 0;
+    const char *path = luaL_checkstring(L, 1);
+    const char *data = luaL_checklstring(L, 2, &n);
+    mode_t mode = (mode_t)luaL_optinteger(L, 3, 0600);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, mode);
+    if (fd < 0) return fs_fail(L, "append", path, errno);
+    while (off < n) {
+        ssize_t w = write(fd, data + off, n - off);
+        if (w < 0) {
+            int e = errno;
+            if (e == EINTR) continue;
+            close(fd);
+            return fs_fail(L, "append", path, e);
+        }
+        off += (size_t)w;
+    }
+    if (fsync(fd) != 0) {
+        int e = errno;
+        close(fd);
+        return fs_fail(L, "fsync", path, e);
+    }
+    if (close(fd) != 0) return fs_fail(L, "close", path, errno);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int fs_mkdir(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    mode_t mode = (mode_t)luaL_optinteger(L, 2, 0700);
+    if (mkdir(path, mode) != 0) return fs_fail(L, "mkdir", path, errno);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int fs_chmod(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    mode_t mode = (mode_t)luaL_checkinteger(L, 2);
+    if (chmod(path, mode) != 0) return fs_fail(L, "chmod", path, errno);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int fs_rusage(lua_State *L) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    lua_createtable(L, 0, 3);
+    lua_pushnumber(L, (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6);
+    lua_setfield(L, -2, "user");
+    lua_pushnumber(L, (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
+    lua_setfield(L, -2, "sys");
+    lua_pushinteger(L, (lua_Integer)ru.ru_maxrss);
+    lua_setfield(L, -2, "maxrss_kib");
+    return 1;
+}
+
+static int fs_getcwd(lua_State *L) {
+    char buf[4096];
+    if (!getcwd(buf, sizeof buf)) return fs_fail(L, "getcwd", ".", errno);
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+static int fs_listdir(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    DIR *d = opendir(path);
+    struct dirent *e;
+    lua_Integer i = 0;
+    if (!d) return fs_fail(L, "listdir", path, errno);
+    lua_newtable(L);
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        lua_pushstring(L, e->d_name);
+        lua_rawseti(L, -2, ++i);
+    }
+    closedir(d);
+    return 1;
+}
+
+static int fs_stat(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    const char *type;
+    if (lstat(path, &st) != 0) return fs_fail(L, "stat", path, errno);
+    type = S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory"
+         : S_ISLNK(st.st_mode) ? "link" : "other";
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, type);
+    lua_setfield(L, -2, "type");
+    lua_pushinteger(L, (lua_Integer)(st.st_mode & 07777));
+    lua_setfield(L, -2, "mode");
+    lua_pushinteger(L, (lua_Integer)st.st_size);
+    lua_setfield(L, -2, "size");
+    lua_pushnumber(L, (double)st.st_mtim.tv_sec + st.st_mtim.tv_nsec / 1e9);
+    lua_setfield(L, -2, "mtime");
+    return 1;
+}
+
+static const luaL_Reg fs_funcs[] = {
+    {"listdir", fs_listdir},
+    {"stat", fs_stat},
+    {"getcwd", fs_getcwd},
+    {"append_file", fs_append_file},
+    {"mkdir", fs_mkdir},
+    {"chmod", fs_chmod},
+    {"rusage", fs_rusage},
+    {NULL, NULL},
+};
+
+void lb_l_open_fs(lua_State *L) { lb_setfuncs(L, fs_funcs, 0); }
