@@ -35,6 +35,7 @@
 local log = require "luabatch.log"
 local bundle = require "luabatch.runner.aws_batch.bundle"
 local stage = require "luabatch.workflow.stage"
+local cli_run = require "luabatch.cli.run"
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -76,20 +77,8 @@ local function writer(w, default)
   end
 end
 
-local function fmt_secs(s)
-  if s < 10 then return str_format("%.2fs", s) end
-  if s < 120 then return str_format("%.1fs", s) end
-  return str_format("%dm%02ds", floor(s / 60), floor(s % 60))
-end
-
-local function first_error(errors)
-  if type(errors) ~= "table" then return nil end
-  if errors.message then return tostring(errors.message) end
-  for _, e in pairs(errors) do
-    local m = first_error(e)
-    if m then return m end
-  end
-end
+local fmt_secs = cli_run.fmt_secs
+local first_error = cli_run.first_error
 
 -- Every string (keys too) of v through log.redact; the JSON markers stay.
 local function redact_all(v)

@@ -18,7 +18,9 @@
 -- start(opts): opts.access_key, secret_key, region, delay (s per state),
 -- delays ({ RUNNABLE = 1, ... }), timeout_scale, kill_grace, queues
 -- ({ "name[:EC2|FARGATE]", ... }), role_credentials ({ key=, secret=, token= }),
--- clean_env (bool), args (extra argv strings).  Returns the emulator table or
+-- clean_env (bool), args (extra argv strings), env ({ NAME = value }: set in
+-- the emulator's environment, which its job processes inherit (minus AWS_*),
+-- e.g. PATH with the luabatch executable).  Returns the emulator table or
 -- nil, message.  The emulator exits by itself when this Lua process dies.
 local core = require "luabatch.core"
 local cjson = require "cjson.safe"
@@ -72,6 +74,15 @@ function _M.start(opts)
   local portfile, errfile = base .. ".port", base .. ".err"
   local quoted = {}
   for i, a in ipairs(argv) do quoted[i] = sh_quote(a) end
+  if opts.env then
+    local names = {}
+    for k in pairs(opts.env) do names[#names + 1] = k end
+    table.sort(names)
+    for i = #names, 1, -1 do
+      table.insert(quoted, 1, sh_quote(names[i] .. "=" .. tostring(opts.env[names[i]])))
+    end
+    table.insert(quoted, 1, "env")
+  end
   local cmd = ("%s >%s 2>%s & echo $!"):format(table.concat(quoted, " "), sh_quote(portfile), sh_quote(errfile))
   local p = io.popen(cmd)
   local pid = tonumber(p:read("l"))

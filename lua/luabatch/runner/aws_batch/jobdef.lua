@@ -1,0 +1,237 @@
+-- luabatch.runner.aws_batch.jobdef: the job definition a job runs under,
+-- reused by name + content hash, never registered per run.
+--
+--   local jobdef = require "luabatch.runner.aws_batch.jobdef"
+--   local spec, err = jobdef.spec(with, policy)
+--   -- spec = { name, hash, platform, request = RegisterJobDefinition body }
+--   local def, msg, code = jobdef.ensure(batch, spec [, cache])
+--   -- def = { name, arn, revision, hash, registered = bool }
+--
+-- The hash is sha256 of a canonical JSON (sorted keys) of the platform and
+-- the container properties; it is stored in the definition's parameters as
+-- `luabatch_hash`.  ensure() looks for an ACTIVE revision of the name whose
+-- parameters.luabatch_hash equals it (DescribeJobDefinitions, every page)
+-- and registers a new revision only when none does.  `cache` (a table kept
+-- for the session) remembers the answer per name+hash.
+--
+-- The container runs `luabatch task Ref::bundle --strategy Ref::strategy`;
+-- SubmitJob fills both parameters.  Timeout and retry strategy are not part
+-- of the definition (SubmitJob sets them per run).
+
+local core = require "luabatch.core"
+local policy_mod = require "luabatch.runner.aws_batch.policy"
+
+local _M = { _VERSION = "0.1.0" }
+
+local type = type
+local next = next
+local pairs = pairs
+local ipairs = ipairs
+local tostring = tostring
+local tonumber = tonumber
+local floor = math.floor
+local str_format = string.format
+local concat = table.concat
+local sort = table.sort
+
+local cjson = require "cjson"
+
+_M.COMMAND = { "luabatch", "task", "Ref::bundle", "--strategy", "Ref::strategy" }
+
+---------------------------------------------------------------------------
+-- Canonical JSON (sorted keys; sequences as arrays): stable across Lua
+-- versions and json libraries, so the hash never changes by accident.
+---------------------------------------------------------------------------
+
+local function is_seq(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n > 0 and n == #t
+end
+
+local function canon(v, out)
+  local tv = type(v)
+  if tv == "table" then
+    if next(v) == nil then
+      out[#out + 1] = "{}"
+    elseif is_seq(v) then
+      out[#out + 1] = "["
+      for i = 1, #v do
+        if i > 1 then out[#out + 1] = "," end
+        canon(v[i], out)
+      end
+      out[#out + 1] = "]"
+    else
+      local keys = {}
+      for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+      sort(keys)
+      out[#out + 1] = "{"
+      for i, k in ipairs(keys) do
+        if i > 1 then out[#out + 1] = "," end
+        out[#out + 1] = cjson.encode(k)
+        out[#out + 1] = ":"
+        local x = v[k]
+        if x == nil then x = v[tonumber(k)] end
+        canon(x, out)
+      end
+      out[#out + 1] = "}"
+    end
+  elseif tv == "number" then
+    if v == floor(v) and v > -1e15 and v < 1e15 then
+      out[#out + 1] = str_format("%d", v)
+    else
+      out[#out + 1] = str_format("%.17g", v)
+    end
+  elseif tv == "string" then
+    out[#out + 1] = cjson.encode(v)
+  elseif tv == "boolean" then
+    out[#out + 1] = tostring(v)
+  else
+    out[#out + 1] = "null"
+  end
+end
+
+--- canonical(v) -> string
+function _M.canonical(v)
+  local out = {}
+  canon(v, out)
+  return concat(out)
+end
+
+
+---------------------------------------------------------------------------
+-- The definition from with:
+---------------------------------------------------------------------------
+
+-- A number as Batch wants it in resourceRequirements ("1", "0.5", "2048").
+local function num_string(v)
+  local n = tonumber(v)
+  if n == nil then return nil end
+  if n == floor(n) then return str_format("%d", n) end
+  return (str_format("%.6f", n):gsub("0+$", ""):gsub("%.$", ""))
+end
+_M.num_string = num_string
+
+local function positive(with, field, default)
+  local v = with[field]
+  if v == nil then v = default end
+  local n = tonumber(v)
+  if n == nil or n <= 0 then
+    return nil, str_format("with.%s must be a positive number, got %s", field, tostring(v))
+  end
+  return n
+end
+
+--- resources(with, policy) -> resourceRequirements list | nil, msg
+function _M.resources(with, p)
+  local vcpus, err = positive(with, "vcpus", p.vcpus)
+  if not vcpus then return nil, err end
+  local memory
+  memory, err = positive(with, "memory", p.memory)
+  if not memory then return nil, err end
+  if memory ~= floor(memory) then
+    return nil, "with.memory must be a whole number of MiB, got " .. tostring(with.memory)
+  end
+  local rr = {
+    { type = "VCPU", value = num_string(vcpus) },
+    { type = "MEMORY", value = num_string(memory) },
+  }
+  if with.gpus ~= nil and tonumber(with.gpus) ~= 0 then
+    local g = tonumber(with.gpus)
+    if g == nil or g < 0 or g ~= floor(g) then
+      return nil, "with.gpus must be a whole number, got " .. tostring(with.gpus)
+    end
+    rr[#rr + 1] = { type = "GPU", value = num_string(g) }
+  end
+  return rr
+end
+
+--- spec(with, policy) -> { name, hash, platform, image, request } | nil, msg
+-- (msg names the with: field at fault).
+function _M.spec(with, p)
+  p = p or policy_mod.merge()
+  local platform = tostring(with.platform or p.platform or "EC2"):upper()
+  if platform ~= "EC2" and platform ~= "FARGATE" then
+    return nil, "with.platform must be EC2 or FARGATE, got " .. tostring(with.platform)
+  end
+  local image = with.image or p.image
+  if type(image) ~= "string" or image == "" then
+    return nil, "with.image must be a container image name"
+  end
+  local rr, err = _M.resources(with, p)
+  if not rr then return nil, err end
+  local props = {
+    image = image,
+    command = { _M.COMMAND[1], _M.COMMAND[2], _M.COMMAND[3], _M.COMMAND[4], _M.COMMAND[5] },
+    resourceRequirements = rr,
+  }
+  if with.job_role_arn ~= nil and with.job_role_arn ~= "" then
+    props.jobRoleArn = tostring(with.job_role_arn)
+  end
+  if with.execution_role_arn ~= nil and with.execution_role_arn ~= "" then
+    props.executionRoleArn = tostring(with.execution_role_arn)
+  end
+  local group = with.log_group or p.log_group
+  if group ~= nil and group ~= "" then
+    props.logConfiguration = { logDriver = "awslogs", options = { ["awslogs-group"] = tostring(group) } }
+  end
+  if platform == "FARGATE" then
+    if not props.executionRoleArn then
+      return nil, "with.execution_role_arn is required on FARGATE (the ECS task execution role that "
+        .. "pulls the image and writes the logs)"
+    end
+    props.networkConfiguration = { assignPublicIp = with.assign_public_ip == false and "DISABLED" or "ENABLED" }
+    props.fargatePlatformConfiguration = { platformVersion = with.platform_version or "LATEST" }
+  end
+  local hash = core.sha256(_M.canonical({ platform = platform, containerProperties = props }))
+  local name = policy_mod.jobdef_name(p, { image = image, platform = platform })
+  return {
+    name = name, hash = hash, platform = platform, image = image,
+    request = {
+      jobDefinitionName = name,
+      type = "container",
+      platformCapabilities = { platform },
+      containerProperties = props,
+      parameters = { bundle = "", strategy = "", luabatch_hash = hash },
+      tags = { ["luabatch:hash"] = hash },
+    },
+  }
+end
+
+
+--- ensure(batch, spec [, cache]) -> { name, arn, revision, hash, registered } | nil, msg, code
+function _M.ensure(batch, spec, cache)
+  local ck = spec.name .. "@" .. spec.hash
+  if cache and cache[ck] then
+    local c = cache[ck]
+    return { name = c.name, arn = c.arn, revision = c.revision, hash = c.hash, registered = false }
+  end
+  local best
+  for d, msg, code in batch:job_definitions({ jobDefinitionName = spec.name, status = "ACTIVE" }) do
+    if not d then
+      return nil, "job definition " .. spec.name .. ": " .. tostring(msg), code
+    end
+    local params = type(d.parameters) == "table" and d.parameters or {}
+    if d.status ~= "INACTIVE" and params.luabatch_hash == spec.hash
+        and (best == nil or (tonumber(d.revision) or 0) > (tonumber(best.revision) or 0)) then
+      best = d
+    end
+  end
+  local out
+  if best then
+    out = { name = spec.name, arn = best.jobDefinitionArn, revision = best.revision, hash = spec.hash,
+            registered = false }
+  else
+    local ans, msg, code = batch:register_job_definition(spec.request)
+    if not ans then return nil, msg, code end
+    out = { name = spec.name, arn = ans.jobDefinitionArn, revision = ans.revision, hash = spec.hash,
+            registered = true }
+  end
+  if cache then
+    cache[ck] = { name = out.name, arn = out.arn, revision = out.revision, hash = out.hash }
+  end
+  return out
+end
+
+
+return _M

@@ -1,0 +1,342 @@
+-- luabatch.runner.aws_batch.session: what the jobs of one run share.
+--
+--   local session = require "luabatch.runner.aws_batch.session"
+--   local s = session.get(env)                 -- one per run (keyed by env.runner_opts)
+--   local c = s:clients(with, region)          -- batch/s3/logs clients + one poller
+--   s:append(event)                            -- journal (no-op without one)
+--   s:watch(c, id, meta) -> w                  -- w.status, w.job, w.final ...
+--   s:wait(c, { w, ... }, stop) -> true | nil, why ("stop" | msg)
+--   s:call(c, fn)                              -- a Batch call paced by the poller's tokens
+--   s:terminate_all(reason)                    -- TerminateJob every non-terminal job of the run
+--
+-- The clients are built from with: (credentials given there are used by
+-- the clients only; nothing else sees them).  One luabatch.poller per set
+-- of clients watches every Batch job of the run, so strategies and jobs
+-- waiting at once share it: each DescribeJobs carries up to 100 ids.  A
+-- waiting strategy loops { done? -> return; poller:step(); sleep until the
+-- poller's next wake-up (at most policy.wait_slice) } where the sleep is
+-- sched.sleep inside a scheduler task (the other tasks run meanwhile) and
+-- core.sleep otherwise.
+--
+-- Test seams: runner_opts.clients = function(with, region) -> { batch, s3,
+-- logs } (fakes), runner_opts.clock / runner_opts.sleep.
+
+local core = require "luabatch.core"
+local log = require "luabatch.log"
+local poller_mod = require "luabatch.poller"
+local policy_mod = require "luabatch.runner.aws_batch.policy"
+local reason_mod = require "luabatch.runner.aws_batch.reason"
+
+local _M = { _VERSION = "0.1.0" }
+local mt = { __index = _M }
+
+local type = type
+local pairs = pairs
+local ipairs = ipairs
+local pcall = pcall
+local tostring = tostring
+local require = require
+local setmetatable = setmetatable
+local min = math.min
+local max = math.max
+
+local sessions = setmetatable({}, { __mode = "k" })
+
+local TERMINAL = { SUCCEEDED = true, FAILED = true, MISSING = true }
+_M.TERMINAL = TERMINAL
+
+local THROTTLE = { TooManyRequestsException = true, ThrottlingException = true, Throttling = true,
+                   HTTP_429 = true }
+_M.THROTTLE = THROTTLE
+
+--- get(env) -> the run's session (created on first use).
+function _M.get(env)
+  local ro = env.runner_opts
+  if type(ro) ~= "table" then ro = {} end
+  local key = ro
+  local s = sessions[key]
+  if s then return s end
+  local user = ro.policy
+  if user ~= nil and type(user) ~= "table" then user = nil end
+  local journal = ro.journal
+  local state
+  if ro.resume and journal and journal.state then
+    local ok, st = pcall(journal.state, journal)
+    if ok and type(st) == "table" then state = st end
+  end
+  s = setmetatable({
+    run_id = env.run_id or ro.run_id or require("luabatch.journal").new_run_id(),
+    policy = policy_mod.merge(user),
+    journal = journal,
+    follow = ro.follow and true or false,
+    resume = ro.resume and true or false,
+    state = state,
+    opts = ro,
+    groups = {},           -- client key -> clients
+    jobdefs = {},          -- jobdef cache (name@hash -> def)
+    cancelled = nil,       -- reason once the run was cancelled
+    active = 0,            -- run_job calls in progress
+    clock = ro.clock or core.monotime,
+    sleep_fn = ro.sleep,
+  }, mt)
+  sessions[key] = s
+  return s
+end
+
+
+---------------------------------------------------------------------------
+-- Journal
+---------------------------------------------------------------------------
+
+function _M:append(ev)
+  local j = self.journal
+  if not j then return true end
+  local ok, res, msg = pcall(j.append, j, ev)
+  if not ok or not res then
+    log.warn("journal: cannot record %s: %s", tostring(ev.ev), tostring(ok and msg or res))
+    return nil
+  end
+  return true
+end
+
+
+---------------------------------------------------------------------------
+-- Clients
+---------------------------------------------------------------------------
+
+local function client_key(with, region)
+  return table.concat({ tostring(region), tostring(with.endpoint_url), tostring(with.batch_endpoint),
+    tostring(with.s3_endpoint), tostring(with.logs_endpoint), tostring(with.aws_access_key_id),
+    tostring(with.profile) }, "|")
+end
+
+local function build_clients(with, region, getenv)
+  local cfg = require("luabatch.config").new({
+    region = region, profile = with.profile, endpoint_url = with.endpoint_url,
+    endpoints = { batch = with.batch_endpoint, s3 = with.s3_endpoint, logs = with.logs_endpoint },
+    env = getenv,
+  })
+  local creds
+  if not (with.aws_access_key_id and with.aws_secret_access_key) then
+    -- one default chain for the three clients
+    creds = require("luabatch.credentials").new({ config = cfg })
+  else
+    creds = require("luabatch.credentials").static({
+      access_key = tostring(with.aws_access_key_id), secret_key = tostring(with.aws_secret_access_key),
+      session_token = with.aws_session_token and tostring(with.aws_session_token) or nil,
+    })
+  end
+  local o = { config = cfg, credentials = creds, region = region }
+  return {
+    batch = require("luabatch.batch").new(o),
+    s3 = require("luabatch.s3").new(o),
+    logs = require("luabatch.logs").new(o),
+  }
+end
+
+--- clients(with, region [, getenv]) -> c = { batch, s3, logs, poller, watched }
+function _M:clients(with, region, getenv)
+  local key = client_key(with, region)
+  local c = self.groups[key]
+  if c then return c end
+  if with.aws_secret_access_key then log.add_secret(tostring(with.aws_secret_access_key)) end
+  if with.aws_session_token then log.add_secret(tostring(with.aws_session_token)) end
+  local made
+  if type(self.opts.clients) == "function" then
+    made = self.opts.clients(with, region)
+  else
+    made = build_clients(with, region, getenv)
+  end
+  c = { batch = made.batch, s3 = made.s3, logs = made.logs, watched = {}, region = region }
+  local p = self.policy
+  local sess = self
+  local poller, msg = poller_mod.new({
+    batch = c.batch,
+    intervals = p.intervals,
+    rate = p.rate,
+    clock = self.opts.clock,
+    sleep = self.opts.sleep,
+    on_change = function(s) sess:_changed(c, s) end,
+  })
+  if not poller then error("aws_batch: cannot create the poller: " .. tostring(msg), 0) end
+  c.poller = poller
+  self.groups[key] = c
+  return c
+end
+
+
+---------------------------------------------------------------------------
+-- Watching
+---------------------------------------------------------------------------
+
+-- on_change of the poller: keep the watch record and journal the change.
+function _M:_changed(c, s)
+  local w = c.watched[s.id]
+  if not w then return end
+  local exit = reason_mod.int(s.exit_code)
+  w.status, w.reason, w.exit_code = s.status, s.reason, exit
+  w.log_stream = s.log_stream or w.log_stream
+  if s.job then w.job = s.job end
+  if TERMINAL[s.status] then w.final = true end
+  self:append({ ev = "state", key = w.key, batch_job_id = s.id, status = s.status, reason = s.reason,
+                exit_code = exit, log_stream = s.log_stream })
+  if w.on_change then w.on_change(w, s) end
+end
+
+--- watch(c, id, meta) -> w (the same record when already watched).
+-- meta: { key, label ("job/sid" for followed log lines), log_group }.
+function _M:watch(c, id, meta)
+  local w = c.watched[id]
+  if w then return w end
+  w = { id = id, final = false }
+  for k, v in pairs(meta or {}) do w[k] = v end
+  c.watched[id] = w
+  c.poller:watch(id, meta and meta.key)
+  return w
+end
+
+function _M:unwatch(c, id)
+  if c.watched[id] then
+    c.watched[id] = nil
+    pcall(c.poller.unwatch, c.poller, id)
+  end
+end
+
+function _M:now() return self.clock() end
+
+-- Sleep d seconds, cooperatively inside a scheduler task.
+function _M:nap(d)
+  if d <= 0 then return true end
+  if self.sleep_fn then return self.sleep_fn(d) end
+  local sched = require "luabatch.workflow.sched"
+  if sched.current and sched.current() then
+    local ok = sched.sleep(d)
+    if ok then return true end
+    -- the scheduler was interrupted: its timers fail at once; block instead
+    -- so a caller that cleared the interrupt does not spin
+  end
+  return core.sleep(d)
+end
+
+-- Follow: tail the log of each running watched job at the poll cadence.
+function _M:_follow(c, env)
+  if not self.follow or not c.logs then return end
+  local now = self:now()
+  local every = self.policy.follow_interval or max(2, (self.policy.intervals.fast or 2))
+  for _, w in pairs(c.watched) do
+    if w.log_stream and (w.status == "RUNNING" or (w.final and not w.drained)) then
+      if not w.tail or w.tail.stream ~= w.log_stream then
+        local ok, t = pcall(c.logs.tail, c.logs, w.log_group or "/aws/batch/job", w.log_stream)
+        w.tail = ok and t or nil
+        w.next_tail = 0
+      end
+      if w.tail and (w.final or now >= (w.next_tail or 0)) then
+        w.next_tail = now + every
+        local evs = w.tail:poll()
+        if evs then
+          for _, ev in ipairs(evs) do
+            local line = "[" .. tostring(w.label or w.key) .. "] " .. tostring(ev.message)
+            if env and env.log then env.log(line) else log.info("%s", line) end
+          end
+        end
+        if w.final then w.drained = true end
+      end
+    end
+  end
+end
+
+--- wait(c, list of w, stop [, env [, deadline]]) -> true | nil, why
+-- Cycles the shared poller until every w is final.  stop() -> reason
+-- string | nil is asked before every cycle; deadline is a clock time.
+function _M:wait(c, ws, stop, env, deadline)
+  local slice = self.policy.wait_slice or 1
+  local fails = 0
+  while true do
+    local all = true
+    for _, w in ipairs(ws) do if not w.final then all = false break end end
+    if all then
+      self:_follow(c, env)
+      return true
+    end
+    local why = stop and stop()
+    if why then return nil, why end
+    if deadline and self:now() >= deadline then return nil, "deadline" end
+    local calls, msg, code = c.poller:step()
+    if not calls and code ~= "ECANCELED" then
+      fails = fails + 1
+      log.warn("aws_batch: polling failed: %s", tostring(msg))
+      if fails >= 3 then return nil, "polling failed: " .. tostring(msg) end
+    elseif calls then
+      fails = 0
+    end
+    self:_follow(c, env)
+    all = true
+    for _, w in ipairs(ws) do if not w.final then all = false break end end
+    if not all then
+      why = stop and stop()
+      if why then return nil, why end
+      local at = c.poller:core():next_wakeup()
+      local d = slice
+      if at then d = min(slice, max(0.02, at - self:now())) end
+      self:nap(d)
+    end
+  end
+end
+
+
+---------------------------------------------------------------------------
+-- Paced Batch calls
+---------------------------------------------------------------------------
+
+--- call(c, fn) -> fn's returns; a poller token is taken first and the
+-- outcome reported (throttled / ok) so SubmitJob, TerminateJob and
+-- DescribeJobs share one rate.
+function _M:call(c, fn)
+  local ok, msg, code = c.poller:take()
+  if not ok and code == "ECANCELED" and core.interrupted() then
+    -- cancelled while waiting for a token: the call still has to happen
+    -- (TerminateJob after Ctrl-C); the caller cleared the flag or not
+    return nil, msg, code
+  end
+  local r1, r2, r3 = fn()
+  if r1 == nil and r3 and THROTTLE[r3] then c.poller:throttled() else c.poller:ok() end
+  return r1, r2, r3
+end
+
+
+--- terminate_all(reason) -> n: TerminateJob for every watched job of the
+-- run that is not final (the interrupt flag is cleared first and raised
+-- again afterwards, so the engine still sees the cancellation).
+function _M:terminate_all(reason)
+  local was = core.interrupted()
+  if was then core.clear_interrupt() end
+  self.cancelled = self.cancelled or reason
+  local n = 0
+  for _, c in pairs(self.groups) do
+    for id, w in pairs(c.watched) do
+      if not w.final and not w.terminated then
+        n = n + 1
+        self:terminate(c, w, reason)
+      end
+    end
+  end
+  if was then core.raise_interrupt() end
+  return n
+end
+
+--- terminate(c, w, reason) -> true | nil, msg
+function _M:terminate(c, w, reason)
+  w.terminated = reason
+  self:append({ ev = "terminate", key = w.key, batch_job_id = w.id, reason = reason })
+  c.poller:take()
+  local ok, msg, code = c.batch:terminate_job(w.id, reason)
+  if not ok then
+    if code and THROTTLE[code] then c.poller:throttled() end
+    log.warn("aws_batch: TerminateJob %s: %s", w.id, tostring(msg))
+    return nil, msg
+  end
+  c.poller:ok()
+  return true
+end
+
+return _M
