@@ -15,7 +15,7 @@
 --     max_missing = 10,          -- polls an id may be absent from the answer
 --     max_sleep = 5,             -- longest single sleep (cancellation latency)
 --   }
---   w:watch(id [, meta])         -- start watching (polled at the next cycle)
+--   w:watch(id [, meta [, delay]])  -- start watching (first poll after delay s, default 0)
 --   w:unwatch(id)
 --   w:step()                     -> calls made | nil, msg, code   (one cycle)
 --   w:run_until(pred)            -> true | false (nothing left to watch)
@@ -138,12 +138,19 @@ end
 function _M:core() return self._p end
 
 
-function _M:watch(id, meta)
+-- watch(id [, meta [, delay]]): first poll after `delay` seconds (default
+-- 0).  A job just submitted is SUBMITTED for a while: delaying its first
+-- poll by the fast interval lets the ids of a burst of submits share one
+-- DescribeJobs call instead of one call per submit.
+function _M:watch(id, meta, delay)
   if type(id) ~= "string" or id == "" then
     error("bad argument #1 to 'watch' (job id expected, got " .. type(id) .. ")", 2)
   end
+  if delay ~= nil and (type(delay) ~= "number" or delay < 0) then
+    error("bad argument #3 to 'watch' (delay in seconds expected)", 2)
+  end
   self._final[id] = nil
-  return self._p:add(id, meta, self._clock())
+  return self._p:add(id, meta, self._clock() + (delay or 0))
 end
 
 

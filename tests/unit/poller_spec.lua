@@ -416,4 +416,30 @@ describe("luabatch.poller #unit", function()
       w:close()
     end)
   end)
+
+  it("watch(id, meta, delay): a burst of submits shares DescribeJobs calls", function()
+    local clk = fake_clock()
+    local walks, ids = {}, {}
+    for i = 1, 250 do
+      local id = string.format("burst-%03d", i)
+      ids[i] = id
+      walks[id] = { { 0, "SUBMITTED" }, { 1, "RUNNING" }, { 12, "SUCCEEDED", 0 } }
+    end
+    local fb = fake_batch(walks, clk)
+    local w = poller.new({ batch = fb, clock = clk.clock, sleep = clk.sleep, seed = 3 })
+    -- one submit every 0.01 s (the token bucket's pace), a step after each
+    for i, id in ipairs(ids) do
+      w:watch(id, nil, 2)
+      assert(w:step())
+      clk.t = clk.t + 0.01
+    end
+    -- 250 submits over 2.5 s: only the ids that came due (2 s after their
+    -- submit, coalesced 0.5 s) were asked for -- not one call per submit
+    assert.is_true(fb.calls <= 3, "calls during the burst " .. fb.calls)
+    assert(w:wait(ids))
+    -- 250 ids first due within 2.5 s of each other: a handful of calls, not 250
+    assert.is_true(fb.calls <= 12, "calls " .. fb.calls)
+    assert.is_true(fb.max_ids >= 100)
+    assert.has_error(function() w:watch("x", nil, -1) end, "bad argument #3 to 'watch' (delay in seconds expected)")
+  end)
 end)

@@ -185,13 +185,15 @@ end
 
 --- watch(c, id, meta) -> w (the same record when already watched).
 -- meta: { key, label ("job/sid" for followed log lines), log_group }.
+-- The first poll comes one fast interval later: a burst of submits then
+-- shares DescribeJobs calls (100 ids each) instead of one call per submit.
 function _M:watch(c, id, meta)
   local w = c.watched[id]
   if w then return w end
   w = { id = id, final = false }
   for k, v in pairs(meta or {}) do w[k] = v end
   c.watched[id] = w
-  c.poller:watch(id, meta and meta.key)
+  c.poller:watch(id, meta and meta.key, self.policy.intervals.fast or 0)
   return w
 end
 
