@@ -8,7 +8,8 @@ set -e
 PKGS="build-essential pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev
 libyaml-dev libexpat1-dev lua-cjson lua-cjson-dev libedit-dev luajit2 libluajit2-5.1-dev
 lua-busted luarocks python3 python3-botocore python3-boto3 awscli curl valgrind
-libclang-rt-14-dev clang openssl ceph-mon ceph-osd radosgw time"
+libclang-rt-14-dev clang openssl ceph-mon ceph-osd radosgw time
+nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache wrk"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || missing="$missing $p"
@@ -17,5 +18,14 @@ done
 echo "deps: installing$missing" >&2
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
+# No service may start during the install (the nginx package would start a
+# daemon on port 80): a policy-rc.d that exits 101 ("action forbidden"),
+# ours only if none is there, removed again afterwards.
+RCD=/usr/sbin/policy-rc.d
+if [ ! -e $RCD ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee $RCD >/dev/null
+  $SUDO chmod 755 $RCD
+  trap '$SUDO rm -f $RCD' EXIT
+fi
 $SUDO apt-get update -qq >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null

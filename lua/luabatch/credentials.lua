@@ -253,7 +253,7 @@ end
 
 function _M:transport()
   if not self._transport then
-    self._transport = require("luabatch.transport.curl").new()
+    self._transport = require("luabatch.transport.default").transport()
   end
   return self._transport
 end
@@ -261,6 +261,8 @@ end
 
 function _M:sleep(s)
   if self._sleep then return self._sleep(s) end
+  local default = require "luabatch.transport.default"
+  if default.in_nginx() then return default.sleep(s) end
   return self:core().sleep(s)
 end
 

@@ -10,12 +10,25 @@ local _M = { _VERSION = "0.1.0" }
 local LEVELS = { error = 1, warn = 2, info = 3, debug = 4 }
 
 local io_stderr = io.stderr
+local rawget = rawget
+local type = type
 local os_getenv = os.getenv
 local str_format = string.format
 local str_gsub = string.gsub
 
 local current = LEVELS[(os_getenv("LUABATCH_LOG") or ""):lower()] or LEVELS.warn
-local sink = function(line) io_stderr:write(line, "\n") end
+local sink = function(line, name)
+  -- Inside nginx: its error log at the matching level (stderr there is the
+  -- master's, interleaved and unlevelled).
+  local ngx = rawget(_G, "ngx")
+  if ngx and type(ngx.log) == "function" and ngx.ERR then
+    local lv = name == "error" and ngx.ERR or name == "warn" and ngx.WARN
+      or name == "info" and ngx.INFO or ngx.DEBUG
+    ngx.log(lv, line)
+    return
+  end
+  io_stderr:write(line, "\n")
+end
 
 -- Secret shapes we mask wherever they appear.  Order matters: the longest
 -- forms first.
@@ -84,7 +97,7 @@ end
 local function emit(name, fmt, ...)
   if LEVELS[name] > current then return end
   local msg = select("#", ...) > 0 and str_format(fmt, ...) or tostring(fmt)
-  sink(_M.redact("luabatch " .. name .. ": " .. msg))
+  sink(_M.redact("luabatch " .. name .. ": " .. msg), name)
 end
 
 function _M.error(fmt, ...) emit("error", fmt, ...) end

@@ -271,16 +271,27 @@ end
 -- until its first call; misuse is reported at the caller of that client's
 -- new().  Fields: config, credentials, transport, retry, region, endpoint
 -- (trailing "/" dropped), core, sleep, timeout, connect_timeout, read_timeout.
+-- Inside nginx (ngx_lua, past the init phase) transport and sleep default to
+-- luabatch.transport.ngx and ngx.sleep: libcurl and core.sleep would block
+-- the worker.
 function _M.client_options(opts)
   opts = opts or {}
   if type(opts) ~= "table" then
     error("bad argument #1 to 'new' (table expected, got " .. type(opts) .. ")", 3)
   end
+  local transport, sleep_fn = opts.transport, opts.sleep
+  if transport == nil or sleep_fn == nil then
+    local default = require "luabatch.transport.default"
+    if default.in_nginx() then
+      transport = transport or default.transport()
+      sleep_fn = sleep_fn or require("luabatch.transport.ngx").sleep
+    end
+  end
   return {
-    config = opts.config, credentials = opts.credentials, transport = opts.transport,
+    config = opts.config, credentials = opts.credentials, transport = transport,
     retry = opts.retry, region = opts.region,
     endpoint = opts.endpoint and (str_gsub(opts.endpoint, "/+$", "")) or nil,
-    core = opts.core, sleep = opts.sleep, timeout = opts.timeout,
+    core = opts.core, sleep = sleep_fn, timeout = opts.timeout,
     connect_timeout = opts.connect_timeout, read_timeout = opts.read_timeout,
   }
 end
@@ -312,7 +323,7 @@ end
 
 function _M:transport()
   if not self._transport then
-    self._transport = require("luabatch.transport.curl").new()
+    self._transport = require("luabatch.transport.default").transport()
   end
   return self._transport
 end
@@ -321,7 +332,7 @@ end
 --- The credentials provider (created on first use).
 function _M:credentials()
   if not self._creds then
-    self._creds = require("luabatch.credentials").new({ config = self._cfg,
+    self._creds = require("luabatch.transport.default").credentials({ config = self._cfg,
       transport = self:transport(), core = self._core, sleep = self._sleep })
   end
   return self._creds
@@ -370,6 +381,8 @@ end
 local function sleep(self, s)
   if s <= 0 then return true end
   if self._sleep then return self._sleep(s) end
+  local default = require "luabatch.transport.default"
+  if default.in_nginx() then return default.sleep(s) end
   return self:core().sleep(s)
 end
 

@@ -313,7 +313,7 @@ function _M.new(opts)
   end
   local creds = opts.credentials
   if not creds then
-    creds = require("luabatch.credentials").new({ config = cfg, transport = opts.transport,
+    creds = require("luabatch.transport.default").credentials({ config = cfg, transport = opts.transport,
       core = opts.core, sleep = opts.sleep })
   end
   return setmetatable({
@@ -342,7 +342,7 @@ end
 
 function _M:transport()
   if not self._transport then
-    self._transport = require("luabatch.transport.curl").new()
+    self._transport = require("luabatch.transport.default").transport()
   end
   return self._transport
 end

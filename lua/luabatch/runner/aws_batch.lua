@@ -2,6 +2,12 @@
 --
 --   local runner = require "luabatch.runner.aws_batch"
 --   local record, jctx = runner.run_job(model, job_id, context, opts)
+--   -- or in two halves, without waiting (servers: luabatch.ngx.runs):
+--   local submitted = assert(runner.submit(model, job_id, context, opts))
+--   ... poll submitted.jobs[i].batch_job_id elsewhere (luabatch.ngx.poller) ...
+--   local record, jctx = runner.collect(submitted, summaries, { model = model })
+--   (see submit / collect below; run_job, submit and collect share the
+--   same pieces: the with: check, the clients, Run:prepare/submit/collect)
 --
 -- Same seam as luabatch.runner.local (see there): opts.env is the engine's
 -- stage environment for this job, with env.job_with = the job's effective
@@ -291,22 +297,32 @@ end
 -- and the body given as a reader, so libcurl cannot silently resend it on a
 -- fresh connection when a kept-alive one died after taking the request (a
 -- lost answer is looked up by name instead, see Run:submit).
+-- Under nginx (session_mod.ngx()) the body is a plain string instead: the
+-- ngx transport takes strings only, and nginx sends a POST once
+-- (proxy_pass never passes a non-idempotent request to a next upstream by
+-- default; the timer path writes it once on a cosocket).
 local function submit_once(batch, req)
   if type(batch.client) == "function" then
     local client = batch:client()
     if type(client) == "table" and client.send then
       local body = require("cjson").encode(req)
-      local sent = false
-      local resp, msg, code = client:send({ method = "POST", path = "/v1/submitjob",
+      local o = { method = "POST", path = "/v1/submitjob",
         headers = { { "Content-Type", "application/json" } },
-        body_reader = function()
+        payload_hash = core.sha256(body),
+        operation = "SubmitJob", resource = "queue " .. tostring(req.jobQueue) .. " (job " .. req.jobName .. ")",
+        retry = false }
+      if session_mod.ngx() then
+        o.body = body
+      else
+        local sent = false
+        o.body_reader = function()
           if sent then return "" end
           sent = true
           return body
-        end,
-        body_length = #body, payload_hash = core.sha256(body),
-        operation = "SubmitJob", resource = "queue " .. tostring(req.jobQueue) .. " (job " .. req.jobName .. ")",
-        retry = false })
+        end
+        o.body_length = #body
+      end
+      local resp, msg, code = client:send(o)
       if not resp then return nil, msg, code end
       return resp.json
     end
@@ -676,13 +692,16 @@ local function endpoints_of(with, region, getenv)
   return out
 end
 
-function _M.run_job(model, job_id, context, opts)
+-- What run_job, submit and collect share: the job's env (the engine's, or
+-- one made for a direct call), its checked with:, the session, the clients
+-- and a Run.  -> run | nil, message (with: rejected), jobdef, t0
+local function open_run(fname, model, job_id, context, opts)
   if type(model) ~= "table" or type(model.jobs) ~= "table" then
-    error("bad argument #1 to 'run_job' (workflow model expected)", 2)
+    error("bad argument #1 to '" .. fname .. "' (workflow model expected)", 3)
   end
   local jobdef = model.jobs[job_id]
   if jobdef == nil then
-    error("bad argument #2 to 'run_job' (no job '" .. tostring(job_id) .. "')", 2)
+    error("bad argument #2 to '" .. fname .. "' (no job '" .. tostring(job_id) .. "')", 3)
   end
   opts = opts or {}
   local env = opts.env
@@ -697,13 +716,25 @@ function _M.run_job(model, job_id, context, opts)
   if with == nil then with = (jobdef.runs_on and jobdef.runs_on.with) or {} end
   local s = session_mod.get(env)
   local cfg, cerr = check(with, job_id, s.policy, env.getenv, s.run_id)
-  if not cfg then return failed_job(jobdef, t0, cerr) end
+  if not cfg then return nil, cerr, jobdef, t0 end
   local c = s:clients(with, cfg.region, env.getenv)
-  s:append({ ev = "config", job_id = job_id, queue = cfg.queue, bucket = cfg.bucket, prefix = cfg.run_prefix,
-             region = cfg.region, endpoints = endpoints_of(with, cfg.region, env.getenv),
-             log_group = cfg.log_group, platform = cfg.spec.platform })
   local run = setmetatable({ s = s, c = c, cfg = cfg, with = with, model = model, job_id = job_id,
     jobdef = jobdef, env = env, wctx = wctx, watched = {}, attempt_of = {} }, Run)
+  return run, nil, jobdef, t0
+end
+
+function Run:append_config()
+  local cfg = self.cfg
+  self.s:append({ ev = "config", job_id = self.job_id, queue = cfg.queue, bucket = cfg.bucket,
+    prefix = cfg.run_prefix, region = cfg.region, endpoints = endpoints_of(self.with, cfg.region, self.env.getenv),
+    log_group = cfg.log_group, platform = cfg.spec.platform })
+end
+
+function _M.run_job(model, job_id, context, opts)
+  local run, cerr, jobdef, t0 = open_run("run_job", model, job_id, context, opts)
+  if not run then return failed_job(jobdef, t0, cerr) end
+  local s, c, cfg, env, wctx = run.s, run.c, run.cfg, run.env, run.wctx
+  run:append_config()
   local exec = {
     strategy = function(_, combo, w, senv, group) return run:strategy(combo, w, senv, group) end,
   }
@@ -728,6 +759,196 @@ function _M.run_job(model, job_id, context, opts)
   local cok, cerr2 = pcall(run.cleanup, run, jctx.status)
   if not cok then log.error("%s", tostring(cerr2)) end
   s.active = s.active - 1
+  return job.record(jobdef, jctx), jctx
+end
+
+---------------------------------------------------------------------------
+-- Submit now, collect later (no waiting: for servers such as nginx)
+---------------------------------------------------------------------------
+
+-- with: fields that choose the clients (never credentials): collect()
+-- rebuilds the clients from them when the caller gives none.
+local CLIENT_FIELDS = { "endpoint_url", "batch_endpoint", "s3_endpoint", "logs_endpoint", "profile" }
+
+--- submit(model, job_id, context, opts) -> submitted | nil, msg, code
+-- The first half of run_job without any waiting: with: checked, the job
+-- definition ensured, the bundle uploaded, one SubmitJob per strategy (or
+-- one array job with with.array) — and back.  opts as run_job's (opts.env
+-- = the engine's job env: job_with, run_id, runner_opts; runner_opts.sleep
+-- / clock default to ngx.sleep / ngx.now inside nginx; the token bucket and
+-- the retry of a failed SubmitJob may sleep with them).
+-- NOT done here, unlike run_job: max-parallel (every strategy is submitted
+-- at once: Batch's queue and compute environment limit what runs), fail-fast
+-- (collect() reports each strategy as it ended), job-level `retry:` (one
+-- attempt; Batch-level with.retry_attempts still applies), following logs.
+-- The journal (runner_opts.journal) is optional, as in run_job.
+-- submitted (plain data, JSON-safe: a server can keep it anywhere) =
+--   { format = "luabatch-submitted/1", run_id, workflow, job_id,
+--     skip = true (the job's `if` was false: nothing submitted) | nil,
+--     jobs = { { key, strategy_id, batch_job_id, job_name } | { key,
+--              strategy_id, job_name, error = msg } (its SubmitJob failed), ... },
+--     array = { key, batch_job_id, job_name } (with.array) | nil,
+--     results = "s3://bucket/<run prefix>/<job_id>/",
+--     config = { queue, bucket, prefix (run prefix), region, log_group,
+--                keep_on_failure, client = { endpoint fields of with: } },
+--     context = { params, jobs } }
+-- An array child is watched as "<array job id>:<index>".
+-- Failure codes: "EWITH" (with: rejected, nothing submitted), "EJOB" (the
+-- job's `if` or matrix is invalid), "ESUBMIT" (no job could be submitted:
+-- job definition, bundle upload or SubmitJob; msg says which).
+function _M.submit(model, job_id, context, opts)
+  local run, cerr = open_run("submit", model, job_id, context, opts)
+  if not run then return nil, cerr, "EWITH" end
+  local s, cfg, env, wctx = run.s, run.cfg, run.env, run.wctx
+  run:append_config()
+  local client = {}
+  for _, f in ipairs(CLIENT_FIELDS) do
+    if run.with[f] ~= nil then client[f] = tostring(run.with[f]) end
+  end
+  local submitted = {
+    format = "luabatch-submitted/1", run_id = s.run_id, workflow = model.name, job_id = job_id,
+    jobs = {}, results = "s3://" .. cfg.bucket .. "/" .. run:s3key() .. "/",
+    config = { queue = cfg.queue, bucket = cfg.bucket, prefix = cfg.run_prefix, region = cfg.region,
+               log_group = cfg.log_group, keep_on_failure = cfg.keep_on_failure, client = client },
+    context = { params = wctx.params, jobs = wctx.jobs },
+  }
+  local go, gerr = stage.condition(run.jobdef["if"], wctx, env)
+  if go == nil then return nil, str_format("job '%s': if: %s", job_id, tostring(gerr)), "EJOB" end
+  if go == false then
+    submitted.skip = true
+    return submitted
+  end
+  local combos, serr = job.strategies(run.jobdef)
+  if not combos then
+    return nil, str_format("job '%s': strategy: %s", job_id, tostring(type(serr) == "table" and serr.message
+      or serr)), "EJOB"
+  end
+  local p = s.policy
+  local function name_of(sid)
+    return policy_mod.job_name(p, { run_id = s.run_id, job_id = job_id, strategy_id = sid, attempt = 0,
+      workflow = model.name })
+  end
+  local ok_any, last
+  if cfg.array and #combos >= 2 then
+    local akey, name = run:key("@array", 0), name_of("array")
+    run.attempt_of[akey] = 0
+    local id, how = run:submit(akey, name, "@array", #combos)
+    if not id then return nil, tostring(how), "ESUBMIT" end
+    submitted.array = { key = akey, batch_job_id = id, job_name = name }
+    for i, combo in ipairs(combos) do
+      submitted.jobs[i] = { key = run:key(combo.id, 0), strategy_id = combo.id,
+        batch_job_id = id .. ":" .. (i - 1), job_name = name .. "[" .. (i - 1) .. "]" }
+    end
+    return submitted
+  end
+  for i, combo in ipairs(combos) do
+    local key, name = run:key(combo.id, 0), name_of(combo.id)
+    run.attempt_of[key] = 0
+    local id, how = run:submit(key, name, combo.id, nil)
+    if id then
+      ok_any = true
+      submitted.jobs[i] = { key = key, strategy_id = combo.id, batch_job_id = id, job_name = name }
+    else
+      last = tostring(how)
+      submitted.jobs[i] = { key = key, strategy_id = combo.id, job_name = name,
+        error = str_format("job '%s' strategy %s: %s", job_id, combo.id, last) }
+    end
+  end
+  if not ok_any then return nil, last or "nothing to submit", "ESUBMIT" end
+  return submitted
+end
+
+-- A JobDetail-shaped table from a poller summary (what reason.facts reads).
+local function detail_of(id, sm)
+  if type(sm.job) == "table" then return sm.job end
+  local d = { jobId = id, status = sm.status, statusReason = sm.reason }
+  if sm.exit_code ~= nil or sm.log_stream ~= nil then
+    d.container = { exitCode = sm.exit_code, logStreamName = sm.log_stream }
+  end
+  return d
+end
+
+--- collect(submitted, summaries [, opts]) -> record, jctx | nil, msg, code
+-- The second half: once every job of `submitted` is terminal, the job
+-- record run_job would have given (result.json of each strategy, or the
+-- real reason of its failure: status reasons, exit code, last log lines),
+-- then cleanup by policy (opts.cleanup = false keeps the run's objects).
+-- summaries = { [batch_job_id] = { status, reason, exit_code, log_stream
+-- [, job = JobDetail] } } (a poller's summaries; luabatch.ngx.poller keeps
+-- them in a shared dict).  opts.model = the loaded workflow (required: the
+-- job definition decides the record's shape), opts.getenv, opts.runner_opts
+-- (clients / policy / sleep / clock, as for submit), opts.with (with: for
+-- the clients; default submitted.config.client).
+-- Failure: nil, msg, "EAGAIN" while a job is not terminal (msg names it).
+function _M.collect(submitted, summaries, opts)
+  if type(submitted) ~= "table" or type(submitted.jobs) ~= "table" or type(submitted.config) ~= "table" then
+    error("bad argument #1 to 'collect' (submitted table expected)", 2)
+  end
+  if type(summaries) ~= "table" then
+    error("bad argument #2 to 'collect' (table of summaries by job id expected)", 2)
+  end
+  opts = opts or {}
+  local model = opts.model
+  if type(model) ~= "table" or type(model.jobs) ~= "table" or not model.jobs[submitted.job_id] then
+    error("bad argument #3 to 'collect' (opts.model: the workflow holding job '" .. tostring(submitted.job_id)
+      .. "' expected)", 2)
+  end
+  for _, j in ipairs(submitted.jobs) do
+    local sm = j.batch_job_id and summaries[j.batch_job_id]
+    if not j.error and not (type(sm) == "table" and session_mod.TERMINAL[sm.status]) then
+      return nil, str_format("AWS Batch job %s (%s) is %s", tostring(j.job_name), tostring(j.batch_job_id),
+        type(sm) == "table" and tostring(sm.status) or "not polled yet"), "EAGAIN"
+    end
+  end
+  local sc = submitted.config
+  local with = opts.with
+  if with == nil then
+    with = {}
+    for k, v in pairs(sc.client or {}) do with[k] = v end
+  end
+  local base = require("luabatch.workflow.engine").make_env(model, {
+    getenv = opts.getenv, run_id = submitted.run_id, runner_opts = opts.runner_opts or {} })
+  -- cancelled() = true: job.execute below must not retry the job
+  local env = setmetatable({ job_id = submitted.job_id, cancelled = function() return true end },
+    { __index = base })
+  local s = session_mod.get(env)
+  local c = s:clients(with, sc.region, env.getenv)
+  local cfg = { bucket = sc.bucket, run_prefix = sc.prefix, region = sc.region, log_group = sc.log_group,
+                queue = sc.queue, keep_on_failure = sc.keep_on_failure == true, environment = {}, tags = {} }
+  local jobdef = model.jobs[submitted.job_id]
+  local ctx = submitted.context or {}
+  local wctx = { params = ctx.params or {}, jobs = ctx.jobs or {}, status = "WAIT" }
+  local run = setmetatable({ s = s, c = c, cfg = cfg, with = with, model = model, job_id = submitted.job_id,
+    jobdef = jobdef, env = env, wctx = wctx, watched = {}, attempt_of = {}, touched = true }, Run)
+  local t0 = stage.now()
+  local by_sid = {}
+  for _, j in ipairs(submitted.jobs) do by_sid[j.strategy_id] = j end
+  local exec = { all = function(_, combos)
+    local out = {}
+    for i, combo in ipairs(combos) do
+      local j = by_sid[combo.id]
+      if not j then
+        out[i] = failed_record(combo, t0, error_of(str_format("job '%s' strategy %s was not submitted",
+          submitted.job_id, combo.id)))
+      elseif j.error then
+        out[i] = failed_record(combo, t0, error_of(j.error))
+      else
+        local sm = summaries[j.batch_job_id]
+        local w = { id = j.batch_job_id, status = sm.status, reason = sm.reason, name = j.job_name,
+                    job = detail_of(j.batch_job_id, sm) }
+        out[i] = run:collect(w, combo, t0, j.key)
+        run:record_result(j.key, out[i])
+      end
+    end
+    return out
+  end }
+  local jctx = job.execute(jobdef, wctx, env, exec)
+  if opts.cleanup ~= false and not submitted.skip then
+    s.active = s.active + 1
+    local cok, cerr = pcall(run.cleanup, run, jctx.status)
+    if not cok then log.error("%s", tostring(cerr)) end
+    s.active = s.active - 1
+  end
   return job.record(jobdef, jctx), jctx
 end
 

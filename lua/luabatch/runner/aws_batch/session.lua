@@ -19,7 +19,8 @@
 -- core.sleep otherwise.
 --
 -- Test seams: runner_opts.clients = function(with, region) -> { batch, s3,
--- logs } (fakes), runner_opts.clock / runner_opts.sleep.
+-- logs } (fakes), runner_opts.clock / runner_opts.sleep.  Inside nginx
+-- (session.ngx()) the defaults are ngx.now / ngx.sleep, never core.sleep.
 
 local core = require "luabatch.core"
 local log = require "luabatch.log"
@@ -49,6 +50,19 @@ local THROTTLE = { TooManyRequestsException = true, ThrottlingException = true, 
                    HTTP_429 = true }
 _M.THROTTLE = THROTTLE
 
+--- ngx() -> the `ngx` table when running inside nginx (ngx_lua) outside
+-- the init phase, else nil.  There, blocking calls are forbidden: the
+-- session sleeps with ngx.sleep and reads the clock with ngx.now.
+function _M.ngx()
+  local ngx = rawget(_G, "ngx")
+  if type(ngx) ~= "table" or type(ngx.sleep) ~= "function" or type(ngx.get_phase) ~= "function" then
+    return nil
+  end
+  local ok, phase = pcall(ngx.get_phase)
+  if not ok or phase == "init" then return nil end
+  return ngx
+end
+
 --- get(env) -> the run's session (created on first use).
 function _M.get(env)
   local ro = env.runner_opts
@@ -64,6 +78,7 @@ function _M.get(env)
     local ok, st = pcall(journal.state, journal)
     if ok and type(st) == "table" then state = st end
   end
+  local ngx = _M.ngx()
   s = setmetatable({
     run_id = env.run_id or ro.run_id or require("luabatch.journal").new_run_id(),
     policy = policy_mod.merge(user),
@@ -76,8 +91,8 @@ function _M.get(env)
     jobdefs = {},          -- jobdef cache (name@hash -> def)
     cancelled = nil,       -- reason once the run was cancelled
     active = 0,            -- run_job calls in progress
-    clock = ro.clock or core.monotime,
-    sleep_fn = ro.sleep,
+    clock = ro.clock or (ngx and ngx.now) or core.monotime,
+    sleep_fn = ro.sleep or (ngx and ngx.sleep) or nil,
   }, mt)
   sessions[key] = s
   return s
@@ -154,8 +169,8 @@ function _M:clients(with, region, getenv)
     batch = c.batch,
     intervals = p.intervals,
     rate = p.rate,
-    clock = self.opts.clock,
-    sleep = self.opts.sleep,
+    clock = self.clock,
+    sleep = self.sleep_fn,
     on_change = function(s) sess:_changed(c, s) end,
   })
   if not poller then error("aws_batch: cannot create the poller: " .. tostring(msg), 0) end

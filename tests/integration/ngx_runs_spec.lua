@@ -1,0 +1,257 @@
+-- luabatch.ngx.runs in a real nginx (Debian's nginx + lua module) against
+-- Ceph RGW and the Batch emulator: POST /runs with a 2-strategy matrix, GET
+-- /runs/ID until done (the result equals `luabatch run --runs-on aws_batch
+-- --json`, minus the info timings), GET /runs/ID/logs streams the jobs'
+-- output, and bad input gets a 400 that names the problem.
+--
+-- nginx runs OpenResty's LuaJIT, so the module under test is the LuaJIT
+-- build: this spec runs in integration-luajit; under Lua 5.4 it is pending.
+-- The Batch jobs are `luabatch task` processes of the Lua 5.4 executable
+-- (build/lua5.4/bin/luabatch, on the emulator's PATH).
+local core = require "luabatch.core"
+local cjson = require "cjson.safe"
+
+local ROOT = os.getenv("PWD")
+local POLICY = ROOT .. "/tests/fixtures/aws-batch/policy_fast.lua"
+local EXE = ROOT .. "/build/lua5.4/bin/luabatch"
+
+local function file_exists(p)
+  local f = io.open(p, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+if not rawget(_G, "jit") then
+  describe("luabatch.ngx.runs in nginx #integration", function()
+    pending("nginx specs run in integration-luajit (nginx embeds LuaJIT)")
+  end)
+  return
+end
+
+local nginx = require "helpers.nginx"
+local aws_peers = require "helpers.aws_peers"
+local servers = require "helpers.servers"
+
+local WF = [=[
+type: Workflow
+name: ngx-matrix
+params:
+  greeting: {type: str, default: Hello}
+jobs:
+  count:
+    strategy:
+      matrix:
+        n: [1, 2]
+    stages:
+      - name: Say
+        id: say
+        bash: |
+          echo "${{ params.greeting }} from strategy ${{ matrix.n }}"
+          echo "second line of ${{ matrix.n }}"
+      - name: Double
+        id: double
+        lua: |
+          return { doubled = matrix.n * 2, greeting = params.greeting }
+]=]
+
+local function http(method, url, body)
+  local resp, msg = core.http_request({ method = method, url = url, body = body, timeout = 60,
+    headers = body and { { "Content-Type", "application/yaml" } } or nil })
+  assert(resp, msg)
+  return resp.status, resp.body, resp
+end
+
+local function get_json(url)
+  local st, body = http("GET", url)
+  return st, cjson.decode(body), body
+end
+
+-- The context without what legitimately differs between runs.
+local function strip(v)
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do
+    if k ~= "info" then out[k] = strip(x) end
+  end
+  return out
+end
+
+local function lua_str(s) return string.format("%q", s) end
+
+describe("luabatch.ngx.runs in nginx #integration", function()
+  local p, ng, wfdir, skip_why
+
+  setup(function()
+    local ok, why = nginx.available()
+    if not ok then skip_why = why return end
+    if not file_exists(EXE) then skip_why = "no " .. EXE .. " (make)" return end
+    -- the Batch jobs run the Lua 5.4 executable whatever runs this spec
+    aws_peers.exe = function() return EXE end
+    p = assert(aws_peers.start({ delay = 0.05 }))
+    wfdir = p.dir .. "/workflows"
+    assert(os.execute("mkdir -p '" .. wfdir .. "'"))
+    local f = assert(io.open(wfdir .. "/matrix.yml", "w"))
+    f:write(WF)
+    f:close()
+    local emu = p.emu
+    local conf = table.concat({
+      "package.loaded.lbruns = require('luabatch.ngx.runs').new({",
+      "  dir = " .. lua_str(wfdir) .. ",",
+      "  poll_interval = 0.2,",
+      "  policy = dofile(" .. lua_str(POLICY) .. "),",
+      "  with = { job_queue_arn = " .. lua_str(emu.queue) .. ", s3_bucket = " .. lua_str(p.bucket) .. ",",
+      "    region_name = " .. lua_str(emu.region) .. ", batch_endpoint = " .. lua_str(emu.endpoint) .. ",",
+      "    logs_endpoint = " .. lua_str(emu.endpoint) .. ", s3_endpoint = " .. lua_str(p.s3_endpoint) .. " },",
+      "})",
+    }, "\n")
+    local env = {}
+    for _, k in ipairs({ "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
+                         "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_EC2_METADATA_DISABLED" }) do
+      env[k] = p.env[k]
+    end
+    ng = assert(nginx.start({
+      workers = 2,
+      access_log = true,
+      env = env,
+      http_extra = table.concat({
+        "init_by_lua_block {", conf, "}",
+        "init_worker_by_lua_block { assert(require('lbruns'):init_worker()) }",
+        "server { listen unix:@PREFIX@/luabatch.sock; include @ROOT@/lua/luabatch/ngx/loopback.conf; }",
+      }, "\n"),
+      server_extra = table.concat({
+        "include @ROOT@/lua/luabatch/ngx/locations.conf;",
+        "client_body_buffer_size 1m;",
+        "location /runs { content_by_lua_block { require('lbruns'):handle() } }",
+      }, "\n"),
+    }))
+  end)
+
+  teardown(function()
+    if ng then ng.stop() end
+    if p then p:stop() end
+    servers.stop_all()
+  end)
+
+  local function need()
+    if skip_why then pending(skip_why) return false end
+    return true
+  end
+
+  local function wait_done(run_id, timeout)
+    local last
+    local deadline = core.monotime() + (timeout or 90)
+    while core.monotime() < deadline do
+      local st, body, raw = get_json(ng.url .. "/runs/" .. run_id)
+      assert.equal(200, st, raw)
+      last = body
+      if body.result then return body end
+      core.sleep(0.2)
+    end
+    error("run " .. run_id .. " not done: " .. tostring(cjson.encode(last)) .. "\n" .. ng.error_log())
+  end
+
+  it("POST /runs (YAML body) -> GET /runs/ID until done: the CLI's result; /logs streams the output", function()
+    if not need() then return end
+    local st, body = http("POST", ng.url .. "/runs?param.greeting=Bonjour", WF)
+    local ans = cjson.decode(body)
+    assert.equal(201, st, body .. "\n" .. ng.error_log())
+    assert.is_string(ans.run_id)
+    assert.equal("count", ans.job)
+    assert.equal(2, #ans.jobs)
+    for _, j in ipairs(ans.jobs) do
+      assert.is_string(j.job_id)
+      assert.matches("^count/[^/]+/0$", j.key)
+    end
+    -- the answer came at once: the jobs are not finished yet
+    local st2, now = get_json(ng.url .. "/runs/" .. ans.run_id)
+    assert.equal(200, st2)
+    assert.is_nil(now.result)
+
+    local done = wait_done(ans.run_id)
+    assert.equal("SUCCESS", done.status, cjson.encode(done))
+    for _, j in ipairs(done.jobs) do assert.equal("SUCCEEDED", j.status) end
+    local ctx = done.result
+    assert.equal("SUCCESS", ctx.status)
+    assert.equal("Bonjour", ctx.params.greeting)
+    local strat = ctx.jobs.count.strategies
+    local doubled = {}
+    for _, rec in pairs(strat) do doubled[#doubled + 1] = rec.stages.double.outputs.doubled end
+    table.sort(doubled)
+    assert.same({ 2, 4 }, doubled)
+    -- a second GET answers the cached final record
+    local _, again = get_json(ng.url .. "/runs/" .. ans.run_id)
+    assert.same(strip(ctx), strip(again.result))
+
+    -- nothing blocked a worker: the poller (a timer) reached the emulator
+    -- through the unix-socket loopback of luabatch.transport.ngx
+    local alog = assert(io.open(ng.prefix .. "/access.log")):read("*a")
+    assert.truthy(alog:find("unix:", 1, true) and alog:find("POST /v1/describejobs", 1, true), alog)
+
+    -- the same workflow through the CLI
+    local wf = p.dir .. "/cli-matrix.yml"
+    local f = assert(io.open(wf, "w"))
+    f:write(WF)
+    f:close()
+    local out, err, code = p:run({ "run", wf, "--runs-on", "aws_batch", "--policy", POLICY, "--json",
+      "--param", "greeting=Bonjour", "--with", "job_queue_arn=" .. p.emu.queue, "--with", "s3_bucket=" .. p.bucket })
+    assert.equal(0, code, err .. out)
+    local cli = assert(cjson.decode(out))
+    assert.same(strip(cli), strip(ctx))
+
+    -- logs: every line of both jobs, prefixed by its key
+    local lst, text, resp = http("GET", ng.url .. "/runs/" .. ans.run_id .. "/logs")
+    assert.equal(200, lst, text)
+    assert.matches("text/plain", resp.headers["content-type"])
+    for _, j in ipairs(ans.jobs) do
+      local n = j.key:match("^count/([^/]+)/")
+      assert.truthy(text:find("[" .. j.key .. "] ", 1, true), text)
+    end
+    assert.truthy(text:find("Bonjour from strategy 1", 1, true), text)
+    assert.truthy(text:find("Bonjour from strategy 2", 1, true), text)
+    assert.truthy(text:find("second line of 2", 1, true), text)
+    -- the lines sit behind the key of the job that printed them
+    for line in text:gmatch("[^\n]+") do
+      local key, msg = line:match("^%[([^%]]+)%] (.*)$")
+      assert.is_string(key, line)
+    end
+  end)
+
+  it("POST /runs?file=NAME&job=ID runs a workflow of the configured directory", function()
+    if not need() then return end
+    local st, body = http("POST", ng.url .. "/runs?file=matrix&job=count")
+    assert.equal(201, st, body)
+    local ans = cjson.decode(body)
+    local done = wait_done(ans.run_id)
+    assert.equal("SUCCESS", done.status)
+    assert.equal("Hello", done.result.params.greeting)
+  end)
+
+  it("bad input -> 400 naming the problem; unknown run -> 404", function()
+    if not need() then return end
+    local cases = {
+      { "/runs?file=../etc/passwd", "path traversal" },
+      { "/runs?file=a%2Fb", "path traversal" },
+      { "/runs?file=nope", "no such workflow", 404 },
+      { "/runs", "no workflow" },
+      { "/runs?job=nope", "no such job", nil, WF },
+      { "/runs", "workflow: ", nil, "jobs: [this is: not: yaml" },
+      { "/runs?param.times=many", "times", nil, (WF:gsub("default: Hello}", "default: Hello}\n  times: {type: int, default: 1}")) },
+    }
+    for _, c in ipairs(cases) do
+      local st, body = http("POST", ng.url .. c[1], c[4])
+      assert.equal(c[3] or 400, st, c[1] .. ": " .. body)
+      local e = cjson.decode(body)
+      assert.is_table(e, body)
+      assert.is_string(e.error)
+      assert.truthy(e.error:find(c[2], 1, true), c[1] .. ": " .. e.error)
+    end
+    -- a with: the provider rejects: nothing submitted, 400 naming the field
+    local bad = WF:gsub("  count:\n", "  count:\n    runs-on: {type: local, with: {retry_attempts: 99}}\n")
+    local st, body = http("POST", ng.url .. "/runs", bad)
+    assert.equal(400, st, body)
+    assert.truthy(cjson.decode(body).error:find("retry_attempts", 1, true), body)
+    local st4, body4 = http("GET", ng.url .. "/runs/20990101-000000-deadbeef")
+    assert.equal(404, st4)
+    assert.truthy(cjson.decode(body4).error:find("no run", 1, true))
+  end)
+end)

@@ -1,0 +1,171 @@
+-- luabatch.runner.aws_batch.submit / collect (the non-waiting halves that
+-- luabatch.ngx.runs uses) against fake Batch / S3 / Logs clients: submit
+-- returns at once with one Batch job per strategy (or one array job),
+-- collect turns terminal summaries into the same job record run_job gives.
+local load = require "luabatch.workflow.load"
+local json = require "luabatch.json"
+local aws_batch = require "luabatch.runner.aws_batch"
+
+local NO_ENV = function() return nil end
+local RUN_ID = "20260101-000000-0badcafe"
+
+local MATRIX = [[
+jobs:
+  m:
+    if: "params.go != 'no'"
+    strategy:
+      matrix:
+        n: [1, 2]
+    stages:
+      - name: s
+        echo: "n=${{ matrix.n }}"
+]]
+
+local function model(yaml)
+  return assert(load.string(yaml or MATRIX, "t.yml", { getenv = NO_ENV }))
+end
+
+local function world()
+  local W = { t = 0, submits = {}, objects = {}, calls = {}, streams = {}, deleted = {}, seq = 0 }
+  local function count(op) W.calls[op] = (W.calls[op] or 0) + 1 end
+  local batch = {}
+  function batch:job_definitions() count("DescribeJobDefinitions"); return function() return nil end end
+  function batch:register_job_definition(def)
+    count("RegisterJobDefinition")
+    return { jobDefinitionName = def.jobDefinitionName, revision = 1,
+             jobDefinitionArn = "arn:aws:batch:us-east-1:1:job-definition/" .. def.jobDefinitionName .. ":1" }
+  end
+  function batch:submit_job(req)
+    count("SubmitJob")
+    W.seq = W.seq + 1
+    W.submits[#W.submits + 1] = req
+    return { jobId = "job-" .. W.seq, jobName = req.jobName }
+  end
+  function batch:describe_jobs() count("DescribeJobs"); return { jobs = {} } end
+  function batch:list_jobs() return function() return nil end end
+  local s3 = {}
+  function s3:put_object(b, k, body) count("PutObject"); W.objects[b .. "/" .. k] = body; return {} end
+  function s3:get_object(b, k)
+    local v = W.objects[b .. "/" .. k]
+    if not v then return nil, "NoSuchKey " .. k, "NoSuchKey" end
+    return v, {}
+  end
+  function s3:delete_object(b, k) W.objects[b .. "/" .. k] = nil; return true end
+  function s3:delete_prefix(b, prefix)
+    W.deleted[#W.deleted + 1] = prefix
+    for k in pairs(W.objects) do
+      if k:sub(1, #b + 1 + #prefix) == b .. "/" .. prefix then W.objects[k] = nil end
+    end
+    return 0, {}
+  end
+  function s3:endpoint() return "http://127.0.0.1:9", "explicit" end
+  local logs = {}
+  function logs:get_log_events(group, stream)
+    local out = {}
+    for _, m in ipairs(W.streams[stream] or {}) do out[#out + 1] = { message = m } end
+    return { events = out }
+  end
+  W.ro = function()
+    return { clients = function() return { batch = batch, s3 = s3, logs = logs } end,
+             clock = function() return W.t end,
+             sleep = function(d) W.t = W.t + d; return true end }
+  end
+  return W
+end
+
+local WITH = { job_queue_arn = "q", s3_bucket = "b", region_name = "us-east-1" }
+
+local function env_of(W, m, with, params)
+  local engine = require "luabatch.workflow.engine"
+  local env = engine.make_env(m, { getenv = NO_ENV, run_id = RUN_ID, runner_opts = W.ro() })
+  return setmetatable({ job_id = "m", job_with = with or WITH }, { __index = env })
+end
+
+local function result(n, out)
+  return json.encode({ status = "SUCCESS", matrix = { n = n }, stages = { s = { outputs = out } },
+    info = { exec_start = "2026-01-01T00:00:00Z", exec_end = "2026-01-01T00:00:01Z", exec_latency = 1.0 } })
+end
+
+describe("luabatch.runner.aws_batch submit/collect #unit", function()
+  it("submit: one SubmitJob per strategy, bundle uploaded, back without polling", function()
+    local W = world()
+    local m = model()
+    local sub, err = aws_batch.submit(m, "m", { params = { go = "yes" } }, { env = env_of(W, m) })
+    assert.is_table(sub, err)
+    assert.equal(2, W.calls.SubmitJob)
+    assert.is_nil(W.calls.DescribeJobs)
+    assert.equal(2, #sub.jobs)
+    assert.equal("m/" .. sub.jobs[1].strategy_id .. "/0", sub.jobs[1].key)
+    assert.equal("job-1", sub.jobs[1].batch_job_id)
+    assert.equal(RUN_ID, sub.run_id)
+    assert.equal("s3://b/luabatch/runs/" .. RUN_ID .. "/m/", sub.results)
+    assert.truthy(W.objects["b/luabatch/runs/" .. RUN_ID .. "/m/bundle.json"])
+    assert.equal(W.submits[1].parameters.strategy, sub.jobs[1].strategy_id)
+    -- plain data: survives JSON
+    assert.same(sub, json.decode(json.encode(sub)))
+  end)
+
+  it("collect: result.json of each strategy, or the reason; the record run_job gives", function()
+    local W = world()
+    local m = model()
+    local sub = json.decode(json.encode(assert(aws_batch.submit(m, "m", { params = { go = "yes" } }, { env = env_of(W, m) }))))
+    local j1, j2 = sub.jobs[1], sub.jobs[2]
+    local rec, msg, code = aws_batch.collect(sub, { [j1.batch_job_id] = { status = "RUNNING" } },
+      { model = m, getenv = NO_ENV, runner_opts = W.ro() })
+    assert.is_nil(rec)
+    assert.equal("EAGAIN", code)
+    assert.matches(j1.job_name, msg, 1, true)
+    -- strategy 1 wrote its result; strategy 2's container died
+    W.objects["b/luabatch/runs/" .. RUN_ID .. "/m/" .. j1.strategy_id .. "/result.json"] = result(1, { x = 1 })
+    W.streams["lb/default/x2"] = { "working on 2", "oh no" }
+    local sums = {
+      [j1.batch_job_id] = { status = "SUCCEEDED", exit_code = 0 },
+      [j2.batch_job_id] = { status = "FAILED", exit_code = 137, log_stream = "lb/default/x2",
+                            reason = "Essential container in task exited" },
+    }
+    local jctx
+    rec, jctx = aws_batch.collect(sub, sums, { model = m, getenv = NO_ENV, runner_opts = W.ro() })
+    assert.is_table(rec)
+    assert.equal("FAILED", rec.status)
+    assert.equal("FAILED", jctx.status)
+    local s1, s2 = rec.strategies[j1.strategy_id], rec.strategies[j2.strategy_id]
+    assert.equal("SUCCESS", s1.status)
+    assert.same({ x = 1 }, s1.stages.s.outputs)
+    assert.equal("FAILED", s2.status)
+    local text = s2.errors.message
+    assert.truthy(text:find("exit code 137", 1, true), text)
+    assert.truthy(text:find("Essential container in task exited", 1, true), text)
+    assert.truthy(text:find("oh no", 1, true), text)
+    assert.same(s2.errors, rec.errors[j2.strategy_id])
+    -- cleanup by policy: the job's prefix, then the run's
+    assert.same({ "luabatch/runs/" .. RUN_ID .. "/m/", "luabatch/runs/" .. RUN_ID .. "/" }, W.deleted)
+  end)
+
+  it("with.array: one array job; its children are watched as <id>:<index>", function()
+    local W = world()
+    local m = model()
+    local with = { job_queue_arn = "q", s3_bucket = "b", region_name = "us-east-1", array = true }
+    local sub = assert(aws_batch.submit(m, "m", { params = { go = "yes" } }, { env = env_of(W, m, with) }))
+    assert.equal(1, W.calls.SubmitJob)
+    assert.equal(2, W.submits[1].arrayProperties.size)
+    assert.equal("job-1", sub.array.batch_job_id)
+    assert.equal("job-1:0", sub.jobs[1].batch_job_id)
+    assert.equal("job-1:1", sub.jobs[2].batch_job_id)
+  end)
+
+  it("a bad with: is EWITH and submits nothing; a false `if` submits nothing and collects SKIP", function()
+    local W = world()
+    local m = model()
+    local sub, msg, code = aws_batch.submit(m, "m", { params = { go = "yes" } },
+      { env = env_of(W, m, { job_queue_arn = "q", region_name = "us-east-1" }) })
+    assert.is_nil(sub)
+    assert.equal("EWITH", code)
+    assert.matches("s3_bucket", msg)
+    assert.is_nil(W.calls.SubmitJob)
+    sub = assert(aws_batch.submit(m, "m", { params = { go = "no" } }, { env = env_of(W, m) }))
+    assert.is_true(sub.skip)
+    assert.is_nil(W.calls.SubmitJob)
+    local rec = aws_batch.collect(sub, {}, { model = m, getenv = NO_ENV, runner_opts = W.ro() })
+    assert.equal("SKIP", rec.status)
+  end)
+end)
