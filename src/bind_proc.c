@@ -9,6 +9,9 @@
  *   proc:result() -> result | nil      once done
  *   proc:kill([sig = 15 | "TERM"|"KILL"|"INT"|"HUP"|"QUIT"|"USR1"|"USR2"]) -> true
  *   proc:terminate([grace = 5]) -> true   SIGTERM now, SIGKILL after grace s
+ *   proc:output(fd [, from = 0]) -> bytes, total   what fd 1 (stdout) or 2
+ *                                    (stderr) captured from byte `from` on, so far
+ *                                    (live output of a running child)
  *   proc:pid(), proc:done(), proc:close()
  *   result = {exit = n | nil, signal = n | nil, stdout = s, stderr = s, pid = n} */
 #include "bind.h"
@@ -191,6 +194,20 @@ static int p_terminate(lua_State *L) {
     return 1;
 }
 
+static int p_output(lua_State *L) {
+    proc_box *b = check_box(L, 1);
+    lua_Integer fd = luaL_checkinteger(L, 2);
+    lua_Integer from = luaL_optinteger(L, 3, 0);
+    const lb_buf *o;
+    luaL_argcheck(L, fd == 1 || fd == 2, 2, "1 (stdout) or 2 (stderr) expected");
+    luaL_argcheck(L, from >= 0, 3, "offset must be >= 0");
+    o = lb_proc_output(b->p, (int)fd);
+    if ((size_t)from < o->len) lua_pushlstring(L, o->data + from, o->len - (size_t)from);
+    else lua_pushliteral(L, "");
+    lua_pushinteger(L, (lua_Integer)o->len);
+    return 2;
+}
+
 static int p_pid(lua_State *L) {
     lua_pushinteger(L, lb_proc_pid(check_box(L, 1)->p));
     return 1;
@@ -252,7 +269,8 @@ static const luaL_Reg proc_funcs[] = {
 
 static const luaL_Reg proc_methods[] = {
     {"poll", p_poll},     {"result", p_result}, {"kill", p_kill},   {"terminate", p_terminate},
-    {"pid", p_pid},       {"done", p_done},     {"close", p_close}, {NULL, NULL},
+    {"pid", p_pid},       {"done", p_done},     {"close", p_close}, {"output", p_output},
+    {NULL, NULL},
 };
 
 void lb_l_open_proc(lua_State *L) {

@@ -128,22 +128,6 @@ local function pick(t, sel, getenv)
   return bundle.strategy(t, tostring(sel))
 end
 
--- Stage kinds that run `sh` (bash stages) report their output only in the
--- record; a scheduler wrapper prints it when the process ends.
-local function logging_sched(sched, logline)
-  return setmetatable({
-    exec = function(argv, o)
-      local r, msg, code = sched.exec(argv, o)
-      if r and type(argv) == "table" and argv[1] == "sh" then
-        for _, text in pairs({ r.stdout or "", r.stderr or "" }) do
-          for line in text:gmatch("[^\n]+") do logline(line) end
-        end
-      end
-      return r, msg, code
-    end,
-  }, { __index = sched })
-end
-
 local function combo_text(combo)
   if combo.id == "EMPTY" then return "" end
   local ok, json = pcall(require, "luabatch.json")
@@ -215,6 +199,7 @@ function _M.run(opts)
     tmpdir = opts.tmpdir,
     conf = opts.conf or ".",
     log = logline,
+    output_line = logline,     -- bash output as it is written (CloudWatch, live)
     progress = function(event, info)
       if event == "stage-start" then
         say(str_format("%s: stage %s: start", where, tostring(info.key or info.name or "?")))
@@ -229,7 +214,6 @@ function _M.run(opts)
   })
   env.job_id = t.job_id
   env.run_id = t.run_id
-  env.sched = logging_sched(sched, logline)
 
   say(str_format("luabatch task: run %s, workflow %s, job %s, strategy %s%s", t.run_id,
     tostring(t.workflow), t.job_id, sid, combo_text(combo)))

@@ -187,4 +187,29 @@ jobs:
     assert.matches("runs%-on with:", ctx.jobs.a.errors.message)
     assert.is_false(called)
   end)
+
+  it("engine output_line gets a bash stage's lines while it runs, the last unterminated one too", function()
+    local m = model([[
+jobs:
+  a:
+    stages:
+      - name: talk
+        id: talk
+        bash: |
+          echo first
+          echo oops >&2
+          sleep 0.8
+          printf last
+]])
+    local core = require "luabatch.core"
+    local lines, t0, t_first = {}, core.monotime(), nil
+    local ctx = assert(engine.run(m, { output_line = function(line, fd)
+      t_first = t_first or (core.monotime() - t0)
+      lines[#lines + 1] = fd .. " " .. line
+    end }))
+    assert.equal("SUCCESS", ctx.status)
+    assert.same({ "1 first", "2 oops", "1 last" }, lines)
+    assert.is_true(t_first < 0.6, "first line after " .. tostring(t_first) .. " s")
+    assert.equal("first\nlast", ctx.jobs.a.stages.talk.outputs.stdout)
+  end)
 end)

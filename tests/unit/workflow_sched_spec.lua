@@ -206,4 +206,37 @@ describe("luabatch.workflow.sched #unit", function()
     assert.has_error(function() sched.limiter(0) end)
     assert.has_error(function() sched.new():spawn("x") end)
   end)
+
+  it("on_output sees a child's output while it runs, in order, all of it", function()
+    local s = sched.new()
+    local got, t_first, t_end = {}, nil, nil
+    local t0 = core.monotime()
+    s:spawn(function()
+      local r = assert(sched.exec({ "sh", "-c", "echo one; echo err >&2; sleep 0.8; printf 'two\\nthree'" },
+        { on_output = function(fd, chunk)
+            if not t_first then t_first = core.monotime() - t0 end
+            got[#got + 1] = fd .. ":" .. chunk
+          end }))
+      t_end = core.monotime() - t0
+      assert.equal("one\ntwo\nthree", r.stdout)
+    end)
+    assert(s:run())
+    assert.is_true(t_first < 0.6, "first chunk after " .. t_first .. " s (the child ran " .. t_end .. " s)")
+    local out, err = {}, {}
+    for _, g in ipairs(got) do
+      local fd, chunk = g:match("^(%d):(.*)$")
+      if fd == "1" then out[#out + 1] = chunk else err[#err + 1] = chunk end
+    end
+    assert.equal("one\ntwo\nthree", table.concat(out))
+    assert.equal("err\n", table.concat(err))
+  end)
+
+  it("on_output works outside a task too, and must be a function", function()
+    local chunks = {}
+    local r = assert(sched.exec({ "sh", "-c", "echo a; echo b" }, { on_output = function(fd, c) chunks[#chunks + 1] = c end }))
+    assert.equal("a\nb\n", table.concat(chunks))
+    assert.equal("a\nb\n", r.stdout)
+    assert.has_error(function() sched.exec({ "true" }, { on_output = 1 }) end,
+      "bad argument #2 to 'exec' (on_output must be a function)")
+  end)
 end)

@@ -339,6 +339,7 @@ function _M.run(args, env)
       show(event, info)
     end
     ropts.log = function(line) err_w("      | " .. tostring(line):gsub("\n", "\n      | ") .. "\n") end
+    ropts.output_line = function(line) err_w("      | " .. tostring(line) .. "\n") end
   elseif o.follow then
     ropts.log = function(line) err_w(tostring(line) .. "\n") end
   end

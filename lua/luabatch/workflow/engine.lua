@@ -10,6 +10,7 @@
 --   progress   function(event, info): "job-start", "job", "job-retry",
 --              "stage-start", "stage" (see luabatch.cli.run for the fields)
 --   log        function(line) for stage output lines (echo, ...)
+--   output_line  function(line, fd) for the output of bash stages while they run
 --   registry   directory list for call stages (default LUABATCH_REGISTRY or ./registry)
 --   conf       directory searched by trigger stages (default: the workflow file's dir)
 --   runners    map runs-on type -> runner module ({ run_job = fn }) overriding the defaults
@@ -166,6 +167,7 @@ function _M.make_env(model, opts)
     require("luabatch.log").info("%s", line)
   end
   env.progress = opts.progress
+  env.output_line = opts.output_line   -- function(line, fd): bash output while it runs
   local user_cancelled = opts.cancelled
   env.cancelled = function()
     return interrupted() or (user_cancelled ~= nil and user_cancelled()) or false

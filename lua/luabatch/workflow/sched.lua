@@ -16,7 +16,10 @@
 --       -> {exit = n | nil, signal = n | nil, stdout = s, stderr = s}
 --        | nil, msg, code ("EIO" spawn failure, "ECANCELED" cancelled)
 --       env is added over the inherited environment (the whole environment
---       with clear_env = true)
+--       with clear_env = true); on_output = function(fd, chunk) gets the
+--       child's output while it runs (fd 1 stdout, 2 stderr; within
+--       OUTPUT_SLICE s of its arrival, the rest before exec returns) -- it
+--       runs in the scheduler loop and must not yield
 --   sched.join(task)                    -> fn's returns; re-raises its error
 --   sched.limiter(n) -> lim; lim:acquire(); lim:release()
 --   sched.all(fns, limit)               -> { {ok = true, n = k, ...} | {ok = false, err = e}, ... }
@@ -37,7 +40,20 @@ local co_create, co_resume, co_yield, co_running, co_status =
     coroutine.create, coroutine.resume, coroutine.yield, coroutine.running, coroutine.status
 
 local KILL_GRACE = 2        -- seconds between SIGTERM and SIGKILL on cancel
+local OUTPUT_SLICE = 0.2    -- longest wait while a child's output is watched
 local BLOCK = {}            -- what a task yields to the loop (nothing else)
+
+-- Hand what a watched child wrote since the last call to its on_output.
+-- w = { fn, stdout offset, stderr offset }.
+local function deliver_output(p, w)
+  for fd = 1, 2 do
+    local chunk, total = p:output(fd, w[fd + 1])
+    if chunk ~= "" then
+      w[fd + 1] = total
+      w[1](fd, chunk)
+    end
+  end
+end
 
 -- coroutine -> task, weak: finished coroutines go away with their tasks
 local task_of = setmetatable({}, { __mode = "k" })
@@ -65,6 +81,7 @@ function _M.new()
     ready = {}, rhead = 1, rtail = 0,   -- FIFO of tasks to resume
     procs = {},                         -- proc userdata -> waiting task
     nprocs = 0,
+    watched = {},                       -- proc -> { fn, [1] = stdout offset, [2] = stderr offset }
     timers = {},                        -- task -> deadline (monotonic)
     alive = 0,                          -- tasks not finished
     failed = {},                        -- failed tasks, in order
@@ -182,7 +199,9 @@ function Sched:run()
           :format(self.alive), 0)
       end
       local timeout = first and math.max(0, first - core.monotime()) or nil
+      if next(self.watched) and (timeout == nil or timeout > OUTPUT_SLICE) then timeout = OUTPUT_SLICE end
       local done, msg, code = core.proc_wait(list, timeout)
+      for p, w in pairs(self.watched) do deliver_output(p, w) end
       if not done then
         if code == "ECANCELED" then
           interrupt(self)   -- tasks unwind; later waits fail at once
@@ -259,9 +278,10 @@ function _M.sleep(sec)
   return block(t, "sleep")
 end
 
-local function exec_blocking(p)
+local function exec_blocking(p, w)
   while true do
-    local done, msg, code = core.proc_wait({ p })
+    local done, msg, code = core.proc_wait({ p }, w and OUTPUT_SLICE or nil)
+    if w then deliver_output(p, w) end
     if not done then
       p:close()
       return nil, msg, code
@@ -285,14 +305,23 @@ function _M.exec(argv, opts)
   if t and t.sched.interrupted then return nil, "exec '" .. argv[1] .. "': interrupted", "ECANCELED" end
   local spec = { argv = argv, cwd = opts.cwd, stdin = opts.stdin }
   if opts.clear_env then spec.env = opts.env or {} else spec.env_add = opts.env end
+  if opts.on_output ~= nil and type(opts.on_output) ~= "function" then
+    error("bad argument #2 to 'exec' (on_output must be a function)", 2)
+  end
   local p, msg, code = core.proc_spawn(spec)
   if not p then return nil, msg, code end
-  if not t then return exec_blocking(p) end
+  local w = opts.on_output and { opts.on_output, 0, 0 } or nil
+  if not t then return exec_blocking(p, w) end
   local s = t.sched
   s.procs[p] = t
   s.nprocs = s.nprocs + 1
+  if w then s.watched[p] = w end
   local r
   r, msg, code = block(t, "exec")
+  if w then
+    s.watched[p] = nil
+    deliver_output(p, w)
+  end
   p:close()   -- kills and reaps a child still running (cancel, interrupt)
   return r, msg, code
 end

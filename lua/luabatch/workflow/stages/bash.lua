@@ -101,6 +101,31 @@ local function tmp_path(env)
   return dir .. "/luabatch-" .. tag .. ".sh"
 end
 
+-- env.output_line(line, fd) (optional) sees the script's output line by
+-- line while it runs (luabatch task streams it to CloudWatch; luabatch run
+-- shows it on a terminal) -> on_output for sched.exec, and a flush for the
+-- unterminated last lines.
+local function line_splitter(output_line)
+  if type(output_line) ~= "function" then return nil, nil end
+  local pending = { "", "" }
+  local function on_output(fd, chunk)
+    local text = pending[fd] .. chunk
+    local last = 1
+    for line, nxt in text:gmatch("([^\n]*)\n()") do
+      output_line(line, fd)
+      last = nxt
+    end
+    pending[fd] = text:sub(last)
+  end
+  local function flush()
+    for fd = 1, 2 do
+      if pending[fd] ~= "" then output_line(pending[fd], fd) end
+      pending[fd] = ""
+    end
+  end
+  return on_output, flush
+end
+
 local function cancelled(what)
   return nil, { name = "StageCancelError", message = "Execution was canceled: " .. what, status = "CANCEL" }
 end
@@ -143,7 +168,9 @@ function _M.execute(st, rctx, env)
   end
   f:write(tbl_concat(parts))
   f:close()
-  local r, msg, code = sched.exec({ "sh", path }, { cwd = env.cwd })
+  local on_output, flush = line_splitter(env.output_line)
+  local r, msg, code = sched.exec({ "sh", path }, { cwd = env.cwd, on_output = on_output })
+  if flush then flush() end
   os_remove(path)
   if not r then
     if code == "ECANCELED" then return cancelled(msg or "interrupted") end
