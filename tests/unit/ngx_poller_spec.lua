@@ -24,6 +24,11 @@ local function fake_dict(clock)
     return self:set(k, v, ttl)
   end
   function d:delete(k) self.data[k], self.exp[k] = nil, nil end
+  function d:expire(k, ttl)                  -- moves the TTL only (resty.core's shdict:expire)
+    if live(k) == nil then return nil, "not found" end
+    self.exp[k] = (ttl and ttl > 0) and clock() + ttl or nil
+    return true
+  end
   function d:lpush(k, v)
     local l = live(k)
     if l == nil then l = {}; self.data[k] = l end
@@ -207,6 +212,27 @@ describe("luabatch.ngx.poller #unit", function()
     assert.equal("follower", w1:tick())
     assert.is_false(w1:is_leader())
     assert.equal("leader", w2:tick())
+  end)
+
+  it("renewing never steals a lock that lapsed and was taken in between", function()
+    local W = new_world()
+    local w1 = worker(W, 1)
+    assert.equal("leader", w1:tick())
+    -- between w1's read of its own pid and its renewal, the lock lapses and
+    -- worker 2 takes it: make get() return w1's pid once, as if read just before
+    local real_get = W.dict.get
+    local once = true
+    W.dict.get = function(d, k)
+      if once and k == "poller:lock" then
+        once = false
+        d.data[k], d.exp[k] = "2", W.t + 30       -- worker 2's fresh lock
+        return "1"
+      end
+      return real_get(d, k)
+    end
+    local ok = w1:elect()
+    assert.is_false(ok)
+    assert.equal("2", real_get(W.dict, "poller:lock"))
   end)
 
   it("start() runs tick from ngx.timer.every; a premature run does nothing", function()

@@ -198,11 +198,18 @@ function _M:elect()
     log.warn("ngx.poller: lock: %s", tostring(err))
     return false
   end
-  if d:get(key) == self.pid then
+  if d:get(key) ~= self.pid then return false end
+  -- Renew without overwriting: expire() only moves the TTL, so if the lock
+  -- lapsed and another worker took it in between, we extend *its* lock and
+  -- the second read tells us we lost it (no two pollers).  set() is the
+  -- fallback for dicts without expire (old lua-resty-core, specs).
+  if d.expire then
+    local eok = d:expire(key, self.lock_ttl)
+    if not eok or d:get(key) ~= self.pid then return false end
+  else
     d:set(key, self.pid, self.lock_ttl)
-    return true, "renewed"
   end
-  return false
+  return true, "renewed"
 end
 
 -- Write a summary to the dict; a terminal job leaves the watch list.
