@@ -293,6 +293,7 @@ end
 --- The events folded: { run, jobs = { [key] = js }, order = { key... },
 -- defs = { [name] = jobdef ev }, results = { [key] = record },
 -- ended, configs = { [job_id] = config ev }, uploads = { ev... },
+-- local_jobs = { [job_id] = record of a job that ran here ("job" events) },
 -- cleanups = { ev... }, events = n }.
 -- js = { key, job_id, strategy_id, attempt, job_name, batch_job_id?,
 --        status?, reason?, exit_code?, log_stream?, terminated?, array_size?,
@@ -303,7 +304,7 @@ end
 
 function _M.fold(events)
   local st = { jobs = {}, order = {}, defs = {}, results = {}, configs = {},
-               uploads = {}, cleanups = {}, events = #events }
+               uploads = {}, cleanups = {}, local_jobs = {}, events = #events }
   local function js_of(key)
     local js = st.jobs[key]
     if not js then
@@ -328,6 +329,8 @@ function _M.fold(events)
       st.cleanups[#st.cleanups + 1] = e
     elseif ev == "end" then
       st.ended = e
+    elseif ev == "job" then
+      if e.job_id ~= nil then st.local_jobs[e.job_id] = e.record end
     elseif type(e.key) == "string" then
       local js = js_of(e.key)
       if ev == "submit" then

@@ -320,6 +320,43 @@ jobs:
     for _, j in ipairs(jobs) do assert.equal("SUCCEEDED", j.status) end
   end)
 
+  it("(d) attach does not re-run a local job that already succeeded", function()
+    local marks = p.dir .. "/local-runs.txt"
+    os.remove(marks)
+    local f = write("attach-local.yml", ([=[
+type: Workflow
+name: e2e-attach-local
+jobs:
+  prep:
+    stages:
+      - {name: Mark, id: mark, bash: "echo ran >> '%s'; echo prepared"}
+  remote:
+    needs: [prep]
+    runs-on: {type: aws_batch, with: {job_queue_arn: "${AWS_BATCH_JOB_QUEUE_ARN}", s3_bucket: "${AWS_S3_BUCKET}"}}
+    stages:
+      - {name: Slow, id: slow, bash: "sleep 3; echo got-${{ jobs.prep.stages.mark.outputs.stdout }}"}
+]=]):format(marks))
+    local before = job_ids(p.emu)
+    local run_id = new_run_id()
+    local proc = p:spawn({ "run", f, "--policy", POLICY, "--run-id", run_id })
+    local running = aws_peers.wait_until(function()
+      for _, j in ipairs(new_jobs(p.emu, before)) do
+        if j.status == "RUNNING" then return j end
+      end
+    end, 30)
+    assert.is_table(running, "no job RUNNING within 30 s")
+    proc:kill("KILL")
+    aws_peers.wait(proc, 10)
+    local out, err, code = luabatch({ "attach", run_id, "--json" })
+    assert.equal(0, code, err .. out)
+    local actx = cjson.decode(out)
+    assert.equal("got-prepared", actx.jobs.remote.stages.slow.outputs.stdout)
+    assert.equal("prepared", actx.jobs.prep.stages.mark.outputs.stdout)
+    -- the local job ran once: before the kill, not again on attach
+    assert.equal("ran\n", read(marks))
+    assert.equal(1, #new_jobs(p.emu, before))
+  end)
+
   it("(d) a SubmitJob whose answer was lost is found again, not submitted twice", function()
     local f = write("lost.yml", [=[
 type: Workflow

@@ -249,6 +249,22 @@ local function failure_recorder()
   return record, report
 end
 
+-- The local runner of a journaled run: each finished job's record is
+-- journaled ("job" event); on --resume a job with a journaled SUCCESS or
+-- SKIP record is not run again (its side effects happened already), one
+-- that failed or never finished runs again.
+local function journaled_local(jr, resume)
+  local runner = require "luabatch.runner.local"
+  local done = resume and jr:state().local_jobs or {}
+  return { run_job = function(model, job_id, context, opts)
+    local rec = done[job_id]
+    if rec and (rec.status == "SUCCESS" or rec.status == "SKIP") then return rec end
+    local record, jctx = runner.run_job(model, job_id, context, opts)
+    jr:append({ ev = "job", job_id = job_id, status = record.status, record = record })
+    return record, jctx
+  end }
+end
+
 -- Does any job of this run go to AWS Batch (then the run is journaled)?
 local function uses_batch(model, o)
   if o.runs_on then return o.runs_on == "aws_batch" end
@@ -360,6 +376,7 @@ function _M.run(args, env)
       end
     end
     ropts.runner_opts.journal = jr
+    ropts.runners = { ["local"] = journaled_local(jr, o.resume ~= nil) }
     err_w(str_format("run %s%s\n", run_id, o.resume and " (resumed)" or ""))
   end
   local ctx, rerr = engine.run(model, ropts)
