@@ -49,7 +49,6 @@ local setmetatable = setmetatable
 local getmetatable = getmetatable
 local str_format = string.format
 local str_sub = string.sub
-local str_match = string.match
 local tbl_concat = table.concat
 local floor = math.floor
 
@@ -59,11 +58,12 @@ local function interrupted()
   return core_ok and core.interrupted and core.interrupted() or false
 end
 
---- s3://bucket/key -> bucket, key | nil, msg  (key non-empty)
+--- s3://bucket/key -> bucket, key | nil, msg: luabatch.s3.parse_url, and
+-- the URL must name an object (a key, not a prefix).
 function _M.parse_url(url)
   if type(url) ~= "string" then return nil, "not a string" end
-  local bucket, key = str_match(url, "^s3://([^/]+)/(.+)$")
-  if not bucket then return nil, "expected s3://BUCKET/KEY" end
+  local bucket, key = require("luabatch.s3").parse_url(url)
+  if not bucket or key == "" then return nil, "expected s3://BUCKET/KEY" end
   if str_sub(key, -1) == "/" then return nil, "names a prefix, not an object (ends in '/')" end
   return bucket, key
 end
@@ -178,7 +178,7 @@ function _M.run(opts)
   if not combo then
     return fail(2, "%s: %s", url, tostring(serr))
   end
-  local rbucket, rprefix = str_match(t.results, "^s3://([^/]+)/(.*)$")
+  local rbucket, rprefix = require("luabatch.s3").parse_url(t.results)   -- checked by bundle.decode
   local sid = combo.id
 
   -- 2. the environment
