@@ -696,21 +696,7 @@ end
 -- one made for a direct call), its checked with:, the session, the clients
 -- and a Run.  -> run | nil, message (with: rejected), jobdef, t0
 local function open_run(fname, model, job_id, context, opts)
-  if type(model) ~= "table" or type(model.jobs) ~= "table" then
-    error("bad argument #1 to '" .. fname .. "' (workflow model expected)", 3)
-  end
-  local jobdef = model.jobs[job_id]
-  if jobdef == nil then
-    error("bad argument #2 to '" .. fname .. "' (no job '" .. tostring(job_id) .. "')", 3)
-  end
-  opts = opts or {}
-  local env = opts.env
-  if env == nil then
-    env = require("luabatch.workflow.engine").make_env(model, opts)
-    env = setmetatable({ job_id = job_id }, { __index = env })
-  end
-  context = context or {}
-  local wctx = { params = context.params or {}, jobs = context.jobs or {}, status = context.status or "WAIT" }
+  local jobdef, env, wctx = require("luabatch.runner.local").open(fname, model, job_id, context, opts, 2)
   local t0 = stage.now()
   local with = env.job_with
   if with == nil then with = (jobdef.runs_on and jobdef.runs_on.with) or {} end

@@ -20,13 +20,18 @@ local job = require "luabatch.workflow.job"
 
 local _M = { _VERSION = "0.1.0" }
 
-function _M.run_job(model, job_id, context, opts)
+--- The seam's common start for every runner: check the arguments of the
+-- runner function `fname` -> jobdef, env, wctx.  Misuse is raised at the
+-- caller of `fname`, which is `depth` levels up (1 = open's own caller is
+-- fname, the default).
+function _M.open(fname, model, job_id, context, opts, depth)
+  local level = 2 + (depth or 1)
   if type(model) ~= "table" or type(model.jobs) ~= "table" then
-    error("bad argument #1 to 'run_job' (workflow model expected)", 2)
+    error("bad argument #1 to '" .. fname .. "' (workflow model expected)", level)
   end
   local jobdef = model.jobs[job_id]
   if jobdef == nil then
-    error("bad argument #2 to 'run_job' (no job '" .. tostring(job_id) .. "')", 2)
+    error("bad argument #2 to '" .. fname .. "' (no job '" .. tostring(job_id) .. "')", level)
   end
   opts = opts or {}
   local env = opts.env
@@ -37,6 +42,11 @@ function _M.run_job(model, job_id, context, opts)
   context = context or {}
   local wctx = { params = context.params or {}, jobs = context.jobs or {},
                  status = context.status or "WAIT" }
+  return jobdef, env, wctx
+end
+
+function _M.run_job(model, job_id, context, opts)
+  local jobdef, env, wctx = _M.open("run_job", model, job_id, context, opts)
   local jctx = job.execute(jobdef, wctx, env)
   return job.record(jobdef, jctx), jctx
 end
