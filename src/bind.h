@@ -17,7 +17,7 @@ void lb_l_open_xml(lua_State *L);     /* bind_xml.c */
 void lb_l_open_s3(lua_State *L);      /* bind_s3.c: S3 transfers */
 void lb_l_open_proc(lua_State *L);    /* bind_proc.c: child processes */
 void lb_l_open_poll(lua_State *L);    /* bind_poll.c: Batch job poller mechanics */
-void lb_l_open_fs(lua_State *L);      /* bind_fs.c: durable appends, modes, rusage */
+void lb_l_open_fs(lua_State *L);      /* bind_fs.c: durable appends, directories, stat, getcwd */
 
 /* Push `nil, "<msg>", "<LB code name>"` for a core failure; returns 3. */
 int lb_l_fail(lua_State *L, int code, const char *msg);

@@ -1,13 +1,11 @@
-/* bind_fs.c -- the few file-system calls the journal needs that Lua's io
- * library lacks: durable appends, private modes, directories, and the
- * process's own resource use (benchmarks).
+/* bind_fs.c -- the few file-system calls the journal and the CLI need that
+ * Lua's io library lacks: durable appends, private modes, directories, the
+ * working directory.
  *
  *   core.append_file(path, data [, mode]) -> true | nil, msg, code
  *       O_APPEND|O_CREAT (mode default 0600, applied on creation), one
  *       write loop, fsync, close: when it returns true the bytes are on disk.
  *   core.mkdir(path [, mode]) -> true | nil, msg, code   ("EEXIST" if there)
- *   core.chmod(path, mode) -> true | nil, msg, code
- *   core.rusage() -> { user = s, sys = s, maxrss_kib = n }
  *   core.getcwd() -> path | nil, msg, code
  *   core.listdir(dir) -> { name, ... } (no "." / "..", unsorted) | nil, msg, code
  *   core.stat(path) -> { type = "file"|"directory"|"link"|"other", mode = n,
@@ -20,7 +18,6 @@
 #include <fcntl.h>
 #include <string.h>
 #include <dirent.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -65,27 +62,6 @@ static int fs_mkdir(lua_State *L) {
     mode_t mode = (mode_t)luaL_optinteger(L, 2, 0700);
     if (mkdir(path, mode) != 0) return fs_fail(L, "mkdir", path, errno);
     lua_pushboolean(L, 1);
-    return 1;
-}
-
-static int fs_chmod(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
-    mode_t mode = (mode_t)luaL_checkinteger(L, 2);
-    if (chmod(path, mode) != 0) return fs_fail(L, "chmod", path, errno);
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-static int fs_rusage(lua_State *L) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    lua_createtable(L, 0, 3);
-    lua_pushnumber(L, (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6);
-    lua_setfield(L, -2, "user");
-    lua_pushnumber(L, (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
-    lua_setfield(L, -2, "sys");
-    lua_pushinteger(L, (lua_Integer)ru.ru_maxrss);
-    lua_setfield(L, -2, "maxrss_kib");
     return 1;
 }
 
@@ -137,8 +113,6 @@ static const luaL_Reg fs_funcs[] = {
     {"getcwd", fs_getcwd},
     {"append_file", fs_append_file},
     {"mkdir", fs_mkdir},
-    {"chmod", fs_chmod},
-    {"rusage", fs_rusage},
     {NULL, NULL},
 };
 

@@ -1,8 +1,8 @@
 /* bind_util.c -- small utilities the Lua layer needs from C:
  * SHA-256 / HMAC-SHA256 / hex, a monotonic and a wall clock, an
  * interruptible sleep and the interrupt flag.
- * (Durable appends, mkdir, chmod, rusage: bind_fs.c -- core.append_file,
- * core.mkdir, core.chmod, core.rusage.) */
+ * (Durable appends, directories, stat, getcwd: bind_fs.c -- core.append_file,
+ * core.mkdir, core.listdir, core.stat, core.getcwd.) */
 #include "bind.h"
 
 #include <errno.h>
