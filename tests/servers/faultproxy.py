@@ -361,8 +361,10 @@ class Handler(socketserver.BaseRequestHandler):
             relay_body(self.rfile, headers, lambda d: None)     # drop the body
             status = int(rule.get("status", 503))
             code = rule.get("code") or ("SlowDown" if status == 503 else "InternalError")
-            self.send(xml_error(status, code, rule.get("message", "injected by faultproxy")))
+            # Counted before the answer leaves: a client that reads /__stats
+            # right after its response must already see this request.
             log_request(method, target, status, "status")
+            self.send(xml_error(status, code, rule.get("message", "injected by faultproxy")))
             return keep
 
         # Forward the request.
@@ -376,8 +378,8 @@ class Handler(socketserver.BaseRequestHandler):
                 up.sendall(head_bytes(line, headers))
             except OSError as e:
                 relay_body(self.rfile, headers, lambda d: None)
-                self.send(xml_error(502, "BadGateway", "upstream: %s" % e))
                 log_request(method, target, 502, None)
+                self.send(xml_error(502, "BadGateway", "upstream: %s" % e))
                 return keep
 
         def req_limit():
@@ -426,9 +428,13 @@ class Handler(socketserver.BaseRequestHandler):
             budget = Budget(int(rule.get("bytes", 0)))
         if budget is not None and no_body:
             resp_limit()
+        if budget is None:
+            # Counted before the last byte reaches the client (see above).
+            log_request(method, target, status, None)
         relay_body(self.up_rfile, sheaders, self.send, budget=budget, no_body=no_body,
                    until_close=until_close, on_limit=resp_limit)
-        log_request(method, target, status, None)
+        if budget is not None:
+            log_request(method, target, status, None)
         if up_close or until_close:
             self.close_upstream()
             return False
