@@ -12,9 +12,15 @@
 --   2. picks the strategy: an id, or "@array"/nil -> the index in
 --      AWS_BATCH_JOB_ARRAY_INDEX (default 0) -> strategies[index + 1];
 --   3. runs it with job.run_strategy on an engine environment (stage kinds
---      as on the host; `trigger` stages find no workflow files here), printing
---      each stage's progress and output lines on stdout as they happen (they
---      become CloudWatch log events);
+--      as on the host), printing each stage's progress and output lines on
+--      stdout as they happen (they become CloudWatch log events).  The
+--      bundle's files (registry modules and workflow sources of call: and
+--      trigger: stages, see bundle.collect_files) are written to a private
+--      directory (0700) under opts.tmpdir / TMPDIR / /tmp: its registry/ goes
+--      ahead of LUABATCH_REGISTRY (default ./registry), its conf/ (one
+--      file per distinct bundled source) is the conf directory triggers
+--      search when the bundle has workflows (then only it: a templated
+--      trigger finds only bundled workflows), else "."; removed at the end;
 --   4. uploads <results><sid>/result.json (the strategy record, luabatch.json)
 --      and <results><sid>/output.log (everything it printed).
 -- Returns the exit code: 0 when the record's status is SUCCESS or SKIP, 1 for
@@ -41,6 +47,7 @@ local _M = { _VERSION = "0.1.0" }
 
 local type = type
 local pairs = pairs
+local ipairs = ipairs
 local pcall = pcall
 local require = require
 local tostring = tostring
@@ -128,6 +135,63 @@ local function pick(t, sel, getenv)
   return bundle.strategy(t, tostring(sel))
 end
 
+-- Remove a directory tree (no symlink is followed: lstat).
+local function rmtree(dir)
+  local names = core.listdir(dir) or {}
+  for _, n in ipairs(names) do
+    local p = dir .. "/" .. n
+    local st = core.stat(p)
+    if st and st.type == "directory" then rmtree(p) else os.remove(p) end
+  end
+  os.remove(dir)
+end
+
+local function mkdirs(root, rel)
+  local p = root
+  for part in rel:gmatch("([^/]+)/") do
+    p = p .. "/" .. part
+    local ok, msg, code = core.mkdir(p, 448)   -- 0700
+    if not ok and code ~= "EEXIST" then return nil, msg end
+  end
+  return true
+end
+
+-- Write the bundle's files into a new private directory -> dir | nil, msg.
+local function write_files(files, tmpdir)
+  local dir = str_format("%s/luabatch-files-%s", tmpdir, core.hex(core.random_bytes(8)))
+  local ok, msg = core.mkdir(dir, 448)
+  if not ok then return nil, str_format("cannot create %s: %s", dir, tostring(msg)) end
+  local function put(rel, text)
+    local okd, derr = mkdirs(dir, rel)
+    if not okd then return nil, str_format("%s/%s: %s", dir, rel, tostring(derr)) end
+    local okw, werr = core.append_file(dir .. "/" .. rel, text, 384)   -- 0600, a new file
+    if not okw then return nil, str_format("%s/%s: %s", dir, rel, tostring(werr)) end
+    return true
+  end
+  local names = {}
+  for k in pairs(files.registry or {}) do names[#names + 1] = k end
+  table.sort(names)
+  for _, k in ipairs(names) do
+    local okp, perr = put("registry/" .. k, files.registry[k])
+    if not okp then rmtree(dir) return nil, perr end
+  end
+  -- one file per distinct source (several workflows of one file share it)
+  names = {}
+  for k in pairs(files.workflows or {}) do names[#names + 1] = k end
+  table.sort(names)
+  local written, n = {}, 0
+  for _, k in ipairs(names) do
+    local text = files.workflows[k]
+    if not written[text] then
+      written[text] = true
+      n = n + 1
+      local okp, perr = put(str_format("conf/w%03d.yml", n), text)
+      if not okp then rmtree(dir) return nil, perr end
+    end
+  end
+  return dir
+end
+
 local function combo_text(combo)
   if combo.id == "EMPTY" then return "" end
   local ok, json = pcall(require, "luabatch.json")
@@ -193,11 +257,22 @@ function _M.run(opts)
   local function logline(line)
     for l in (tostring(line) .. "\n"):gmatch("(.-)\n") do say("  | " .. l) end
   end
+  local registry, conf = opts.registry, opts.conf or "."
+  local files_dir
+  if t.files and (t.files.registry or t.files.workflows) then
+    local ferr
+    files_dir, ferr = write_files(t.files, opts.tmpdir or getenv("TMPDIR") or "/tmp")
+    if not files_dir then
+      return fail(2, "%s: cannot write the bundled files: %s", url, tostring(ferr))
+    end
+    registry = files_dir .. "/registry:" .. (registry or getenv("LUABATCH_REGISTRY") or "./registry")
+    if t.files.workflows then conf = files_dir .. "/conf" end
+  end
   local env = engine.make_env(model, {
     getenv = getenv,
-    registry = opts.registry,
+    registry = registry,
     tmpdir = opts.tmpdir,
-    conf = opts.conf or ".",
+    conf = conf,
     log = logline,
     output_line = logline,     -- bash output as it is written (CloudWatch, live)
     progress = function(event, info)
@@ -242,6 +317,7 @@ function _M.run(opts)
     rec.info = stage.info(t0, stage.now())
   end
   if was_interrupted and core_ok and core.clear_interrupt then core.clear_interrupt() end
+  if files_dir then rmtree(files_dir) end
   local line = str_format("%s: %s (%s)", where, tostring(rec.status), fmt_secs(stage.now() - t0))
   local m = first_error(rec.errors)
   if m and rec.status ~= "SUCCESS" then line = line .. ": " .. (m:match("^[^\n]*") or m) end

@@ -5,7 +5,8 @@
 -- runner produces (timing aside), output.log must hold the stage output, the
 -- exit codes are 0/1/2, the array index picks the strategy, credentials come
 -- from the environment or an ECS-style container endpoint and never show up
--- in what is printed or uploaded, and SIGTERM still uploads a CANCEL record.
+-- in what is printed or uploaded, SIGTERM still uploads a CANCEL record, and
+-- the bundle's files (registry modules, workflows) serve call/trigger stages.
 local servers = require "tests.helpers.servers"
 local bundle = require "luabatch.runner.aws_batch.bundle"
 local load = require "luabatch.workflow.load"
@@ -388,6 +389,61 @@ s.serve_forever()
       assert.is_true((bundle.secret_free(err .. out, { "wrong-token-value", ECS_TOKEN })))
       assert.are.same({ "runs/r5/envdump/bundle.json" }, keys_under("runs/r5/"))
     end)
+  end)
+
+  it("runs call/trigger stages from the bundle's files, in a private dir removed at the end", function()
+    local files = {
+      registry = { ["lbt/mod.lua"] = "return { ['f@v1'] = function(a) return { got = a.x * 3, "
+        .. "src = debug.getinfo(1, 'S').source } end }\n" },
+      workflows = { ["wf-kid"] = "name: wf-kid\ntype: Workflow\njobs:\n  k:\n    stages:\n"
+        .. "      - name: c\n        id: c\n        uses: lbt.mod/f@v1\n        with: { x: 5 }\n" } }
+    local m = assert(load.string([[
+wf-files:
+  type: Workflow
+  jobs:
+    j:
+      stages:
+        - name: c
+          id: c
+          uses: lbt.mod/f@v1
+          with: { x: 2 }
+        - name: t
+          id: t
+          trigger: wf-kid
+]], "f.yml", { getenv = function() return nil end }))
+    local t = bundle.build{ run_id = "r7", workflow = m.name, job_id = "j", jobdef = m.jobs.j,
+      results = url("runs/r7/j/"), files = files }
+    assert(s3:put_object(bucket, "runs/r7/j/bundle.json", bundle.encode(t)))
+    local tmp = dir .. "/tmp7"
+    assert(os.execute("mkdir -p " .. sh_quote(tmp)))
+    local env = { AWS_ACCESS_KEY_ID = key, AWS_SECRET_ACCESS_KEY = secret, TMPDIR = tmp,
+                  LUABATCH_REGISTRY = dir .. "/none" }
+    local out, err, rc = task({ url("runs/r7/j/bundle.json") }, env)
+    assert.are.equal(0, rc, err .. out)
+    local rec = json.decode(assert(get("runs/r7/j/EMPTY/result.json")))
+    assert.are.equal(6, rec.stages.c.outputs.got)
+    assert.matches("^@" .. tmp:gsub("%p", "%%%0") .. "/luabatch%-files%-%x+/registry/lbt/mod%.lua$",
+      rec.stages.c.outputs.src)
+    assert.are.equal(15, rec.stages.t.outputs.jobs.k.stages.c.outputs.got)
+    local p = io.popen("ls -A " .. sh_quote(tmp))
+    local left = p:read("a")
+    p:close()
+    assert.are.equal("", left)
+    -- without the files, the same job fails here (nothing else provides them)
+    t.files = nil
+    assert(s3:put_object(bucket, "runs/r8/j/bundle.json", (bundle.encode(t):gsub("runs/r7/", "runs/r8/"))))
+    out, err, rc = task({ url("runs/r8/j/bundle.json") }, env)
+    assert.are.equal(1, rc, err .. out)
+    rec = json.decode(assert(get("runs/r8/j/EMPTY/result.json")))
+    assert.matches("no registry module 'lbt.mod'", rec.stages.c.errors.message, 1, true)
+    -- bad files: exit 2 naming the field
+    local bad = json.decode(bundle.encode(bundle.build{ run_id = "r9", workflow = m.name, job_id = "j",
+      jobdef = m.jobs.j, results = url("runs/r9/j/"), files = files }))
+    bad.files.registry["../escape.lua"] = "return {}"
+    assert(s3:put_object(bucket, "runs/r9/j/bundle.json", json.encode(bad)))
+    out, err, rc = task({ url("runs/r9/j/bundle.json") }, env)
+    assert.are.equal(2, rc, err .. out)
+    assert.is_truthy(err:find("files: registry[\"../escape.lua\"]", 1, true), err)
   end)
 
   it("stops the stages on SIGTERM, uploads a CANCEL record and exits 1", function()

@@ -239,3 +239,242 @@ describe("luabatch.runner.aws_batch.bundle #unit", function()
     end)
   end)
 end)
+
+-- The files of call: and trigger: stages (bundle.collect_files / files).
+describe("luabatch.runner.aws_batch.bundle files #unit", function()
+  local engine = require "luabatch.workflow.engine"
+  local call = require "luabatch.workflow.stages.call"
+  local root, reg, conf
+
+  local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+  local function write(path, text)
+    assert(os.execute("mkdir -p " .. sh_quote(path:match("^(.*)/[^/]+$"))))
+    local f = assert(io.open(path, "wb"))
+    f:write(text)
+    f:close()
+  end
+
+  local MAIN = [[
+wf-main:
+  type: Workflow
+  params:
+    mod:
+      type: str
+      default: mods.greet
+  jobs:
+    j:
+      stages:
+        - name: top
+          uses: mods.greet/hello@v1
+        - name: par
+          parallel:
+            a:
+              - name: deep
+                uses: pkg/f@latest
+            b:
+              - name: dyn
+                uses: "${{ params.mod }}/hello@v1"
+        - name: each
+          foreach: [1, 2]
+          stages:
+            - name: trig
+              trigger: wf-child
+        - name: pick
+          case: 1
+          match:
+            - case: 2
+              stages:
+                - name: dyntrig
+                  trigger: "wf-${{ params.mod }}"
+            - else:
+                - name: missing
+                  uses: nowhere/f@latest
+                - name: gone
+                  trigger: wf-absent
+]]
+  local CHILD = [[
+name: wf-child
+type: Workflow
+jobs:
+  c:
+    stages:
+      - name: again
+        uses: mods.greet/hello@v1
+      - name: down
+        until: "${{ loop >= 1 }}"
+        stages:
+          - name: gc
+            trigger: wf-grand
+]]
+  -- two workflows keyed in one file; the grandchild triggers back up (a cycle: no loop here)
+  local GRAND = [[
+wf-grand:
+  type: Workflow
+  jobs:
+    g:
+      stages:
+        - name: up
+          trigger: wf-child
+        - name: other-mod
+          uses: tools.x/run@latest
+wf-unused:
+  type: Workflow
+  jobs:
+    u:
+      stages:
+        - name: e
+          echo: never bundled for itself
+]]
+
+  setup(function()
+    root = os.tmpname()
+    os.remove(root)
+    reg = root .. "/registry"
+    conf = root .. "/conf"
+    write(reg .. "/mods/greet.lua", "return { ['hello@v1'] = function(a) return { m = 'hi' } end }\n")
+    write(reg .. "/pkg/init.lua", "return { f = function() return { pkg = true } end }\n")
+    write(reg .. "/tools/x.lua", "return { run = function() return {} end }\n")
+    write(conf .. "/main.yml", MAIN)
+    write(conf .. "/sub/child.yml", CHILD)
+    write(conf .. "/grand.yaml", GRAND)
+  end)
+
+  teardown(function()
+    if root then os.execute("rm -rf " .. sh_quote(root)) end
+  end)
+
+  local function main_env(extra)
+    local m = assert(load.file(conf .. "/main.yml", { getenv = NO_ENV }))
+    local o = { registry = reg, conf = conf, getenv = NO_ENV }
+    for k, v in pairs(extra or {}) do o[k] = v end
+    return m, engine.make_env(m, o)
+  end
+
+  local function read(path)
+    local f = assert(io.open(path, "rb"))
+    local s = f:read("a")
+    f:close()
+    return s
+  end
+
+  local function sorted_keys(t)
+    local out = {}
+    for k in pairs(t or {}) do out[#out + 1] = k end
+    table.sort(out)
+    return out
+  end
+
+  it("collects the registry modules and workflows of call/trigger stages, nested and recursive", function()
+    local m, env = main_env()
+    local files, notes = bundle.collect_files(m.jobs.j, env)
+    assert.is_table(files, notes)
+    assert.are.same({ "mods/greet.lua", "pkg/init.lua", "tools/x.lua" }, sorted_keys(files.registry))
+    assert.are.equal(read(reg .. "/mods/greet.lua"), files.registry["mods/greet.lua"])
+    assert.are.equal(read(reg .. "/pkg/init.lua"), files.registry["pkg/init.lua"])
+    assert.are.same({ "wf-child", "wf-grand" }, sorted_keys(files.workflows))
+    assert.are.equal(CHILD, files.workflows["wf-child"])
+    assert.are.equal(GRAND, files.workflows["wf-grand"])
+    -- templated targets and targets the host lacks are left to the image, and said so
+    local text = table.concat(notes, "\n")
+    assert.is_truthy(text:find("'${{ params.mod }}/hello@v1' is templated", 1, true), text)
+    assert.is_truthy(text:find("'wf-${{ params.mod }}' is templated", 1, true), text)
+    assert.is_truthy(text:find("call 'nowhere/f@latest'", 1, true), text)
+    assert.is_truthy(text:find("trigger 'wf-absent'", 1, true), text)
+    assert.are.equal(4, #notes, text)
+  end)
+
+  it("keys a module as call.resolve finds it (first registry dir wins)", function()
+    local other = root .. "/reg2"
+    write(other .. "/mods/greet.lua", "return { ['hello@v1'] = function() return { m = 'first' } end }\n")
+    local m, env = main_env({ registry = other .. ":" .. reg })
+    local file, rel = call.resolve(env.registry_path, "mods.greet")
+    assert.are.equal(other .. "/mods/greet.lua", file)
+    assert.are.equal("mods/greet.lua", rel)
+    local files = assert(bundle.collect_files(m.jobs.j, env))
+    assert.are.equal(read(other .. "/mods/greet.lua"), files.registry["mods/greet.lua"])
+    local nf, msg = call.resolve(env.registry_path, "no.such")
+    assert.is_nil(nf)
+    assert.is_truthy(msg:find(other .. "/no/such.lua", 1, true), msg)
+    assert.are.same({ "mods.greet", "hello", "v1" }, { call.parse_uses("mods.greet/hello@v1") })
+    assert.are.same({ "pkg", "f", "latest" }, { call.parse_uses("pkg/f") })
+  end)
+
+  it("gives empty files for a job without call/trigger stages", function()
+    local m = model()
+    local env = engine.make_env(m, { registry = reg, conf = conf, getenv = NO_ENV })
+    local files, notes = bundle.collect_files(m.jobs.count, env)
+    assert.are.same({}, files)
+    assert.are.same({}, notes)
+    local t = build(m, { files = files })
+    assert.is_nil(t.files)
+    assert.is_nil(bundle.encode(t):find('"files"', 1, true))
+  end)
+
+  it("refuses files over the size cap, naming the file", function()
+    local m, env = main_env()
+    local files, msg = bundle.collect_files(m.jobs.j, env, { max_bytes = 100 })
+    assert.is_nil(files)
+    assert.is_truthy(msg:find("over the limit of 100", 1, true), msg)
+    assert.is_truthy(msg:find("file '", 1, true), msg)
+    assert.is_truthy(msg:find(root, 1, true), msg)   -- the local path of the file
+    assert.is_table((bundle.collect_files(m.jobs.j, env, { max_bytes = 100000 })))
+  end)
+
+  it("refuses a file holding a credential, naming the file and not the secret", function()
+    local secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYINAFILE01"
+    write(reg .. "/tools/x.lua", "-- key " .. secret .. "\nreturn { run = function() return {} end }\n")
+    local m, env = main_env()
+    local files, msg = bundle.collect_files(m.jobs.j, env,
+      { secrets = bundle.secrets_of({ aws_secret_access_key = secret }, NO_ENV) })
+    write(reg .. "/tools/x.lua", "return { run = function() return {} end }\n")
+    assert.is_nil(files)
+    assert.is_truthy(msg:find("registry file 'tools/x.lua'", 1, true), msg)
+    assert.is_nil(msg:find(secret, 1, true), msg)
+    -- the same from the environment
+    local envsec = "FQoGZXIvYXdzENVSESSIONTOKEN00001"
+    write(conf .. "/sub/child.yml", CHILD .. "# " .. envsec .. "\n")
+    local getenv = function(n) if n == "AWS_SESSION_TOKEN" then return envsec end end
+    files, msg = bundle.collect_files(m.jobs.j, env, { secrets = bundle.secrets_of({}, getenv) })
+    write(conf .. "/sub/child.yml", CHILD)
+    assert.is_nil(files)
+    assert.is_truthy(msg:find("workflow file 'wf-child'", 1, true), msg)
+    assert.is_nil(msg:find(envsec, 1, true), msg)
+    -- and from a credential provider
+    local got = bundle.secrets_of(nil, nil, { get = function() return { secret_key = "provider-secret-1" } end })
+    assert.are.same({ "provider-secret-1" }, got)
+  end)
+
+  it("round-trips files through build/encode/decode", function()
+    local m, env = main_env()
+    local files = assert(bundle.collect_files(m.jobs.j, env))
+    local t = build(model(), { files = files })
+    local t2 = assert(bundle.decode(bundle.encode(t), "b.json"))
+    assert.are.same(files.registry, t2.files.registry)
+    assert.are.same(files.workflows, t2.files.workflows)
+    -- a bundle without files still decodes (luabatch-bundle/1)
+    local plain = assert(bundle.decode(bundle.encode(build(model())), "p.json"))
+    assert.is_nil(plain.files)
+  end)
+
+  it("names what is wrong with files in decode and build", function()
+    local base = json.decode(bundle.encode(build(model())))
+    local function try(files)
+      base.files = files
+      local t, msg, code = bundle.decode(json.encode(base), "b.json")
+      assert.is_nil(t)
+      assert.are.equal("EBUNDLE", code)
+      return msg
+    end
+    assert.is_truthy(try("x"):find("b.json: files:", 1, true))
+    assert.is_truthy(try({ other = {} }):find('unknown field "other"', 1, true))
+    assert.is_truthy(try({ registry = { ["../x.lua"] = "s" } }):find("'..'", 1, true))
+    assert.is_truthy(try({ registry = { ["/abs/x.lua"] = "s" } }):find("relative", 1, true))
+    assert.is_truthy(try({ registry = { ["x.txt"] = "s" } }):find("end in .lua", 1, true))
+    assert.is_truthy(try({ registry = { ["a b.lua"] = "s" } }):find("letters", 1, true))
+    assert.is_truthy(try({ registry = { ["x.lua"] = 3 } }):find('registry["x.lua"]: the source must be a string', 1, true))
+    assert.is_truthy(try({ workflows = { w = {} } }):find('workflows["w"]', 1, true))
+    assert.has_error(function() build(model(), { files = { registry = { ["../x.lua"] = "s" } } }) end)
+    assert.has_error(function() bundle.collect_files(nil, {}) end)
+    assert.has_error(function() bundle.collect_files({}, nil) end)
+  end)
+end)

@@ -225,8 +225,15 @@ function Run:prepare()
   local bundle = require "luabatch.runner.aws_batch.bundle"
   local combos = job.strategies(self.jobdef)
   local results = "s3://" .. cfg.bucket .. "/" .. self:s3key() .. "/"
+  -- the registry modules / workflow files of call: and trigger: stages (bundle.collect_files)
+  local files, ferr = bundle.collect_files(self.jobdef, self.env, { max_bytes = s.policy.bundle_files_max,
+    secrets = bundle.secrets_of(self.with, self.env.getenv, c.s3 and c.s3._creds) })
+  if not files then
+    self.prepare_error = str_format("job '%s': bundle: %s", self.job_id, tostring(ferr))
+    return nil, self.prepare_error
+  end
   local ok, t = pcall(bundle.build, { run_id = s.run_id, workflow = self.model.name, job_id = self.job_id,
-    jobdef = self.jobdef, context = self.wctx, strategies = combos, results = results })
+    jobdef = self.jobdef, context = self.wctx, strategies = combos, results = results, files = files })
   if not ok then
     self.prepare_error = str_format("job '%s': bundle: %s", self.job_id, tostring(t))
     return nil, self.prepare_error
@@ -462,7 +469,8 @@ function Run:finish(w, combo, t0, key, why)
     return cancel_record(combo, t0, str_format("Strategy execution was canceled: AWS Batch job %s (%s) "
       .. "terminated: %s", tostring(w.name), w.id, p.fail_fast_reason))
   elseif why == "deadline" then
-    s:terminate(self.c, w, p.deadline_reason)
+    -- an array child is already terminated through its parent: one call
+    if not w.terminated then s:terminate(self.c, w, p.deadline_reason) end
     return failed_record(combo, t0, error_of(str_format("AWS Batch job %s (%s): %s (timeout %s s x %d "
       .. "attempts + %s s margin); terminated", tostring(w.name), w.id, p.deadline_reason,
       tostring(self.cfg.timeout), self.cfg.attempts, tostring(p.deadline_margin))))
@@ -595,8 +603,12 @@ function Run:all(combos, wctx, aenv, group)
   if why == "cancel" then
     s:terminate_all(self:cancel_reason())
   elseif why == "fail-fast" or why == "deadline" then
-    s:terminate(self.c, parent, why == "deadline" and p.deadline_reason or p.fail_fast_reason)
-    for _, cw in ipairs(ws) do if not cw.final then cw.terminated = cw.terminated or parent.terminated end end
+    local tok = s:terminate(self.c, parent, why == "deadline" and p.deadline_reason or p.fail_fast_reason)
+    -- Batch ends the children with their parent; if that call failed, the
+    -- deadline path below terminates each child itself
+    if tok or why == "fail-fast" then
+      for _, cw in ipairs(ws) do if not cw.final then cw.terminated = cw.terminated or parent.terminated end end
+    end
     if why == "fail-fast" then group.cancel = true end
   end
   for i, combo in ipairs(combos) do

@@ -18,8 +18,31 @@
 --            threads, non string/number keys, cycles) removed>,
 --     context = { params = {...}, jobs = { <records of the jobs in job.needs> } },
 --     strategies = [ { id = "<sid>" | "EMPTY", values = {...} }, ... ],
---     results = "s3://<bucket>/<run prefix>/<job_id>/" }   (always ends in "/")
+--     results = "s3://<bucket>/<run prefix>/<job_id>/",   (always ends in "/")
+--     files = { registry = { ["<rel>.lua"] = "<source>" },         -- optional
+--               workflows = { ["<name>"] = "<yaml source>" } } }
 -- An array child i runs strategies[i + 1].
+--
+-- files: what `call:` and `trigger:` stages need that the image may lack,
+-- gathered on the host by collect_files(jobdef, env [, opts]) and handed to
+-- build as o.files:
+--   * every `call:` whose `uses` has no ${{ }} template: the registry module
+--     file it resolves to (luabatch.workflow.stages.call.resolve over
+--     env.registry_path), keyed by its path inside the registry directory;
+--   * every `trigger:` with a literal name: the YAML source of the file that
+--     defines it in env.conf (as load.find picks it), keyed by the name, and,
+--     recursively, that workflow's own call/trigger files.
+--   Stages nested in parallel/foreach/case/until count.  Not bundled (the
+--   image must have them): templated targets, targets not found on the host,
+--   files a registry module reads or requires itself.  The sources together
+--   may take at most opts.max_bytes (default MAX_FILES_BYTES, 4 MiB); a file
+--   holding one of opts.secrets is refused (the message names the file,
+--   never the secret).  The container (luabatch.task) writes them to a
+--   private temporary directory searched first (registry) / as the conf
+--   directory (workflows) and removes it at the end.  A workflow's whole
+--   file goes: when one file keys several workflows they come along, and if
+--   two bundled files define the same name the container's pick follows
+--   discover's rule (newest file) and may differ from the host's.
 --
 -- build() raises on misuse (bad argument ...); its second return lists the
 -- paths it dropped ("job.runs_on.with", "job.strategy.key_order", ...).
@@ -30,7 +53,7 @@
 
 local stage = require "luabatch.workflow.stage"
 
-local _M = { _VERSION = "0.1.0", FORMAT = "luabatch-bundle/1" }
+local _M = { _VERSION = "0.1.0", FORMAT = "luabatch-bundle/1", MAX_FILES_BYTES = 4 * 1024 * 1024 }
 
 local type = type
 local pairs = pairs
@@ -210,7 +233,238 @@ function _M.build(o)
     strategies = combos,
     results = results,
   }
+  if o.files ~= nil then
+    local files, ferr = _M.check_files(o.files)
+    if not files then error("bad argument #1 to 'build' (files: " .. ferr .. ")", 2) end
+    if files.registry or files.workflows then t.files = files end
+  end
   return t, dropped
+end
+
+---------------------------------------------------------------------------
+-- files: registry modules and workflow sources for call/trigger stages
+---------------------------------------------------------------------------
+
+-- A registry key is a relative path of plain components ending in .lua.
+local function bad_registry_key(k)
+  if type(k) ~= "string" or k == "" then return "a non-empty string is required" end
+  if str_sub(k, 1, 1) == "/" then return "must be a relative path" end
+  if not str_find(k, "%.lua$") then return "must end in .lua" end
+  for part in (k .. "/"):gmatch("([^/]*)/") do
+    if part == "" or part == "." or part == ".." then
+      return "must not hold empty, '.' or '..' components"
+    end
+    if not str_find(part, "^[%w_%-%.]+$") then return "may hold only letters, digits, '_', '-', '.'" end
+  end
+  return nil
+end
+
+--- Check a files table (see the header) -> a copy with only non-empty maps
+-- (object-marked) | nil, "<field>: <what is wrong>".
+function _M.check_files(f)
+  if type(f) ~= "table" or (is_list(f) and next(f) ~= nil) then
+    return nil, str_format("an object {registry, workflows} is required, got %s", type(f))
+  end
+  local out = {}
+  for k in pairs(f) do
+    if k ~= "registry" and k ~= "workflows" then
+      return nil, str_format("unknown field %q (registry and workflows are known)", tostring(k))
+    end
+  end
+  for _, kind in ipairs({ "registry", "workflows" }) do
+    local m = f[kind]
+    if m ~= nil then
+      if type(m) ~= "table" or (is_list(m) and next(m) ~= nil) then
+        return nil, str_format("%s: an object of names to sources is required, got %s", kind, type(m))
+      end
+      local c = object()
+      for k, v in pairs(m) do
+        local why
+        if kind == "registry" then
+          why = bad_registry_key(k)
+        elseif type(k) ~= "string" or k == "" then
+          why = "a non-empty workflow name is required"
+        end
+        if why then return nil, str_format("%s[%s]: %s", kind, str_format("%q", tostring(k)), why) end
+        if type(v) ~= "string" then
+          return nil, str_format("%s[%q]: the source must be a string, got %s", kind, k, type(v))
+        end
+        c[k] = v
+      end
+      if next(c) ~= nil then out[kind] = c end
+    end
+  end
+  return out
+end
+
+local function read_all(path)
+  local fh, err = io.open(path, "rb")
+  if not fh then return nil, tostring(err) end
+  local s = fh:read("a")
+  fh:close()
+  if s == nil then return nil, "cannot read " .. path end
+  return s
+end
+
+local SKIP_FIELDS = { pos = true, with = true, args = true, params = true, vars = true }
+
+-- Every call/trigger stage below `stages` (nested kinds included), in order.
+local function each_target(stages, fn)
+  local seen = {}
+  local function walk(v)
+    if type(v) ~= "table" or seen[v] then return end
+    seen[v] = true
+    if type(v.kind) == "string" then
+      if v.kind == "call" and type(v.uses) == "string" then fn("call", v.uses, v) end
+      if v.kind == "trigger" and type(v.trigger) == "string" then fn("trigger", v.trigger, v) end
+    end
+    local keys = {}
+    for k, x in pairs(v) do
+      if type(x) == "table" and not SKIP_FIELDS[k] then keys[#keys + 1] = k end
+    end
+    tbl_sort(keys, function(a, b)
+      if type(a) ~= type(b) then return type(a) < type(b) end
+      return a < b
+    end)
+    for _, k in ipairs(keys) do walk(v[k]) end
+  end
+  walk(stages)
+end
+
+local function has_template(s) return str_find(s, "${{", 1, true) ~= nil end
+
+--- Gather the files the job's call/trigger stages need (see the header)
+-- -> files, notes | nil, message.  env: the engine's job env (registry_path,
+-- conf, getenv, workflow_name).  opts: max_bytes, secrets (list of strings
+-- no file may contain).  notes: what was left to the image, one line each.
+-- files is { registry = {...}?, workflows = {...}? } (empty: nothing needed).
+function _M.collect_files(jobdef, env, opts)
+  if type(jobdef) ~= "table" then
+    error("bad argument #1 to 'collect_files' (job definition expected, got " .. type(jobdef) .. ")", 2)
+  end
+  if type(env) ~= "table" then
+    error("bad argument #2 to 'collect_files' (env expected, got " .. type(env) .. ")", 2)
+  end
+  opts = opts or {}
+  local call = require "luabatch.workflow.stages.call"
+  local getenv = env.getenv or os.getenv
+  local registry = env.registry_path or getenv("LUABATCH_REGISTRY") or "./registry"
+  local conf = env.conf or "."
+  local max = opts.max_bytes or _M.MAX_FILES_BYTES
+  local secrets = {}
+  for _, v in pairs(opts.secrets or {}) do
+    if type(v) == "string" and v ~= "" then secrets[#secrets + 1] = v end
+  end
+  local reg, wfs = object(), object()
+  local notes = {}
+  local total = 0
+  local failure
+
+  local function take(kind, key, local_path, text)
+    for _, sec in ipairs(secrets) do
+      if str_find(text, sec, 1, true) then
+        failure = str_format("%s file '%s' (%s) contains a credential (a secret key or session token "
+          .. "of this run); refusing to upload it", kind, key, local_path)
+        return false
+      end
+    end
+    total = total + #text
+    if total > max then
+      failure = str_format("%s file '%s' (%s, %d bytes) takes the bundled files to %d bytes, over the "
+        .. "limit of %d", kind, key, local_path, #text, total, max)
+      return false
+    end
+    return true
+  end
+
+  local scanned
+  local function find_workflow(name)
+    if not scanned then
+      local all, err = require("luabatch.workflow.discover").scan(conf)
+      if not all then return nil, err end
+      scanned = all
+    end
+    for _, e in ipairs(scanned) do
+      if e.name == name then return e end
+    end
+    return nil, str_format("not found in conf dir '%s'", conf)
+  end
+
+  local visiting = {}
+  if type(env.workflow_name) == "string" then visiting[env.workflow_name] = true end
+  for k in pairs(env.parents or {}) do visiting[k] = true end
+
+  local visit_stages
+  local function on_target(kind, target, st)
+    if failure then return end
+    local where = str_format("stage '%s'", tostring(st.name or st.id or "?"))
+    if has_template(target) then
+      notes[#notes + 1] = str_format("%s: %s '%s' is templated: not bundled (the image must have it)",
+        where, kind, target)
+      return
+    end
+    if kind == "call" then
+      local path = call.parse_uses(target)
+      if not path then
+        notes[#notes + 1] = str_format("%s: call '%s' is not path/func@tag: not bundled", where, target)
+        return
+      end
+      local file, rel = call.resolve(registry, path)
+      if not file then
+        notes[#notes + 1] = str_format("%s: call '%s': %s: not bundled", where, target, rel)
+        return
+      end
+      rel = rel:gsub("/+", "/"):gsub("^/", "")
+      if reg[rel] ~= nil then return end
+      if bad_registry_key(rel) then
+        notes[#notes + 1] = str_format("%s: call '%s': %s cannot be bundled (%s)", where, target, file,
+          bad_registry_key(rel))
+        return
+      end
+      local text, rerr = read_all(file)
+      if not text then
+        failure = str_format("registry file '%s' (%s): %s", rel, file, rerr)
+        return
+      end
+      if take("registry", rel, file, text) then reg[rel] = text end
+    else
+      if visiting[target] or wfs[target] ~= nil then return end
+      local e, ferr = find_workflow(target)
+      if not e then
+        notes[#notes + 1] = str_format("%s: trigger '%s': %s: not bundled", where, target, ferr)
+        return
+      end
+      local text, rerr = read_all(e.path)
+      if not text then
+        failure = str_format("workflow file '%s' (%s): %s", target, e.path, rerr)
+        return
+      end
+      if not take("workflow", target, e.path, text) then return end
+      wfs[target] = text
+      local model, lerr = require("luabatch.workflow.load").file(e.path, { name = target, getenv = getenv })
+      if not model then
+        notes[#notes + 1] = str_format("%s: trigger '%s': %s: its own stages were not searched", where,
+          target, tostring(lerr))
+        return
+      end
+      visiting[target] = true
+      for _, id in ipairs(model.job_order or {}) do
+        local j = model.jobs[id]
+        if j then visit_stages(j.stages) end
+      end
+      visiting[target] = nil
+    end
+  end
+  visit_stages = function(stages)
+    if failure or type(stages) ~= "table" then return end
+    each_target(stages, on_target)
+  end
+  visit_stages(jobdef.stages)
+  if failure then return nil, failure end
+  local files = {}
+  if next(reg) ~= nil then files.registry = reg end
+  if next(wfs) ~= nil then files.workflows = wfs end
+  return files, notes
 end
 
 ---------------------------------------------------------------------------
@@ -306,6 +560,11 @@ function _M.decode(s, name)
   if type(t.results) ~= "string" or not str_find(t.results, "^s3://[^/]+/") then
     return bad(name, "results", "an s3://bucket/prefix/ URL is required, got %s",
       type(t.results) == "string" and str_format("%q", t.results) or tname(t.results))
+  end
+  if t.files ~= nil then
+    local files, ferr = _M.check_files(t.files)
+    if not files then return bad(name, "files", "%s", ferr) end
+    t.files = files
   end
   if t.context == nil then t.context = {} end
   if type(t.context) ~= "table" then
@@ -405,6 +664,33 @@ function _M.secret_free(t, secrets)
   local p = walk(t, "$")
   if p then return false, p end
   return true
+end
+
+--- The credential values of a run that no uploaded file may contain: the
+-- with: keys, the AWS_* environment ones and, when a provider with :get()
+-- is given (its answer cached by then), the credentials it holds.  Values
+-- shorter than 8 characters are left out (they would match by chance).
+function _M.secrets_of(with, getenv, provider)
+  local out = {}
+  local function add(v)
+    if type(v) == "string" and #v >= 8 then out[#out + 1] = v end
+  end
+  with = type(with) == "table" and with or {}
+  add(with.aws_secret_access_key)
+  add(with.aws_session_token)
+  if type(getenv) == "function" then
+    add(getenv("AWS_SECRET_ACCESS_KEY"))
+    add(getenv("AWS_SESSION_TOKEN"))
+    add(getenv("AWS_SECURITY_TOKEN"))
+  end
+  if type(provider) == "table" and type(provider.get) == "function" then
+    local ok, c = pcall(provider.get, provider)
+    if ok and type(c) == "table" then
+      add(c.secret_key)
+      add(c.session_token)
+    end
+  end
+  return out
 end
 
 _M._clean = clean          -- for specs

@@ -21,6 +21,10 @@
 -- { params, matrix, stages, jobs, log = fn(line), sched = the scheduler
 -- module, result = { context = {} } }; it returns a table: the outputs.
 -- Python call targets are not supported.
+--
+-- Exported for the aws_batch bundle (luabatch.runner.aws_batch.bundle):
+-- parse_uses(uses) -> path, func, tag; split_path(registry) -> dirs;
+-- resolve(registry, path) -> file, rel | nil, msg (the file execute loads).
 
 local stage = require "luabatch.workflow.stage"
 
@@ -50,26 +54,37 @@ local function split_path(s)
   return out
 end
 
-local function load_module(dirs, path, env)
+-- The files a registry `path` may be, in search order: { {file, rel} }
+-- (rel: the file's path inside its registry directory).
+local function candidates(dirs, path)
   local rel = path:gsub("%.", "/")
+  local out = {}
+  for _, d in ipairs(dirs) do
+    for _, r in ipairs({ rel .. ".lua", rel .. "/init.lua" }) do
+      out[#out + 1] = { file = d .. "/" .. r, rel = r }
+    end
+  end
+  return out
+end
+
+local function load_module(dirs, path, env)
   local tried = {}
   local store = cache[env] or {}
   cache[env] = store
-  for _, d in ipairs(dirs) do
-    for _, cand in ipairs({ d .. "/" .. rel .. ".lua", d .. "/" .. rel .. "/init.lua" }) do
-      tried[#tried + 1] = cand
-      if store[cand] then return store[cand] end
-      if file_exists(cand) then
-        local fn, err = loadfile(cand)
-        if not fn then return nil, str_format("registry module %s: %s", cand, tostring(err)) end
-        local ok, mod = pcall(fn)
-        if not ok then return nil, str_format("registry module %s: %s", cand, tostring(mod)) end
-        if type(mod) ~= "table" then
-          return nil, str_format("registry module %s must return a table of functions", cand)
-        end
-        store[cand] = mod
-        return mod
+  for _, c in ipairs(candidates(dirs, path)) do
+    local cand = c.file
+    tried[#tried + 1] = cand
+    if store[cand] then return store[cand] end
+    if file_exists(cand) then
+      local fn, err = loadfile(cand)
+      if not fn then return nil, str_format("registry module %s: %s", cand, tostring(err)) end
+      local ok, mod = pcall(fn)
+      if not ok then return nil, str_format("registry module %s: %s", cand, tostring(mod)) end
+      if type(mod) ~= "table" then
+        return nil, str_format("registry module %s must return a table of functions", cand)
       end
+      store[cand] = mod
+      return mod
     end
   end
   return nil, str_format("no registry module '%s' (searched %s); call targets are Lua functions (Python call targets are not supported)",
@@ -155,17 +170,42 @@ local function check_args(uses, spec, args)
   return out
 end
 
+--- "path/func@tag" (or "path/func": tag "latest") -> path, func, tag | nil.
+function _M.parse_uses(uses)
+  if type(uses) ~= "string" then return nil end
+  local path, func, tag = uses:match("^(.+)/([^/@]+)@([^@]+)$")
+  if not path then
+    path, func = uses:match("^(.+)/([^/@]+)$")
+    tag = "latest"
+  end
+  if not path then return nil end
+  return path, func, tag
+end
+
+--- The registry directories of a LUABATCH_REGISTRY-style value (':'-separated;
+-- empty -> { "./registry" }).
+_M.split_path = split_path
+
+--- The module file a registry `path` resolves to, exactly as execute finds
+-- it: registry is the ':'-separated directory list (env.registry_path).
+-- -> file, rel (its path inside the registry directory, e.g. "mods/greet.lua"
+-- or "mods/greet/init.lua") | nil, message naming what was searched.
+function _M.resolve(registry, path)
+  local tried = {}
+  for _, c in ipairs(candidates(split_path(registry), path)) do
+    if file_exists(c.file) then return c.file, c.rel end
+    tried[#tried + 1] = c.file
+  end
+  return nil, str_format("no registry module '%s' (searched %s)", path, tbl_concat(tried, ", "))
+end
+
 function _M.execute(st, rctx, env)
   local uses, err = stage.render_or_error(env, st.uses, rctx)
   if uses == nil then return nil, err end
   if type(uses) ~= "string" then
     return nil, { name = "StageError", message = "call: 'uses' must be a string path/func@tag" }
   end
-  local path, func, tag = uses:match("^(.+)/([^/@]+)@([^@]+)$")
-  if not path then
-    path, func = uses:match("^(.+)/([^/@]+)$")
-    tag = "latest"
-  end
+  local path, func, tag = _M.parse_uses(uses)
   if not path then
     return nil, { name = "StageError", message = str_format("call: '%s' is not of the form path/func@tag", uses) }
   end
