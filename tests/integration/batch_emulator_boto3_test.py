@@ -6,8 +6,8 @@ proves the emulator speaks the AWS Batch (rest-json) and CloudWatch Logs
 (json-1.1) protocols, and signs nothing boto3 would not.  Checks job life
 (states, exit codes, reasons, attempts), retryStrategy/evaluateOnExit,
 timeouts, dependsOn, array jobs, TerminateJob/CancelJob, logs pagination,
-ListJobs pagination and filters, faults, SigV4 rejection and the ECS
-credentials endpoint.
+ListJobs pagination and filters, faults, SigV4 rejection, the ECS
+credentials endpoint and the EC2/FARGATE platform rules.
 
 usage: batch_emulator_boto3_test.py   (from the repository root or anywhere)
 Prints 'TEST batch-emulator-boto3: N passed, M failed'; exits 1 on failure.
@@ -145,6 +145,68 @@ def test_infra(batch):
     ce = batch.describe_compute_environments(
         computeEnvironments=[far["computeEnvironmentOrder"][0]["computeEnvironment"]])["computeEnvironments"]
     check(ce[0]["computeResources"]["type"] == "FARGATE", "fargate queue -> FARGATE compute environment")
+
+
+def test_platform(batch):
+    role = "arn:aws:iam::123456789012:role/ecsTaskExecutionRole"
+
+    def far(name, vcpu="1", memory="2048", **extra):
+        cp = {"image": "debian:bookworm-slim", "command": ["sh", "-c", "echo $AWS_EXECUTION_ENV"],
+              "resourceRequirements": [{"type": "VCPU", "value": vcpu}, {"type": "MEMORY", "value": memory}],
+              "executionRoleArn": role, "networkConfiguration": {"assignPublicIp": "ENABLED"},
+              "fargatePlatformConfiguration": {"platformVersion": "1.4.0"}}
+        cp.update(extra)
+        cp = {k: v for k, v in cp.items() if v is not None}
+        return batch.register_job_definition(jobDefinitionName=name, type="container",
+                                             platformCapabilities=["FARGATE"], containerProperties=cp)
+
+    def msg_of(fn):
+        try:
+            fn()
+        except botocore.exceptions.ClientError as e:
+            return e.response["Error"]["Code"], e.response["Error"]["Message"]
+        return None, None
+
+    r = far("lb-far")
+    d = batch.describe_job_definitions(jobDefinitions=[r["jobDefinitionArn"]])["jobDefinitions"][0]
+    check(d["platformCapabilities"] == ["FARGATE"] and
+          d["containerProperties"]["fargatePlatformConfiguration"] == {"platformVersion": "1.4.0"},
+          "FARGATE definition round-trips platformCapabilities and platformVersion")
+    for vcpu, mem in (("0.25", "512"), ("0.5", "4096"), ("4", "30720"), ("16", "122880")):
+        code, msg = msg_of(lambda: far("lb-far-ok", vcpu, mem))
+        check(code is None, "Fargate size %s vCPU / %s MiB accepted (%s)" % (vcpu, mem, msg))
+    for vcpu, mem in (("0.5", "1"), ("1", "1024"), ("2", "2048"), ("3", "8192"), ("16", "16384")):
+        code, msg = msg_of(lambda: far("lb-far-bad", vcpu, mem))
+        check(code == "ClientException" and "Fargate resource requirements" in (msg or "") and "not valid" in msg,
+              "Fargate size %s vCPU / %s MiB refused (%s: %s)" % (vcpu, mem, code, msg))
+    code, msg = msg_of(lambda: far("lb-far-norole", executionRoleArn=None))
+    check(code == "ClientException" and "executionRoleArn" in (msg or ""), "FARGATE without executionRoleArn refused")
+    code, msg = msg_of(lambda: far("lb-far-gpu", resourceRequirements=[
+        {"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "2048"}, {"type": "GPU", "value": "1"}]))
+    check(code == "ClientException" and "GPU" in (msg or ""), "FARGATE with a GPU refused")
+    code, msg = msg_of(lambda: far("lb-far-vcpus", vcpus=1))
+    check(code == "ClientException" and "vcpus" in (msg or ""), "FARGATE with the deprecated vcpus field refused")
+    code, msg = msg_of(lambda: far("lb-far-pv", fargatePlatformConfiguration={"platformVersion": "9.9.9"}))
+    check(code == "ClientException" and "9.9.9" in (msg or ""), "unknown Fargate platform version refused")
+    code, msg = msg_of(lambda: register(batch, "lb-ec2-net", ["true"],
+                                        container={"networkConfiguration": {"assignPublicIp": "ENABLED"}}))
+    check(code == "ClientException" and "networkConfiguration" in (msg or ""),
+          "EC2 definition with networkConfiguration refused")
+    # queue platform vs definition platform
+    code, msg = msg_of(lambda: batch.submit_job(jobName="far-on-ec2", jobQueue=QUEUE, jobDefinition="lb-far"))
+    check(code == "ClientException" and msg == "Job Queue is attached to Compute Environment that can not run "
+          "Jobs with capability FARGATE", "FARGATE job on an EC2 queue refused (%s)" % msg)
+    register(batch, "lb-ec2-plain", ["true"])
+    code, msg = msg_of(lambda: batch.submit_job(jobName="ec2-on-far", jobQueue="lb-fargate-queue",
+                                                jobDefinition="lb-ec2-plain"))
+    check(code == "ClientException" and msg is not None and msg.endswith("capability EC2"),
+          "EC2 job on a FARGATE queue refused (%s)" % msg)
+    jid = batch.submit_job(jobName="far-ok", jobQueue="lb-fargate-queue", jobDefinition="lb-far")["jobId"]
+    j = wait_job(batch, jid)
+    check(j["status"] == "SUCCEEDED" and j["platformCapabilities"] == ["FARGATE"],
+          "FARGATE job runs on the Fargate queue (%s)" % j["status"])
+    check(j["container"].get("fargatePlatformConfiguration") == {"platformVersion": "1.4.0"} and
+          j["container"].get("executionRoleArn") == role, "job detail shows the Fargate container settings")
 
 
 def test_hello(batch, logs, port):
@@ -578,6 +640,7 @@ def main():
         for name, fn, args in [
             ("definitions", test_definitions, (batch,)),
             ("infra", test_infra, (batch,)),
+            ("platform", test_platform, (batch,)),
             ("hello", test_hello, (batch, logs, port)),
             ("states", test_states, (batch, port)),
             ("env_params", test_env_params, (batch, logs)),

@@ -17,6 +17,11 @@ One threaded HTTP server (stdlib + botocore), routed by request:
 Requests are checked against the botocore service model (required members,
 types, enums, lengths) and every API request must carry a valid SigV4
 signature, recomputed with botocore for the known secret of its access key.
+Platform rules as real Batch applies them: a FARGATE job definition needs a
+supported VCPU/MEMORY pair, an executionRoleArn and no GPU; an EC2 one no
+Fargate-only fields; SubmitJob refuses a definition whose platform the
+queue's compute environment cannot run ("Job Queue is attached to Compute
+Environment that can not run Jobs with capability EC2").
 
 Jobs run their container command as local processes (in a fresh directory,
 a new session), with the job definition's and the overrides' environment,
@@ -494,6 +499,41 @@ def _pattern_match(pattern, msg):
         if (t in msg) == neg:
             return False
     return True
+
+
+# ---------------------------------------------------------------------------
+# Fargate task sizes (the botocore model's ResourceRequirement documentation)
+# ---------------------------------------------------------------------------
+
+def _fargate_sizes():
+    sizes = {0.25: [512, 1024, 2048], 0.5: list(range(1024, 4097, 1024)),
+             1: list(range(2048, 8193, 1024)), 2: list(range(4096, 16385, 1024)),
+             4: list(range(8192, 30721, 1024)), 8: [8192] + list(range(16384, 61441, 4096)),
+             16: list(range(32768, 122881, 8192))}
+    return {k: frozenset(v) for k, v in sizes.items()}
+
+
+FARGATE_SIZES = _fargate_sizes()
+
+
+def _num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _fmt_vcpu(v):
+    n = _num(v)
+    return "%.2f" % n if n is not None else str(v)
+
+
+def fargate_pair_ok(vcpu, memory):
+    """True when VCPU/MEMORY (strings, as in resourceRequirements) form a Fargate size."""
+    c, m = _num(vcpu), _num(memory)
+    if c is None or m is None or m != int(m):
+        return False
+    return int(m) in FARGATE_SIZES.get(c, ())
 
 
 # ---------------------------------------------------------------------------
@@ -1043,6 +1083,7 @@ class Emulator:
         if to is not None and to < 60:
             raise client_error("timeout.attemptDurationSeconds must be at least 60 seconds")
         self._check_retry(p.get("retryStrategy"))
+        self._check_platform(p)
         if len(json.dumps(p)) > 24 * 1024:
             raise client_error("Job definition size exceeds the limit of 24 KiB")
         with self.lock:
@@ -1060,6 +1101,43 @@ class Emulator:
             revs.append(d)
             self.tags[arn] = dict(p.get("tags") or {})
         return {"jobDefinitionName": name, "jobDefinitionArn": arn, "revision": rev}
+
+    def _check_platform(self, p):
+        """Real Batch's platform rules for a container job definition.
+
+        FARGATE: resourceRequirements VCPU/MEMORY must be a supported Fargate
+        pair ("Fargate resource requirements (0.50 vCPU, 1 MiB) not valid.",
+        the text Batch gives), no GPU, no deprecated vcpus/memory fields, an
+        executionRoleArn.  EC2: no networkConfiguration /
+        fargatePlatformConfiguration ("Jobs that are running on EC2 resources
+        must not specify this parameter")."""
+        caps = p.get("platformCapabilities") or ["EC2"]
+        cp = p.get("containerProperties")
+        if cp is None:
+            return
+        if len(caps) != 1 or caps[0] not in ("EC2", "FARGATE"):
+            raise client_error("platformCapabilities must be [EC2] or [FARGATE]")
+        if caps[0] == "EC2":
+            for k in ("networkConfiguration", "fargatePlatformConfiguration"):
+                if k in cp:
+                    raise client_error("%s is only supported for jobs running on Fargate resources" % k)
+            return
+        for k in ("vcpus", "memory", "instanceType"):
+            if k in cp:
+                raise client_error("containerProperties.%s is not supported for jobs running on Fargate "
+                                   "resources; use resourceRequirements" % k)
+        rr = {r.get("type"): r.get("value") for r in cp.get("resourceRequirements") or []}
+        if "GPU" in rr:
+            raise client_error("GPU resource requirements are not supported for jobs running on Fargate resources")
+        if not cp.get("executionRoleArn"):
+            raise client_error("An executionRoleArn is required for jobs running on Fargate resources")
+        if not fargate_pair_ok(rr.get("VCPU"), rr.get("MEMORY")):
+            raise client_error("Error executing request, Exception : Fargate resource requirements (%s vCPU, %s MiB) "
+                               "not valid., RequestId: %s" % (_fmt_vcpu(rr.get("VCPU")), rr.get("MEMORY"),
+                                                             uuid.uuid4()))
+        pv = (cp.get("fargatePlatformConfiguration") or {}).get("platformVersion")
+        if pv is not None and pv != "LATEST" and not re.match(r"^1\.[34]\.0$", pv):
+            raise client_error("Fargate platform version %s is not supported (LATEST, 1.4.0 or 1.3.0)" % pv)
 
     def _check_retry(self, rs):
         if not rs:
@@ -1145,6 +1223,11 @@ class Emulator:
             jd = self.find_def(p["jobDefinition"])
             if jd is None:
                 raise client_error("Job definition %s does not exist or is not ACTIVE" % p["jobDefinition"])
+            cap = (jd.get("platformCapabilities") or ["EC2"])[0]
+            qplat = "FARGATE" if q["platform"] in ("FARGATE", "FARGATE_SPOT") else "EC2"
+            if cap != qplat:
+                raise client_error("Job Queue is attached to Compute Environment that can not run Jobs with "
+                                   "capability %s" % cap)
             dep_jobs, seq, n2n = [], False, []
             for dspec in deps:
                 jid, typ = dspec.get("jobId"), dspec.get("type")

@@ -320,6 +320,26 @@ describe("luabatch.workflow.load #unit", function()
       assert.are.equal("py", m.jobs.process.stages[1].kind)
     end)
 
+    it("keeps every runs-on.with field the provider reads (Fargate, array, queue name, endpoints)", function()
+      local m = assert(load.string(table.concat({
+        "jobs:", "  a:", "    runs-on:", "      type: aws_batch", "      with:",
+        "        job_queue: q", "        s3_bucket: b", "        platform: fargate",
+        "        platform_version: '1.4.0'", "        assign_public_ip: false", "        array: true",
+        "        profile: dev", "        endpoint_url: http://127.0.0.1:1",
+        "        batch_endpoint: http://127.0.0.1:2", "        s3_endpoint: http://127.0.0.1:3",
+        "        logs_endpoint: http://127.0.0.1:4",
+        "    stages:", "      - name: s", "", }, "\n"), "t.yml", { getenv = NO_ENV }))
+      assert.are.same({}, m.warnings)
+      assert.are.same({
+        job_queue = "q", s3_bucket = "b", platform = "FARGATE", platform_version = "1.4.0",
+        assign_public_ip = false, array = true, profile = "dev", endpoint_url = "http://127.0.0.1:1",
+        batch_endpoint = "http://127.0.0.1:2", s3_endpoint = "http://127.0.0.1:3",
+        logs_endpoint = "http://127.0.0.1:4",
+      }, m.jobs.a.runs_on.with)
+      bad_string("jobs:\n  a:\n    runs-on:\n      type: aws_batch\n      with: {s3_bucket: b, job_queue: q, array: 4}\n",
+        5, 49, "'array' must be true or false, got 4")
+    end)
+
     it("takes one workflow by name from a file keyed by name", function()
       local m = assert(load.file(CONF .. "/many.yml", { name = "wf-two" }))
       assert.are.equal("wf-two", m.name)

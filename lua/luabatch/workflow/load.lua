@@ -74,7 +74,9 @@ local AWS_FIELDS = {
   aws_secret_access_key = "str", aws_session_token = "str", image = "str", vcpus = "posnum",
   memory = "posint", gpus = "nonnegint", job_role_arn = "str", execution_role_arn = "str",
   platform = "platform", timeout = "timeout", retry_attempts = "attempts", s3_prefix = "str",
-  environment = "strmap", tags = "strmap", array = "array", keep_on_failure = "bool", log_group = "str",
+  environment = "strmap", tags = "strmap", array = "bool", keep_on_failure = "bool", log_group = "str",
+  job_queue = "str", platform_version = "str", assign_public_ip = "bool", profile = "str",
+  endpoint_url = "str", batch_endpoint = "str", s3_endpoint = "str", logs_endpoint = "str",
 }
 local AWS_REQUIRED = { "job_queue_arn", "s3_bucket" }
 
@@ -95,14 +97,13 @@ local function check_aws_field(cx, k, v, p, what)
   elseif t == "posnum" then
     v = to_number(v)
     if type(v) ~= "number" or v <= 0 then bad("a positive number") end
-  elseif t == "posint" or t == "nonnegint" or t == "timeout" or t == "attempts" or t == "array" then
+  elseif t == "posint" or t == "nonnegint" or t == "timeout" or t == "attempts" then
     v = to_number(v)
     if type(v) ~= "number" or v ~= math_floor(v) then bad("an integer") end
     if t == "posint" and v < 1 then bad("a positive integer") end
     if t == "nonnegint" and v < 0 then bad("an integer >= 0") end
     if t == "timeout" and v < 60 then bad("an integer number of seconds >= 60 (the AWS Batch minimum)") end
     if t == "attempts" and (v < 1 or v > 10) then bad("an integer in 1..10") end
-    if t == "array" and (v < 1 or v > 10000) then bad("an array size in 1..10000") end
   elseif t == "platform" then
     if type(v) ~= "string" or (v:upper() ~= "EC2" and v:upper() ~= "FARGATE") then bad("EC2 or FARGATE") end
     v = v:upper()
@@ -168,7 +169,9 @@ local function parse_runs_on(cx, job, what)
   end
   if typ == "aws_batch" then
     for _, k in ipairs(AWS_REQUIRED) do
-      if out[k] == nil then fail(cx, wp, "%s: runs-on aws_batch needs with.%s", what, k) end
+      if out[k] == nil and not (k == "job_queue_arn" and out.job_queue ~= nil) then
+        fail(cx, wp, "%s: runs-on aws_batch needs with.%s", what, k)
+      end
     end
     local log = optional("luabatch.log")
     if log and log.add_secret then

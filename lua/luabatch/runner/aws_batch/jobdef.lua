@@ -14,6 +14,13 @@
 -- and registers a new revision only when none does.  `cache` (a table kept
 -- for the session) remembers the answer per name+hash.
 --
+-- FARGATE (with.platform): with.execution_role_arn is required, vcpus and
+-- memory must be a Fargate task size (checked here, so the with: field is
+-- named instead of RegisterJobDefinition's "Fargate resource requirements
+-- ... not valid"), no gpus; with.platform_version (default LATEST) and
+-- with.assign_public_ip (default true) go to fargatePlatformConfiguration /
+-- networkConfiguration.  On EC2 those two are not sent (Batch refuses them).
+--
 -- The container runs `luabatch task Ref::bundle --strategy Ref::strategy`;
 -- SubmitJob fills both parameters.  Timeout and retry strategy are not part
 -- of the definition (SubmitJob sets them per run).
@@ -146,6 +153,49 @@ function _M.resources(with, p)
   return rr
 end
 
+---------------------------------------------------------------------------
+-- Fargate: the task sizes Batch accepts (botocore model, ResourceRequirement)
+-- and the Fargate-only with: fields.
+---------------------------------------------------------------------------
+
+-- vCPU -> { lowest MiB, highest MiB, step MiB } (0.25 vCPU: 512, 1024 or
+-- 2048 only; 8 vCPU also 8192, which the model's table lists).
+local FARGATE_SIZES = {
+  [0.25] = { 512, 2048, 512 }, [0.5] = { 1024, 4096, 1024 }, [1] = { 2048, 8192, 1024 },
+  [2] = { 4096, 16384, 1024 }, [4] = { 8192, 30720, 1024 }, [8] = { 16384, 61440, 4096 },
+  [16] = { 32768, 122880, 8192 },
+}
+
+--- fargate_size_ok(vcpus, memory) -> true | nil, msg (msg names the with: field)
+function _M.fargate_size_ok(vcpus, memory)
+  local r = FARGATE_SIZES[vcpus]
+  if not r then
+    return nil, str_format("with.vcpus must be one of 0.25, 0.5, 1, 2, 4, 8, 16 on FARGATE, got %s",
+      num_string(vcpus))
+  end
+  local lo, hi, step = r[1], r[2], r[3]
+  if vcpus == 0.25 then
+    if memory == 512 or memory == 1024 or memory == 2048 then return true end
+    return nil, str_format("with.memory %s MiB is not a FARGATE size for 0.25 vCPU (512, 1024 or 2048 MiB)",
+      num_string(memory))
+  end
+  if vcpus == 8 and memory == 8192 then return true end
+  if memory >= lo and memory <= hi and (memory - lo) % step == 0 then return true end
+  return nil, str_format("with.memory %s MiB is not a FARGATE size for %s vCPU (%d to %d MiB in steps of %d)",
+    num_string(memory), num_string(vcpus), lo, hi, step)
+end
+
+-- with.assign_public_ip -> "ENABLED" | "DISABLED" | nil, msg (default ENABLED:
+-- a task in a public subnet needs it to pull its image).
+local function public_ip(v)
+  if v == nil or v == true then return "ENABLED" end
+  if v == false then return "DISABLED" end
+  local s = type(v) == "string" and v:lower() or nil
+  if s == "true" or s == "enabled" then return "ENABLED" end
+  if s == "false" or s == "disabled" then return "DISABLED" end
+  return nil, "with.assign_public_ip must be true or false, got " .. tostring(v)
+end
+
 --- spec(with, policy) -> { name, hash, platform, image, request } | nil, msg
 -- (msg names the with: field at fault).
 function _M.spec(with, p)
@@ -180,8 +230,23 @@ function _M.spec(with, p)
       return nil, "with.execution_role_arn is required on FARGATE (the ECS task execution role that "
         .. "pulls the image and writes the logs)"
     end
-    props.networkConfiguration = { assignPublicIp = with.assign_public_ip == false and "DISABLED" or "ENABLED" }
-    props.fargatePlatformConfiguration = { platformVersion = with.platform_version or "LATEST" }
+    for _, r in ipairs(rr) do
+      if r.type == "GPU" then
+        return nil, "with.gpus is not available on FARGATE (GPU jobs need an EC2 queue)"
+      end
+    end
+    local ok, serr = _M.fargate_size_ok(tonumber(rr[1].value), tonumber(rr[2].value))
+    if not ok then return nil, serr end
+    local ip, ierr = public_ip(with.assign_public_ip)
+    if not ip then return nil, ierr end
+    local pv = with.platform_version
+    if pv == nil or pv == "" then pv = "LATEST" end
+    if type(pv) == "number" then pv = num_string(pv) end
+    if type(pv) ~= "string" or not (pv == "LATEST" or pv:match("^%d+%.%d+%.%d+$")) then
+      return nil, "with.platform_version must be LATEST or a Fargate version such as 1.4.0, got " .. tostring(pv)
+    end
+    props.networkConfiguration = { assignPublicIp = ip }
+    props.fargatePlatformConfiguration = { platformVersion = pv }
   end
   local hash = core.sha256(_M.canonical({ platform = platform, containerProperties = props }))
   local name = policy_mod.jobdef_name(p, { image = image, platform = platform })
