@@ -34,6 +34,7 @@ params:
 jobs:
   count:
     strategy:
+      max-parallel: 2
       matrix:
         n: [1, 2]
     stages:

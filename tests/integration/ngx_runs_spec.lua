@@ -54,6 +54,62 @@ jobs:
           return { doubled = matrix.n * 2, greeting = params.greeting }
 ]=]
 
+-- A whole workflow: roots first and boom, a 3-strategy matrix with
+-- max-parallel 1 fed by first's output, a job after it, a skipped job (if:
+-- false) and one after it (skipped too: its only need was), and a trigger
+-- rule (all_done) running after a failure.
+local CHAIN = [=[
+type: Workflow
+name: ngx-chain
+params:
+  base: {type: int, default: 10}
+  mode: {type: str, default: quick}
+jobs:
+  first:
+    stages: [{name: Produce, id: produce, run: "value = ${{ params.base }}"}]
+  fan:
+    needs: [first]
+    strategy:
+      max-parallel: 1
+      matrix: {n: [1, 2, 3]}
+    stages:
+      - {name: Nap, id: nap, bash: "sleep 0.3"}
+      - {name: Add, id: add, run: "v = ${{ jobs.first.stages.produce.outputs.value }} + ${{ matrix.n }}"}
+  last:
+    needs: [fan]
+    stages: [{name: Sum, id: sum, run: 'prev = "${{ jobs.fan.status }}"'}]
+  skipped:
+    needs: [first]
+    if: "'${{ params.mode }}' == 'full'"
+    stages: [{name: Never, id: never, echo: never}]
+  after_skip:
+    needs: [skipped]
+    stages: [{name: Never2, id: never2, echo: never}]
+  boom:
+    stages: [{name: Boom, id: boom, raise: "source unavailable"}]
+  rescue:
+    needs: [boom]
+    trigger-rule: all_done
+    stages: [{name: Note, id: note, run: 'prev = "${{ jobs.boom.status }}"'}]
+]=]
+
+local FAILFAST = [=[
+type: Workflow
+name: ngx-failfast
+jobs:
+  ff:
+    strategy:
+      fail-fast: true
+      max-parallel: 2
+      matrix: {n: [1, 2, 3]}
+    stages:
+      - name: Work
+        id: work
+        bash: |
+          if [ "${{ matrix.n }}" = "1" ]; then sleep 0.5; exit 3; fi
+          sleep 30
+]=]
+
 local function http(method, url, body)
   local resp, msg = core.http_request({ method = method, url = url, body = body, timeout = 60,
     headers = body and { { "Content-Type", "application/yaml" } } or nil })
@@ -157,7 +213,10 @@ describe("luabatch.ngx.runs in nginx #integration", function()
     assert.equal(201, st, body .. "\n" .. ng.error_log())
     assert.is_string(ans.run_id)
     assert.equal("count", ans.job)
-    assert.equal(2, #ans.jobs)
+    -- max-parallel defaults to 1 (as locally and in the CLI): one strategy
+    -- submitted, the other queued until it ends
+    assert.equal(1, #ans.jobs, body)
+    assert.equal(1, ans.workflow_jobs[1].queued, body)
     for _, j in ipairs(ans.jobs) do
       assert.is_string(j.job_id)
       assert.matches("^count/[^/]+/0$", j.key)
@@ -169,6 +228,7 @@ describe("luabatch.ngx.runs in nginx #integration", function()
 
     local done = wait_done(ans.run_id)
     assert.equal("SUCCESS", done.status, cjson.encode(done))
+    assert.equal(2, #done.jobs)
     for _, j in ipairs(done.jobs) do assert.equal("SUCCEEDED", j.status) end
     local ctx = done.result
     assert.equal("SUCCESS", ctx.status)
@@ -202,8 +262,7 @@ describe("luabatch.ngx.runs in nginx #integration", function()
     local lst, text, resp = http("GET", ng.url .. "/runs/" .. ans.run_id .. "/logs")
     assert.equal(200, lst, text)
     assert.matches("text/plain", resp.headers["content-type"])
-    for _, j in ipairs(ans.jobs) do
-      local n = j.key:match("^count/([^/]+)/")
+    for _, j in ipairs(done.jobs) do
       assert.truthy(text:find("[" .. j.key .. "] ", 1, true), text)
     end
     assert.truthy(text:find("Bonjour from strategy 1", 1, true), text)
@@ -224,6 +283,108 @@ describe("luabatch.ngx.runs in nginx #integration", function()
     local done = wait_done(ans.run_id)
     assert.equal("SUCCESS", done.status)
     assert.equal("Hello", done.result.params.greeting)
+  end)
+
+  -- [startedAt, stoppedAt] (ms) of Batch jobs, from the emulator
+  local function spans(ids)
+    local out = {}
+    local ans = assert(p.batch:describe_jobs(ids))
+    for _, jd in ipairs(ans.jobs) do out[jd.jobId] = { jd.startedAt, jd.stoppedAt, jd.status } end
+    return out
+  end
+
+  local function run_cli(name, yaml, params)
+    local wf = p.dir .. "/" .. name .. ".yml"
+    local f = assert(io.open(wf, "w"))
+    f:write(yaml)
+    f:close()
+    local argv = { "run", wf, "--runs-on", "aws_batch", "--policy", POLICY, "--json",
+      "--with", "job_queue_arn=" .. p.emu.queue, "--with", "s3_bucket=" .. p.bucket }
+    for _, kv in ipairs(params or {}) do argv[#argv + 1] = "--param"; argv[#argv + 1] = kv end
+    local out, err = p:run(argv)
+    return assert(cjson.decode(out), err .. out)
+  end
+
+  it("a whole workflow: needs chain, matrix with max-parallel 1, if: false, trigger rule = the CLI's", function()
+    if not need() then return end
+    local st, body = http("POST", ng.url .. "/runs?param.base=40", CHAIN)
+    assert.equal(201, st, body .. "\n" .. ng.error_log())
+    local ans = cjson.decode(body)
+    assert.is_nil(ans.job)
+    -- only the roots went out; the rest waits for its needs
+    local state = {}
+    for _, w in ipairs(ans.workflow_jobs) do state[w.job] = w.state end
+    assert.same({ first = "submitted", boom = "submitted", fan = "pending", last = "pending",
+                  skipped = "pending", after_skip = "pending", rescue = "pending" }, state)
+    assert.equal(2, #ans.jobs)
+    local done = wait_done(ans.run_id, 120)
+    local ctx = done.result
+    for _, w in ipairs(done.workflow_jobs) do assert.equal("done", w.state, cjson.encode(done)) end
+    -- the needs' results reached the next jobs
+    local fan = ctx.jobs.fan
+    assert.equal("SUCCESS", fan.status, cjson.encode(ctx))
+    local vs = {}
+    for _, rec in pairs(fan.strategies) do vs[#vs + 1] = rec.stages.add.outputs.v end
+    table.sort(vs)
+    assert.same({ 41, 42, 43 }, vs)
+    assert.equal("SUCCESS", ctx.jobs.last.stages.sum.outputs.prev)
+    assert.equal("SKIP", ctx.jobs.skipped.status)
+    assert.equal("SKIP", ctx.jobs.after_skip.status)
+    assert.equal("FAILED", ctx.jobs.boom.status)
+    assert.equal("FAILED", ctx.jobs.rescue.stages.note.outputs.prev)
+    assert.equal("FAILED", ctx.status)
+    -- max-parallel 1: no two strategies of fan overlapped on Batch
+    local ids = {}
+    for _, j in ipairs(done.jobs) do if j.job == "fan" then ids[#ids + 1] = j.job_id end end
+    assert.equal(3, #ids)
+    local sp = spans(ids)
+    local list = {}
+    for _, id in ipairs(ids) do
+      assert.is_number(sp[id][1], id)
+      assert.is_number(sp[id][2], id)
+      list[#list + 1] = sp[id]
+    end
+    table.sort(list, function(a, b) return a[1] < b[1] end)
+    for i = 2, #list do
+      assert.is_true(list[i][1] >= list[i - 1][2], "strategies overlapped: " .. cjson.encode(list))
+    end
+    -- the CLI gives the same context
+    local cli = run_cli("cli-chain", CHAIN, { "base=40" })
+    assert.same(strip(cli), strip(ctx))
+  end)
+
+  it("fail-fast: the first failed strategy terminates its running sibling; the queued one never starts", function()
+    if not need() then return end
+    p.emu:reset_calls()
+    local st, body = http("POST", ng.url .. "/runs", FAILFAST)
+    assert.equal(201, st, body .. "\n" .. ng.error_log())
+    local ans = cjson.decode(body)
+    assert.equal(2, #ans.jobs, body)
+    assert.equal(1, ans.workflow_jobs[1].queued)
+    local t0 = core.monotime()
+    local done = wait_done(ans.run_id, 60)
+    -- the sleeper (30 s) was cut short
+    assert.is_true(core.monotime() - t0 < 25, "fail-fast did not terminate the sibling")
+    local ctx = done.result
+    assert.equal("FAILED", ctx.status)
+    local by_n = {}
+    for sid, rec in pairs(ctx.jobs.ff.strategies) do by_n[rec.matrix.n] = rec; rec.sid = sid end
+    assert.equal("FAILED", by_n[1].status)
+    assert.equal("CANCEL", by_n[2].status)
+    assert.truthy(by_n[2].errors.message:find("terminated: ", 1, true), by_n[2].errors.message)
+    assert.is_nil(by_n[3], "the queued strategy must not run")
+    assert.equal("FAILED", ctx.jobs.ff.status)
+    assert.equal(2, #done.jobs)
+    local calls = p.emu:calls()
+    assert.equal(1, calls.counts.TerminateJob, cjson.encode(calls))
+    -- the terminated job really ended FAILED on Batch
+    for _, j in ipairs(done.jobs) do assert.equal("FAILED", j.status) end
+    -- same shape as the CLI's
+    local cli = run_cli("cli-ff", FAILFAST)
+    local cli_n = {}
+    for _, rec in pairs(cli.jobs.ff.strategies) do cli_n[rec.matrix.n] = rec.status end
+    assert.same({ [1] = "FAILED", [2] = "CANCEL" }, cli_n)
+    assert.equal(cli.status, ctx.status)
   end)
 
   it("bad input -> 400 naming the problem; unknown run -> 404", function()

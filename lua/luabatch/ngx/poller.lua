@@ -46,7 +46,10 @@
 -- opts.rescan (30), opts.prefix (""), opts.intervals / opts.rate (the
 -- luabatch.poller policy; default the aws_batch policy's), opts.ngx (the
 -- ngx table; specs pass a fake), opts.pid (this worker's id; default
--- ngx.worker.pid()).
+-- ngx.worker.pid()), opts.on_terminal = function(id, meta, summary) (the
+-- polling worker calls it, inside its tick, once a watched job is terminal,
+-- after its summary is in the dict; meta = what watch() was given; keep it
+-- short: schedule the work with ngx.timer.at).
 
 local log = require "luabatch.log"
 local poller_mod = require "luabatch.poller"
@@ -170,6 +173,7 @@ function _M.new(opts)
     interval = interval, lock_ttl = opts.lock_ttl or max(5, 3 * interval), ttl = opts.ttl or 86400,
     rescan = opts.rescan or 30, pid = tostring(pid or "0"), intervals = intervals,
     rate = opts.rate or p.rate, leader = false, busy = false, poller = nil, last_scan = 0,
+    on_terminal = type(opts.on_terminal) == "function" and opts.on_terminal or nil,
     stats = { ticks = 0, leader_ticks = 0, takeovers = 0, calls = 0 },
   }, mt)
 end
@@ -220,9 +224,18 @@ function _M:_changed(s)
   local ok, err = self.dict:set(self.pre .. "job:" .. id, cjson.encode(rec), self.ttl)
   if not ok then log.warn("ngx.poller: cannot record job:%s: %s", id, tostring(err)) end
   if TERMINAL[s.status] then
+    local meta
+    if self.on_terminal then
+      local w = cjson.decode(self.dict:get(self.pre .. "watch:" .. id) or "null")
+      meta = type(w) == "table" and w.meta or nil
+    end
     self.dict:delete(self.pre .. "watch:" .. id)
     self.watching[id] = nil
     if s.status ~= "MISSING" then pcall(self.poller.unwatch, self.poller, id) end
+    if self.on_terminal then
+      local hok, herr = pcall(self.on_terminal, id, meta, rec)
+      if not hok then log.error("ngx.poller: on_terminal %s: %s", id, tostring(herr)) end
+    end
   end
 end
 

@@ -1,10 +1,14 @@
 -- luabatch.ngx.runs: workflow runs on AWS Batch as an HTTP API inside nginx.
 --
 --   POST /runs[?file=NAME][&job=ID][&param.K=V...]   body: workflow YAML (or ?file=)
---        -> 201 { run_id, job, status = "SUBMITTED", jobs = [ { key, strategy_id,
---                 job_id (Batch), job_name } ], results }
---   GET  /runs/ID       -> 200 { run_id, job, status, jobs = [ { key, strategy_id, job_id,
---                 job_name, status, reason?, exit_code?, log_stream? } ],
+--        -> 201 { run_id, job (?job=, or the only job), status = "SUBMITTED" | final,
+--                 jobs = [ { job, key, strategy_id, job_id (Batch), job_name, status } ],
+--                 workflow_jobs = [ { job, state, queued, strategies, status? } ], results? }
+--   GET  /runs/ID       -> 200 { run_id, job?, status, jobs = [ { job, key, strategy_id, job_id,
+--                 job_name, status, reason?, exit_code?, log_stream? } ] (every Batch job so far),
+--                 workflow_jobs = [ { job, state = "pending" | "submitted" | "done",
+--                 queued (strategies waiting for max-parallel), strategies (submitted),
+--                 status (when done), error? } ],
 --                 result = <final context, as `luabatch run --json` prints> (when done) }
 --   GET  /runs/ID/logs  -> 200 text/plain, streamed: "[<key>] <line>\n" for every
 --                 CloudWatch event of each job, job after job
@@ -34,30 +38,37 @@
 -- long the dict keeps a run), max_body (1 MiB), prefix ("": dict key prefix).
 --
 -- How a run goes (nothing blocks a worker: HTTP through nginx, sleeps are
--- ngx.sleep):
---   POST  the workflow is loaded and its params checked by the engine itself
---         (engine.run with the job's runner replaced by
---         luabatch.runner.aws_batch.submit: with: rendered and merged exactly
---         as for `luabatch run --runs-on aws_batch`), the strategies are
---         submitted (job definition ensured, bundle uploaded, one SubmitJob
---         per strategy or one array job), their ids queued for the poller
---         (luabatch.ngx.poller: one elected worker polls every job of every
---         worker) and the run kept in the dict: "run:<id>" = JSON { run_id, job,
---         source (the YAML), name, params, submitted, created }.
---   GET   answers from the dict ("job:<batch id>" summaries).  Once every
---         job is terminal, ONE request (a dict:add lock "collect:<id>") reads
---         the results (aws_batch.collect: result.json of each strategy, the
---         real reason of a failure), cleans up by policy and caches the final
---         context as "final:<id>"; later GETs answer it from memory.
--- One job per run: ?job=ID, or the workflow's only job (a workflow of
--- several jobs with needs: is refused with 400 naming them).
--- max-parallel is not enforced (every strategy is submitted at once; the
--- queue's compute environment limits what runs), nor fail-fast or the
--- job-level retry: (see aws_batch.submit).
+-- ngx.sleep).  The whole workflow runs, as `luabatch run --runs-on
+-- aws_batch` would run it (same final context); luabatch.ngx.drive holds
+-- the rules:
+--   POST  the workflow is loaded, its params checked by the engine
+--         (engine.receive_params), and the first step taken under the
+--         run's lock: the jobs without needs are submitted (with: rendered
+--         and checked as for the CLI; if:, max-parallel and the strategies
+--         as job.execute decides them; strategies beyond max-parallel are
+--         queued).  A job refused at this point (bad with:, bad if:, no
+--         SubmitJob went through) refuses the run: 400 / 502, and whatever
+--         of it was submitted is terminated.  The run is kept in the dict:
+--         "run:<id>" = JSON (drive's meta: source, params, per job its state,
+--         submitted Batch jobs, queue, record; the final context once done).
+--   then  the poller (luabatch.ngx.poller: one elected worker polls every
+--         job of every worker) calls its on_terminal hook when a job of the
+--         run ends: an ngx.timer.at(0) drives the run — under a dict:add
+--         lock "drive:<id>" (a "dirty:<id>" mark makes the holder step again
+--         when another worker asked meanwhile, so no end goes unseen):
+--         finished jobs collected (aws_batch.collect), queued strategies
+--         submitted, fail-fast siblings terminated, ready jobs submitted with
+--         their needs' records, skips and trigger-rule aborts recorded.
+--   GET   answers from the dict; it also drives the run once (a lost timer,
+--         a collect to try again), which is cheap when nothing changed.
+-- ?job=ID runs that job only (its needs not run, as `luabatch run --job`).
+-- Not done here: the job-level `retry:` and the client deadline (Batch's
+-- own with.timeout / with.retry_attempts still apply).
 
 local log = require "luabatch.log"
 local stage = require "luabatch.workflow.stage"
 local ngx_poller = require "luabatch.ngx.poller"
+local drive = require "luabatch.ngx.drive"
 
 local _M = { _VERSION = "0.1.0" }
 local mt = { __index = _M }
@@ -189,7 +200,10 @@ function _M:init_worker()
   local p = self.policy or {}
   local w, msg = ngx_poller.new({ dict = self.dict_name, interval = self.poll_interval, prefix = self.prefix,
     intervals = p.intervals, rate = p.rate, ttl = self.ttl,
-    clients = function() return me:clients(me.with) end })
+    clients = function() return me:clients(me.with) end,
+    on_terminal = function(_, meta)
+      if type(meta) == "table" and type(meta.run_id) == "string" then me:kick(meta.run_id) end
+    end })
   if not w then return nil, msg end
   self.poller = w
   return w:start()
@@ -297,74 +311,153 @@ function _M:post_runs()
   local load = require "luabatch.workflow.load"
   local model, lerr = load.string(source, name, { getenv = self.getenv })
   if not model then return fail(400, "workflow: " .. tostring(lerr)) end
-  -- the job
+  -- the job (?job=: that one only, its needs not run), else the workflow
   local job_id = args.job
   if job_id ~= nil and type(job_id) ~= "string" then return fail(400, "?job= needs one job id") end
   local order = model.job_order or {}
-  if job_id == nil then
-    if #order ~= 1 then
-      return fail(400, str_format("the workflow has %d jobs (%s): name the one to run with ?job=ID", #order,
-        concat(order, ", ")))
-    end
-    job_id = order[1]
-  elseif not model.jobs[job_id] then
+  if job_id ~= nil and not model.jobs[job_id] then
     return fail(400, str_format("?job=%s: no such job in the workflow (jobs: %s)", job_id, concat(order, ", ")))
   end
-  -- params
-  local params = {}
+  -- params, checked by the engine itself (as `luabatch run` does)
+  local given = {}
   for k, v in pairs(args) do
     if type(k) == "string" and str_sub(k, 1, 6) == "param." and #k > 6 then
       if type(v) == "table" then v = v[#v] end
       if v == true then v = "" end
-      params[str_sub(k, 7)] = v
+      given[str_sub(k, 7)] = v
     end
   end
-  -- submit through the engine: params checked and with: rendered exactly
-  -- as for `luabatch run --runs-on aws_batch`; only the runner differs
-  local aws_batch = require "luabatch.runner.aws_batch"
+  local engine = require "luabatch.workflow.engine"
+  local params, perr = engine.receive_params(model, given)
+  if not params then return fail(400, tostring(perr)) end
   local run_id = require("luabatch.journal").new_run_id(n.time())
-  local submitted, serr, scode
-  local runner = { run_job = function(m, id, wctx, o)
-    submitted, serr, scode = aws_batch.submit(m, id, wctx, o)
-    return { status = submitted and "SUCCESS" or "FAILED" }
-  end }
-  local ok, ctx, eerr, ecode = pcall(require("luabatch.workflow.engine").run, model, {
-    job = job_id, params = params, run_id = run_id, runs_on = "aws_batch", with = self.with,
-    runners = { aws_batch = runner }, runner_opts = self:runner_opts(run_id), getenv = self.getenv,
-    log = function(line) log.info("%s", line) end,
-  })
-  if not ok then
-    log.error("luabatch.ngx.runs: POST /runs: %s", tostring(ctx))
-    return fail(500, "internal error while submitting (see the error log)")
-  end
-  if not ctx then return fail(400, tostring(eerr)) end
-  if not submitted and not serr then
-    -- the engine did not reach the runner: its record says why
-    local rec = ctx.jobs and ctx.jobs[job_id]
-    local msg = rec and rec.errors and rec.errors.message or (ctx.errors and ctx.errors.message) or "not submitted"
-    return fail(400, tostring(msg))
-  end
-  if not submitted then return fail(status_of_submit(scode), tostring(serr)) end
+  local meta = drive.new_run(self, model, { run_id = run_id, params = params, job = job_id, source = source,
+    name = name })
+  -- the first step here, under the run's lock (a poller hook firing
+  -- meanwhile marks the run dirty; we step again below)
   local d = self:dict()
-  local jobs = {}
-  for _, j in ipairs(submitted.jobs) do
-    if j.batch_job_id then
-      local wok, werr = ngx_poller.watch(d, j.batch_job_id, { run_id = run_id, key = j.key },
-        { prefix = self.prefix, ttl = self.ttl })
-      if not wok then log.error("luabatch.ngx.runs: %s", tostring(werr)) end
+  local lock = key(self, "drive:" .. run_id)
+  d:add(lock, true, 120)
+  local first_err, first_code
+  local ok, serr = pcall(drive.step, self, meta, model, function(_, sok, msg, code)
+    if not sok and not first_err then first_err, first_code = msg, code end
+  end)
+  if not ok or first_err then
+    -- nothing of a refused run stays running
+    self:terminate_run(meta, "luabatch: run refused at submission")
+    d:delete(lock)
+    if not ok then
+      log.error("luabatch.ngx.runs: POST /runs: %s", tostring(serr))
+      return fail(500, "internal error while submitting (see the error log)")
     end
-    jobs[#jobs + 1] = { key = j.key, strategy_id = j.strategy_id, job_id = j.batch_job_id, job_name = j.job_name,
-                        error = j.error }
+    return fail(status_of_submit(first_code), tostring(first_err))
   end
-  local meta = { run_id = run_id, job = job_id, source = source, name = name, params = ctx.params,
-                 submitted = submitted, created = n.now() }
-  local sok, sset = d:set(key(self, "run:" .. run_id), json().encode(meta), self.ttl)
+  local sok, sset = self:save_run(meta)
+  d:delete(lock)
   if not sok then
+    self:terminate_run(meta, "luabatch: run not kept")
     return fail(500, "shared dict '" .. self.dict_name .. "' cannot keep the run: " .. tostring(sset)
       .. " (make lua_shared_dict larger)")
   end
-  return reply(201, { run_id = run_id, job = job_id, status = submitted.skip and "SKIP" or "SUBMITTED",
-    jobs = stage.array(jobs), results = submitted.results })
+  if d:get(key(self, "dirty:" .. run_id)) then
+    self:drive(run_id)
+    meta = self:load_run(run_id) or meta
+  end
+  local body = self:view(meta)
+  local only = meta.job or (#order == 1 and order[1]) or nil
+  local js = only and meta.jobs[only]
+  if js and js.submitted then body.results = js.submitted.results end
+  if not meta.done then body.status = (js and js.state == "done" and js.record.status == "SKIP") and "SKIP"
+    or "SUBMITTED" end
+  body.result = nil
+  return reply(201, body)
+end
+
+--- save_run(meta) -> true | nil, msg
+function _M:save_run(meta)
+  return self:dict():set(key(self, "run:" .. meta.run_id), json().encode(meta), self.ttl)
+end
+
+-- TerminateJob every Batch job of the run not known to be terminal.
+function _M:terminate_run(meta, reason)
+  local d = self:dict()
+  for _, id in ipairs(meta.order or {}) do
+    local js = meta.jobs[id]
+    local sub = js and js.submitted
+    if sub then
+      local sc = sub.config or {}
+      local with = {}
+      for k, v in pairs(self.with) do with[k] = v end
+      for k, v in pairs(sc.client or {}) do with[k] = v end
+      local ids = {}
+      if sub.array then ids[1] = sub.array.batch_job_id end
+      for _, j in ipairs(sub.jobs or {}) do
+        if j.batch_job_id and not sub.array then ids[#ids + 1] = j.batch_job_id end
+      end
+      for _, bid in ipairs(ids) do
+        local s = ngx_poller.get(d, bid, { prefix = self.prefix })
+        if not (s and TERMINAL[s.status]) then
+          local ok, c = pcall(self.clients, self, with, sc.region)
+          local tok, msg = false, c
+          if ok then tok, msg = c.batch:terminate_job(bid, reason) end
+          if not tok then log.warn("luabatch.ngx.runs: TerminateJob %s: %s", bid, tostring(msg)) end
+        end
+      end
+    end
+  end
+end
+
+---------------------------------------------------------------------------
+-- Driving a run (luabatch.ngx.drive), one worker at a time
+---------------------------------------------------------------------------
+
+-- One step of a stored run (the caller holds its lock).
+function _M:step_run(run_id)
+  local meta = self:load_run(run_id)
+  if not meta or meta.done then return end
+  local load = require "luabatch.workflow.load"
+  local model, lerr = load.string(meta.source, meta.name, { getenv = self.getenv })
+  if not model then error("run " .. run_id .. ": reloading the workflow: " .. tostring(lerr), 0) end
+  local ok, changed = pcall(drive.step, self, meta, model)
+  -- whatever happened before an error (jobs submitted...) is kept
+  if not ok or changed then
+    local sok, serr = self:save_run(meta)
+    if not sok then log.error("luabatch.ngx.runs: run %s: %s", run_id, tostring(serr)) end
+  end
+  if not ok then error(changed, 0) end
+end
+
+--- drive(run_id) -> true | "busy" (another worker steps it now and will
+-- see this call's mark) | nil, msg.  Any worker, any phase with cosockets.
+function _M:drive(run_id)
+  local d = self:dict()
+  local dirty, lock = key(self, "dirty:" .. run_id), key(self, "drive:" .. run_id)
+  d:set(dirty, true, 300)
+  local rounds = 0
+  while d:get(dirty) and rounds < 20 do
+    if not d:add(lock, true, 120) then return "busy" end
+    d:delete(dirty)
+    local ok, err = pcall(self.step_run, self, run_id)
+    d:delete(lock)
+    if not ok then
+      log.error("luabatch.ngx.runs: run %s: %s", run_id, tostring(err))
+      return nil, tostring(err)
+    end
+    rounds = rounds + 1
+  end
+  return true
+end
+
+--- kick(run_id): drive the run from a timer, at once (the poller's hook).
+function _M:kick(run_id)
+  local n = ngx_()
+  local me = self
+  self:dict():set(key(self, "dirty:" .. run_id), true, 300)
+  local ok, err = n.timer.at(0, function(premature)
+    if premature then return end
+    me:drive(run_id)
+  end)
+  if not ok then log.error("luabatch.ngx.runs: run %s: timer: %s", run_id, tostring(err)) end
 end
 
 ---------------------------------------------------------------------------
@@ -380,94 +473,75 @@ function _M:load_run(id)
   return meta
 end
 
--- The run's jobs with their summaries; all = every one terminal.
+-- The run's Batch jobs with their summaries (every workflow job, in order).
 function _M:states(meta)
   local d = self:dict()
-  local out, sums, all = {}, {}, true
-  for _, j in ipairs(meta.submitted.jobs) do
-    local e = { key = j.key, strategy_id = j.strategy_id, job_id = j.batch_job_id, job_name = j.job_name }
-    if j.error then
-      e.status, e.reason = "FAILED", j.error
-    else
-      local s = ngx_poller.get(d, j.batch_job_id, { prefix = self.prefix })
-      if s then
-        sums[j.batch_job_id] = s
-        e.status, e.reason, e.exit_code, e.log_stream = s.status, s.reason, s.exit_code, s.log_stream
+  local out = {}
+  for _, id in ipairs(meta.order or {}) do
+    local js = meta.jobs[id]
+    for _, j in ipairs(js.submitted and js.submitted.jobs or {}) do
+      local e = { job = id, key = j.key, strategy_id = j.strategy_id, job_id = j.batch_job_id,
+                  job_name = j.job_name }
+      if j.error then
+        e.status, e.reason = "FAILED", j.error
       else
-        e.status = "SUBMITTED"
+        local s = ngx_poller.get(d, j.batch_job_id, { prefix = self.prefix })
+        if s then
+          e.status, e.reason, e.exit_code, e.log_stream = s.status, s.reason, s.exit_code, s.log_stream
+        else
+          e.status = "SUBMITTED"
+        end
       end
-      if not TERMINAL[e.status] then all = false end
+      e.config = js.submitted.config
+      out[#out + 1] = e
     end
-    out[#out + 1] = e
   end
-  return out, sums, all
+  return out
 end
 
--- The workflow context `luabatch run --json` prints, for one job.
-local function workflow_ctx(meta, rec, t0)
-  local id = meta.job
-  local status = stage.validate_statuses({ rec.status })
-  local ctx = { status = status, params = meta.params or stage.object(), jobs = stage.object() }
-  ctx.jobs[id] = rec
-  if status == "FAILED" then
-    ctx.errors = { name = "WorkflowError", message = str_format("Job execution, '%s', was failed.", id) }
-  elseif status == "CANCEL" then
-    ctx.errors = { name = "WorkflowCancelError", message = str_format("Job execution, '%s', was canceled.", id) }
+-- The answer of GET /runs/ID (and POST's).
+function _M:view(meta)
+  local jobs = self:states(meta)
+  local wjobs = {}
+  local running = false
+  for _, j in ipairs(jobs) do
+    if j.status == "RUNNING" or TERMINAL[j.status] then running = true end
+    j.config = nil
   end
-  ctx.info = stage.info(t0, stage.now())
-  return ctx
-end
-
--- Collect once (lock "collect:<id>") -> final | nil, status, msg
-function _M:finish(meta, sums)
-  local d = self:dict()
-  local lock = key(self, "collect:" .. meta.run_id)
-  local got = d:add(lock, true, 120)
-  if not got then return nil end           -- another request collects now
-  local ok, final, ferr = pcall(function()
-    local load = require "luabatch.workflow.load"
-    local model, lerr = load.string(meta.source, meta.name, { getenv = self.getenv })
-    if not model then return nil, "reloading the workflow: " .. tostring(lerr) end
-    local rec, jerr = require("luabatch.runner.aws_batch").collect(meta.submitted, sums, {
-      model = model, getenv = self.getenv, runner_opts = self:runner_opts(meta.run_id) })
-    if not rec then return nil, jerr end
-    return workflow_ctx(meta, rec, meta.created or stage.now())
-  end)
-  if not ok or not final then
-    d:delete(lock)
-    return nil, 502, "collecting the results: " .. tostring(ok and ferr or final)
+  for _, id in ipairs(meta.order or {}) do
+    local js = meta.jobs[id]
+    local e = { job = id, state = js.state, queued = js.queued and #js.queued or 0,
+                strategies = js.submitted and #js.submitted.jobs or 0 }
+    if js.state == "done" then
+      e.status = js.record and js.record.status
+      running = true
+    end
+    if js.collect_error then e.error = js.collect_error end
+    wjobs[#wjobs + 1] = e
   end
-  d:set(key(self, "final:" .. meta.run_id), json().encode(final), self.ttl)
-  return final
+  local order = meta.order or {}
+  local body = { run_id = meta.run_id, job = meta.job or (#order == 1 and order[1]) or nil,
+                 jobs = stage.array(jobs), workflow_jobs = stage.array(wjobs) }
+  if meta.done and meta.final then
+    body.status, body.result = meta.final.status, meta.final
+  else
+    body.status = running and "RUNNING" or "SUBMITTED"
+  end
+  return body
 end
 
 --- get_run(id): the GET /runs/ID handler.
 function _M:get_run(id)
   local meta, st, msg = self:load_run(id)
   if not meta then return fail(st, msg) end
-  local jobs, sums, all = self:states(meta)
-  local body = { run_id = meta.run_id, job = meta.job, jobs = stage.array(jobs) }
-  local d = self:dict()
-  local cached = d:get(key(self, "final:" .. meta.run_id))
-  local final
-  if cached then
-    final = json().decode(cached, "final:" .. meta.run_id)
-  elseif all or meta.submitted.skip then
-    local f, fst, fmsg = self:finish(meta, sums)
-    if f == nil and fst then return fail(fst, fmsg) end
-    final = f
-    if f == nil then body.status = "COLLECTING" end
+  if not meta.done then
+    -- normally the poller's hook drives the run; a GET helps along (a lost
+    -- timer, a collect to try again) and answers the newest state
+    local ok, derr = self:drive(meta.run_id)
+    if ok == nil then log.warn("luabatch.ngx.runs: GET /runs/%s: %s", id, tostring(derr)) end
+    meta = self:load_run(id) or meta
   end
-  if final then
-    body.status, body.result = final.status, final
-  elseif not body.status then
-    local running = false
-    for _, j in ipairs(jobs) do
-      if j.status == "RUNNING" or TERMINAL[j.status] then running = true end
-    end
-    body.status = running and "RUNNING" or "SUBMITTED"
-  end
-  return reply(200, body)
+  return reply(200, self:view(meta))
 end
 
 ---------------------------------------------------------------------------
@@ -480,16 +554,16 @@ function _M:get_logs(id)
   local meta, st, msg = self:load_run(id)
   if not meta then return fail(st, msg) end
   local jobs = self:states(meta)
-  local sc = meta.submitted.config or {}
-  local with = {}
-  for k, v in pairs(self.with) do with[k] = v end
-  for k, v in pairs(sc.client or {}) do with[k] = v end
-  local c = self:clients(with, sc.region)
-  local group = sc.log_group or "/aws/batch/job"
   n.status = 200
   n.header["Content-Type"] = "text/plain; charset=utf-8"
   n.header["Cache-Control"] = "no-store"
   for _, j in ipairs(jobs) do
+    local sc = j.config or {}
+    local with = {}
+    for k, v in pairs(self.with) do with[k] = v end
+    for k, v in pairs(sc.client or {}) do with[k] = v end
+    local c = self:clients(with, sc.region)
+    local group = sc.log_group or "/aws/batch/job"
     local label = "[" .. tostring(j.key) .. "] "
     if not j.log_stream then
       n.print(label, "(no log yet: ", tostring(j.status), ")\n")

@@ -412,6 +412,36 @@ local function param_refs_check(model, params)
   return true
 end
 
+---------------------------------------------------------------------------
+-- For drivers that advance a run step by step instead of in one call
+-- (luabatch.ngx.drive): the pieces run_in_task uses, unchanged.
+--   engine.job_with(env, jobdef, opts, wctx) -> with | nil, msg   (opts.with under the job's own)
+--   engine.skip_record(jobdef) -> the record of a job skipped by its needs
+--   engine.order(model) -> job ids, needs first
+--   engine.receive_params(model, given [, opts]) -> params | nil, msg, "EPARAM"
+--     (what run() checks before anything runs; opts.skip_ref_check)
+---------------------------------------------------------------------------
+
+_M.job_with = job_with
+_M.skip_record = skip_record
+_M.order = topo
+
+function _M.receive_params(model, given, opts)
+  local load = require "luabatch.workflow.load"
+  local params, perr
+  if load.check_params then
+    params, perr = load.check_params(model, given or {})
+  else
+    params, perr = require("luabatch.workflow.params").receive(model.params or {}, given or {})
+  end
+  if params == nil then return nil, param_error_message(model, perr), "EPARAM" end
+  if not (opts and opts.skip_ref_check) then
+    local ok, rerr = param_refs_check(model, params)
+    if not ok then return nil, rerr, "EPARAM" end
+  end
+  return params
+end
+
 --- Run a workflow model (see the header) -> context | nil, msg, code.
 function _M.run(model, opts)
   opts = opts or {}
