@@ -348,6 +348,13 @@ function _M:transport()
 end
 
 
+--- The credentials provider the client signs with (an object with :get();
+-- for callers that must know which secrets to keep out of what they upload).
+function _M:credentials()
+  return self._creds
+end
+
+
 --- The signing region: configured, else us-east-1.
 function _M:region()
   if self._region then return self._region end

@@ -27,7 +27,7 @@ local function fake_dict()
 end
 
 local function world()
-  local W = { submits = {}, objects = {}, calls = {}, terminated = {}, seq = 0, dict = fake_dict() }
+  local W = { submits = {}, objects = {}, calls = {}, terminated = {}, deleted = {}, seq = 0, dict = fake_dict() }
   local function count(op) W.calls[op] = (W.calls[op] or 0) + 1 end
   local batch = {}
   function batch:job_definitions() count("DescribeJobDefinitions"); return function() return nil end end
@@ -57,7 +57,7 @@ local function world()
     return v, {}
   end
   function s3:delete_object(b, k) W.objects[b .. "/" .. k] = nil; return true end
-  function s3:delete_prefix() return 0, {} end
+  function s3:delete_prefix(_, prefix) W.deleted[#W.deleted + 1] = prefix; return 0, {} end
   function s3:endpoint() return "http://127.0.0.1:9", "explicit" end
   local logs = {}
   function logs:get_log_events() return { events = {} } end
@@ -68,7 +68,7 @@ local function world()
     dict = function() return W.dict end,
     clients = function() return clients end,
     runner_opts = function(_, run_id)
-      return { clients = function() return clients end, run_id = run_id,
+      return { clients = function() return clients end, run_id = run_id, policy = W.policy,
                clock = function() return 0 end, sleep = function() return true end }
     end,
   }
@@ -234,6 +234,83 @@ jobs:
     assert.equal("Validate job trigger rule was failed with 'all_failed'.", meta.final.errors.message)
     assert.is_nil(meta.final.jobs.c)
     assert.equal(2, W.calls.SubmitJob)
+  end)
+
+  it("cleanup: the run's prefix stays while another job runs or an earlier job's objects were kept", function()
+    local TWO = [[
+jobs:
+  a:
+    stages: [{name: s, id: s, echo: a}]
+  b:
+    stages: [{name: s, id: s, echo: b}]
+]]
+    local run_prefix = "luabatch/runs/" .. RUN_ID .. "/"
+    local W = world()
+    local m, meta = start(W, TWO)
+    local _
+    _, meta = step(W, m, meta)
+    assert.equal(2, W.calls.SubmitJob)
+    -- a ends while b still runs: a's part only
+    W.result("a", "EMPTY", "SUCCESS")
+    W.state(meta.jobs.a.submitted.jobs[1].batch_job_id, "SUCCEEDED")
+    W.state(meta.jobs.b.submitted.jobs[1].batch_job_id, "RUNNING")
+    _, meta = step(W, m, meta)
+    assert.equal("done", meta.jobs.a.state)
+    assert.same({ run_prefix .. "a/" }, W.deleted)
+    -- b, the last one: its part, then the run's prefix
+    W.result("b", "EMPTY", "SUCCESS")
+    W.state(meta.jobs.b.submitted.jobs[1].batch_job_id, "SUCCEEDED")
+    _, meta = step(W, m, meta)
+    assert.is_true(meta.done)
+    assert.same({ run_prefix .. "a/", run_prefix .. "b/", run_prefix }, W.deleted)
+
+    -- cleanup on_success: a FAILED job's objects are kept, so the run's prefix is too
+    W = world()
+    W.policy = { cleanup = "on_success" }
+    m, meta = start(W, TWO)
+    _, meta = step(W, m, meta)
+    W.result("a", "EMPTY", "FAILED")
+    W.state(meta.jobs.a.submitted.jobs[1].batch_job_id, "FAILED")
+    W.state(meta.jobs.b.submitted.jobs[1].batch_job_id, "RUNNING")
+    _, meta = step(W, m, meta)
+    assert.equal("FAILED", meta.jobs.a.record.status)
+    assert.same({}, W.deleted)
+    W.result("b", "EMPTY", "SUCCESS")
+    W.state(meta.jobs.b.submitted.jobs[1].batch_job_id, "SUCCEEDED")
+    _, meta = step(W, m, meta)
+    assert.is_true(meta.done)
+    assert.same({ run_prefix .. "b/" }, W.deleted)
+  end)
+
+  it("with.array: one array job for every strategy; its children are watched", function()
+    local W = world()
+    W.app.with = { job_queue_arn = "q", s3_bucket = "b", region_name = "us-east-1", array = true }
+    local m, meta = start(W, [[
+jobs:
+  x:
+    strategy:
+      max-parallel: 1
+      matrix: {n: [1, 2, 3]}
+    stages: [{name: s, id: s, echo: x}]
+]])
+    local _
+    _, meta = step(W, m, meta)
+    assert.equal(1, W.calls.SubmitJob)
+    assert.equal(3, W.submits[1].arrayProperties.size)
+    local js = meta.jobs.x
+    assert.equal("submitted", js.state)
+    assert.equal(3, #js.submitted.jobs)
+    assert.equal(0, #js.queued)
+    for i, j in ipairs(js.submitted.jobs) do
+      assert.equal("job-1:" .. (i - 1), j.batch_job_id)
+      assert.equal(RUN_ID, cjson.decode(W.dict:get("watch:" .. j.batch_job_id)).meta.run_id)
+      W.result("x", j.strategy_id, "SUCCESS", { i = i }, i)
+      W.state(j.batch_job_id, "SUCCEEDED")
+    end
+    _, meta = step(W, m, meta)
+    assert.is_true(meta.done)
+    assert.equal("SUCCESS", meta.final.status)
+    assert.equal(1, W.calls.SubmitJob)
   end)
 
   it("a bad with: of a later job is its FAILED record, not an error", function()

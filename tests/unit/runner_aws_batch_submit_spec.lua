@@ -168,4 +168,165 @@ describe("luabatch.runner.aws_batch submit/collect #unit", function()
     local rec = aws_batch.collect(sub, {}, { model = m, getenv = NO_ENV, runner_opts = W.ro() })
     assert.equal("SKIP", rec.status)
   end)
+
+  it("opts.strategies: only those go out; a later submit of the others reuses the bundle", function()
+    local W = world()
+    local m = model()
+    local ro = W.ro()   -- one session for both submits (as one run)
+    local function env()
+      local engine = require "luabatch.workflow.engine"
+      local e = engine.make_env(m, { getenv = NO_ENV, run_id = RUN_ID, runner_opts = ro })
+      return setmetatable({ job_id = "m", job_with = WITH }, { __index = e })
+    end
+    local sids = {}
+    for i, c in ipairs(require("luabatch.workflow.job").strategies(m.jobs.m)) do sids[i] = c.id end
+    assert.equal(2, #sids)
+    -- an empty list: with:, `if` and the matrix checked, nothing submitted or uploaded
+    local sub = assert(aws_batch.submit(m, "m", { params = { go = "yes" } }, { env = env(), strategies = {} }))
+    assert.same({}, sub.jobs)
+    assert.is_nil(W.calls.SubmitJob)
+    assert.is_nil(W.calls.PutObject)
+    local _, bad, code = aws_batch.submit(m, "m", { params = { go = "yes" } },
+      { env = setmetatable({ job_with = { job_queue_arn = "q", region_name = "us-east-1" } }, { __index = env() }),
+        strategies = {} })
+    assert.equal("EWITH", code)
+    assert.matches("s3_bucket", bad)
+    -- the second strategy alone
+    sub = assert(aws_batch.submit(m, "m", { params = { go = "yes" } }, { env = env(), strategies = { sids[2] } }))
+    assert.equal(1, W.calls.SubmitJob)
+    assert.equal(1, #sub.jobs)
+    assert.equal(sids[2], sub.jobs[1].strategy_id)
+    assert.equal("m/" .. sids[2] .. "/0", sub.jobs[1].key)
+    assert.equal(sids[2], W.submits[1].parameters.strategy)
+    local bkey = "b/luabatch/runs/" .. RUN_ID .. "/m/bundle.json"
+    local first = W.objects[bkey]
+    assert.equal(2, #json.decode(first).strategies)   -- the bundle carries every strategy
+    -- then the first: the same bundle, the job definition registered once
+    local later = assert(aws_batch.submit(m, "m", { params = { go = "yes" } }, { env = env(), strategies = { sids[1] } }))
+    assert.equal(2, W.calls.SubmitJob)
+    assert.equal(sids[1], later.jobs[1].strategy_id)
+    assert.equal(sids[1], W.submits[2].parameters.strategy)
+    assert.equal(W.submits[1].jobDefinition, W.submits[2].jobDefinition)
+    assert.equal(1, W.calls.RegisterJobDefinition)
+    assert.same(json.decode(first), json.decode(W.objects[bkey]))
+    -- with.array is not used for a chosen subset: plain jobs
+    local arr = { job_queue_arn = "q", s3_bucket = "b", region_name = "us-east-1", array = true }
+    sub = assert(aws_batch.submit(m, "m", { params = { go = "yes" } },
+      { env = setmetatable({ job_with = arr }, { __index = env() }), strategies = sids }))
+    assert.is_true(sub.config.array)
+    assert.is_nil(sub.array)
+    assert.equal(2, #sub.jobs)
+    assert.is_nil(W.submits[3].arrayProperties)
+    assert.is_nil(W.submits[4].arrayProperties)
+    -- an id the matrix does not have is a caller's bug
+    assert.has_error(function()
+      aws_batch.submit(m, "m", { params = { go = "yes" } }, { env = env(), strategies = { "nope" } })
+    end)
+  end)
+
+  it("opts.strategies: a refused SubmitJob is an entry with its error, not ESUBMIT", function()
+    local W = world()
+    local m = model()
+    local ro = W.ro()
+    local made = ro.clients()
+    local refuse = made.batch.submit_job
+    made.batch.submit_job = function(self, req)
+      if req.parameters.strategy ~= "x" then return nil, "queue q is DISABLED", "ClientException" end
+      return refuse(self, req)
+    end
+    local engine = require "luabatch.workflow.engine"
+    local e = engine.make_env(m, { getenv = NO_ENV, run_id = RUN_ID, runner_opts = ro })
+    local sids = {}
+    for i, c in ipairs(require("luabatch.workflow.job").strategies(m.jobs.m)) do sids[i] = c.id end
+    local sub, msg = aws_batch.submit(m, "m", { params = { go = "yes" } },
+      { env = setmetatable({ job_id = "m", job_with = WITH }, { __index = e }), strategies = sids })
+    made.batch.submit_job = refuse
+    assert.is_table(sub, msg)
+    assert.equal(2, #sub.jobs)
+    for i, j in ipairs(sub.jobs) do
+      assert.equal(sids[i], j.strategy_id)
+      assert.is_nil(j.batch_job_id)
+      assert.matches("queue q is DISABLED", j.error, 1, true)
+      assert.matches("strategy " .. sids[i], j.error, 1, true)
+    end
+  end)
+
+  it("the bundle's files are checked against the clients' own credentials; what is left out is logged", function()
+    local log = require "luabatch.log"
+    local secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYPROVIDER01"
+    local root = os.tmpname()
+    os.remove(root)
+    assert(os.execute("mkdir -p '" .. root .. "/tools'"))
+    local function write(text)
+      local f = assert(io.open(root .. "/tools/x.lua", "wb"))
+      f:write(text)
+      f:close()
+    end
+    write("-- " .. secret .. "\nreturn { run = function() return {} end }\n")
+    local m = model([[
+jobs:
+  m:
+    stages:
+      - name: c
+        uses: tools.x/run@latest
+      - name: d
+        uses: "${{ params.mod }}/run@latest"
+]])
+    local W = world()
+    local ro = W.ro()
+    local made = ro.clients()
+    -- the provider the S3 client signs with (no secret in with: or the environment)
+    made.s3.credentials = function() return { get = function() return { secret_key = secret } end } end
+    local engine = require "luabatch.workflow.engine"
+    local function env()
+      local e = engine.make_env(m, { getenv = NO_ENV, run_id = RUN_ID, runner_opts = ro, registry = root })
+      return setmetatable({ job_id = "m", job_with = WITH }, { __index = e })
+    end
+    local lines = {}
+    local old_sink, old_level = log.set_sink(function(line) lines[#lines + 1] = line end), log.level()
+    log.set_level("debug")
+    local ok, sub, msg, code = pcall(aws_batch.submit, m, "m", { params = { mod = "tools.x" } }, { env = env() })
+    local submits_first = W.calls.SubmitJob
+    write("return { run = function() return {} end }\n")
+    local ok2, sub2, msg2 = pcall(aws_batch.submit, m, "m", { params = { mod = "tools.x" } }, { env = env() })
+    log.set_sink(old_sink)
+    log.set_level(old_level)
+    made.s3.credentials = nil
+    os.execute("rm -rf '" .. root .. "'")
+    assert.is_true(ok, sub)
+    assert.is_nil(sub)
+    assert.equal("ESUBMIT", code)
+    assert.matches("registry file 'tools/x.lua'", msg, 1, true)
+    assert.is_nil(msg:find(secret, 1, true), msg)
+    assert.is_nil(submits_first)
+    -- the clean file goes; the templated call is named in a debug line
+    assert.is_true(ok2, sub2)
+    assert.is_table(sub2, msg2)
+    assert.equal(1, W.calls.SubmitJob)
+    local seen
+    for _, l in ipairs(lines) do
+      if l:find("debug", 1, true) and l:find("job 'm': bundle:", 1, true) and l:find("templated", 1, true) then
+        seen = l
+      end
+    end
+    assert.is_string(seen, table.concat(lines, "\n"))
+  end)
+
+  it("collect: opts.keep_run_prefix removes the job's own objects and keeps the run's prefix", function()
+    local W = world()
+    local m = model()
+    local sub = assert(aws_batch.submit(m, "m", { params = { go = "yes" } }, { env = env_of(W, m) }))
+    local sums = {}
+    for i, j in ipairs(sub.jobs) do
+      W.objects["b/luabatch/runs/" .. RUN_ID .. "/m/" .. j.strategy_id .. "/result.json"] = result(i, { i = i })
+      sums[j.batch_job_id] = { status = "SUCCEEDED", exit_code = 0 }
+    end
+    W.objects["b/luabatch/runs/" .. RUN_ID .. "/other/bundle.json"] = "{}"   -- another job of the run
+    local rec = aws_batch.collect(sub, sums, { model = m, getenv = NO_ENV, runner_opts = W.ro(),
+      keep_run_prefix = true })
+    assert.equal("SUCCESS", rec.status)
+    assert.same({ "luabatch/runs/" .. RUN_ID .. "/m/" }, W.deleted)
+    assert.is_nil(W.objects["b/luabatch/runs/" .. RUN_ID .. "/m/bundle.json"])
+    assert.equal("{}", W.objects["b/luabatch/runs/" .. RUN_ID .. "/other/bundle.json"])
+  end)
 end)

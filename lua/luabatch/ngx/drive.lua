@@ -37,11 +37,14 @@
 --     what `luabatch run --runs-on aws_batch --json` prints.
 -- Not done here (as before): job-level `retry:`, the client deadline.
 --
--- Strategies are submitted through aws_batch's Run (aws_batch._check /
--- aws_batch._Run: the same job definition, bundle and SubmitJob as the
--- CLI; the bundle always carries every strategy, so one uploaded again for
--- a queued strategy is the same object).  with.array: one array job with
--- every strategy (aws_batch.submit), as the CLI does.
+-- Strategies are submitted with aws_batch.submit(..., { strategies = {
+-- sid, ... } }) (the same with: check, job definition, bundle and SubmitJob
+-- as the CLI; the bundle always carries every strategy, so one uploaded
+-- again for a queued strategy is the same object); an empty list first
+-- checks with: (before `if`, as aws_batch.run_job does).  with.array: one
+-- array job with every strategy (aws_batch.submit), as the CLI does.
+-- A finished job is collected with opts.keep_run_prefix while other jobs
+-- of the run are in flight or an earlier job's objects were kept.
 
 local log = require "luabatch.log"
 local stage = require "luabatch.workflow.stage"
@@ -64,7 +67,7 @@ local TERMINAL = ngx_poller.TERMINAL
 
 local function engine() return require "luabatch.workflow.engine" end
 local function aws_batch() return require "luabatch.runner.aws_batch" end
-local function session() return require "luabatch.runner.aws_batch.session" end
+local function policy() return require "luabatch.runner.aws_batch.policy" end
 
 local function ngx_() return rawget(_G, "ngx") end
 
@@ -135,47 +138,20 @@ local function job_env(app, meta, model, id, wctx, ro)
   return setmetatable({ job_id = id, job_with = with }, { __index = env })
 end
 
--- aws_batch's Run for this job (as aws_batch.submit opens it) -> run | nil, msg
-local function open_run(model, id, wctx, jenv)
-  local ab = aws_batch()
-  local s = session().get(jenv)
-  local with = jenv.job_with
-  local cfg, cerr = ab._check(with, id, s.policy, jenv.getenv, s.run_id)
-  if not cfg then return nil, cerr end
-  local c = s:clients(with, cfg.region, jenv.getenv)
-  return setmetatable({ s = s, c = c, cfg = cfg, with = with, model = model, job_id = id,
-    jobdef = model.jobs[id], env = jenv, wctx = wctx, watched = {}, attempt_of = {} }, ab._Run)
-end
-
-local CLIENT_FIELDS = { "endpoint_url", "batch_endpoint", "s3_endpoint", "logs_endpoint", "profile" }
-
--- Submit the strategies `sids` of job id (a Run opened now); entries are
--- appended to js.submitted.jobs and the Batch jobs watched.
-local function submit_sids(app, meta, run, js, combos_by_id, sids)
-  local p = run.s.policy
+-- Watch the Batch jobs of submitted entries (the poller's dict) -> any
+-- entry was submitted, the last SubmitJob error
+local function watch_entries(app, meta, entries)
   local d = app:dict()
   local ok_any, last = false, nil
-  for _, sid in ipairs(sids) do
-    local combo = combos_by_id[sid]
-    local key = run:key(sid, 0)
-    local name = require("luabatch.runner.aws_batch.policy").job_name(p, { run_id = meta.run_id,
-      job_id = run.job_id, strategy_id = sid, attempt = 0, workflow = run.model.name })
-    run.attempt_of[key] = 0
-    local bid, how = run:submit(key, name, combo.id, nil)
-    local e
-    if bid then
+  for _, e in ipairs(entries) do
+    if e.batch_job_id then
       ok_any = true
-      e = { key = key, strategy_id = sid, batch_job_id = bid, job_name = name }
-      local wok, werr = ngx_poller.watch(d, bid, { run_id = meta.run_id, key = key },
+      local wok, werr = ngx_poller.watch(d, e.batch_job_id, { run_id = meta.run_id, key = e.key },
         { prefix = app.prefix, ttl = app.ttl })
       if not wok then log.error("luabatch.ngx.drive: %s", tostring(werr)) end
-    else
-      last = tostring(how)
-      e = { key = key, strategy_id = sid, job_name = name,
-            error = str_format("job '%s' strategy %s: %s", run.job_id, sid, last) }
+    elseif e.error then
+      last = tostring(e.error)
     end
-    local list = js.submitted.jobs
-    list[#list + 1] = e
   end
   return ok_any, last
 end
@@ -192,10 +168,11 @@ local function start_job(app, meta, model, id, records)
     job_done(meta, id, failed_job(jobdef, werr))
     return nil, werr, "EWITH"
   end
-  -- with: checked first (aws_batch.run_job does too), then if:,
-  -- max-parallel and the strategies, as job.execute decides them
-  local run, cerr = open_run(model, id, wctx, jenv)
-  if not run then
+  -- with: checked first (aws_batch.run_job does too: no strategy given,
+  -- nothing submitted), then if:, max-parallel and the strategies, as
+  -- job.execute decides them (a bad `if` / matrix: job.execute's record)
+  local checked, cerr, ccode = aws_batch().submit(model, id, wctx, { env = jenv, strategies = {} })
+  if not checked and ccode == "EWITH" then
     job_done(meta, id, failed_job(jobdef, cerr))
     return nil, cerr, "EWITH"
   end
@@ -215,9 +192,7 @@ local function start_job(app, meta, model, id, records)
     end
     return true
   end
-  run:append_config()
-  local cfg = run.cfg
-  if cfg.array and #plan.combos >= 2 then
+  if checked and checked.config.array and #plan.combos >= 2 then
     -- one array job: every strategy at once (the CLI's way too)
     local submitted, serr, scode = aws_batch().submit(model, id, wctx, { env = jenv })
     if not submitted then
@@ -226,34 +201,23 @@ local function start_job(app, meta, model, id, records)
     end
     js.state, js.submitted, js.queued, js.mp = "submitted", submitted, stage.array({}), #plan.combos
     js.fail_fast = plan.fail_fast
-    local d = app:dict()
-    for _, j in ipairs(submitted.jobs) do
-      if j.batch_job_id then
-        ngx_poller.watch(d, j.batch_job_id, { run_id = meta.run_id, key = j.key }, { prefix = app.prefix, ttl = app.ttl })
-      end
-    end
+    watch_entries(app, meta, submitted.jobs)
     return true
   end
-  local client = {}
-  for _, f in ipairs(CLIENT_FIELDS) do
-    if run.with[f] ~= nil then client[f] = tostring(run.with[f]) end
-  end
-  js.submitted = {
-    format = "luabatch-submitted/1", run_id = meta.run_id, workflow = model.name, job_id = id,
-    jobs = {}, results = "s3://" .. cfg.bucket .. "/" .. run:s3key() .. "/",
-    config = { queue = cfg.queue, bucket = cfg.bucket, prefix = cfg.run_prefix, region = cfg.region,
-               log_group = cfg.log_group, keep_on_failure = cfg.keep_on_failure, client = client },
-    context = { params = wctx.params, jobs = wctx.jobs },
-  }
-  js.mp, js.fail_fast, js.terminated = plan.mp, plan.fail_fast == true, {}
-  local by_id, first, queued = {}, {}, {}
+  local first, queued = {}, {}
   for i, combo in ipairs(plan.combos) do
-    by_id[combo.id] = combo
     if i <= plan.mp then first[#first + 1] = combo.id else queued[#queued + 1] = combo.id end
   end
+  local submitted, serr, scode = aws_batch().submit(model, id, wctx, { env = jenv, strategies = first })
+  if not submitted then
+    job_done(meta, id, failed_job(jobdef, tostring(serr)))
+    return nil, serr, scode
+  end
+  js.submitted = submitted
+  js.mp, js.fail_fast, js.terminated = plan.mp, plan.fail_fast == true, {}
   js.queued = stage.array(queued)
   js.state = "submitted"
-  local ok_any, last = submit_sids(app, meta, run, js, by_id, first)
+  local ok_any, last = watch_entries(app, meta, submitted.jobs)
   if not ok_any and #queued == 0 then
     -- nothing went out: the record says why (collect turns the errors into
     -- FAILED strategy records)
@@ -287,8 +251,8 @@ end
 
 -- fail-fast: terminate the live siblings, drop the queue.
 local function fail_fast(app, meta, js, sums)
-  local s = session().get({ runner_opts = app:runner_opts(meta.run_id) })
-  local reason = s.policy.fail_fast_reason
+  local ro = app:runner_opts(meta.run_id)
+  local reason = policy().merge(type(ro.policy) == "table" and ro.policy or nil).fail_fast_reason
   local sc = js.submitted.config
   local with = {}
   for k, v in pairs(app.with) do with[k] = v end
@@ -340,23 +304,21 @@ local function fail_fast_record(model, id, js, jctx)
   return job.record(jobdef, out)
 end
 
--- How many other jobs of the run are in flight, and was an earlier job's
--- prefix kept: collect's cleanup must not remove the run's prefix then.
-local function cleanup_guard(app, meta, id, ro)
-  local others, kept = 0, false
-  local p = require("luabatch.runner.aws_batch.policy")
-  local s = session().get({ runner_opts = ro })
+-- Must collect's cleanup keep the run's prefix (its opts.keep_run_prefix)?
+-- Yes while another job of the run is in flight, or when an earlier job's
+-- objects were kept by the cleanup policy (they live under that prefix).
+local function keep_run_prefix(meta, id, ro)
+  local p = policy()
+  local pol = p.merge(type(ro.policy) == "table" and ro.policy or nil)
   for _, oid in ipairs(meta.order) do
     local o = meta.jobs[oid]
-    if oid ~= id and o.state == "submitted" then others = others + 1 end
+    if oid ~= id and o.state == "submitted" then return true end
     if oid ~= id and o.state == "done" and o.submitted and o.record and not o.submitted.skip
-        and not p.should_cleanup(s.policy, o.record.status, o.submitted.config.keep_on_failure) then
-      kept = true
+        and not p.should_cleanup(pol, o.record.status, o.submitted.config.keep_on_failure) then
+      return true
     end
   end
-  -- the session's own bookkeeping (aws_batch's Run:cleanup reads it)
-  s.active = s.active + others
-  if kept then s.kept = true end
+  return false
 end
 
 -- Advance one submitted job -> changed
@@ -372,29 +334,32 @@ local function advance(app, meta, model, id)
     local wctx = { params = meta.params, jobs = (js.submitted.context or {}).jobs or {}, status = "WAIT" }
     local ro = app:runner_opts(meta.run_id)
     local jenv, werr = job_env(app, meta, model, id, wctx, ro)
-    local run = jenv and open_run(model, id, wctx, jenv)
-    if not run then
+    local now, rest = {}, {}
+    for _, sid in ipairs(js.queued) do
+      if live + #now < js.mp then now[#now + 1] = sid else rest[#rest + 1] = sid end
+    end
+    local sub
+    if jenv then
+      -- the same bundle and job definition as the first strategies'
+      sub, werr = aws_batch().submit(model, id, wctx, { env = jenv, strategies = now })
+    end
+    if not sub then
       log.error("luabatch.ngx.drive: run %s job %s: %s", meta.run_id, id, tostring(werr))
       js.queued = stage.array({})
     else
-      local by_id = {}
-      for _, combo in ipairs(job.strategies(model.jobs[id]) or {}) do by_id[combo.id] = combo end
-      local now, rest = {}, {}
-      for _, sid in ipairs(js.queued) do
-        if live + #now < js.mp then now[#now + 1] = sid else rest[#rest + 1] = sid end
-      end
       js.queued = stage.array(rest)
-      submit_sids(app, meta, run, js, by_id, now)
-      live = live + #now
+      local list = js.submitted.jobs
+      for _, e in ipairs(sub.jobs) do list[#list + 1] = e end
+      watch_entries(app, meta, sub.jobs)
+      live = live + #sub.jobs
     end
     changed = true
   end
   if live > 0 or #js.queued > 0 then return changed end
   -- every strategy ended: the record
   local ro = app:runner_opts(meta.run_id)
-  cleanup_guard(app, meta, id, ro)
   local ok, rec, jctx = pcall(aws_batch().collect, js.submitted, sums, { model = model, getenv = app.getenv,
-    runner_opts = ro })
+    runner_opts = ro, keep_run_prefix = keep_run_prefix(meta, id, ro) })
   if not ok or not rec then
     -- S3 unreachable...: the job stays "submitted"; the next step tries again
     local msg = ok and tostring(jctx) or tostring(rec)

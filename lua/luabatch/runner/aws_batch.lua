@@ -6,6 +6,8 @@
 --   local submitted = assert(runner.submit(model, job_id, context, opts))
 --   ... poll submitted.jobs[i].batch_job_id elsewhere (luabatch.ngx.poller) ...
 --   local record, jctx = runner.collect(submitted, summaries, { model = model })
+--   -- pacing the strategies itself (luabatch.ngx.drive): submit's opts.strategies
+--   -- = { sid, ... }, collect's opts.keep_run_prefix (both below)
 --   (see submit / collect below; run_job, submit and collect share the
 --   same pieces: the with: check, the clients, Run:prepare/submit/collect)
 --
@@ -205,6 +207,16 @@ function Run:s3key(...)
   return table.concat(out, "/")
 end
 
+-- The credentials provider the clients sign with (its secrets must not
+-- reach the bundle) -> provider | nil (a client without the accessor).
+local function credentials_of(c)
+  local s3 = c.s3
+  if type(s3) ~= "table" or type(s3.credentials) ~= "function" then return nil end
+  local ok, p = pcall(s3.credentials, s3)
+  if ok and type(p) == "table" then return p end
+  return nil
+end
+
 -- The job definition and the bundle, once per run_job.
 function Run:prepare()
   if self.prepared then return true end
@@ -226,11 +238,14 @@ function Run:prepare()
   local combos = job.strategies(self.jobdef)
   local results = "s3://" .. cfg.bucket .. "/" .. self:s3key() .. "/"
   -- the registry modules / workflow files of call: and trigger: stages (bundle.collect_files)
-  local files, ferr = bundle.collect_files(self.jobdef, self.env, { max_bytes = s.policy.bundle_files_max,
-    secrets = bundle.secrets_of(self.with, self.env.getenv, c.s3 and c.s3._creds) })
+  local files, notes = bundle.collect_files(self.jobdef, self.env, { max_bytes = s.policy.bundle_files_max,
+    secrets = bundle.secrets_of(self.with, self.env.getenv, credentials_of(c)) })
   if not files then
-    self.prepare_error = str_format("job '%s': bundle: %s", self.job_id, tostring(ferr))
+    self.prepare_error = str_format("job '%s': bundle: %s", self.job_id, tostring(notes))
     return nil, self.prepare_error
+  end
+  for _, note in ipairs(notes or {}) do
+    log.debug("aws_batch: job '%s': bundle: %s", self.job_id, tostring(note))
   end
   local ok, t = pcall(bundle.build, { run_id = s.run_id, workflow = self.model.name, job_id = self.job_id,
     jobdef = self.jobdef, context = self.wctx, strategies = combos, results = results, files = files })
@@ -630,7 +645,8 @@ function Run:all(combos, wctx, aenv, group)
 end
 
 -- Cleanup by policy: the job's objects, then (when no other job of the
--- run is active here) the run's prefix.  Never anything outside it.
+-- run is active here, and not self.keep_run_prefix: collect's opts) the
+-- run's prefix.  Never anything outside it.
 function Run:cleanup(status)
   local s, cfg = self.s, self.cfg
   if not self.prepared and not self.touched then return end
@@ -675,7 +691,7 @@ function Run:_cleanup(status)
     s:append({ ev = "cleanup", bucket = cfg.bucket, prefix = prefix, deleted = n })
   end
   delete(cfg.run_prefix .. "/" .. self.job_id .. "/")
-  if s.active <= 1 and not s.kept then
+  if s.active <= 1 and not s.kept and not self.keep_run_prefix then
     local run_prefix = cfg.run_prefix .. "/"
     assert(str_sub("/" .. run_prefix, -(#run_id + 2)) == "/" .. run_id .. "/")
     delete(run_prefix)
@@ -780,6 +796,15 @@ local CLIENT_FIELDS = { "endpoint_url", "batch_endpoint", "s3_endpoint", "logs_e
 -- (collect() reports each strategy as it ended), job-level `retry:` (one
 -- attempt; Batch-level with.retry_attempts still applies), following logs.
 -- The journal (runner_opts.journal) is optional, as in run_job.
+-- opts.strategies = { "<strategy id>", ... }: submit only these (one plain
+-- job each, in that order; with.array is not used then) for a caller that
+-- paces the strategies itself (max-parallel, fail-fast: luabatch.ngx.drive).
+-- The bundle still carries every strategy, so a later submit of the others
+-- uploads the same bundle and reuses the job definition; the caller
+-- appends the later submitted.jobs to the first table.  Every SubmitJob's
+-- outcome is an entry of submitted.jobs (no "ESUBMIT"); an empty list
+-- checks with:, `if` and the matrix and submits nothing.  An id the job's
+-- matrix does not have raises.
 -- submitted (plain data, JSON-safe: a server can keep it anywhere) =
 --   { format = "luabatch-submitted/1", run_id, workflow, job_id,
 --     skip = true (the job's `if` was false: nothing submitted) | nil,
@@ -788,13 +813,19 @@ local CLIENT_FIELDS = { "endpoint_url", "batch_endpoint", "s3_endpoint", "logs_e
 --     array = { key, batch_job_id, job_name } (with.array) | nil,
 --     results = "s3://bucket/<run prefix>/<job_id>/",
 --     config = { queue, bucket, prefix (run prefix), region, log_group,
---                keep_on_failure, client = { endpoint fields of with: } },
+--                keep_on_failure, array (with.array / policy.array),
+--                client = { endpoint fields of with: } },
 --     context = { params, jobs } }
 -- An array child is watched as "<array job id>:<index>".
 -- Failure codes: "EWITH" (with: rejected, nothing submitted), "EJOB" (the
 -- job's `if` or matrix is invalid), "ESUBMIT" (no job could be submitted:
 -- job definition, bundle upload or SubmitJob; msg says which).
 function _M.submit(model, job_id, context, opts)
+  local only = opts and opts.strategies
+  if only ~= nil and type(only) ~= "table" then
+    error("bad argument #4 to 'submit' (opts.strategies: a list of strategy ids expected, got "
+      .. type(only) .. ")", 2)
+  end
   local run, cerr = open_run("submit", model, job_id, context, opts)
   if not run then return nil, cerr, "EWITH" end
   local s, cfg, env, wctx = run.s, run.cfg, run.env, run.wctx
@@ -807,7 +838,8 @@ function _M.submit(model, job_id, context, opts)
     format = "luabatch-submitted/1", run_id = s.run_id, workflow = model.name, job_id = job_id,
     jobs = {}, results = "s3://" .. cfg.bucket .. "/" .. run:s3key() .. "/",
     config = { queue = cfg.queue, bucket = cfg.bucket, prefix = cfg.run_prefix, region = cfg.region,
-               log_group = cfg.log_group, keep_on_failure = cfg.keep_on_failure, client = client },
+               log_group = cfg.log_group, keep_on_failure = cfg.keep_on_failure, array = cfg.array,
+               client = client },
     context = { params = wctx.params, jobs = wctx.jobs },
   }
   local go, gerr = stage.condition(run.jobdef["if"], wctx, env)
@@ -826,8 +858,20 @@ function _M.submit(model, job_id, context, opts)
     return policy_mod.job_name(p, { run_id = s.run_id, job_id = job_id, strategy_id = sid, attempt = 0,
       workflow = model.name })
   end
-  local ok_any, last
-  if cfg.array and #combos >= 2 then
+  local sids = {}
+  for i, combo in ipairs(combos) do sids[i] = combo.id end
+  if only ~= nil then
+    -- a caller pacing the strategies itself (luabatch.ngx.drive): these only
+    local known = {}
+    for _, sid in ipairs(sids) do known[sid] = true end
+    for i, sid in ipairs(only) do
+      if not known[sid] then
+        error("bad argument #4 to 'submit' (opts.strategies[" .. i .. "]: job '" .. job_id
+          .. "' has no strategy '" .. tostring(sid) .. "')", 2)
+      end
+    end
+    sids = only
+  elseif cfg.array and #combos >= 2 then
     local akey, name = run:key("@array", 0), name_of("array")
     run.attempt_of[akey] = 0
     local id, how = run:submit(akey, name, "@array", #combos)
@@ -839,20 +883,21 @@ function _M.submit(model, job_id, context, opts)
     end
     return submitted
   end
-  for i, combo in ipairs(combos) do
-    local key, name = run:key(combo.id, 0), name_of(combo.id)
+  local ok_any, last
+  for i, sid in ipairs(sids) do
+    local key, name = run:key(sid, 0), name_of(sid)
     run.attempt_of[key] = 0
-    local id, how = run:submit(key, name, combo.id, nil)
+    local id, how = run:submit(key, name, sid, nil)
     if id then
       ok_any = true
-      submitted.jobs[i] = { key = key, strategy_id = combo.id, batch_job_id = id, job_name = name }
+      submitted.jobs[i] = { key = key, strategy_id = sid, batch_job_id = id, job_name = name }
     else
       last = tostring(how)
-      submitted.jobs[i] = { key = key, strategy_id = combo.id, job_name = name,
-        error = str_format("job '%s' strategy %s: %s", job_id, combo.id, last) }
+      submitted.jobs[i] = { key = key, strategy_id = sid, job_name = name,
+        error = str_format("job '%s' strategy %s: %s", job_id, sid, last) }
     end
   end
-  if not ok_any then return nil, last or "nothing to submit", "ESUBMIT" end
+  if not ok_any and only == nil then return nil, last or "nothing to submit", "ESUBMIT" end
   return submitted
 end
 
@@ -876,7 +921,10 @@ end
 -- them in a shared dict).  opts.model = the loaded workflow (required: the
 -- job definition decides the record's shape), opts.getenv, opts.runner_opts
 -- (clients / policy / sleep / clock, as for submit), opts.with (with: for
--- the clients; default submitted.config.client).
+-- the clients; default submitted.config.client), opts.keep_run_prefix =
+-- true: the cleanup removes the job's own <run prefix>/<job_id>/ only,
+-- never the run's prefix (other jobs of the run are still running, or an
+-- earlier job's objects were kept: the caller knows, this call does not).
 -- Failure: nil, msg, "EAGAIN" while a job is not terminal (msg names it).
 function _M.collect(submitted, summaries, opts)
   if type(submitted) ~= "table" or type(submitted.jobs) ~= "table" or type(submitted.config) ~= "table" then
@@ -917,7 +965,8 @@ function _M.collect(submitted, summaries, opts)
   local ctx = submitted.context or {}
   local wctx = { params = ctx.params or {}, jobs = ctx.jobs or {}, status = "WAIT" }
   local run = setmetatable({ s = s, c = c, cfg = cfg, with = with, model = model, job_id = submitted.job_id,
-    jobdef = jobdef, env = env, wctx = wctx, watched = {}, attempt_of = {}, touched = true }, Run)
+    jobdef = jobdef, env = env, wctx = wctx, watched = {}, attempt_of = {}, touched = true,
+    keep_run_prefix = opts.keep_run_prefix == true }, Run)
   local t0 = stage.now()
   local by_sid = {}
   for _, j in ipairs(submitted.jobs) do by_sid[j.strategy_id] = j end
@@ -949,9 +998,5 @@ function _M.collect(submitted, summaries, opts)
   end
   return job.record(jobdef, jctx), jctx
 end
-
--- For specs and the CLI.
-_M._check = check
-_M._Run = Run
 
 return _M
