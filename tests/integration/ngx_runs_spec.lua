@@ -2,7 +2,13 @@
 -- Ceph RGW and the Batch emulator: POST /runs with a 2-strategy matrix, GET
 -- /runs/ID until done (the result equals `luabatch run --runs-on aws_batch
 -- --json`, minus the info timings), GET /runs/ID/logs streams the jobs'
--- output, and bad input gets a 400 that names the problem.
+-- output, and bad input gets a 400 that names the problem.  Whole workflows
+-- (needs, max-parallel, fail-fast, if:, trigger rules), the job-level
+-- `retry:` (a job failing its first attempt succeeds on the second: same
+-- context as the CLI's) and the client deadline (a job past with.timeout x
+-- attempts + policy.deadline_margin is terminated by the poller's tick, no
+-- GET needed).  The app's policy has deadline_margin = -57 (Batch's minimum
+-- timeout is 60 s: the deadline is 3 s); only jobs with with.timeout have one.
 --
 -- nginx runs OpenResty's LuaJIT, so the module under test is the LuaJIT
 -- build: this spec runs in integration-luajit; under Lua 5.4 it is pending.
@@ -93,6 +99,39 @@ jobs:
     stages: [{name: Note, id: note, run: 'prev = "${{ jobs.boom.status }}"'}]
 ]=]
 
+-- Fails its first attempt (no marker yet), succeeds on the second; the
+-- job after it sees the retried job's record.
+local RETRY = [=[
+type: Workflow
+name: ngx-retry
+params:
+  marker: {type: str}
+jobs:
+  flaky:
+    retry: 1
+    stages:
+      - name: Try
+        id: try
+        bash: |
+          if [ -e "${{ params.marker }}" ]; then echo "second attempt"; exit 0; fi
+          touch "${{ params.marker }}"
+          exit 4
+      - {name: Mark, id: mark, run: 'ok = "yes"'}
+  after:
+    needs: [flaky]
+    stages: [{name: Use, id: use, run: 'prev = "${{ jobs.flaky.status }}-${{ jobs.flaky.stages.mark.outputs.ok }}"'}]
+]=]
+
+-- Runs far longer than its client deadline (60 x 1 - 57 = 3 s).
+local DEADLINE = [=[
+type: Workflow
+name: ngx-deadline
+jobs:
+  slow:
+    runs-on: {type: local, with: {timeout: 60}}
+    stages: [{name: Nap, id: nap, bash: "sleep 40"}]
+]=]
+
 local FAILFAST = [=[
 type: Workflow
 name: ngx-failfast
@@ -154,7 +193,8 @@ describe("luabatch.ngx.runs in nginx #integration", function()
       "package.loaded.lbruns = require('luabatch.ngx.runs').new({",
       "  dir = " .. lua_str(wfdir) .. ",",
       "  poll_interval = 0.2,",
-      "  policy = dofile(" .. lua_str(POLICY) .. "),",
+      "  policy = (function() local pol = dofile(" .. lua_str(POLICY) .. "); pol.deadline_margin = -57;",
+      "    return pol end)(),",
       "  with = { job_queue_arn = " .. lua_str(emu.queue) .. ", s3_bucket = " .. lua_str(p.bucket) .. ",",
       "    region_name = " .. lua_str(emu.region) .. ", batch_endpoint = " .. lua_str(emu.endpoint) .. ",",
       "    logs_endpoint = " .. lua_str(emu.endpoint) .. ", s3_endpoint = " .. lua_str(p.s3_endpoint) .. " },",
@@ -385,6 +425,92 @@ describe("luabatch.ngx.runs in nginx #integration", function()
     for _, rec in pairs(cli.jobs.ff.strategies) do cli_n[rec.matrix.n] = rec.status end
     assert.same({ [1] = "FAILED", [2] = "CANCEL" }, cli_n)
     assert.equal(cli.status, ctx.status)
+  end)
+
+  it("retry: 1: the first attempt fails, the second succeeds; the context equals the CLI's", function()
+    if not need() then return end
+    local marker = p.dir .. "/retry-marker"
+    os.remove(marker)
+    local st, body = http("POST", ng.url .. "/runs?param.marker=" .. marker, RETRY)
+    assert.equal(201, st, body .. "\n" .. ng.error_log())
+    local ans = cjson.decode(body)
+    local done = wait_done(ans.run_id, 90)
+    local ctx = done.result
+    assert.equal("SUCCESS", ctx.status, cjson.encode(done))
+    assert.equal("SUCCESS", ctx.jobs.flaky.status)
+    assert.is_nil(ctx.jobs.flaky.errors)
+    assert.equal("SUCCESS-yes", ctx.jobs.after.stages.use.outputs.prev)
+    -- both attempts' Batch jobs are listed: attempt 0 FAILED, attempt 1 SUCCEEDED
+    local by_key = {}
+    for _, j in ipairs(done.jobs) do by_key[j.key] = j end
+    assert.equal("FAILED", by_key["flaky/EMPTY/0"].status, cjson.encode(done.jobs))
+    assert.equal("SUCCEEDED", by_key["flaky/EMPTY/1"].status, cjson.encode(done.jobs))
+    assert.equal("SUCCEEDED", by_key["after/EMPTY/0"].status)
+    assert.not_equal(by_key["flaky/EMPTY/0"].job_id, by_key["flaky/EMPTY/1"].job_id)
+    for _, w in ipairs(done.workflow_jobs) do
+      if w.job == "flaky" then assert.equal(1, w.attempt) else assert.equal(0, w.attempt) end
+    end
+    -- the CLI, same workflow and params (the marker removed again)
+    os.remove(marker)
+    local cli = run_cli("cli-retry", RETRY, { "marker=" .. marker })
+    assert.equal("SUCCESS", cli.status)
+    assert.same(strip(cli), strip(ctx))
+    os.remove(marker)
+  end)
+
+  it("the client deadline: the poller's tick terminates the job without any GET; the record names it", function()
+    if not need() then return end
+    p.emu:reset_calls()
+    local t0 = core.monotime()
+    local st, body = http("POST", ng.url .. "/runs", DEADLINE)
+    assert.equal(201, st, body .. "\n" .. ng.error_log())
+    local ans = cjson.decode(body)
+    local bid = ans.jobs[1].job_id
+    assert.is_string(bid)
+    -- watch the emulator only (no GET /runs/ID): Batch ends it FAILED with the reason
+    local jd
+    while core.monotime() - t0 < 30 do
+      local got = assert(p.batch:describe_jobs({ bid }))
+      jd = got.jobs[1]
+      if jd and jd.status == "FAILED" then break end
+      core.sleep(0.2)
+    end
+    assert.equal("FAILED", jd and jd.status, cjson.encode(jd) .. "\n" .. ng.error_log())
+    local took = core.monotime() - t0
+    assert.is_true(took >= 2.5 and took < 20, "ended after " .. took .. " s")
+    assert.truthy(tostring(jd.statusReason):find("luabatch: client deadline exceeded", 1, true), jd.statusReason)
+    local calls = p.emu:calls()
+    assert.equal(1, calls.counts.TerminateJob, cjson.encode(calls))
+    -- GET: the run is over, its record the CLI's deadline record
+    local done = wait_done(ans.run_id, 30)
+    local ctx = done.result
+    assert.equal("FAILED", ctx.status)
+    local rec = ctx.jobs.slow
+    assert.equal("FAILED", rec.status)
+    local msg = rec.errors.message
+    assert.truthy(msg:find("luabatch: client deadline exceeded (timeout 60 s x 1 attempts + -57 s margin); "
+      .. "terminated", 1, true), msg)
+    assert.truthy(msg:find(bid, 1, true), msg)
+    assert.equal(1, p.emu:calls().counts.TerminateJob)
+    -- the CLI with the same policy gives the same record (names and ids aside)
+    local pol = p.dir .. "/policy_deadline.lua"
+    local f = assert(io.open(pol, "w"))
+    f:write("local p = dofile(" .. lua_str(POLICY) .. "); p.deadline_margin = -57; return p\n")
+    f:close()
+    local wf = p.dir .. "/cli-deadline.yml"
+    f = assert(io.open(wf, "w"))
+    f:write(DEADLINE)
+    f:close()
+    local out, err = p:run({ "run", wf, "--runs-on", "aws_batch", "--policy", pol, "--json",
+      "--with", "job_queue_arn=" .. p.emu.queue, "--with", "s3_bucket=" .. p.bucket })
+    local cli = assert(cjson.decode(out), err .. out)
+    local function norm(c)
+      c = strip(c)
+      local e = c.jobs.slow.errors
+      e.message = e.message:gsub("AWS Batch job %S+ %(%S+%)", "AWS Batch job N (ID)")
+      return c
+    end
+    assert.same(norm(cli), norm(ctx))
   end)
 
   it("bad input -> 400 naming the problem; unknown run -> 404", function()

@@ -1,7 +1,9 @@
 -- luabatch.ngx.drive against fake Batch / S3 clients and a fake shared
 -- dict: a run advances one step at a time (roots first, needs' records in
 -- the next job's bundle, max-parallel queueing, fail-fast termination,
--- trigger-rule abort, skips), and every step returns at once.
+-- trigger-rule abort, skips, job-level retry:, the client deadline), and
+-- every step returns at once.  Also luabatch.ngx.runs' wake index and the
+-- poller's on_tick hook that drive a run past a deadline without a GET.
 local load = require "luabatch.workflow.load"
 local json = require "luabatch.json"
 local cjson = require "cjson"
@@ -22,6 +24,17 @@ local function fake_dict()
     self.data[k] = l
     table.insert(l, 1, v)
     return #l
+  end
+  function d:rpop(k)
+    local l = self.data[k]
+    if type(l) ~= "table" or #l == 0 then return nil end
+    return table.remove(l)
+  end
+  function d:get_keys()
+    local out = {}
+    for k in pairs(self.data) do out[#out + 1] = k end
+    table.sort(out)
+    return out
   end
   return d
 end
@@ -62,9 +75,11 @@ local function world()
   local logs = {}
   function logs:get_log_events() return { events = {} } end
   local clients = { batch = batch, s3 = s3, logs = logs }
+  W.t = 1000
   W.app = {
     with = { job_queue_arn = "q", s3_bucket = "b", region_name = "us-east-1" },
     getenv = NO_ENV, prefix = "", ttl = 100,
+    clock = function() return W.t end,
     dict = function() return W.dict end,
     clients = function() return clients end,
     runner_opts = function(_, run_id)
@@ -334,5 +349,231 @@ jobs:
     assert.matches("retry_attempts", meta.final.jobs.b.errors.message)
     assert.equal("Job execution, 'b', was failed.", meta.final.errors.message)
     assert.equal(1, W.calls.SubmitJob)
+  end)
+
+  describe("job-level retry:", function()
+    local RETRY = [[
+jobs:
+  r:
+    retry: %d
+    stages: [{name: s, id: s, echo: r}]
+  after:
+    needs: [r]
+    stages: [{name: s, id: s, echo: after}]
+]]
+    local KEY = PREFIX .. "r/EMPTY/result.json"
+
+    it("a FAILED job runs again from scratch: attempt keys, old result.json gone, the last record only", function()
+      local W = world()
+      local m, meta = start(W, RETRY:format(1))
+      local _
+      _, meta = step(W, m, meta)
+      local first = meta.jobs.r.submitted.jobs[1]
+      assert.equal("r/EMPTY/0", first.key)
+      -- attempt 0 fails, with a stage attempt 1 will not have
+      W.objects[KEY] = json.encode({ status = "FAILED", matrix = {}, errors = { name = "JobError", message = "x" },
+        stages = { s = { status = "FAILED" }, stale = { status = "SUCCESS", outputs = { old = 1 } } } })
+      W.state(first.batch_job_id, "FAILED")
+      _, meta = step(W, m, meta)
+      -- retried at once (no backoff after the first attempt), nothing cleaned between attempts
+      local js = meta.jobs.r
+      assert.equal("submitted", js.state)
+      assert.equal(1, js.attempt)
+      assert.equal(2, W.calls.SubmitJob)
+      local second = js.submitted.jobs[1]
+      assert.equal("r/EMPTY/1", second.key)
+      assert.matches("%-1$", W.submits[2].jobName)
+      assert.not_equal(first.batch_job_id, second.batch_job_id)
+      assert.is_nil(W.objects[KEY], "attempt 0's result.json must be gone before attempt 1 runs")
+      assert.same({}, W.deleted)
+      assert.equal(first.batch_job_id, js.history[1].batch_job_id)
+      assert.equal("pending", meta.jobs.after.state)
+      -- attempt 1 succeeds: the record is its own, the next job runs
+      W.result("r", "EMPTY", "SUCCESS", { new = 2 })
+      W.state(second.batch_job_id, "SUCCEEDED")
+      _, meta = step(W, m, meta)
+      assert.equal("done", meta.jobs.r.state)
+      local rec = meta.jobs.r.record
+      assert.equal("SUCCESS", rec.status)
+      assert.is_nil(rec.errors)
+      assert.is_nil(rec.stages.stale)
+      assert.same({ new = 2 }, rec.stages.s.outputs)
+      assert.equal("submitted", meta.jobs.after.state)
+      assert.equal("luabatch/runs/" .. RUN_ID .. "/r/", W.deleted[1])
+    end)
+
+    it("retries run out: FAILED after retry + 1 attempts; from the second retry on, the backoff 1.2^(k+1) s", function()
+      local W = world()
+      local m, meta = start(W, RETRY:format(2))
+      local _
+      _, meta = step(W, m, meta)
+      for k = 0, 2 do
+        local js = meta.jobs.r
+        assert.equal("submitted", js.state, "attempt " .. k)
+        assert.equal("r/EMPTY/" .. k, js.submitted.jobs[1].key)
+        W.result("r", "EMPTY", "FAILED")
+        W.state(js.submitted.jobs[1].batch_job_id, "FAILED")
+        _, meta = step(W, m, meta)
+        if k == 1 then
+          -- attempt 1 failed: attempt 2 waits 1.2^2 s; the run says when to wake it
+          assert.equal("retry", meta.jobs.r.state)
+          assert.equal(2, W.calls.SubmitJob)
+          assert.near(1000 + 1.44, meta.wake, 1e-9)
+          W.t = 1001
+          _, meta = step(W, m, meta)
+          assert.equal("retry", meta.jobs.r.state)
+          W.t = 1001.5
+          _, meta = step(W, m, meta)
+        end
+      end
+      assert.equal(3, W.calls.SubmitJob)
+      assert.is_true(meta.done)
+      assert.equal("FAILED", meta.final.jobs.r.status)
+      -- after's trigger rule (all_success) fails: the engine's abort
+      assert.equal("Validate job trigger rule was failed with 'all_success'.", meta.final.errors.message)
+      assert.is_nil(meta.final.jobs.after)
+      assert.is_nil(meta.wake)
+    end)
+  end)
+
+  describe("the client deadline", function()
+    local SLOW = [[
+jobs:
+  s:
+    runs-on: {type: local, with: {timeout: 60}}
+    strategy:
+      max-parallel: 2
+      matrix: {n: [1, 2]}
+    stages: [{name: s, id: s, bash: "sleep 30"}]
+]]
+
+    it("a live job past timeout x attempts + margin is terminated once, FAILED naming the deadline", function()
+      local W = world()
+      W.policy = { deadline_margin = -57 }
+      local m, meta = start(W, SLOW)
+      local _
+      _, meta = step(W, m, meta)
+      local js = meta.jobs.s
+      assert.equal(2, #js.submitted.jobs)
+      for _, j in ipairs(js.submitted.jobs) do assert.equal(1003, j.deadline) end
+      assert.equal(1003, meta.wake)
+      -- strategy 1 ends in time; strategy 2 still runs
+      local j1, j2 = js.submitted.jobs[1], js.submitted.jobs[2]
+      W.result("s", j1.strategy_id, "SUCCESS", {}, 1)
+      W.state(j1.batch_job_id, "SUCCEEDED")
+      W.state(j2.batch_job_id, "RUNNING")
+      W.t = 1002.9
+      _, meta = step(W, m, meta)
+      assert.is_nil(W.calls.TerminateJob)
+      assert.equal(1003, meta.wake)
+      W.t = 1003
+      _, meta = step(W, m, meta)
+      assert.equal(1, W.calls.TerminateJob)
+      assert.equal(j2.batch_job_id, W.terminated[1].id)
+      assert.equal("luabatch: client deadline exceeded", W.terminated[1].reason)
+      -- done at once, as run_job's wait ends at the deadline
+      assert.is_true(meta.done)
+      local rec = meta.final.jobs.s
+      assert.equal("FAILED", rec.status)
+      assert.equal("SUCCESS", rec.strategies[j1.strategy_id].status)
+      local late = rec.strategies[j2.strategy_id]
+      assert.equal("FAILED", late.status)
+      assert.equal(string.format("AWS Batch job %s (%s): luabatch: client deadline exceeded (timeout 60 s x 1 "
+        .. "attempts + -57 s margin); terminated", j2.job_name, j2.batch_job_id), late.errors.message)
+      assert.same(late.errors, rec.errors[j2.strategy_id])
+      _, meta = step(W, m, meta)
+      assert.equal(1, W.calls.TerminateJob)
+      assert.is_nil(meta.wake)
+    end)
+
+    it("with.array: the parent is terminated once; with retry: the job runs again", function()
+      local W = world()
+      W.policy = { deadline_margin = -57 }
+      W.app.with = { job_queue_arn = "q", s3_bucket = "b", region_name = "us-east-1", array = true }
+      local m, meta = start(W, SLOW:gsub("  s:\n", "  s:\n    retry: 1\n"))
+      local _
+      _, meta = step(W, m, meta)
+      local js = meta.jobs.s
+      assert.equal(1, W.calls.SubmitJob)
+      for _, j in ipairs(js.submitted.jobs) do W.state(j.batch_job_id, "RUNNING") end
+      W.t = 1010
+      _, meta = step(W, m, meta)
+      assert.equal(1, W.calls.TerminateJob)
+      assert.equal("job-1", W.terminated[1].id)
+      -- both children FAILED by the deadline -> the job FAILED -> retry: 1
+      js = meta.jobs.s
+      assert.equal("submitted", js.state)
+      assert.equal(1, js.attempt)
+      assert.equal(2, W.calls.SubmitJob)
+      assert.equal(2, W.submits[2].arrayProperties.size)
+      assert.equal(1013, js.submitted.jobs[1].deadline)
+      for _, j in ipairs(js.submitted.jobs) do
+        W.result("s", j.strategy_id, "SUCCESS", {}, 1)
+        W.state(j.batch_job_id, "SUCCEEDED")
+      end
+      _, meta = step(W, m, meta)
+      assert.is_true(meta.done)
+      assert.equal("SUCCESS", meta.final.status)
+      assert.equal(1, W.calls.TerminateJob)
+    end)
+
+    it("no timeout, no deadline: nothing is terminated however long it runs", function()
+      local W = world()
+      W.policy = { deadline_margin = -57 }
+      local m, meta = start(W, SLOW:gsub("with: {timeout: 60}", "with: {}"))
+      local _
+      _, meta = step(W, m, meta)
+      assert.is_nil(meta.jobs.s.submitted.jobs[1].deadline)
+      assert.is_nil(meta.wake)
+      W.t = 1e6
+      _, meta = step(W, m, meta)
+      assert.is_nil(W.calls.TerminateJob)
+    end)
+  end)
+
+  it("runs: save_run indexes the wake time; the elected poller's tick kicks the runs that are due", function()
+    local runs = require "luabatch.ngx.runs"
+    local ngx_poller = require "luabatch.ngx.poller"
+    local W = world()
+    local app = runs.new({ with = W.app.with })
+    local kicked = {}
+    app.dict = function() return W.dict end
+    app.clock = function() return W.t end
+    app.kick = function(_, id) kicked[#kicked + 1] = id end
+    assert(app:save_run({ run_id = "r1", wake = 1005 }))
+    assert(app:save_run({ run_id = "r2" }))
+    assert.equal(1005, W.dict:get("wake:r1"))
+    assert.is_nil(W.dict:get("wake:r2"))
+    -- the poller calls on_tick at the end of each leader tick
+    local ticks = {}
+    local w = assert(ngx_poller.new({ dict = W.dict, pid = 7, ngx = { now = function() return W.t end },
+      batch = { describe_jobs = function() return { jobs = {} } end },
+      on_tick = function(_, fresh) ticks[#ticks + 1] = fresh; app:tick_runs(fresh) end }))
+    assert.equal("leader", w:tick())
+    assert.same({ true }, ticks)
+    assert.same({}, kicked)
+    W.t = 1005
+    w:tick()
+    assert.same({ true, false }, ticks)
+    assert.same({ "r1" }, kicked)
+    -- not again at the next tick unless a second has passed
+    w:tick()
+    assert.same({ "r1" }, kicked)
+    -- the step moved the wake time: queued, picked up, due later
+    local meta = { run_id = "r1", wake = 1020, wake_sent = 1005 }
+    assert(app:save_run(meta))
+    W.t = 1010
+    w:tick()
+    assert.same({ "r1" }, kicked)
+    W.t = 1020
+    w:tick()
+    assert.same({ "r1", "r1" }, kicked)
+    -- the run is over: the index forgets it
+    meta.wake = nil
+    assert(app:save_run(meta))
+    assert.is_nil(W.dict:get("wake:r1"))
+    W.t = 1030
+    w:tick()
+    assert.same({ "r1", "r1" }, kicked)
   end)
 end)

@@ -11,14 +11,21 @@
 -- getenv, with, policy, prefix, ttl).  meta is plain data (JSON-safe):
 --   { run_id, source, name, params, created, job (?job= mode: run only it,
 --     its needs ignored, as `luabatch run --job`), order = { job ids },
---     jobs = { <id> = { state = "pending" | "submitted" | "done",
+--     jobs = { <id> = { state = "pending" | "submitted" | "retry" | "done",
 --                       submitted = <aws_batch.submit's table, jobs growing
---                                    as queued strategies go out>,
+--                                    as queued strategies go out; each entry
+--                                    also has at (submitted, epoch s) and
+--                                    deadline (the client deadline, epoch s,
+--                                    when with.timeout / policy.timeout)>,
 --                       queued = { sid, ... } (beyond max-parallel),
 --                       mp, fail_fast, ff (fail-fast fired),
---                       terminated = { <batch id> = reason },
+--                       terminated = { <batch id> = reason } (fail-fast),
+--                       expired = { <batch id> = reason } (client deadline),
+--                       attempt (job-level retry:, 0 first), retry_at,
+--                       history = { entries of earlier attempts },
 --                       record = <the job record, once done> } },
 --     abort (a trigger rule failed: nothing else starts), errors, done,
+--     wake (when a step is due without any job ending: see wake()),
 --     final (the context, once done) }
 --
 -- One step, the same rules as luabatch.workflow.engine + job.execute:
@@ -33,9 +40,27 @@
 --     (no further job starts); else the job is submitted with its needs'
 --     records in the context: `if:`, max-parallel and the strategies are
 --     job.execute's own (its exec.all seam), with: rendered by the engine.
---   * done = nothing submitted and nothing startable; the final context is
+--   * the client deadline (aws_batch's Run:deadline(): with.timeout x
+--     with.retry_attempts + policy.deadline_margin, counted from each
+--     SubmitJob): a live Batch job past it is terminated with
+--     policy.deadline_reason (an array job through its parent, once) and is
+--     FAILED at once, its record run_job's ("AWS Batch job NAME (ID):
+--     <reason> (timeout T s x N attempts + M s margin); terminated"); it
+--     counts as a failure for fail-fast, as in the CLI.
+--   * job-level `retry: N` (job.execute's loop): a job whose record is
+--     FAILED goes to state "retry" and runs again from scratch (if:,
+--     max-parallel, every strategy; aws_batch.submit opts.attempt = k: keys
+--     and job names carry k, the earlier result.json is deleted first) with
+--     the context its first attempt saw, at once after the first failure and
+--     1.2^(k+1) s after attempt k >= 1; collect(opts.retry) leaves the
+--     objects of a failed attempt for the next.  The record is the last
+--     attempt's only (no stale keys).  A job refused before any SubmitJob
+--     (with:, a bad if:) is not retried: its record would not change.
+--   * done = nothing submitted, retrying or startable; the final context is
 --     what `luabatch run --runs-on aws_batch --json` prints.
--- Not done here (as before): job-level `retry:`, the client deadline.
+-- Time: app.clock() (specs) or ngx.now() — epoch seconds, shared by the
+-- workers.  A run moves when a job of it ends, on GET, and at wake(meta)
+-- (luabatch.ngx.runs indexes it for the elected poller's tick).
 --
 -- Strategies are submitted with aws_batch.submit(..., { strategies = {
 -- sid, ... } }) (the same with: check, job definition, bundle and SubmitJob
@@ -59,6 +84,7 @@ local ipairs = ipairs
 local pcall = pcall
 local require = require
 local tostring = tostring
+local tonumber = tonumber
 local setmetatable = setmetatable
 local str_format = string.format
 
@@ -70,6 +96,20 @@ local function aws_batch() return require "luabatch.runner.aws_batch" end
 local function policy() return require "luabatch.runner.aws_batch.policy" end
 
 local function ngx_() return rawget(_G, "ngx") end
+
+-- Epoch seconds: app.clock (specs), else ngx.now, else the wall clock.
+local function now_of(app)
+  if type(app.clock) == "function" then return app.clock() end
+  local n = ngx_()
+  if n and n.now then return n.now() end
+  return stage.now()
+end
+_M.now = now_of
+
+local function merged_policy(app, meta)
+  local ro = app:runner_opts(meta.run_id)
+  return policy().merge(type(ro.policy) == "table" and ro.policy or nil)
+end
 
 ---------------------------------------------------------------------------
 -- A new run
@@ -156,12 +196,41 @@ local function watch_entries(app, meta, entries)
   return ok_any, last
 end
 
--- Start job id -> true | nil, msg, code ("EWITH" / "EJOB" / "ESUBMIT");
--- a job that ends at once (if: false, a bad max-parallel) is done.
-local function start_job(app, meta, model, id, records)
+-- The client deadline of freshly submitted entries (aws_batch's
+-- Run:deadline(): timeout * attempts + policy.deadline_margin from the
+-- SubmitJob), kept on each entry as epoch seconds.
+local function stamp(app, meta, sub, entries)
+  local t = now_of(app)
+  local timeout = tonumber(sub.config and sub.config.timeout)
+  local margin = merged_policy(app, meta).deadline_margin or 600
+  for _, e in ipairs(entries) do
+    e.at = t
+    if timeout and e.batch_job_id then
+      e.deadline = t + timeout * (tonumber(sub.config.attempts) or 1) + margin
+    end
+  end
+end
+
+-- Start job id (again, for a retry: js.attempt > 0) -> true | nil, msg,
+-- code ("EWITH" / "EJOB" / "ESUBMIT"); a job that ends at once (if: false,
+-- a bad max-parallel) is done.  jobs_ctx = the `jobs` of the context it
+-- sees (a retry sees the first attempt's, as job.execute's loop does).
+local function start_job(app, meta, model, id, jobs_ctx)
   local js = meta.jobs[id]
   local jobdef = model.jobs[id]
-  local wctx = { params = meta.params, jobs = stage.shallow(records), status = "WAIT" }
+  local attempt = tonumber(js.attempt) or 0
+  if js.submitted then
+    -- a retry: the earlier attempt's Batch jobs stay listed (GET /runs/ID)
+    local hist = js.history or stage.array({})
+    for _, e in ipairs(js.submitted.jobs) do
+      hist[#hist + 1] = { key = e.key, strategy_id = e.strategy_id, batch_job_id = e.batch_job_id,
+                          job_name = e.job_name, error = e.error }
+    end
+    js.history = hist
+  end
+  js.submitted, js.queued, js.ff, js.terminated, js.expired = nil, nil, nil, nil, nil
+  js.record, js.retry_at, js.collect_error = nil, nil, nil
+  local wctx = { params = meta.params, jobs = jobs_ctx, status = "WAIT" }
   local ro = app:runner_opts(meta.run_id)
   local jenv, werr = job_env(app, meta, model, id, wctx, ro)
   if not jenv then
@@ -171,7 +240,8 @@ local function start_job(app, meta, model, id, records)
   -- with: checked first (aws_batch.run_job does too: no strategy given,
   -- nothing submitted), then if:, max-parallel and the strategies, as
   -- job.execute decides them (a bad `if` / matrix: job.execute's record)
-  local checked, cerr, ccode = aws_batch().submit(model, id, wctx, { env = jenv, strategies = {} })
+  local checked, cerr, ccode = aws_batch().submit(model, id, wctx, { env = jenv, strategies = {},
+    attempt = attempt })
   if not checked and ccode == "EWITH" then
     job_done(meta, id, failed_job(jobdef, cerr))
     return nil, cerr, "EWITH"
@@ -194,13 +264,14 @@ local function start_job(app, meta, model, id, records)
   end
   if checked and checked.config.array and #plan.combos >= 2 then
     -- one array job: every strategy at once (the CLI's way too)
-    local submitted, serr, scode = aws_batch().submit(model, id, wctx, { env = jenv })
+    local submitted, serr, scode = aws_batch().submit(model, id, wctx, { env = jenv, attempt = attempt })
     if not submitted then
       job_done(meta, id, failed_job(jobdef, tostring(serr)))
       return nil, serr, scode
     end
+    stamp(app, meta, submitted, submitted.jobs)
     js.state, js.submitted, js.queued, js.mp = "submitted", submitted, stage.array({}), #plan.combos
-    js.fail_fast = plan.fail_fast
+    js.fail_fast, js.terminated = plan.fail_fast == true, {}
     watch_entries(app, meta, submitted.jobs)
     return true
   end
@@ -208,11 +279,13 @@ local function start_job(app, meta, model, id, records)
   for i, combo in ipairs(plan.combos) do
     if i <= plan.mp then first[#first + 1] = combo.id else queued[#queued + 1] = combo.id end
   end
-  local submitted, serr, scode = aws_batch().submit(model, id, wctx, { env = jenv, strategies = first })
+  local submitted, serr, scode = aws_batch().submit(model, id, wctx, { env = jenv, strategies = first,
+    attempt = attempt })
   if not submitted then
     job_done(meta, id, failed_job(jobdef, tostring(serr)))
     return nil, serr, scode
   end
+  stamp(app, meta, submitted, submitted.jobs)
   js.submitted = submitted
   js.mp, js.fail_fast, js.terminated = plan.mp, plan.fail_fast == true, {}
   js.queued = stage.array(queued)
@@ -233,8 +306,18 @@ end
 local function summaries(app, js)
   local d = app:dict()
   local sums, live, failed = {}, 0, false
+  local expired = js.expired or {}
   for _, j in ipairs(js.submitted.jobs) do
-    if j.batch_job_id then
+    if j.batch_job_id and expired[j.batch_job_id] then
+      -- past the client deadline and terminated: FAILED now, as run_job's
+      -- wait ends there (its record is the deadline's, see deadline_record)
+      local s = ngx_poller.get(d, j.batch_job_id, { prefix = app.prefix })
+      if not (s and TERMINAL[s.status]) then
+        s = { id = j.batch_job_id, status = "FAILED", reason = expired[j.batch_job_id] }
+      end
+      sums[j.batch_job_id] = s
+      failed = true
+    elseif j.batch_job_id then
       local s = ngx_poller.get(d, j.batch_job_id, { prefix = app.prefix })
       if s then sums[j.batch_job_id] = s end
       if not (s and TERMINAL[s.status]) then
@@ -249,21 +332,61 @@ local function summaries(app, js)
   return sums, live, failed
 end
 
--- fail-fast: terminate the live siblings, drop the queue.
-local function fail_fast(app, meta, js, sums)
-  local ro = app:runner_opts(meta.run_id)
-  local reason = policy().merge(type(ro.policy) == "table" and ro.policy or nil).fail_fast_reason
+-- The clients of a submitted job (its with: endpoints over the app's).
+local function clients_of(app, js)
   local sc = js.submitted.config
   local with = {}
   for k, v in pairs(app.with) do with[k] = v end
   for k, v in pairs(sc.client or {}) do with[k] = v end
-  local c = app:clients(with, sc.region)
+  return app:clients(with, sc.region)
+end
+
+-- The client deadline: every live Batch job of js past its deadline is
+-- terminated with policy.deadline_reason (an array job through its parent,
+-- once) and marked js.expired -> changed.
+local function expire(app, meta, js, now)
+  local d = app:dict()
+  local due = {}
+  for _, j in ipairs(js.submitted.jobs) do
+    local bid = j.batch_job_id
+    if bid and j.deadline and now >= j.deadline and not (js.expired and js.expired[bid])
+        and not (js.terminated and js.terminated[bid]) then
+      local s = ngx_poller.get(d, bid, { prefix = app.prefix })
+      if not (s and TERMINAL[s.status]) then due[#due + 1] = j end
+    end
+  end
+  if #due == 0 then return false end
+  local reason = merged_policy(app, meta).deadline_reason
+  local c = clients_of(app, js)
+  js.expired = js.expired or {}
+  local targets, seen = {}, {}
+  for _, j in ipairs(due) do
+    js.expired[j.batch_job_id] = reason
+    local target = js.submitted.array and js.submitted.array.batch_job_id or j.batch_job_id
+    if not seen[target] then
+      seen[target] = true
+      targets[#targets + 1] = target
+    end
+  end
+  for _, target in ipairs(targets) do
+    log.warn("luabatch.ngx.drive: run %s: AWS Batch job %s: %s; terminating it", meta.run_id, target, reason)
+    local ok, msg = c.batch:terminate_job(target, reason)
+    if not ok then log.warn("luabatch.ngx.drive: TerminateJob %s: %s", target, tostring(msg)) end
+  end
+  return true
+end
+
+-- fail-fast: terminate the live siblings, drop the queue.
+local function fail_fast(app, meta, js, sums)
+  local ro = app:runner_opts(meta.run_id)
+  local reason = policy().merge(type(ro.policy) == "table" and ro.policy or nil).fail_fast_reason
+  local c = clients_of(app, js)
   js.ff = true
   js.queued = stage.array({})
   js.terminated = js.terminated or {}
   for _, j in ipairs(js.submitted.jobs) do
     local sm = j.batch_job_id and sums[j.batch_job_id]
-    if j.batch_job_id and not (sm and TERMINAL[sm.status]) then
+    if j.batch_job_id and not (sm and TERMINAL[sm.status]) and not (js.expired and js.expired[j.batch_job_id]) then
       js.terminated[j.batch_job_id] = reason
       local ok, msg = c.batch:terminate_job(j.batch_job_id, reason)
       if not ok then log.warn("luabatch.ngx.drive: TerminateJob %s: %s", j.batch_job_id, tostring(msg)) end
@@ -271,9 +394,23 @@ local function fail_fast(app, meta, js, sums)
   end
 end
 
--- The CLI's records for a fail-fast job: never-started strategies absent,
--- terminated ones CANCEL; status and errors as job.execute computes them.
-local function fail_fast_record(model, id, js, jctx)
+-- run_job's record of a strategy ended by the client deadline (Run:finish).
+local function deadline_record(app, meta, js, j, combo, why)
+  local sc = js.submitted.config
+  local p = merged_policy(app, meta)
+  local t = stage.now()
+  return { status = "FAILED", matrix = combo.values, stages = object(),
+           info = stage.info(tonumber(j.at) or t, now_of(app)),
+           errors = { name = require("luabatch.runner.aws_batch.reason").ERROR_NAME, message = str_format(
+             "AWS Batch job %s (%s): %s (timeout %s s x %d attempts + %s s margin); terminated",
+             tostring(j.job_name), j.batch_job_id, tostring(why), tostring(sc.timeout),
+             tonumber(sc.attempts) or 1, tostring(p.deadline_margin)) } }
+end
+
+-- The CLI's records when the drive stepped in: never-started strategies
+-- absent, fail-fast-terminated ones CANCEL, deadline-terminated ones
+-- FAILED naming the deadline; status and errors as job.execute computes them.
+local function rebuilt_record(app, meta, model, id, js, jctx)
   local jobdef = model.jobs[id]
   local combos = job.strategies(jobdef) or {}
   local by_sid = {}
@@ -283,8 +420,11 @@ local function fail_fast_record(model, id, js, jctx)
   for _, combo in ipairs(combos) do
     local j = by_sid[combo.id]
     local rec = j and jctx[combo.id]
-    local why = j and j.batch_job_id and js.terminated[j.batch_job_id]
-    if j and why then
+    local why = j and j.batch_job_id and (js.terminated or {})[j.batch_job_id]
+    local late = j and j.batch_job_id and (js.expired or {})[j.batch_job_id]
+    if j and late then
+      rec = deadline_record(app, meta, js, j, combo, late)
+    elseif j and why then
       local t = stage.now()
       rec = { status = "CANCEL", matrix = combo.values, stages = object(), info = stage.info(t, t),
               errors = { name = "JobCancelError", message = str_format(
@@ -312,7 +452,7 @@ local function keep_run_prefix(meta, id, ro)
   local pol = p.merge(type(ro.policy) == "table" and ro.policy or nil)
   for _, oid in ipairs(meta.order) do
     local o = meta.jobs[oid]
-    if oid ~= id and o.state == "submitted" then return true end
+    if oid ~= id and (o.state == "submitted" or o.state == "retry") then return true end
     if oid ~= id and o.state == "done" and o.submitted and o.record and not o.submitted.skip
         and not p.should_cleanup(pol, o.record.status, o.submitted.config.keep_on_failure) then
       return true
@@ -324,8 +464,8 @@ end
 -- Advance one submitted job -> changed
 local function advance(app, meta, model, id)
   local js = meta.jobs[id]
+  local changed = expire(app, meta, js, now_of(app))
   local sums, live, failed = summaries(app, js)
-  local changed = false
   if failed and js.fail_fast and not js.ff and (live > 0 or #js.queued > 0) then
     fail_fast(app, meta, js, sums)
     changed = true
@@ -341,13 +481,15 @@ local function advance(app, meta, model, id)
     local sub
     if jenv then
       -- the same bundle and job definition as the first strategies'
-      sub, werr = aws_batch().submit(model, id, wctx, { env = jenv, strategies = now })
+      sub, werr = aws_batch().submit(model, id, wctx, { env = jenv, strategies = now,
+        attempt = tonumber(js.attempt) or 0 })
     end
     if not sub then
       log.error("luabatch.ngx.drive: run %s job %s: %s", meta.run_id, id, tostring(werr))
       js.queued = stage.array({})
     else
       js.queued = stage.array(rest)
+      stamp(app, meta, sub, sub.jobs)
       local list = js.submitted.jobs
       for _, e in ipairs(sub.jobs) do list[#list + 1] = e end
       watch_entries(app, meta, sub.jobs)
@@ -358,8 +500,10 @@ local function advance(app, meta, model, id)
   if live > 0 or #js.queued > 0 then return changed end
   -- every strategy ended: the record
   local ro = app:runner_opts(meta.run_id)
+  local attempt = tonumber(js.attempt) or 0
+  local retries = tonumber(model.jobs[id].retry) or 0
   local ok, rec, jctx = pcall(aws_batch().collect, js.submitted, sums, { model = model, getenv = app.getenv,
-    runner_opts = ro, keep_run_prefix = keep_run_prefix(meta, id, ro) })
+    runner_opts = ro, keep_run_prefix = keep_run_prefix(meta, id, ro), retry = attempt < retries })
   if not ok or not rec then
     -- S3 unreachable...: the job stays "submitted"; the next step tries again
     local msg = ok and tostring(jctx) or tostring(rec)
@@ -368,8 +512,17 @@ local function advance(app, meta, model, id)
     return true
   end
   js.collect_error = nil
-  if js.ff or #js.submitted.jobs < #(job.strategies(model.jobs[id]) or {}) then
-    rec = fail_fast_record(model, id, js, jctx)
+  if js.ff or js.expired or #js.submitted.jobs < #(job.strategies(model.jobs[id]) or {}) then
+    rec = rebuilt_record(app, meta, model, id, js, jctx)
+  end
+  if rec.status == "FAILED" and attempt < retries then
+    -- job-level retry: (job.execute's loop) the whole job again, from
+    -- scratch, after 1.2^(k+1) s when attempt k >= 1 failed
+    log.info("luabatch.ngx.drive: run %s: job %s failed (attempt %d of %d): retrying", meta.run_id, id,
+      attempt + 1, retries + 1)
+    js.state, js.attempt = "retry", attempt + 1
+    js.retry_at = now_of(app) + (attempt >= 1 and 1.2 ^ (attempt + 1) or 0)
+    return true
   end
   job_done(meta, id, rec)
   return true
@@ -389,6 +542,17 @@ function _M.step(app, meta, model, on_submit)
   for _, id in ipairs(meta.order) do
     if meta.jobs[id].state == "submitted" then
       if advance(app, meta, model, id) then changed = true end
+    end
+    local js = meta.jobs[id]
+    if js.state == "retry" and now_of(app) >= (tonumber(js.retry_at) or 0) then
+      -- the next attempt sees the context the first one saw (an abort of
+      -- the run does not stop it: job.execute's loop goes on there too)
+      local ok, msg, code = start_job(app, meta, model, id, (js.submitted.context or {}).jobs or object())
+      if not ok then
+        log.error("luabatch.ngx.drive: run %s: job %s attempt %d: %s (%s)", meta.run_id, id,
+          tonumber(js.attempt) or 0, tostring(msg), tostring(code))
+      end
+      changed = true
     end
   end
   local e = engine()
@@ -410,7 +574,7 @@ function _M.step(app, meta, model, on_submit)
           js.state, js.record = "done", e.skip_record(jobdef)
           changed, again = true, true
         elseif rule ~= "WAIT" then
-          local ok, msg, code = start_job(app, meta, model, id, records)
+          local ok, msg, code = start_job(app, meta, model, id, stage.shallow(records))
           if on_submit then on_submit(id, ok, msg, code) end
           changed = true
           if js.state == "done" then again = true end
@@ -420,8 +584,10 @@ function _M.step(app, meta, model, on_submit)
   end
   local busy = false
   for _, id in ipairs(meta.order) do
-    if meta.jobs[id].state == "submitted" then busy = true end
+    local st = meta.jobs[id].state
+    if st == "submitted" or st == "retry" then busy = true end
   end
+  meta.wake = _M.wake(app, meta)
   if not busy and not meta.done then
     -- pending jobs left are blocked for good (abort): the run is over
     meta.done = true
@@ -429,6 +595,35 @@ function _M.step(app, meta, model, on_submit)
     changed = true
   end
   return changed
+end
+
+--- wake(app, meta) -> epoch seconds | nil: when the run must be stepped
+-- even if no job of it ends (the earliest client deadline of a live Batch
+-- job, or a retry's backoff end); luabatch.ngx.runs keeps it in an index
+-- the elected poller's tick reads.
+function _M.wake(app, meta)
+  local at
+  local function min(t)
+    t = tonumber(t)
+    if t and (at == nil or t < at) then at = t end
+  end
+  local d
+  for _, id in ipairs(meta.order) do
+    local js = meta.jobs[id]
+    if js.state == "retry" then
+      min(js.retry_at or 0)
+    elseif js.state == "submitted" then
+      for _, j in ipairs(js.submitted.jobs) do
+        local bid = j.batch_job_id
+        if bid and j.deadline and not (js.expired and js.expired[bid]) then
+          d = d or app:dict()
+          local s = ngx_poller.get(d, bid, { prefix = app.prefix })
+          if not (s and TERMINAL[s.status]) then min(j.deadline) end
+        end
+      end
+    end
+  end
+  return at
 end
 
 --- final(meta) -> the workflow context (as engine.run returns it).

@@ -49,7 +49,10 @@
 -- ngx.worker.pid()), opts.on_terminal = function(id, meta, summary) (the
 -- polling worker calls it, inside its tick, once a watched job is terminal,
 -- after its summary is in the dict; meta = what watch() was given; keep it
--- short: schedule the work with ngx.timer.at).
+-- short: schedule the work with ngx.timer.at), opts.on_tick = function(w,
+-- fresh) (the polling worker calls it at the end of each of its ticks;
+-- fresh = true on the first tick after it took the lock (it may have missed
+-- what happened meanwhile); the same advice: keep it short).
 
 local log = require "luabatch.log"
 local poller_mod = require "luabatch.poller"
@@ -174,6 +177,7 @@ function _M.new(opts)
     rescan = opts.rescan or 30, pid = tostring(pid or "0"), intervals = intervals,
     rate = opts.rate or p.rate, leader = false, busy = false, poller = nil, last_scan = 0,
     on_terminal = type(opts.on_terminal) == "function" and opts.on_terminal or nil,
+    on_tick = type(opts.on_tick) == "function" and opts.on_tick or nil,
     stats = { ticks = 0, leader_ticks = 0, takeovers = 0, calls = 0 },
   }, mt)
 end
@@ -335,6 +339,10 @@ function _M:_lead(how)
     self.stats.calls = self.stats.calls + calls
   else
     log.warn("ngx.poller: %s", tostring(msg))
+  end
+  if self.on_tick then
+    local hok, herr = pcall(self.on_tick, self, fresh)
+    if not hok then log.error("ngx.poller: on_tick: %s", tostring(herr)) end
   end
 end
 

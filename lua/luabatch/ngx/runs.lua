@@ -6,9 +6,9 @@
 --                 workflow_jobs = [ { job, state, queued, strategies, status? } ], results? }
 --   GET  /runs/ID       -> 200 { run_id, job?, status, jobs = [ { job, key, strategy_id, job_id,
 --                 job_name, status, reason?, exit_code?, log_stream? } ] (every Batch job so far),
---                 workflow_jobs = [ { job, state = "pending" | "submitted" | "done",
+--                 workflow_jobs = [ { job, state = "pending" | "submitted" | "retry" | "done",
 --                 queued (strategies waiting for max-parallel), strategies (submitted),
---                 status (when done), error? } ],
+--                 attempt (job-level retry: 0 first), status (when done), error? } ],
 --                 result = <final context, as `luabatch run --json` prints> (when done) }
 --   GET  /runs/ID/logs  -> 200 text/plain, streamed: "[<key>] <line>\n" for every
 --                 CloudWatch event of each job, job after job
@@ -59,11 +59,20 @@
 --         finished jobs collected (aws_batch.collect), queued strategies
 --         submitted, fail-fast siblings terminated, ready jobs submitted with
 --         their needs' records, skips and trigger-rule aborts recorded.
+--   tick  a run also has to move when no job of it ends: a Batch job past
+--         the client deadline (with.timeout x with.retry_attempts +
+--         policy.deadline_margin from its SubmitJob, as the CLI's) is
+--         terminated with policy.deadline_reason, and a job-level `retry:`
+--         waits out its backoff.  Each step leaves drive.wake(meta) (the
+--         earliest such time) in "wake:<id>" (queued on "wakeq" when it
+--         changes); the elected poller's tick (its on_tick hook: tick_runs)
+--         kicks the runs whose time has come — no GET needed.
 --   GET   answers from the dict; it also drives the run once (a lost timer,
 --         a collect to try again), which is cheap when nothing changed.
 -- ?job=ID runs that job only (its needs not run, as `luabatch run --job`).
--- Not done here: the job-level `retry:` and the client deadline (Batch's
--- own with.timeout / with.retry_attempts still apply).
+-- The job-level `retry:` runs a FAILED job again from scratch (every
+-- strategy, keys "<job>/<sid>/<attempt>", the context its first attempt
+-- saw), as job.execute does; GET lists the earlier attempts' Batch jobs too.
 
 local log = require "luabatch.log"
 local stage = require "luabatch.workflow.stage"
@@ -203,7 +212,8 @@ function _M:init_worker()
     clients = function() return me:clients(me.with) end,
     on_terminal = function(_, meta)
       if type(meta) == "table" and type(meta.run_id) == "string" then me:kick(meta.run_id) end
-    end })
+    end,
+    on_tick = function(_, fresh) me:tick_runs(fresh) end })
   if not w then return nil, msg end
   self.poller = w
   return w:start()
@@ -373,9 +383,65 @@ function _M:post_runs()
   return reply(201, body)
 end
 
---- save_run(meta) -> true | nil, msg
+--- save_run(meta) -> true | nil, msg (and the run's wake time indexed:
+-- "wake:<id>" = meta.wake, epoch s; a change is queued on "wakeq" for the
+-- elected poller's tick_runs)
 function _M:save_run(meta)
-  return self:dict():set(key(self, "run:" .. meta.run_id), json().encode(meta), self.ttl)
+  local d = self:dict()
+  local wk = key(self, "wake:" .. meta.run_id)
+  local changed = meta.wake ~= meta.wake_sent
+  meta.wake_sent = meta.wake
+  local ok, err = d:set(key(self, "run:" .. meta.run_id), json().encode(meta), self.ttl)
+  if not ok then return nil, err end
+  if meta.wake then
+    d:set(wk, meta.wake, self.ttl)
+    if changed then
+      local len, lerr = d:lpush(key(self, "wakeq"), meta.run_id)
+      if not len then log.warn("luabatch.ngx.runs: wake queue: %s (the next rescan finds it)", tostring(lerr)) end
+    end
+  elseif changed then
+    d:delete(wk)
+  end
+  return true
+end
+
+--- tick_runs(fresh): the elected poller's tick (its on_tick hook): drive
+-- every run whose wake time ("wake:<id>": a client deadline passed, a
+-- retry's backoff ended) has come, through kick() (a timer: the tick stays
+-- short).  The leader keeps the wake times in memory, fed by "wakeq"; it
+-- reads every "wake:" entry when it takes the lock (fresh) and every 30 s.
+function _M:tick_runs(fresh)
+  local d = self:dict()
+  local now = drive.now(self)
+  local wk = self._wake
+  if fresh or not wk or now - (self._wake_scan or 0) >= 30 then
+    wk = {}
+    local pre = key(self, "wake:")
+    for _, k in ipairs(d:get_keys(0)) do
+      if str_sub(k, 1, #pre) == pre then wk[str_sub(k, #pre + 1)] = 0 end
+    end
+    self._wake, self._wake_scan = wk, now
+  end
+  local q = key(self, "wakeq")
+  while true do
+    local id = d:rpop(q)
+    if id == nil then break end
+    wk[id] = 0
+  end
+  for id, at in pairs(wk) do
+    if now >= at then
+      -- due (or unknown): the dict says when; past it, step the run
+      local cur = tonumber(d:get(key(self, "wake:" .. id)))
+      if cur == nil then
+        wk[id] = nil
+      elseif now >= cur then
+        wk[id] = now + 1            -- again in 1 s unless the step moves it
+        self:kick(id)
+      else
+        wk[id] = cur
+      end
+    end
+  end
 end
 
 -- TerminateJob every Batch job of the run not known to be terminal.
@@ -420,7 +486,7 @@ function _M:step_run(run_id)
   if not model then error("run " .. run_id .. ": reloading the workflow: " .. tostring(lerr), 0) end
   local ok, changed = pcall(drive.step, self, meta, model)
   -- whatever happened before an error (jobs submitted...) is kept
-  if not ok or changed then
+  if not ok or changed or meta.wake ~= meta.wake_sent then
     local sok, serr = self:save_run(meta)
     if not sok then log.error("luabatch.ngx.runs: run %s: %s", run_id, tostring(serr)) end
   end
@@ -479,7 +545,11 @@ function _M:states(meta)
   local out = {}
   for _, id in ipairs(meta.order or {}) do
     local js = meta.jobs[id]
-    for _, j in ipairs(js.submitted and js.submitted.jobs or {}) do
+    local list = {}
+    -- earlier attempts (job-level retry:) first, then the current one
+    for _, j in ipairs(js.history or {}) do list[#list + 1] = j end
+    for _, j in ipairs(js.submitted and js.submitted.jobs or {}) do list[#list + 1] = j end
+    for _, j in ipairs(list) do
       local e = { job = id, key = j.key, strategy_id = j.strategy_id, job_id = j.batch_job_id,
                   job_name = j.job_name }
       if j.error then
@@ -492,7 +562,7 @@ function _M:states(meta)
           e.status = "SUBMITTED"
         end
       end
-      e.config = js.submitted.config
+      e.config = js.submitted and js.submitted.config
       out[#out + 1] = e
     end
   end
@@ -511,7 +581,7 @@ function _M:view(meta)
   for _, id in ipairs(meta.order or {}) do
     local js = meta.jobs[id]
     local e = { job = id, state = js.state, queued = js.queued and #js.queued or 0,
-                strategies = js.submitted and #js.submitted.jobs or 0 }
+                strategies = js.submitted and #js.submitted.jobs or 0, attempt = tonumber(js.attempt) or 0 }
     if js.state == "done" then
       e.status = js.record and js.record.status
       running = true

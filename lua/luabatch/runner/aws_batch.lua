@@ -7,7 +7,9 @@
 --   ... poll submitted.jobs[i].batch_job_id elsewhere (luabatch.ngx.poller) ...
 --   local record, jctx = runner.collect(submitted, summaries, { model = model })
 --   -- pacing the strategies itself (luabatch.ngx.drive): submit's opts.strategies
---   -- = { sid, ... }, collect's opts.keep_run_prefix (both below)
+--   -- = { sid, ... } and opts.attempt (job-level retry:), collect's
+--   -- opts.keep_run_prefix and opts.retry, submitted.config.timeout /
+--   -- .attempts for the client deadline (all below)
 --   (see submit / collect below; run_job, submit and collect share the
 --   same pieces: the with: check, the clients, Run:prepare/submit/collect)
 --
@@ -794,7 +796,8 @@ local CLIENT_FIELDS = { "endpoint_url", "batch_endpoint", "s3_endpoint", "logs_e
 -- NOT done here, unlike run_job: max-parallel (every strategy is submitted
 -- at once: Batch's queue and compute environment limit what runs), fail-fast
 -- (collect() reports each strategy as it ended), job-level `retry:` (one
--- attempt; Batch-level with.retry_attempts still applies), following logs.
+-- attempt per call: the caller submits again with opts.attempt; Batch-level
+-- with.retry_attempts still applies), the client deadline, following logs.
 -- The journal (runner_opts.journal) is optional, as in run_job.
 -- opts.strategies = { "<strategy id>", ... }: submit only these (one plain
 -- job each, in that order; with.array is not used then) for a caller that
@@ -805,6 +808,10 @@ local CLIENT_FIELDS = { "endpoint_url", "batch_endpoint", "s3_endpoint", "logs_e
 -- outcome is an entry of submitted.jobs (no "ESUBMIT"); an empty list
 -- checks with:, `if` and the matrix and submits nothing.  An id the job's
 -- matrix does not have raises.
+-- opts.attempt = k (default 0): the job-level `retry:` attempt, as run_job's
+-- exec gets it: keys "<job>/<sid>/<k>", job names with k, and for k > 0 the
+-- result.json of each strategy submitted (every strategy with an array job)
+-- is deleted first, so an earlier attempt's is never read as this one's.
 -- submitted (plain data, JSON-safe: a server can keep it anywhere) =
 --   { format = "luabatch-submitted/1", run_id, workflow, job_id,
 --     skip = true (the job's `if` was false: nothing submitted) | nil,
@@ -814,7 +821,12 @@ local CLIENT_FIELDS = { "endpoint_url", "batch_endpoint", "s3_endpoint", "logs_e
 --     results = "s3://bucket/<run prefix>/<job_id>/",
 --     config = { queue, bucket, prefix (run prefix), region, log_group,
 --                keep_on_failure, array (with.array / policy.array),
---                client = { endpoint fields of with: } },
+--                timeout (with.timeout / policy.timeout, s; nil: none),
+--                attempts (with.retry_attempts), client = { endpoint
+--                fields of with: } },
+--     (the client deadline of run_job, Run:deadline(), is timeout * attempts
+--     + policy.deadline_margin from each SubmitJob: a caller that waits
+--     elsewhere enforces it itself with config.timeout / config.attempts)
 --     context = { params, jobs } }
 -- An array child is watched as "<array job id>:<index>".
 -- Failure codes: "EWITH" (with: rejected, nothing submitted), "EJOB" (the
@@ -825,6 +837,10 @@ function _M.submit(model, job_id, context, opts)
   if only ~= nil and type(only) ~= "table" then
     error("bad argument #4 to 'submit' (opts.strategies: a list of strategy ids expected, got "
       .. type(only) .. ")", 2)
+  end
+  local attempt = opts and opts.attempt or 0
+  if type(attempt) ~= "number" or attempt < 0 or attempt ~= floor(attempt) then
+    error("bad argument #4 to 'submit' (opts.attempt: a whole number >= 0 expected)", 2)
   end
   local run, cerr = open_run("submit", model, job_id, context, opts)
   if not run then return nil, cerr, "EWITH" end
@@ -839,7 +855,7 @@ function _M.submit(model, job_id, context, opts)
     jobs = {}, results = "s3://" .. cfg.bucket .. "/" .. run:s3key() .. "/",
     config = { queue = cfg.queue, bucket = cfg.bucket, prefix = cfg.run_prefix, region = cfg.region,
                log_group = cfg.log_group, keep_on_failure = cfg.keep_on_failure, array = cfg.array,
-               client = client },
+               timeout = cfg.timeout, attempts = cfg.attempts, client = client },
     context = { params = wctx.params, jobs = wctx.jobs },
   }
   local go, gerr = stage.condition(run.jobdef["if"], wctx, env)
@@ -855,8 +871,15 @@ function _M.submit(model, job_id, context, opts)
   end
   local p = s.policy
   local function name_of(sid)
-    return policy_mod.job_name(p, { run_id = s.run_id, job_id = job_id, strategy_id = sid, attempt = 0,
+    return policy_mod.job_name(p, { run_id = s.run_id, job_id = job_id, strategy_id = sid, attempt = attempt,
       workflow = model.name })
+  end
+  -- a result.json left by an earlier attempt must not be read as this one's
+  local function forget(list)
+    if attempt == 0 then return end
+    for _, sid in ipairs(list) do
+      pcall(run.c.s3.delete_object, run.c.s3, cfg.bucket, run:s3key(sid, "result.json"))
+    end
   end
   local sids = {}
   for i, combo in ipairs(combos) do sids[i] = combo.id end
@@ -872,21 +895,23 @@ function _M.submit(model, job_id, context, opts)
     end
     sids = only
   elseif cfg.array and #combos >= 2 then
-    local akey, name = run:key("@array", 0), name_of("array")
-    run.attempt_of[akey] = 0
+    local akey, name = run:key("@array", attempt), name_of("array")
+    run.attempt_of[akey] = attempt
+    forget(sids)
     local id, how = run:submit(akey, name, "@array", #combos)
     if not id then return nil, tostring(how), "ESUBMIT" end
     submitted.array = { key = akey, batch_job_id = id, job_name = name }
     for i, combo in ipairs(combos) do
-      submitted.jobs[i] = { key = run:key(combo.id, 0), strategy_id = combo.id,
+      submitted.jobs[i] = { key = run:key(combo.id, attempt), strategy_id = combo.id,
         batch_job_id = id .. ":" .. (i - 1), job_name = name .. "[" .. (i - 1) .. "]" }
     end
     return submitted
   end
   local ok_any, last
+  forget(sids)
   for i, sid in ipairs(sids) do
-    local key, name = run:key(sid, 0), name_of(sid)
-    run.attempt_of[key] = 0
+    local key, name = run:key(sid, attempt), name_of(sid)
+    run.attempt_of[key] = attempt
     local id, how = run:submit(key, name, sid, nil)
     if id then
       ok_any = true
@@ -924,7 +949,10 @@ end
 -- the clients; default submitted.config.client), opts.keep_run_prefix =
 -- true: the cleanup removes the job's own <run prefix>/<job_id>/ only,
 -- never the run's prefix (other jobs of the run are still running, or an
--- earlier job's objects were kept: the caller knows, this call does not).
+-- earlier job's objects were kept: the caller knows, this call does not),
+-- opts.retry = true: the caller runs the job again when this record is
+-- FAILED (job-level `retry:`): nothing is cleaned then (run_job cleans
+-- once, after the last attempt; the next attempt's collect cleans).
 -- Failure: nil, msg, "EAGAIN" while a job is not terminal (msg names it).
 function _M.collect(submitted, summaries, opts)
   if type(submitted) ~= "table" or type(submitted.jobs) ~= "table" or type(submitted.config) ~= "table" then
@@ -990,7 +1018,7 @@ function _M.collect(submitted, summaries, opts)
     return out
   end }
   local jctx = job.execute(jobdef, wctx, env, exec)
-  if opts.cleanup ~= false and not submitted.skip then
+  if opts.cleanup ~= false and not submitted.skip and not (opts.retry and jctx.status == "FAILED") then
     s.active = s.active + 1
     local cok, cerr = pcall(run.cleanup, run, jctx.status)
     if not cok then log.error("%s", tostring(cerr)) end
