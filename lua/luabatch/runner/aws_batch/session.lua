@@ -8,6 +8,7 @@
 --   s:wait(c, { w, ... }, stop) -> true | nil, why ("stop" | msg)
 --   s:call(c, fn)                              -- a Batch call paced by the poller's tokens
 --   s:terminate_all(reason)                    -- TerminateJob every non-terminal job of the run
+--   session.submit_once(batch, req) -> answer  -- one SubmitJob, never resent by the transport
 --
 -- The clients are built from with: (credentials given there are used by
 -- the clients only; nothing else sees them).  One luabatch.poller per set
@@ -61,6 +62,44 @@ function _M.ngx()
   local ok, phase = pcall(ngx.get_phase)
   if not ok or phase == "init" then return nil end
   return ngx
+end
+
+--- submit_once(batch, req) -> SubmitJob answer | nil, msg, code
+-- One SubmitJob that is never sent twice: no retries in the request path,
+-- and the body given as a reader, so libcurl cannot silently resend it on a
+-- fresh connection when a kept-alive one died after taking the request (a
+-- lost answer is looked up by name instead: aws_batch/run.lua, Run:submit).
+-- Under nginx (ngx()) the body is a plain string instead: the
+-- ngx transport takes strings only, and nginx sends a POST once
+-- (proxy_pass never passes a non-idempotent request to a next upstream by
+-- default; the timer path writes it once on a cosocket).
+function _M.submit_once(batch, req)
+  if type(batch.client) == "function" then
+    local client = batch:client()
+    if type(client) == "table" and client.send then
+      local body = require("cjson").encode(req)
+      local o = { method = "POST", path = "/v1/submitjob",
+        headers = { { "Content-Type", "application/json" } },
+        payload_hash = core.sha256(body),
+        operation = "SubmitJob", resource = "queue " .. tostring(req.jobQueue) .. " (job " .. req.jobName .. ")",
+        retry = false }
+      if _M.ngx() then
+        o.body = body
+      else
+        local sent = false
+        o.body_reader = function()
+          if sent then return "" end
+          sent = true
+          return body
+        end
+        o.body_length = #body
+      end
+      local resp, msg, code = client:send(o)
+      if not resp then return nil, msg, code end
+      return resp.json
+    end
+  end
+  return batch:submit_job(req)
 end
 
 --- get(env) -> the run's session (created on first use).

@@ -1,0 +1,165 @@
+-- luabatch.runner.aws_batch.check: a job's runs-on `with:` -> the checked
+-- configuration the provider works from (nothing is sent anywhere here).
+--
+--   local check = require "luabatch.runner.aws_batch.check"
+--   local cfg, msg = check.check(with, job_id, policy, getenv, run_id)
+--   local urls = check.endpoints(with, region, getenv)  -- { batch, s3, logs }
+--   local fields = check.client_fields(with)            -- what chooses the clients
+--
+-- cfg = { queue (with.job_queue_arn / job_queue), bucket (with.s3_bucket),
+--         region (with.region_name / region, else AWS_REGION or the profile's),
+--         spec (aws_batch/jobdef.lua's spec: name, hash, platform, request),
+--         timeout (s, with.timeout / policy.timeout; nil: none),
+--         attempts (with.retry_attempts, 1..10), environment = { { name, value },
+--         ... } (sorted by name), tags = { k = v }, prefix (with.s3_prefix /
+--         policy.s3_prefix, no leading or trailing /), run_prefix (prefix ..
+--         "/" .. run_id, or run_id), array (bool), keep_on_failure (bool),
+--         log_group }
+-- A rejected field gives nil and "job '<job>': runs-on aws_batch: with.<field>
+-- <what is wrong>; nothing was submitted" (the field is always named).
+-- Credentials never go to the container: with.environment refuses
+-- AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN /
+-- AWS_SECURITY_TOKEN (the job gets its role's through the ECS endpoint) and
+-- AWS_BATCH* (reserved by Batch).
+-- endpoints() is what the journal's config event records (the URLs the
+-- clients use for with:'s endpoint fields, profile and region); a field
+-- config cannot resolve is left out.
+-- client_fields() = the with: fields that choose the clients (endpoint_url,
+-- batch_endpoint, s3_endpoint, logs_endpoint, profile; never credentials)
+-- as strings: what submit() keeps so collect() can rebuild the clients.
+
+local jobdef_mod = require "luabatch.runner.aws_batch.jobdef"
+
+local _M = { _VERSION = "0.1.0" }
+
+local type = type
+local pairs = pairs
+local ipairs = ipairs
+local pcall = pcall
+local require = require
+local tostring = tostring
+local tonumber = tonumber
+local str_format = string.format
+local str_gsub = string.gsub
+local floor = math.floor
+local sort = table.sort
+
+local CREDENTIAL_ENV = { AWS_ACCESS_KEY_ID = true, AWS_SECRET_ACCESS_KEY = true, AWS_SESSION_TOKEN = true,
+                         AWS_SECURITY_TOKEN = true }
+
+local function str_field(with, name)
+  local v = with[name]
+  if v == nil or v == "" then return nil end
+  if type(v) ~= "string" and type(v) ~= "number" then return nil, "must be a string" end
+  return tostring(v)
+end
+
+local function region_of(with, getenv)
+  local r = str_field(with, "region_name") or str_field(with, "region")
+  if r then return r end
+  local cfg = require("luabatch.config").new({ profile = with.profile, env = getenv })
+  local ok, reg = pcall(cfg.region, cfg)
+  if ok and type(reg) == "string" and reg ~= "" then return reg end
+  return nil
+end
+
+-- check(with, job_id, policy, getenv, run_id) -> cfg | nil, message
+local function check(with, job_id, p, getenv, run_id)
+  local function bad(field, what)
+    return nil, str_format("job '%s': runs-on aws_batch: with.%s %s; nothing was submitted",
+      job_id, field, what)
+  end
+  local queue = str_field(with, "job_queue_arn") or str_field(with, "job_queue")
+  if not queue then return bad("job_queue_arn", "is required (the Batch job queue name or ARN)") end
+  local bucket = str_field(with, "s3_bucket")
+  if not bucket then return bad("s3_bucket", "is required (the bucket the run's bundle and results go to)") end
+  local region = region_of(with, getenv)
+  if not region then
+    return bad("region_name", "is required (or AWS_REGION / a profile region)")
+  end
+  local spec, serr = jobdef_mod.spec(with, p)
+  if not spec then
+    local field = serr:match("^with%.([%w_]+)") or "?"
+    return bad(field, (serr:gsub("^with%.[%w_]+ ?", "")))
+  end
+  local timeout = with.timeout
+  if timeout == nil then timeout = p.timeout end
+  if timeout ~= nil then
+    timeout = tonumber(timeout)
+    if not timeout or timeout <= 0 then return bad("timeout", "must be a positive number of seconds") end
+  end
+  local attempts = tonumber(with.retry_attempts or 1)
+  if not attempts or attempts < 1 or attempts > 10 or attempts ~= floor(attempts) then
+    return bad("retry_attempts", "must be a whole number from 1 to 10")
+  end
+  local envlist = {}
+  if with.environment ~= nil then
+    if type(with.environment) ~= "table" then return bad("environment", "must be a map of names to values") end
+    local names = {}
+    for k, v in pairs(with.environment) do
+      if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number" and type(v) ~= "boolean") then
+        return bad("environment", "must map names to strings")
+      end
+      if CREDENTIAL_ENV[k:upper()] then
+        return bad("environment." .. k, "must not be set: credentials never go to the container "
+          .. "(it gets the job role's through the ECS endpoint)")
+      end
+      if k:sub(1, 9) == "AWS_BATCH" then return bad("environment." .. k, "is reserved by AWS Batch") end
+      names[#names + 1] = k
+    end
+    sort(names)
+    for _, k in ipairs(names) do envlist[#envlist + 1] = { name = k, value = tostring(with.environment[k]) } end
+  end
+  local tags = {}
+  if with.tags ~= nil then
+    if type(with.tags) ~= "table" then return bad("tags", "must be a map of strings") end
+    for k, v in pairs(with.tags) do
+      if type(k) ~= "string" then return bad("tags", "must be a map of strings") end
+      tags[k] = tostring(v)
+    end
+  end
+  local prefix = str_field(with, "s3_prefix") or p.s3_prefix or ""
+  prefix = str_gsub(str_gsub(prefix, "^/+", ""), "/+$", "")
+  local run_prefix = prefix == "" and run_id or (prefix .. "/" .. run_id)
+  local array = with.array
+  if array == nil then array = p.array end
+  local keep = with.keep_on_failure
+  if keep == nil then keep = p.keep_on_failure end
+  return {
+    queue = queue, bucket = bucket, region = region, spec = spec, timeout = timeout,
+    attempts = attempts, environment = envlist, tags = tags, prefix = prefix, run_prefix = run_prefix,
+    array = array == true or array == "true", keep_on_failure = keep == true or keep == "true",
+    log_group = str_field(with, "log_group") or p.log_group,
+  }
+end
+
+local function endpoints_of(with, region, getenv)
+  local ok, cfg = pcall(require("luabatch.config").new, {
+    region = region, profile = with.profile, endpoint_url = with.endpoint_url,
+    endpoints = { batch = with.batch_endpoint, s3 = with.s3_endpoint, logs = with.logs_endpoint }, env = getenv })
+  local out = {}
+  if not ok then return out end
+  for _, svc in ipairs({ "batch", "s3", "logs" }) do
+    local okk, url = pcall(cfg.endpoint, cfg, svc, region)
+    if okk and type(url) == "string" then out[svc] = url end
+  end
+  return out
+end
+
+-- with: fields that choose the clients (never credentials): collect()
+-- rebuilds the clients from them when the caller gives none.
+local CLIENT_FIELDS = { "endpoint_url", "batch_endpoint", "s3_endpoint", "logs_endpoint", "profile" }
+
+local function client_fields(with)
+  local out = {}
+  for _, f in ipairs(CLIENT_FIELDS) do
+    if with[f] ~= nil then out[f] = tostring(with[f]) end
+  end
+  return out
+end
+
+_M.check = check
+_M.endpoints = endpoints_of
+_M.client_fields = client_fields
+
+return _M
