@@ -40,7 +40,7 @@
 --     (no further job starts); else the job is submitted with its needs'
 --     records in the context: `if:`, max-parallel and the strategies are
 --     job.execute's own (its exec.all seam), with: rendered by the engine.
---   * the client deadline (aws_batch's Run:deadline(): with.timeout x
+--   * the client deadline (Run:deadline() in runner/aws_batch/run.lua: with.timeout x
 --     with.retry_attempts + policy.deadline_margin, counted from each
 --     SubmitJob): a live Batch job past it is terminated with
 --     policy.deadline_reason (an array job through its parent, once) and is
@@ -196,9 +196,9 @@ local function watch_entries(app, meta, entries)
   return ok_any, last
 end
 
--- The client deadline of freshly submitted entries (aws_batch's
--- Run:deadline(): timeout * attempts + policy.deadline_margin from the
--- SubmitJob), kept on each entry as epoch seconds.
+-- The client deadline of freshly submitted entries (Run:deadline() in
+-- runner/aws_batch/run.lua: timeout * attempts + policy.deadline_margin
+-- from the SubmitJob), kept on each entry as epoch seconds.
 local function stamp(app, meta, sub, entries)
   local t = now_of(app)
   local timeout = tonumber(sub.config and sub.config.timeout)
@@ -394,7 +394,7 @@ local function fail_fast(app, meta, js, sums)
   end
 end
 
--- run_job's record of a strategy ended by the client deadline (Run:finish).
+-- run_job's record of a strategy ended by the client deadline (Run:finish in runner/aws_batch/run.lua).
 local function deadline_record(app, meta, js, j, combo, why)
   local sc = js.submitted.config
   local p = merged_policy(app, meta)
