@@ -12,29 +12,11 @@
 --   * a templated call target is not bundled: remotely it fails, naming it
 --   * a module holding the run's secret key is refused before anything is
 --     submitted, naming the file, not the secret
-local core = require "luabatch.core"
-local servers = require "helpers.servers"
-local be = require "helpers.batch_emulator"
+local provider = require "helpers.provider"
 local load = require "luabatch.workflow.load"
 local engine = require "luabatch.workflow.engine"
-local s3mod = require "luabatch.s3"
-local credentials = require "luabatch.credentials"
-local config = require "luabatch.config"
 
-local ROOT = os.getenv("PWD") or "."
-local INTERP = rawget(_G, "jit") and "luajit" or "lua5.4"
-local EXE = ROOT .. "/build/" .. INTERP .. "/bin/luabatch"
-do
-  local f = io.open(EXE, "rb")
-  if f then f:close() else EXE = ROOT .. "/build/lua5.4/bin/luabatch" end
-end
-local BINDIR = EXE:match("^(.*)/[^/]+$")
-
-local FAST = {
-  intervals = { fast = 0.2, fast_growth = 1.2, fast_max = 0.5, running = 0.3, growth = 1.2, max = 1,
-                jitter = 0.1, coalesce = 0.05 },
-  wait_slice = 0.2,
-}
+local FAST, strip, new_run_id = provider.FAST, provider.strip, provider.new_run_id
 
 local NO_ENV = function() return nil end
 
@@ -143,27 +125,11 @@ local function write(path, text)
   f:close()
 end
 
-local function strip(v)
-  if type(v) ~= "table" then return v end
-  local out = {}
-  for k, x in pairs(v) do
-    if k ~= "info" then out[k] = strip(x) end
-  end
-  return out
-end
-
-local function new_run_id()
-  return os.date("!%Y%m%d-%H%M%S") .. "-" .. core.hex(core.random_bytes(4))
-end
-
 describe("call/trigger files in aws_batch bundles #integration", function()
-  local emu, s3, bucket, s3_endpoint, key, secret
+  local peers, emu, s3, bucket, secret
   local root, reg, conf, tmpd, m
 
   setup(function()
-    local err
-    s3_endpoint, key, secret = servers.rgw()
-    assert(s3_endpoint, key)
     root = os.tmpname()
     os.remove(root)
     reg, conf, tmpd = root .. "/registry", root .. "/conf", root .. "/task-tmp"
@@ -173,37 +139,23 @@ describe("call/trigger files in aws_batch bundles #integration", function()
     write(conf .. "/main.yml", MAIN)
     write(conf .. "/child.yml", CHILD)
     assert(os.execute("mkdir -p " .. sh_quote(tmpd)))
-    local env = { PATH = BINDIR .. ":" .. (os.getenv("PATH") or "/usr/bin:/bin"),
-                  LUABATCH_REGISTRY = root .. "/no-such-registry" }
-    if os.getenv("LUABATCH_DEV") then
-      env.LUABATCH_DEV = os.getenv("LUABATCH_DEV")
-      env.LUA_PATH = ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;"
-    end
-    emu, err = be.start({ access_key = key, secret_key = secret, delay = 0.05, kill_grace = 1,
-      role_credentials = { key = key, secret = secret }, env = env })
-    assert(emu, err)
-    local creds = credentials.static({ access_key = key, secret_key = secret })
-    local cfg = config.new({ env = {}, region = emu.region, files = { config = "/dev/null", credentials = "/dev/null" } })
-    s3 = s3mod.new({ credentials = creds, endpoint = s3_endpoint, region = emu.region, config = cfg })
-    bucket = "lb-files-" .. core.hex(core.random_bytes(4))
-    assert(s3:create_bucket(bucket))
+    peers = provider.start({ bucket_prefix = "lb-files-",
+      task_env = { LUABATCH_REGISTRY = root .. "/no-such-registry" } })
+    emu, s3, bucket, secret = peers.emu, peers.s3, peers.bucket, peers.secret
     m = assert(load.file(conf .. "/main.yml", { getenv = NO_ENV }))
   end)
 
   teardown(function()
-    if emu then emu.stop() end
     if s3 and bucket then
       s3:delete_prefix(bucket, "")
       s3:delete_bucket(bucket)
     end
-    servers.stop_all()
+    if peers then peers:stop() end
     if root then os.execute("rm -rf " .. sh_quote(root)) end
   end)
 
   local function with(extra)
-    local w = { job_queue_arn = emu.queue, s3_bucket = bucket, region_name = emu.region,
-      batch_endpoint = emu.endpoint, logs_endpoint = emu.endpoint, s3_endpoint = s3_endpoint,
-      aws_access_key_id = key, aws_secret_access_key = secret, environment = { TMPDIR = tmpd } }
+    local w = peers:with({ environment = { TMPDIR = tmpd } })
     for k, v in pairs(extra or {}) do w[k] = v end
     return w
   end

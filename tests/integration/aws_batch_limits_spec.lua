@@ -16,31 +16,13 @@
 -- must come first (Batch's minimum attempt timeout, 60 s, never fires), 0.02
 -- where Batch's timeout must (60 s -> 1.2 s).
 local core = require "luabatch.core"
-local servers = require "helpers.servers"
-local be = require "helpers.batch_emulator"
+local provider = require "helpers.provider"
 local load = require "luabatch.workflow.load"
 local engine = require "luabatch.workflow.engine"
-local s3mod = require "luabatch.s3"
-local batchmod = require "luabatch.batch"
-local credentials = require "luabatch.credentials"
-local config = require "luabatch.config"
 local policy_mod = require "luabatch.runner.aws_batch.policy"
 local jobdef_mod = require "luabatch.runner.aws_batch.jobdef"
 
-local ROOT = os.getenv("PWD") or "."
-local INTERP = rawget(_G, "jit") and "luajit" or "lua5.4"
-local EXE = ROOT .. "/build/" .. INTERP .. "/bin/luabatch"
-do
-  local f = io.open(EXE, "rb")
-  if f then f:close() else EXE = ROOT .. "/build/lua5.4/bin/luabatch" end
-end
-local BINDIR = EXE:match("^(.*)/[^/]+$")
-
-local FAST = {
-  intervals = { fast = 0.2, fast_growth = 1.2, fast_max = 0.5, running = 0.3, growth = 1.2, max = 1,
-                jitter = 0.1, coalesce = 0.05 },
-  wait_slice = 0.2,
-}
+local FAST, new_run_id = provider.FAST, provider.new_run_id
 local DEADLINE_REASON = policy_mod.defaults.deadline_reason
 local ROLE = "arn:aws:iam::123456789012:role/ecsTaskExecutionRole"
 
@@ -75,10 +57,6 @@ wf-where:
 
 local NO_ENV = function() return nil end
 
-local function new_run_id()
-  return os.date("!%Y%m%d-%H%M%S") .. "-" .. core.hex(core.random_bytes(4))
-end
-
 local function merged(a, b)
   local out = {}
   for k, v in pairs(a or {}) do out[k] = v end
@@ -87,41 +65,21 @@ local function merged(a, b)
 end
 
 describe("luabatch.runner.aws_batch limits: client deadline and FARGATE #integration", function()
-  local emu, s3, batch, bucket, s3_endpoint, key, secret
+  local peers, emu, batch
   local slow_m, where_m
 
   setup(function()
-    local err
-    s3_endpoint, key, secret = servers.rgw()
-    assert(s3_endpoint, key)
-    local env = { PATH = BINDIR .. ":" .. (os.getenv("PATH") or "/usr/bin:/bin") }
-    if os.getenv("LUABATCH_DEV") then
-      env.LUABATCH_DEV = os.getenv("LUABATCH_DEV")
-      env.LUA_PATH = ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;"
-    end
-    emu, err = be.start({ access_key = key, secret_key = secret, delay = 0.05, kill_grace = 1,
-      role_credentials = { key = key, secret = secret }, env = env })
-    assert(emu, err)
-    local creds = credentials.static({ access_key = key, secret_key = secret })
-    local cfg = config.new({ env = {}, region = emu.region, files = { config = "/dev/null", credentials = "/dev/null" } })
-    s3 = s3mod.new({ credentials = creds, endpoint = s3_endpoint, region = emu.region, config = cfg })
-    batch = batchmod.new({ credentials = creds, endpoint = emu.endpoint, region = emu.region, config = cfg })
-    bucket = "lb-limits-" .. core.hex(core.random_bytes(4))
-    assert(s3:create_bucket(bucket))
+    peers = provider.start({ bucket_prefix = "lb-limits-" })
+    emu, batch = peers.emu, peers.batch
     slow_m = assert(load.string(SLOW, "slow.yml", { getenv = NO_ENV }))
     where_m = assert(load.string(WHERE, "where.yml", { getenv = NO_ENV }))
   end)
 
   teardown(function()
-    if emu then emu.stop() end
-    servers.stop_all()
+    if peers then peers:stop() end
   end)
 
-  local function with(extra)
-    return merged({ job_queue_arn = emu.queue, s3_bucket = bucket, region_name = emu.region,
-      batch_endpoint = emu.endpoint, logs_endpoint = emu.endpoint, s3_endpoint = s3_endpoint,
-      aws_access_key_id = key, aws_secret_access_key = secret }, extra)
-  end
+  local function with(extra) return peers:with(extra) end
 
   local function run(m, extra, policy)
     local t0 = core.monotime()

@@ -7,30 +7,11 @@
 --     afterwards and nothing outside it was touched
 --   * a job that cannot start reports the real reason (CannotPullContainerError)
 --   * a lost SubmitJob answer is adopted (one job), throttling is ridden out
-local core = require "luabatch.core"
-local servers = require "helpers.servers"
-local be = require "helpers.batch_emulator"
+local provider = require "helpers.provider"
 local load = require "luabatch.workflow.load"
 local engine = require "luabatch.workflow.engine"
-local s3mod = require "luabatch.s3"
-local batchmod = require "luabatch.batch"
-local credentials = require "luabatch.credentials"
-local config = require "luabatch.config"
 
-local ROOT = os.getenv("PWD") or "."
-local INTERP = rawget(_G, "jit") and "luajit" or "lua5.4"
-local EXE = ROOT .. "/build/" .. INTERP .. "/bin/luabatch"
-do
-  local f = io.open(EXE, "rb")
-  if f then f:close() else EXE = ROOT .. "/build/lua5.4/bin/luabatch" end
-end
-local BINDIR = EXE:match("^(.*)/[^/]+$")
-
-local FAST = {
-  intervals = { fast = 0.2, fast_growth = 1.2, fast_max = 0.5, running = 0.3, growth = 1.2, max = 1,
-                jitter = 0.1, coalesce = 0.05 },
-  wait_slice = 0.2,
-}
+local FAST, strip, new_run_id = provider.FAST, provider.strip, provider.new_run_id
 
 local YAML = [[
 wf-provider:
@@ -71,57 +52,22 @@ wf-provider:
 
 local NO_ENV = function() return nil end
 
-local function strip(v)
-  if type(v) ~= "table" then return v end
-  local out = {}
-  for k, x in pairs(v) do
-    if k ~= "info" then out[k] = strip(x) end
-  end
-  return out
-end
-
-local function new_run_id()
-  return os.date("!%Y%m%d-%H%M%S") .. "-" .. core.hex(core.random_bytes(4))
-end
-
 describe("luabatch.runner.aws_batch against RGW + the Batch emulator #integration", function()
-  local emu, s3, batch, bucket, s3_endpoint, key, secret
+  local peers, emu, s3, batch, bucket, secret
   local m
 
   setup(function()
-    local err
-    s3_endpoint, key, secret = servers.rgw()
-    assert(s3_endpoint, key)
-    local env = { PATH = BINDIR .. ":" .. (os.getenv("PATH") or "/usr/bin:/bin") }
-    if os.getenv("LUABATCH_DEV") then
-      env.LUABATCH_DEV = os.getenv("LUABATCH_DEV")
-      env.LUA_PATH = ROOT .. "/lua/?.lua;" .. ROOT .. "/lua/?/init.lua;;"
-    end
-    emu, err = be.start({ access_key = key, secret_key = secret, delay = 0.05, kill_grace = 1,
-      role_credentials = { key = key, secret = secret }, env = env })
-    assert(emu, err)
-    local creds = credentials.static({ access_key = key, secret_key = secret })
-    local cfg = config.new({ env = {}, region = emu.region, files = { config = "/dev/null", credentials = "/dev/null" } })
-    s3 = s3mod.new({ credentials = creds, endpoint = s3_endpoint, region = emu.region, config = cfg })
-    batch = batchmod.new({ credentials = creds, endpoint = emu.endpoint, region = emu.region, config = cfg })
-    bucket = "lb-provider-" .. core.hex(core.random_bytes(4))
-    assert(s3:create_bucket(bucket))
+    peers = provider.start({ bucket_prefix = "lb-provider-" })
+    emu, s3, batch, bucket, secret = peers.emu, peers.s3, peers.batch, peers.bucket, peers.secret
     assert(s3:put_object(bucket, "outside/keep.txt", "not the run's"))
     m = assert(load.string(YAML, "wf.yml", { getenv = NO_ENV }))
   end)
 
   teardown(function()
-    if emu then emu.stop() end
-    servers.stop_all()
+    if peers then peers:stop() end
   end)
 
-  local function with(extra)
-    local w = { job_queue_arn = emu.queue, s3_bucket = bucket, region_name = emu.region,
-      batch_endpoint = emu.endpoint, logs_endpoint = emu.endpoint, s3_endpoint = s3_endpoint,
-      aws_access_key_id = key, aws_secret_access_key = secret }
-    for k, v in pairs(extra or {}) do w[k] = v end
-    return w
-  end
+  local function with(extra) return peers:with(extra) end
 
   local function run_batch(extra, ro)
     local run_id = new_run_id()
