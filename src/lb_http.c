@@ -668,6 +668,10 @@ static void finish(lb_http_client *c, xfer *x, CURLcode cc) {
         res->code = LB_OK;
     } else if (x->abort_code) {
         res->code = lb_err_set(res->err, x->abort_code, "%s: %s", x->what, x->abort_msg);
+    } else if (cc == CURLE_SEND_FAIL_REWIND && x->req->body_kind == LB_HTTP_BODY_READER) {
+        /* curl wanted to resend on a new connection; on_seek said no */
+        res->code = lb_err_set(res->err, LB_ECONNECT, "%s: the connection closed before the answer "
+                               "(a streamed request body is never sent twice)", x->what);
     } else {
         res->code = lb_err_set(res->err, map_curl(cc), "%s: %s", x->what,
                                x->curl_err[0] ? x->curl_err : curl_easy_strerror(cc));

@@ -20,6 +20,8 @@ killed.  Endpoints (any method unless said otherwise):
   /drip?n=N&every=S   N bytes, one every S seconds (default 10 bytes, 0.2 s)
   /reset              headers + a few bytes, then a TCP reset (SO_LINGER 0)
   /conn-id            an id unique to this TCP connection
+  /drop               reads the body, then hangs up without an answer
+  /drops              how many bodies /drop took (text)
   /upload[/NAME]      PUT/POST: stores the body under NAME, answers JSON
                       {sha256, length}; GET: returns the stored body
   /redirect           302 to /echo
@@ -158,6 +160,14 @@ class Handler(BaseHTTPRequestHandler):
             os.close(self.connection.detach())   # linger 0: RST, no FIN
             self.close_connection = True
             return None
+        if path == "/drop":            # take the body, hang up without an answer
+            with LOCK:
+                UPLOADS["drops"] = str(int(UPLOADS.get("drops", b"0")) + 1).encode()
+            self.close_connection = True
+            return None
+        if path == "/drops":           # how many bodies /drop took
+            with LOCK:
+                return self.send(200, UPLOADS.get("drops", b"0"), "text/plain")
         if path == "/conn-id":
             return self.send(200, str(self.conn_id).encode(), "text/plain")
         if path.startswith("/upload"):

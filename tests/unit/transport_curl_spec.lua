@@ -276,6 +276,29 @@ describe("luabatch.transport.curl #unit", function()
       assert.are_not.equal(c, d)
     end)
 
+    it("never sends a streamed body twice when a kept-alive connection dies before the answer", function()
+      -- libcurl resends a request whose reused connection closed before any
+      -- answer; a memory body can be rewound (sent again), a reader cannot:
+      -- that request fails with ECONNECT and says why (SubmitJob relies on it)
+      local client = core.http_client()
+      finally(function() client:close() end)
+      local function drops() return tonumber(assert(core.http_request({ url = url("/drops") })).body) end
+      local n0 = drops()
+      assert(client:request({ url = url("/conn-id") }))          -- a kept-alive connection
+      local sent = false
+      local resp, msg, code = client:request({ method = "POST", url = url("/drop"), body_length = 5,
+        body_reader = function() if sent then return nil end sent = true return "hello" end })
+      assert.is_nil(resp)
+      assert.are.equal("ECONNECT", code)
+      assert.truthy(msg:find("closed before the answer", 1, true), msg)
+      assert.truthy(msg:find("never sent twice", 1, true), msg)
+      assert.are.equal(n0 + 1, drops())
+      assert(client:request({ url = url("/conn-id") }))
+      local _, _, mcode = client:request({ method = "POST", url = url("/drop"), body = "hello" })
+      assert.are.equal("ECONNECT", mcode)
+      assert.are.equal(n0 + 3, drops())                           -- the memory body went twice
+    end)
+
     it("runs request_all concurrently, failures as { ok = false, err, code }", function()
       local client = core.http_client({ max_concurrency = 10 })
       finally(function() client:close() end)
