@@ -447,7 +447,7 @@ end
 
 
 local TRANSPORT_HINTS = {
-  ECONNECT = "cannot connect: check the endpoint URL, the network and proxies",
+  ECONNECT = "connection failed: check the endpoint URL, the network and proxies",
   ETIMEDOUT = "timed out: the endpoint did not answer in time",
   ETLS = "TLS failure: check AWS_CA_BUNDLE / ca_bundle and the endpoint's certificate",
 }

@@ -294,7 +294,7 @@ describe("luabatch.request #unit", function()
       local _, msg, code = client(t):send({ method = "GET", path = "/", operation = "ListJobs", resource = "q" })
       assert.are.equal("ECONNECT", code)
       assert.are.equal(3, #t.calls)
-      assert.matches("^ListJobs q: connect to 10%.0%.0%.1:443 failed %(retried 2 times%) %(hint: cannot connect", msg)
+      assert.matches("^ListJobs q: connect to 10%.0%.0%.1:443 failed %(retried 2 times%) %(hint: connection failed", msg)
     end)
 
     it("corrects the clock from the Date header and re-signs once", function()
