@@ -8,6 +8,7 @@ local load = require "luabatch.workflow.load"
 local json = require "luabatch.json"
 local cjson = require "cjson"
 local drive = require "luabatch.ngx.drive"
+local fake_aws = require "helpers.fake_aws"
 
 local NO_ENV = function() return nil end
 local RUN_ID = "20260101-000000-0badcafe"
@@ -40,41 +41,9 @@ local function fake_dict()
 end
 
 local function world()
-  local W = { submits = {}, objects = {}, calls = {}, terminated = {}, deleted = {}, seq = 0, dict = fake_dict() }
-  local function count(op) W.calls[op] = (W.calls[op] or 0) + 1 end
-  local batch = {}
-  function batch:job_definitions() count("DescribeJobDefinitions"); return function() return nil end end
-  function batch:register_job_definition(def)
-    count("RegisterJobDefinition")
-    return { jobDefinitionName = def.jobDefinitionName, revision = 1,
-             jobDefinitionArn = "arn:aws:batch:us-east-1:1:job-definition/" .. def.jobDefinitionName .. ":1" }
-  end
-  function batch:submit_job(req)
-    count("SubmitJob")
-    W.seq = W.seq + 1
-    W.submits[#W.submits + 1] = req
-    return { jobId = "job-" .. W.seq, jobName = req.jobName }
-  end
-  function batch:terminate_job(id, reason)
-    count("TerminateJob")
-    W.terminated[#W.terminated + 1] = { id = id, reason = reason }
-    return {}
-  end
-  function batch:describe_jobs() return { jobs = {} } end
-  function batch:list_jobs() return function() return nil end end
-  local s3 = {}
-  function s3:put_object(b, k, body) W.objects[b .. "/" .. k] = body; return {} end
-  function s3:get_object(b, k)
-    local v = W.objects[b .. "/" .. k]
-    if not v then return nil, "NoSuchKey " .. k, "NoSuchKey" end
-    return v, {}
-  end
-  function s3:delete_object(b, k) W.objects[b .. "/" .. k] = nil; return true end
-  function s3:delete_prefix(_, prefix) W.deleted[#W.deleted + 1] = prefix; return 0, {} end
-  function s3:endpoint() return "http://127.0.0.1:9", "explicit" end
-  local logs = {}
-  function logs:get_log_events() return { events = {} } end
-  local clients = { batch = batch, s3 = s3, logs = logs }
+  local W = fake_aws.new()
+  W.dict = fake_dict()
+  local clients = W.clients
   W.t = 1000
   W.app = {
     with = { job_queue_arn = "q", s3_bucket = "b", region_name = "us-east-1" },

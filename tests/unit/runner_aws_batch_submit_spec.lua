@@ -5,6 +5,7 @@
 local load = require "luabatch.workflow.load"
 local json = require "luabatch.json"
 local aws_batch = require "luabatch.runner.aws_batch"
+local fake_aws = require "helpers.fake_aws"
 
 local NO_ENV = function() return nil end
 local RUN_ID = "20260101-000000-0badcafe"
@@ -26,47 +27,11 @@ local function model(yaml)
 end
 
 local function world()
-  local W = { t = 0, submits = {}, objects = {}, calls = {}, streams = {}, deleted = {}, seq = 0 }
-  local function count(op) W.calls[op] = (W.calls[op] or 0) + 1 end
-  local batch = {}
-  function batch:job_definitions() count("DescribeJobDefinitions"); return function() return nil end end
-  function batch:register_job_definition(def)
-    count("RegisterJobDefinition")
-    return { jobDefinitionName = def.jobDefinitionName, revision = 1,
-             jobDefinitionArn = "arn:aws:batch:us-east-1:1:job-definition/" .. def.jobDefinitionName .. ":1" }
-  end
-  function batch:submit_job(req)
-    count("SubmitJob")
-    W.seq = W.seq + 1
-    W.submits[#W.submits + 1] = req
-    return { jobId = "job-" .. W.seq, jobName = req.jobName }
-  end
-  function batch:describe_jobs() count("DescribeJobs"); return { jobs = {} } end
-  function batch:list_jobs() return function() return nil end end
-  local s3 = {}
-  function s3:put_object(b, k, body) count("PutObject"); W.objects[b .. "/" .. k] = body; return {} end
-  function s3:get_object(b, k)
-    local v = W.objects[b .. "/" .. k]
-    if not v then return nil, "NoSuchKey " .. k, "NoSuchKey" end
-    return v, {}
-  end
-  function s3:delete_object(b, k) W.objects[b .. "/" .. k] = nil; return true end
-  function s3:delete_prefix(b, prefix)
-    W.deleted[#W.deleted + 1] = prefix
-    for k in pairs(W.objects) do
-      if k:sub(1, #b + 1 + #prefix) == b .. "/" .. prefix then W.objects[k] = nil end
-    end
-    return 0, {}
-  end
-  function s3:endpoint() return "http://127.0.0.1:9", "explicit" end
-  local logs = {}
-  function logs:get_log_events(group, stream)
-    local out = {}
-    for _, m in ipairs(W.streams[stream] or {}) do out[#out + 1] = { message = m } end
-    return { events = out }
-  end
+  local W = fake_aws.new()
+  W.t = 0
+  local clients = W.clients
   W.ro = function()
-    return { clients = function() return { batch = batch, s3 = s3, logs = logs } end,
+    return { clients = function() return clients end,
              clock = function() return W.t end,
              sleep = function(d) W.t = W.t + d; return true end }
   end
