@@ -351,22 +351,17 @@ function _M.collect_files(jobdef, env, opts)
   local registry = env.registry_path or getenv("LUABATCH_REGISTRY") or "./registry"
   local conf = env.conf or "."
   local max = opts.max_bytes or _M.MAX_FILES_BYTES
-  local secrets = {}
-  for _, v in pairs(opts.secrets or {}) do
-    if type(v) == "string" and v ~= "" then secrets[#secrets + 1] = v end
-  end
+  local secrets = opts.secrets or {}
   local reg, wfs = object(), object()
   local notes = {}
   local total = 0
   local failure
 
   local function take(kind, key, local_path, text)
-    for _, sec in ipairs(secrets) do
-      if str_find(text, sec, 1, true) then
-        failure = str_format("%s file '%s' (%s) contains a credential (a secret key or session token "
-          .. "of this run); refusing to upload it", kind, key, local_path)
-        return false
-      end
+    if not _M.secret_free(text, secrets) then
+      failure = str_format("%s file '%s' (%s) contains a credential (a secret key or session token "
+        .. "of this run); refusing to upload it", kind, key, local_path)
+      return false
     end
     total = total + #text
     if total > max then
