@@ -451,20 +451,8 @@ function _M.run(model, opts)
     o.run_id = require("luabatch.journal").new_run_id()
     opts = o
   end
-  local load = require "luabatch.workflow.load"
-  local params, perr
-  if load.check_params then
-    params, perr = load.check_params(model, opts.params or {})
-  else
-    params, perr = require("luabatch.workflow.params").receive(model.params or {}, opts.params or {})
-  end
-  if params == nil then
-    return nil, param_error_message(model, perr), "EPARAM"
-  end
-  if not opts.skip_ref_check then
-    local ok, rerr = param_refs_check(model, params)
-    if not ok then return nil, rerr, "EPARAM" end
-  end
+  local params, perr, pcode = _M.receive_params(model, opts.params, opts)
+  if params == nil then return nil, perr, pcode end
   if opts.parents and opts.parents[model.name] then
     return nil, "Circle execute via trigger itself workflow name.", "ECYCLE"
   end
