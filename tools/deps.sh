@@ -9,7 +9,7 @@ PKGS="build-essential pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev libss
 libyaml-dev libexpat1-dev lua-cjson lua-cjson-dev libedit-dev luajit2 libluajit2-5.1-dev
 lua-busted luarocks python3 python3-botocore python3-boto3 awscli curl valgrind
 libclang-rt-14-dev clang openssl ceph-mon ceph-osd radosgw time
-nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache wrk"
+nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache wrk procps"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || missing="$missing $p"

@@ -1,8 +1,11 @@
 /* test_proc.c -- lb_proc: spawn, capture, wait on many, kill, interrupt. */
+#include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lb_alloc.h"
 #include "lb_err.h"
@@ -152,18 +155,32 @@ static void test_spawn_errors(void) {
     CHECK(lb_alloc_live() == live);
 }
 
-/* Three children sleeping 0.4 s waited on together take ~0.4 s, not 1.2. */
+/* Three children waited on together: none can end before the gate file
+ * exists, so a timed wait times out whatever the machine's load, and all
+ * three are alive at once (no wall-clock bound: valgrind on a busy machine
+ * keeps none). */
 static void test_many(void) {
-    char *argv[] = {"sleep", "0.4", NULL};
+    char gate[] = "/tmp/lb_test_proc_gate_XXXXXX";
+    char script[128];
+    char *argv[] = {"sh", "-c", script, NULL};
     lb_proc *ps[3];
     char err[LB_ERR_LEN];
-    double t0 = mono();
-    int i, left = 3, rounds = 0;
+    int i, fd, left = 3, rounds = 0;
+    fd = mkstemp(gate);
+    CHECK(fd >= 0);
+    if (fd < 0) return;
+    close(fd);
+    unlink(gate);
+    snprintf(script, sizeof script, "while [ ! -e %s ]; do sleep 0.02; done", gate);
     for (i = 0; i < 3; i++) ps[i] = start(argv, NULL, NULL, NULL, 0);
     CHECK(ps[0] && ps[1] && ps[2]);
     if (!(ps[0] && ps[1] && ps[2])) return;
     CHECK(lb_proc_wait(ps, 3, 0.05, err) == LB_ETIMEDOUT);
-    while (left > 0 && rounds++ < 10) {
+    for (i = 0; i < 3; i++) CHECK(!lb_proc_done(ps[i]));
+    fd = open(gate, O_CREAT | O_WRONLY, 0600);
+    CHECK(fd >= 0);
+    close(fd);
+    while (left > 0 && rounds++ < 1000) {
         lb_proc *pending[3];
         int np = 0;
         for (i = 0; i < 3; i++) if (!lb_proc_done(ps[i])) pending[np++] = ps[i];
@@ -171,8 +188,7 @@ static void test_many(void) {
         for (left = 0, i = 0; i < 3; i++) left += !lb_proc_done(ps[i]);
     }
     CHECK(left == 0);
-    CHECK(mono() - t0 < 0.9);
-    CHECK(mono() - t0 >= 0.35);
+    unlink(gate);
     for (i = 0; i < 3; i++) {
         CHECK(lb_proc_exit_code(ps[i]) == 0);
         lb_proc_free(ps[i]);
@@ -208,7 +224,7 @@ static void test_kill_and_interrupt(void) {
     lb_proc_terminate(p, 0.3);
     CHECK(run(p) == LB_OK);
     CHECK(lb_proc_term_signal(p) == SIGKILL);
-    CHECK(mono() - t0 >= 0.25 && mono() - t0 < 2.0);
+    CHECK(mono() - t0 >= 0.25); /* the grace period was given */
     lb_proc_free(p);
 
     /* freeing a running child kills and reaps it */
@@ -216,7 +232,7 @@ static void test_kill_and_interrupt(void) {
     CHECK(p != NULL);
     t0 = mono();
     lb_proc_free(p);
-    CHECK(mono() - t0 < 1.0);
+    CHECK(mono() - t0 < 4.5); /* killed, not waited for: the child sleeps 5 s */
 }
 
 static void test_sleep_only(void) {
