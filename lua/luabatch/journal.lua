@@ -20,8 +20,13 @@
 -- replaced: the journal never holds a credential.
 --
 -- Events (field `ev`): run, config, jobdef, upload, submit (before
--- SubmitJob), submitted (after), state, result, terminate, cleanup, end.
--- key = "<job_id>/<strategy_id>/<attempt>".
+-- SubmitJob), submitted (after), state, result, terminate, cancel, cleanup,
+-- end.  key = "<job_id>/<strategy_id>/<attempt>".
+--
+-- Cancel from another process: j:request_cancel(reason) journals a "cancel"
+-- event and writes the marker file <run_dir>/cancel (the reason); the run's
+-- live client asks j:cancel_requested() at every wait slice -- one open(),
+-- not a re-read of a journal that grows with the run.
 --
 -- Failures: nil, msg, code with code "EINVAL" (bad run id), "ENOENT"
 -- (unknown run), "EIO" (cannot create/write).
@@ -55,6 +60,7 @@ local floor = math.floor
 local DIR_MODE = 448   -- 0700
 local FILE_MODE = 384  -- 0600
 local FILE = "journal.jsonl"
+local CANCEL_FILE = "cancel"
 
 ---------------------------------------------------------------------------
 -- Small filesystem layer over the core (src/bind_fs.c)
@@ -249,6 +255,38 @@ function _M:append(event)
   return true
 end
 
+--- Ask the run to stop: a "cancel" event, then the marker its live client
+-- polls -> true | nil, msg, code.  The marker is written whole (temp file,
+-- fsync, rename): a reader never sees half a reason.
+function _M:request_cancel(reason)
+  reason = tostring(reason or "cancelled")
+  local ok, msg, code = self:append({ ev = "cancel", reason = reason })
+  if not ok then return nil, msg, code end
+  local marker = self.dir .. "/" .. CANCEL_FILE
+  local tmp = marker .. ".tmp"
+  os_remove(tmp)
+  ok, msg, code = fs.append(tmp, log.redact(reason))
+  if ok then
+    local rok, rmsg = os.rename(tmp, marker)
+    if not rok then ok, msg, code = nil, rmsg, "EIO" end
+  end
+  if not ok then
+    os_remove(tmp)
+    return nil, "journal " .. self.run_id .. ": cancel marker: " .. tostring(msg), code or "EIO"
+  end
+  return true
+end
+
+--- The reason of a pending cancel request, or nil (no marker).
+function _M:cancel_requested()
+  local f = io_open(self.dir .. "/" .. CANCEL_FILE, "rb")
+  if not f then return nil end
+  local reason = f:read(4096)
+  f:close()
+  if reason == nil or reason == "" then reason = "cancelled" end
+  return reason
+end
+
 local function decode_lines(data, name)
   local events = {}
   local pos, n = 1, #data
@@ -294,7 +332,7 @@ end
 -- defs = { [name] = jobdef ev }, results = { [key] = record },
 -- ended, configs = { [job_id] = config ev }, uploads = { ev... },
 -- local_jobs = { [job_id] = record of a job that ran here ("job" events) },
--- cleanups = { ev... }, events = n }.
+-- cleanups = { ev... }, cancel = the last "cancel" event, events = n }.
 -- js = { key, job_id, strategy_id, attempt, job_name, batch_job_id?,
 --        status?, reason?, exit_code?, log_stream?, terminated?, array_size?,
 --        result_status? }
@@ -329,6 +367,8 @@ function _M.fold(events)
       st.cleanups[#st.cleanups + 1] = e
     elseif ev == "end" then
       st.ended = e
+    elseif ev == "cancel" then
+      st.cancel = e
     elseif ev == "job" then
       if e.job_id ~= nil then st.local_jobs[e.job_id] = e.record end
     elseif type(e.key) == "string" then

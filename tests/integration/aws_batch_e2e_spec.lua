@@ -62,6 +62,18 @@ local function new_jobs(emu, before)
   return out
 end
 
+-- The first of the run's new jobs RUNNING (with its process when
+-- with_pid) within 30 s; fails the spec otherwise.
+local function wait_running(emu, before, with_pid)
+  local running = aws_peers.wait_until(function()
+    for _, j in ipairs(new_jobs(emu, before)) do
+      if j.status == "RUNNING" and (j.pid or not with_pid) then return j end
+    end
+  end, 30)
+  assert.is_table(running, "no job RUNNING within 30 s")
+  return running
+end
+
 local function alive(pid)
   local ok = os.execute("kill -0 " .. pid .. " 2>/dev/null")
   return ok == true or ok == 0
@@ -235,12 +247,7 @@ jobs:
 ]=])
     local before = job_ids(p.emu)
     local proc = p:spawn({ "run", f, "--runs-on", "aws_batch", "--policy", POLICY })
-    local running = aws_peers.wait_until(function()
-      for _, j in ipairs(new_jobs(p.emu, before)) do
-        if j.status == "RUNNING" and j.pid then return j end
-      end
-    end, 30)
-    assert.is_table(running, "no job RUNNING within 30 s")
+    local running = wait_running(p.emu, before, true)
     core.sleep(0.5)       -- the task is inside `sleep 60` now
     local t0 = core.monotime()
     -- one SIGINT, as Ctrl-C on a terminal sends (proc:kill signals the
@@ -275,6 +282,57 @@ jobs:
     assert.truthy(tostring(terminated.reason):find("cancelled by user", 1, true))
   end)
 
+  it("(c) `luabatch cancel RUN` of a live run: nothing queued or downstream is submitted, the run ends CANCEL",
+    function()
+    -- three strategies at max-parallel 1, then a needs: job: the case that
+    -- went on submitting after a cancel from another process
+    local f = write("cancel-live.yml", [=[
+type: Workflow
+name: e2e-cancel-live
+jobs:
+  fan:
+    runs-on: {type: aws_batch, with: {job_queue_arn: "${AWS_BATCH_JOB_QUEUE_ARN}", s3_bucket: "${AWS_S3_BUCKET}"}}
+    strategy: {max-parallel: 1, matrix: {n: [1, 2, 3]}}
+    stages:
+      - {name: Nap, bash: "echo nap-${{ matrix.n }}; sleep 30"}
+  after:
+    needs: [fan]
+    trigger-rule: all_done
+    runs-on: {type: aws_batch, with: {job_queue_arn: "${AWS_BATCH_JOB_QUEUE_ARN}", s3_bucket: "${AWS_S3_BUCKET}"}}
+    stages:
+      - {name: Tail, bash: "echo after"}
+]=])
+    p.emu:reset_calls()
+    local before = job_ids(p.emu)
+    local run_id = new_run_id()
+    local proc = p:spawn({ "run", f, "--runs-on", "aws_batch", "--policy", POLICY, "--run-id", run_id, "--json" })
+    local running = wait_running(p.emu, before, true)
+    local out, err, code = luabatch({ "cancel", run_id })
+    assert.equal(0, code, err .. out)
+    assert.truthy(out:find("terminated", 1, true), out)
+    local r = aws_peers.wait(proc, 20)
+    assert.is_table(r, "the client did not end within 20 s of the cancel")
+    outputs[#outputs + 1] = r.stderr
+    assert.equal(1, r.exit, r.stderr)
+    local ctx = cjson.decode(r.stdout)
+    assert.is_table(ctx, r.stdout .. r.stderr)
+    assert.equal("CANCEL", ctx.status, r.stdout)
+    assert.equal("CANCEL", ctx.jobs.fan.status)
+    assert.is_nil(ctx.jobs.after, "the downstream job has a record")
+    -- one SubmitJob in all: the running strategy's; nothing after the cancel
+    assert.equal(1, p.emu:calls().counts.SubmitJob, cjson.encode(p.emu:calls().counts))
+    local jobs = new_jobs(p.emu, before)
+    assert.equal(1, #jobs)
+    assert.equal("FAILED", jobs[1].status)
+    assert.is_false(alive(running.pid), "the job's process is still alive")
+    -- the journal says who asked and why; the run ended CANCEL
+    local j = assert(require("luabatch.journal").open(run_id, { home = p.home }))
+    local st = j:state()
+    assert.is_table(st.cancel, "no cancel event in the journal")
+    assert.truthy(tostring(st.cancel.reason):find("cancelled by user", 1, true))
+    assert.equal("CANCEL", st.ended and st.ended.status)
+  end)
+
   it("(d) kill -9 of the client, then `luabatch attach` completes the run, no job submitted twice", function()
     local f = write("attach.yml", [=[
 type: Workflow
@@ -296,12 +354,7 @@ jobs:
     local before = job_ids(p.emu)
     local run_id = new_run_id()
     local proc = p:spawn({ "run", f, "--runs-on", "aws_batch", "--policy", POLICY, "--run-id", run_id })
-    local running = aws_peers.wait_until(function()
-      for _, j in ipairs(new_jobs(p.emu, before)) do
-        if j.status == "RUNNING" then return j end
-      end
-    end, 30)
-    assert.is_table(running, "no job RUNNING within 30 s")
+    local running = wait_running(p.emu, before)
     proc:kill("KILL")
     local r = aws_peers.wait(proc, 10)
     assert.is_table(r)
@@ -339,12 +392,7 @@ jobs:
     local before = job_ids(p.emu)
     local run_id = new_run_id()
     local proc = p:spawn({ "run", f, "--policy", POLICY, "--run-id", run_id })
-    local running = aws_peers.wait_until(function()
-      for _, j in ipairs(new_jobs(p.emu, before)) do
-        if j.status == "RUNNING" then return j end
-      end
-    end, 30)
-    assert.is_table(running, "no job RUNNING within 30 s")
+    local running = wait_running(p.emu, before)
     proc:kill("KILL")
     aws_peers.wait(proc, 10)
     local out, err, code = luabatch({ "attach", run_id, "--json" })

@@ -2,7 +2,12 @@
 --
 --   local code = require("luabatch.cli.cancel").run({ run_id, "--reason", "why" }, env)
 --
--- Terminates every Batch job of the run that is not finished: the journal's
+-- Stops the run.  First the request, for the run's live client (if any):
+-- a "cancel" event and a marker beside the journal (journal:request_cancel),
+-- which the client reads within one wait slice -- it then submits nothing
+-- more (no queued strategy, no downstream job) and ends the run CANCEL.
+-- Then, so a run whose client is gone stops too, it terminates every Batch
+-- job of the run that is not finished: the journal's
 -- states refreshed with DescribeJobs first (a job that already SUCCEEDED or
 -- FAILED is left alone), then TerminateJob for each of the others (an array
 -- job's parent stops its children), each recorded in the journal as a
@@ -32,8 +37,9 @@ local DEFAULT_REASON = "luabatch: cancelled by user"
 _M.usage = [==[
 usage: luabatch cancel RUN_ID [--reason TEXT] [--home DIR]
 
-Terminate every Batch job of a run that has not finished (TerminateJob),
-and record it in the run's journal.
+Stop a run: its live client (if any) submits nothing more and ends the
+run CANCEL; every Batch job of the run that has not finished is terminated
+(TerminateJob); both are recorded in the run's journal.
 
 options:
   --reason TEXT   the reason Batch records (default: the policy's
@@ -91,6 +97,16 @@ function _M.run(args, env)
 
   local core = require "luabatch.core"
   if core.clear_interrupt then core.clear_interrupt() end
+
+  if st.ended then
+    out(str_format("run %s already ended (%s)\n", run_id, tostring(st.ended.status)))
+  else
+    local cok, cmsg = j:request_cancel(reason)
+    if not cok then
+      err("luabatch cancel: " .. tostring(cmsg) .. "\n")
+      return 1
+    end
+  end
 
   local clients_for = status.clients_for(st, env)
   local ok, rmsg = status.refresh(st, clients_for)

@@ -376,6 +376,8 @@ function _M.run(args, env)
       end
     end
     ropts.runner_opts.journal = jr
+    -- `luabatch cancel RUN` from another process: its reason, or nil
+    ropts.cancelled = function() return jr:cancel_requested() end
     ropts.runners = { ["local"] = journaled_local(jr, o.resume ~= nil) }
     err_w(str_format("run %s%s\n", run_id, o.resume and " (resumed)" or ""))
   end

@@ -329,6 +329,8 @@ end
 function Run:cancel_reason()
   local p = self.s.policy
   if self.s.cancelled then return self.s.cancelled end
+  local asked = self.env.cancelled and self.env.cancelled()
+  if type(asked) == "string" then return asked end
   if core.interrupted() then return p.terminate_reason .. " (interrupted)" end
   return p.terminate_reason
 end
@@ -404,6 +406,14 @@ local function recorded(s, key)
   return nil
 end
 
+-- "cancel" when the run was cancelled while its job ended unsuccessfully:
+-- `luabatch cancel` in another process terminates the jobs before this
+-- client reads its request, so their FAILED is the cancel's doing.
+local function cancelled_after(w, stop)
+  if w.status ~= "SUCCEEDED" and stop() == "cancel" then return "cancel" end
+  return nil
+end
+
 -- exec.strategy: one Batch job for one strategy.
 function Run:strategy(combo, wctx, senv, group)
   local s, p = self.s, self.s.policy
@@ -434,7 +444,7 @@ function Run:strategy(combo, wctx, senv, group)
   local w = self:watch(id, key, self.job_id .. "/" .. sid)
   w.name = name
   local ok, werr = s:wait(self.c, { w }, stop, self.env, self:deadline())
-  rec = self:finish(w, combo, t0, key, not ok and werr or nil)
+  rec = self:finish(w, combo, t0, key, not ok and werr or cancelled_after(w, stop))
   if rec.status ~= "CANCEL" then self:record_result(key, rec) end
   return rec
 end
@@ -506,7 +516,7 @@ function Run:all(combos, wctx, aenv, group)
     return nil
   end
   local ok, werr = s:wait(self.c, ws, astop, self.env, self:deadline())
-  local why = not ok and werr or nil
+  local why = not ok and werr or cancelled_after(parent, stop)
   if why == "cancel" then
     s:terminate_all(self:cancel_reason())
   elseif why == "fail-fast" or why == "deadline" then
@@ -523,7 +533,7 @@ function Run:all(combos, wctx, aenv, group)
     local key = self:key(combo.id, attempt)
     if out[i] then
       -- recorded earlier (resume)
-    elseif cw.final and not (why == "cancel" and cw.status ~= "SUCCEEDED" and cw.status ~= "FAILED") then
+    elseif cw.final and not (why == "cancel" and cw.status ~= "SUCCEEDED") then
       out[i] = self:collect(cw, combo, t0, key)
       self:record_result(key, out[i])
     elseif why == "deadline" then
