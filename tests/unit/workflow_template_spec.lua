@@ -153,11 +153,33 @@ describe("luabatch.workflow.template #unit", function()
       assert.are.equal("$$", template.render("${{ s }}", { s = "$$" }, { getenv = getenv }))
     end)
 
-    it("applies the second pass and exact null with opts.env (R+E fields)", function()
-      assert.are.equal("$", template.render("$$$$", {}, { getenv = getenv, env = true }))
+    it("runs once: opts.env (R+E fields) adds exact null, not a second pass (fix)", function()
+      assert.are.equal("$$", template.render("$$$$", {}, { getenv = getenv, env = true }))
       assert.are.equal("$$", template.render("$$$$", {}, { getenv = getenv }))
+      assert.are.equal("${DEPLOY_ENV}", template.render("$${DEPLOY_ENV}", {}, { getenv = getenv, env = true }))
       assert.are.equal(NULL, template.render("null", {}, { getenv = getenv, env = true }))
       assert.are.equal("null", template.render("null", {}, { getenv = getenv }))
+    end)
+
+    it("never runs on data: a value naming a secret variable stays its text", function()
+      local function secret_env(n)
+        if n == "AWS_SECRET_ACCESS_KEY" then return "wJalrXUtnFEMI-the-real-secret" end
+        return getenv(n)
+      end
+      local ctx = { stages = { a = { outputs = { stdout = "${AWS_SECRET_ACCESS_KEY}" } } },
+                    params = { p = "x ${AWS_SECRET_ACCESS_KEY:d} $$" } }
+      for _, env in ipairs({ true, false }) do
+        local o = { getenv = secret_env, env = env }
+        assert.are.equal("got ${AWS_SECRET_ACCESS_KEY} in prod",
+          template.render("got ${{ stages.a.outputs.stdout }} in ${DEPLOY_ENV}", ctx, o))
+        assert.are.equal("${AWS_SECRET_ACCESS_KEY}", template.render("${{ stages.a.outputs.stdout }}", ctx, o))
+        assert.are.equal("[x ${AWS_SECRET_ACCESS_KEY:d} $$]", template.render("[${{ params.p }}]", ctx, o))
+        assert.are.same({ "x ${AWS_SECRET_ACCESS_KEY:d} $$" },
+          template.render({ "${{ params.p }}" }, ctx, o))
+      end
+      -- the workflow's own text still gets the variable
+      assert.are.equal("wJalrXUtnFEMI-the-real-secret",
+        template.render("${AWS_SECRET_ACCESS_KEY}", ctx, { getenv = secret_env }))
     end)
   end)
 

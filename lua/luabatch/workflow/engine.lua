@@ -222,10 +222,9 @@ local function job_with(env, jobdef, opts, wctx)
       if k ~= "pos" then with[k] = v end
     end
   end
-  local v, err = stage.render_or_error(env, with, wctx)
-  if v == nil then
-    return nil, "runs-on with: " .. tostring(type(err) == "table" and err.message or err)
-  end
+  -- the loader substituted `${VAR}` in with: already (once is the rule)
+  local v, err = env.render(with, wctx, { expand_env = false })
+  if v == nil then return nil, "runs-on with: " .. tostring(err) end
   return v
 end
 

@@ -5,10 +5,12 @@
 --   Strings, lists and maps (element-wise; keys are not rendered).  A string
 --   is stripped; a string that is exactly one template gives the native value
 --   (number, boolean, table, cjson.null); otherwise each template is replaced
---   by Python's str() of its value, a result of exactly "None" becomes null
---   and `${VAR}` substitution runs on the result.  opts.env = true adds the
---   second environment pass of the reference's "R+E" fields (after which a
---   result of exactly "null" becomes null).  opts.getenv = fn(name) (default
+--   by Python's str() of its value, a result of exactly "None" becomes null.
+--   `${VAR}` substitution runs once, on the literal text around the
+--   templates only (never on a value: see render_string).  opts.env = true
+--   marks the reference's "R+E" fields: a result of exactly "null" becomes
+--   null there.  opts.expand_env = false: templates only (text whose
+--   `${VAR}` the loader already substituted, such as runs-on `with:`).  opts.getenv = fn(name) (default
 --   os.getenv); opts.order = fn(map) -> list of keys in source order (used
 --   when a map is printed; default: keys sorted).
 -- template.env(str [, getenv]) -> str | nil, msg, "UtilError"
@@ -734,11 +736,13 @@ local function eval_spec(spec, ctx, order)
   return apply_filters(v, spec.filters, order)
 end
 
+-- `${VAR}` substitution happens once, on the workflow's own text (the
+-- literal parts around the templates), never on a template's value: a
+-- param, an output or a record holding "${AWS_SECRET_ACCESS_KEY}" stays
+-- that text (the reference substitutes the rendered result, once or twice).
 local function render_string(s, ctx, opts)
   local getenv, order = opts.getenv, opts.order
   s = strip(s)
-  local result
-  local whole = false
   if str_find(s, "${{", 1, true) then
     -- exactly one template spanning the whole string: native value
     local a, b = str_find(s, "}}", 4, true)
@@ -748,42 +752,38 @@ local function render_string(s, ctx, opts)
       if spec then
         local ok, v = eval_spec(spec, ctx, order)
         if not ok then return nil, v, ERR end
-        result, whole = v, true
+        return v
       end
     end
-    if not whole then
-      local out, pos = {}, 1
-      local ok, err = each_template(s, function(x, y, inner)
-        local spec, perr = parse_inner(inner)
-        if spec == nil then return nil, perr end
-        if spec then
-          local good, v = eval_spec(spec, ctx, order)
-          if not good then return nil, v end
-          out[#out + 1] = str_sub(s, pos, x - 1)
-          out[#out + 1] = pystr(v, order)
-          pos = y + 1
-        end
-        return true
-      end)
-      if not ok then return nil, err, ERR end
-      out[#out + 1] = str_sub(s, pos)
-      result = tbl_concat(out)
+  end
+  local out, pos = {}, 1
+  local function literal(text)
+    if opts.expand_env == false then
+      out[#out + 1] = text
+      return true
     end
-  else
-    result = s
+    local e, err = env_sub(text, getenv)
+    if not e then return nil, err end
+    out[#out + 1] = e
+    return true
   end
-  if not whole then
-    if result == "None" then return NULL end
-    local e, err = env_sub(result, getenv)
-    if not e then return nil, err, ERR end
-    result = e
-  end
-  if opts.env and type(result) == "string" then
-    local e, err = env_sub(result, getenv)
-    if not e then return nil, err, ERR end
-    result = e
-    if result == "null" then return NULL end
-  end
+  local ok, err = each_template(s, function(x, y, inner)
+    local spec, perr = parse_inner(inner)
+    if spec == nil then return nil, perr end
+    if spec then
+      local good, v = eval_spec(spec, ctx, order)
+      if not good then return nil, v end
+      local lok, lerr = literal(str_sub(s, pos, x - 1))
+      if not lok then return nil, lerr end
+      out[#out + 1] = pystr(v, order)
+      pos = y + 1
+    end
+    return true
+  end)
+  if ok then ok, err = literal(str_sub(s, pos)) end
+  if not ok then return nil, err, ERR end
+  local result = tbl_concat(out)
+  if result == "None" or (opts.env and result == "null") then return NULL end
   return result
 end
 
