@@ -670,7 +670,7 @@ function _M:send(req)
         m = prefix .. tostring(outcome.message or outcome.code)
           .. (retries > 0 and (" (retried " .. retries .. " times)") or "")
           .. (h and (" (hint: " .. h .. ")") or "")
-        return nil, m, outcome.code
+        return nil, log.redact(m), outcome.code
       end
       local rcode = outcome.code or (resp.status == 404 and "NotFound") or ("HTTP_" .. resp.status)
       m = prefix .. "HTTP " .. resp.status
@@ -679,7 +679,9 @@ function _M:send(req)
       local h = hint_for(self, req, resp.status, outcome.code, retries, creds_source, resp)
       if h then m = m .. " (hint: " .. h .. ")" end
       log.debug("%s gave up: %s", prefix, tostring(why))
-      return nil, m, rcode, resp
+      -- a server's message can quote the request (SignatureDoesNotMatch
+      -- echoes the canonical request, security token included)
+      return nil, log.redact(m), rcode, resp
     end
 
     if delay > 0 then

@@ -333,6 +333,32 @@ jobs:
     assert.equal("CANCEL", st.ended and st.ended.status)
   end)
 
+  it("(f) a signature error that echoes the canonical request never shows the session token", function()
+    local f = write("badsig.yml", [=[
+type: Workflow
+name: e2e-badsig
+jobs:
+  one:
+    runs-on: {type: aws_batch, with: {job_queue_arn: "${AWS_BATCH_JOB_QUEUE_ARN}", s3_bucket: "${AWS_S3_BUCKET}"}}
+    stages:
+      - {name: Hi, bash: "echo hi"}
+]=])
+    local wrong = "WRONGSECRETwrongsecretWRONGSECRET0123456"
+    for _, json_out in ipairs({ true, false }) do
+      local argv = { "run", f, "--runs-on", "aws_batch", "--policy", POLICY }
+      if json_out then argv[#argv + 1] = "--json" end
+      local out, err, code = luabatch(argv, { AWS_SECRET_ACCESS_KEY = wrong, AWS_MAX_ATTEMPTS = "1" })
+      assert.equal(1, code, err)
+      local text = out .. err
+      -- the server's answer is there (the canonical request it expected) ...
+      assert.truthy(text:find("Canonical String", 1, true), text)
+      assert.truthy(text:lower():find("x-amz-security-token:<redacted>", 1, true), text)
+      -- ... without the token or the secret
+      assert.is_nil(text:find(p.token, 1, true), text)
+      assert.is_nil(text:find(wrong, 1, true), text)
+    end
+  end)
+
   it("(d) kill -9 of the client, then `luabatch attach` completes the run, no job submitted twice", function()
     local f = write("attach.yml", [=[
 type: Workflow

@@ -266,6 +266,25 @@ describe("luabatch.request #unit", function()
     end)
   end)
 
+  describe("error texts", function()
+    it("pass through the redactor: a server echoing the canonical request, a transport quoting a header", function()
+      local echoed = "The request signature we calculated does not match.\n\nThe Canonical String for this "
+        .. "request should have been\n'POST\n/v1/submitjob\n\nhost:b\nx-amz-security-token:LBECHOEDTOKEN"
+        .. "0123456789abcdef\n\nhost;x-amz-security-token\n'"
+      local t = fake_transport({
+        { status = 403, body = require("cjson").encode({ __type = "InvalidSignatureException", message = echoed }) },
+        { err = "proxy said: X-Amz-Security-Token: LBECHOEDTOKEN0123456789abcdef", code = "EPROTO" },
+      })
+      local c = client(t, { max_attempts = 1 })
+      local _, msg = c:send({ method = "POST", path = "/v1/submitjob", operation = "SubmitJob" })
+      assert.truthy(msg:find("x-amz-security-token:<redacted>", 1, true), msg)
+      assert.is_nil(msg:find("LBECHOEDTOKEN", 1, true), msg)
+      local _, msg2 = c:send({ method = "POST", path = "/v1/submitjob", operation = "SubmitJob" })
+      assert.truthy(msg2:find("<redacted>", 1, true), msg2)
+      assert.is_nil(msg2:find("LBECHOEDTOKEN", 1, true), msg2)
+    end)
+  end)
+
   describe("retries", function()
     it("retries a 503 with backoff and succeeds", function()
       local t = fake_transport({ { status = 503, body = "" }, { status = 200, body = "{}" } })

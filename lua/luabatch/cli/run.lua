@@ -16,6 +16,7 @@
 -- anything with :write), isatty = function(fd) -> bool, getenv.
 
 local log = require "luabatch.log"
+local writer = require("luabatch.cli.out").writer
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -63,11 +64,6 @@ A run with Batch jobs is journaled under LUABATCH_HOME (default
 Call stages find their Lua functions in LUABATCH_REGISTRY (default ./registry).
 Exit codes: 0 success (or every job skipped), 1 a job failed, 2 bad input.
 ]==]
-
-local function writer(w)
-  if type(w) == "function" then return w end
-  return function(s) w:write(s) end
-end
 
 local function default_isatty(fd)
   local ok, le = pcall(require, "luabatch.lineedit")
@@ -285,8 +281,8 @@ end
 
 function _M.run(args, env)
   env = env or {}
-  local out_w = writer(env.stdout or io.stdout)
-  local err_w = writer(env.stderr or io.stderr)
+  local out_w = writer(env.stdout or io.stdout, true)
+  local err_w = writer(env.stderr or io.stderr, true)
   local isatty = env.isatty or default_isatty
   local o, perr = parse_args(args or {})
   if not o then

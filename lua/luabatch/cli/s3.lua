@@ -69,11 +69,6 @@ container or instance role).  Exit codes: 0 success, 1 failure, 2 bad usage.
 ]==]
 
 
-local function writer(w)
-  if type(w) == "function" then return w end
-  return function(s) w:write(s) end
-end
-
 
 ---------------------------------------------------------------------------
 -- Formatting
@@ -560,8 +555,9 @@ end
 --- Run the command; args = the words after `s3`.  Returns the exit code.
 function _M.run(args, env)
   env = env or {}
-  local out = writer(env.stdout or io.stdout)
-  local err = writer(env.stderr or io.stderr)
+  local writer = require("luabatch.cli.out").writer
+  local out = writer(env.stdout or io.stdout)          -- data: never rewritten
+  local err = writer(env.stderr or io.stderr, true)
   local o, msg = _M.parse(args or {})
   if not o then
     err("luabatch s3: " .. msg .. "\n" .. _M.usage)

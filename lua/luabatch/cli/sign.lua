@@ -64,11 +64,6 @@ printed.
 ]]
 
 
-local function writer(w)
-  if type(w) == "function" then return w end
-  return function(s) w:write(s) end
-end
-
 
 -- Replace every plain occurrence of needle in s.
 local function replace_plain(s, needle, rep)
@@ -217,8 +212,9 @@ end
 --- Run the command; args = the words after `sign`.  Returns the exit code.
 function _M.run(args, env)
   env = env or {}
-  local out = writer(env.stdout or io.stdout)
-  local err = writer(env.stderr or io.stderr)
+  local writer = require("luabatch.cli.out").writer
+  local out = writer(env.stdout or io.stdout)          -- data: never rewritten
+  local err = writer(env.stderr or io.stderr, true)
   local getenv = env.getenv or os.getenv
 
   local o, msg = parse(args or {})

@@ -59,15 +59,11 @@ Exit codes: 0 shown, 2 bad usage or unknown run.
 -- Shared plumbing
 ---------------------------------------------------------------------------
 
-local function writer(w)
-  if type(w) == "function" then return w end
-  return function(s) w:write(s) end
-end
-
 --- io(env) -> out, err writers
 function _M.io(env)
   env = env or {}
-  return writer(env.stdout or io.stdout), writer(env.stderr or io.stderr)
+  local writer = require("luabatch.cli.out").writer
+  return writer(env.stdout or io.stdout, true), writer(env.stderr or io.stderr, true)
 end
 
 --- parse(args, spec) -> opts, positionals | nil, msg

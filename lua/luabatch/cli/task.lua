@@ -33,14 +33,6 @@ Exit codes: 0 success (or skipped), 1 failed or cancelled, 2 bad usage,
 URL or bundle.
 ]==]
 
-local function writer(w)
-  if type(w) == "function" then return w end
-  return function(s)
-    w:write(s)
-    if w.flush then w:flush() end
-  end
-end
-
 local function parse_args(args)
   local o = {}
   local i = 1
@@ -69,8 +61,9 @@ end
 
 function _M.run(args, env)
   env = env or {}
-  local out_w = writer(env.stdout or io.stdout)
-  local err_w = writer(env.stderr or io.stderr)
+  local writer = require("luabatch.cli.out").writer
+  local out_w = writer(env.stdout or io.stdout, true)
+  local err_w = writer(env.stderr or io.stderr, true)
   local o, perr = parse_args(args or {})
   if not o then
     err_w("luabatch task: " .. perr .. "\n" .. _M.usage)
