@@ -277,6 +277,48 @@ jobs:
     assert.is_string(seen, table.concat(lines, "\n"))
   end)
 
+  it("a with.environment value holding the client's secret or token stops the job before anything is registered",
+    function()
+    local secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYENVVALUE01"
+    local token = "FwoGZXIvYXdzEXAMPLESESSIONTOKENVALUE0001"
+    local vars = { AWS_SESSION_TOKEN = token }
+    local m = model([[
+jobs:
+  m:
+    stages:
+      - {name: s, echo: hi}
+]])
+    local cases = {
+      -- a value copied from the client's environment (`MY_TOKEN: "${AWS_SESSION_TOKEN}"`)
+      { env = { MY_TOKEN = "Bearer " .. token }, getenv = function(n) return vars[n] end, name = "MY_TOKEN" },
+      -- the secret of the provider the clients sign with
+      { env = { OK = "plain", K = secret }, provider = secret, name = "K" },
+    }
+    for _, case in ipairs(cases) do
+      local W = world()
+      local ro = W.ro()
+      local made = ro.clients()
+      if case.provider then
+        made.s3.credentials = function() return { get = function() return { secret_key = case.provider } end } end
+      end
+      local engine = require "luabatch.workflow.engine"
+      local e = engine.make_env(m, { getenv = case.getenv or NO_ENV, run_id = RUN_ID, runner_opts = ro })
+      local with = { environment = case.env }
+      for k, v in pairs(WITH) do with[k] = v end
+      local env = setmetatable({ job_id = "m", job_with = with }, { __index = e })
+      local sub, msg, code = aws_batch.submit(m, "m", { params = {} }, { env = env })
+      made.s3.credentials = nil
+      assert.is_nil(sub)
+      assert.equal("ESUBMIT", code)
+      assert.matches("with.environment." .. case.name .. " holds a credential", msg, 1, true)
+      assert.is_nil(msg:find(secret, 1, true), msg)
+      assert.is_nil(msg:find(token, 1, true), msg)
+      assert.is_nil(W.calls.RegisterJobDefinition)
+      assert.is_nil(W.calls.SubmitJob)
+      assert.is_nil(W.calls.PutObject)
+    end
+  end)
+
   it("collect: opts.keep_run_prefix removes the job's own objects and keeps the run's prefix", function()
     local W = world()
     local m = model()

@@ -151,6 +151,18 @@ function Run:prepare()
   if self.prepared then return true end
   if self.prepare_error then return nil, self.prepare_error end
   local s, c, cfg = self.s, self.c, self.cfg
+  local bundle = require "luabatch.runner.aws_batch.bundle"
+  local secrets = bundle.secrets_of(self.with, self.env.getenv, credentials_of(c))
+  -- names are checked at load (check.lua); a value such as
+  -- "${AWS_SESSION_TOKEN}" is caught here, before the job definition holds it
+  for _, e in ipairs(cfg.environment or {}) do
+    if not bundle.secret_free(e.value, secrets) then
+      self.prepare_error = str_format("job '%s': runs-on aws_batch: with.environment.%s holds a credential of "
+        .. "this client; credentials never go to the container (it gets the job role's through the ECS "
+        .. "endpoint); nothing was submitted", self.job_id, e.name)
+      return nil, self.prepare_error
+    end
+  end
   local def, msg = jobdef_mod.ensure(c.batch, cfg.spec, s.jobdefs)
   if not def then
     self.prepare_error = str_format("job '%s': job definition %s: %s", self.job_id, cfg.spec.name, tostring(msg))
@@ -163,12 +175,11 @@ function Run:prepare()
                registered = def.registered })
   end
   self.def = def
-  local bundle = require "luabatch.runner.aws_batch.bundle"
   local combos = job.strategies(self.jobdef)
   local results = "s3://" .. cfg.bucket .. "/" .. self:s3key() .. "/"
   -- the registry modules / workflow files of call: and trigger: stages (bundle.collect_files)
   local files, notes = bundle.collect_files(self.jobdef, self.env, { max_bytes = s.policy.bundle_files_max,
-    secrets = bundle.secrets_of(self.with, self.env.getenv, credentials_of(c)) })
+    secrets = secrets })
   if not files then
     self.prepare_error = str_format("job '%s': bundle: %s", self.job_id, tostring(notes))
     return nil, self.prepare_error
@@ -183,14 +194,13 @@ function Run:prepare()
     return nil, self.prepare_error
   end
   local text = bundle.encode(t)
-  -- belt and braces: no credential from with: may reach the bucket
-  for _, f in ipairs({ "aws_secret_access_key", "aws_session_token", "aws_access_key_id" }) do
-    local v = self.with[f]
-    if type(v) == "string" and #v >= 8 and str_find(text, v, 1, true) then
-      self.prepare_error = str_format("job '%s': refusing to upload the bundle: it contains with.%s",
-        self.job_id, f)
-      return nil, self.prepare_error
-    end
+  -- belt and braces: no credential of this client may reach the bucket
+  local clean, where = bundle.secret_free(text, secrets)
+  if clean then clean, where = bundle.secret_free(text, { self.with.aws_access_key_id }) end
+  if not clean then
+    self.prepare_error = str_format("job '%s': refusing to upload the bundle: it contains a credential of "
+      .. "this client (%s)", self.job_id, where == "$" and "in its text" or tostring(where))
+    return nil, self.prepare_error
   end
   local key = self:s3key("bundle.json")
   local put, perr = c.s3:put_object(cfg.bucket, key, text, { content_type = "application/json" })
