@@ -13,7 +13,8 @@
 -- (as botocore does), except IMDS, which is only a last resort.
 --
 -- Nothing is probed at require time or in new(): the first :get() does it.
--- Messages name the provider and the endpoint or file, never a secret.
+-- Messages name the provider and the endpoint or file, never a secret;
+-- tostring() of a provider or of the credentials shows <redacted> for them.
 
 local log = require "luabatch.log"
 local time = require "luabatch.aws.time"
@@ -26,6 +27,8 @@ local ipairs = ipairs
 local tostring = tostring
 local tonumber = tonumber
 local pcall = pcall
+local getmetatable = getmetatable
+local setmetatable = setmetatable
 local require = require
 local io_open = io.open
 local io_popen = io.popen
@@ -95,6 +98,14 @@ local function nonempty(v)
 end
 
 
+-- Resolved credentials print (tostring) as their source and access key id
+-- only; their fields read, copy and JSON-encode as plain fields.
+local creds_mt = { __tostring = function(c)
+  return "credentials (" .. tostring(c.source) .. "): access key " .. tostring(c.access_key)
+    .. ", secret key <redacted>" .. (c.session_token and ", session token <redacted>" or "")
+end }
+
+
 -- Build a credentials table from raw fields, or nil, why.
 local function make_creds(access_key, secret_key, token, expiration, source)
   if not nonempty(access_key) then return nil, "no access key id" end
@@ -104,13 +115,13 @@ local function make_creds(access_key, secret_key, token, expiration, source)
     exp = type(expiration) == "number" and expiration or time.parse_iso8601(expiration)
     if not exp then return nil, "unparsable expiration '" .. tostring(expiration) .. "'" end
   end
-  return {
+  return setmetatable({
     access_key = access_key,
     secret_key = secret_key,
     session_token = nonempty(token),
     expiration = exp,
     source = source,
-  }
+  }, creds_mt)
 end
 
 
@@ -700,6 +711,17 @@ local function provider_name(p, i)
 end
 
 
+-- A provider prints as its kind and what it holds, never a secret.
+mt.__tostring = function(self)
+  local c = self._cached
+  if self._static then return "credentials provider static: " .. tostring(c) end
+  local names = {}
+  for i, p in ipairs(self._providers) do names[i] = provider_name(p, i) end
+  return "credentials provider chain " .. concat(names, ",") .. ": "
+    .. (c and tostring(c) or "not resolved")
+end
+
+
 local function run_one(self, p)
   local fn = type(p) == "string" and P[p] or p
   local ok, a, b, c = pcall(fn, self)
@@ -713,6 +735,7 @@ local function accept(self, creds, name)
     return nil, "credentials from " .. name .. " lack an access key or secret key", "InvalidCredentials"
   end
   creds.source = creds.source or name
+  if getmetatable(creds) == nil then setmetatable(creds, creds_mt) end
   log.add_secret(creds.secret_key)
   log.add_secret(creds.session_token)
   self._cached = creds

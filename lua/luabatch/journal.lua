@@ -53,7 +53,6 @@ local os_remove = os.remove
 local os_getenv = os.getenv
 local str_find = string.find
 local str_match = string.match
-local str_lower = string.lower
 local tbl_sort = table.sort
 local floor = math.floor
 
@@ -154,20 +153,8 @@ local function run_dir(home, run_id) return home .. "/runs/" .. run_id end
 -- Redaction (structural: keeps the JSON valid)
 ---------------------------------------------------------------------------
 
--- Keys whose string values are secrets whatever they look like.  (Not
--- every "token": a CloudWatch forward token is not a secret.)
-local SECRET_KEYS = { "secret", "password", "passwd", "authorization", "session_token",
-  "sessiontoken", "security_token", "securitytoken", "auth_token", "credential" }
-
-local function secret_key(k)
-  if type(k) ~= "string" then return false end
-  local l = str_lower(k)
-  if l == "token" then return true end
-  for _, s in ipairs(SECRET_KEYS) do
-    if str_find(l, s, 1, true) then return true end
-  end
-  return false
-end
+-- Keys whose string values are secrets whatever they look like: log's rule.
+local secret_key = log.secret_name
 
 local function scrub(v, seen)
   local t = type(v)

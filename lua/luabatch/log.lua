@@ -66,6 +66,27 @@ function _M.redact(s)
   return s
 end
 
+-- Key names whose string values are secrets whatever they look like:
+-- these whole names, or a name holding one of SECRET_PARTS (lowered, '-'
+-- read as '_').  Not every "token": a CloudWatch forward token is not a
+-- secret, nor is signature_version.
+local SECRET_NAMES = { token = true, signature = true, x_amz_signature = true }
+local SECRET_PARTS = { "secret", "password", "passwd", "authorization", "session_token",
+  "sessiontoken", "security_token", "securitytoken", "auth_token", "credential" }
+
+--- Does the key `k` name a secret (secret_access_key, session_token,
+-- token, password, authorization, ...)?  The one rule for structural
+-- redaction (journal, pretty).  Access key ids are not secrets.
+function _M.secret_name(k)
+  if type(k) ~= "string" then return false end
+  local l = str_gsub(k:lower(), "%-", "_")
+  if SECRET_NAMES[l] then return true end
+  for i = 1, #SECRET_PARTS do
+    if l:find(SECRET_PARTS[i], 1, true) then return true end
+  end
+  return false
+end
+
 --- Register a secret value (secret key, session token) so it is masked
 -- literally in every later log line.  Short values are ignored.
 function _M.add_secret(value)

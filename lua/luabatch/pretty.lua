@@ -4,12 +4,23 @@
 -- constructors, keys sorted (array part first, in order), nested tables
 -- indented, cycles shown as <cycle>, depth limited (opts.depth, default 8),
 -- long tables cut after opts.max_items (default 200) entries.
+--
+-- Secrets are never shown: a string under a key that names one
+-- (log.secret_name: secret_key, session_token, password, ...) prints as
+-- <redacted>, and every other string passes through log.redact (registered
+-- credentials, Authorization headers, ...).  Access key ids are shown.
+
+local log = require "luabatch.log"
 
 local _M = { _VERSION = "0.1.0" }
 
 local str_format = string.format
 local tbl_concat = table.concat
 local tbl_sort = table.sort
+local redact = log.redact
+local secret_name = log.secret_name
+
+local REDACTED = "<redacted>"
 
 local KEYWORDS = {}
 for w in ("and break do else elseif end false for function goto if in local nil not or "
@@ -21,7 +32,11 @@ end
 
 local function scalar(v)
   local t = type(v)
-  if t == "string" then return str_format("%q", v):gsub("\\\n", "\\n") end
+  if t == "string" then
+    v = redact(v)
+    if v == REDACTED then return REDACTED end
+    return (str_format("%q", v):gsub("\\\n", "\\n"))
+  end
   if t == "number" then
     if v ~= v then return "0/0" end
     if v == math.huge then return "math.huge" end
@@ -70,7 +85,12 @@ local function render(v, indent, depth, seen, opts, out)
     out[#out + 1] = pad
     out[#out + 1] = is_identifier(k) and k or ("[" .. scalar(k) .. "]")
     out[#out + 1] = " = "
-    render(v[k], pad, depth + 1, seen, opts, out)
+    local x = v[k]
+    if secret_name(k) and type(x) == "string" and x ~= "" then
+      out[#out + 1] = REDACTED
+    else
+      render(x, pad, depth + 1, seen, opts, out)
+    end
     out[#out + 1] = ",\n"
   end
   if count > opts.max_items then

@@ -6,7 +6,10 @@
 -- Ctrl-C at the prompt drops the current input; during evaluation it
 -- stops the code ("interrupted!") and returns to the prompt.  History is
 -- kept in $XDG_STATE_HOME/luabatch/history (~/.local/state/...).
+-- Values print through luabatch.pretty and errors through log.redact, so
+-- credentials show as <redacted>.
 
+local log = require "luabatch.log"
 local pretty = require "luabatch.pretty"
 
 local _M = { _VERSION = "0.1.0" }
@@ -60,7 +63,7 @@ local function evaluate(le, fn, out)
   le.interrupt_mode("error")
   local res = { xpcall(fn, debug.traceback) }
   if not res[1] then
-    out:write(tostring(res[2]), "\n")
+    out:write(log.redact(res[2]), "\n")
     return
   end
   local n = #res - 1
@@ -93,7 +96,7 @@ function _M.run(le, opts)
       elseif not more then
         le.add_history(buffer)
         buffer = nil
-        out:write(err, "\n")
+        out:write(log.redact(err), "\n")
       end
     end
   end

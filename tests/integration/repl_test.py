@@ -5,7 +5,8 @@ usage: repl_test.py PATH/TO/luabatch
 Checks: expressions print (tables pretty-printed), multi-line input
 continues with '>>', Ctrl-C at the prompt drops the pending input, Ctrl-C
 during evaluation stops the code and returns to the prompt, Ctrl-D leaves
-with status 0, history is written to $XDG_STATE_HOME/luabatch/history.
+with status 0, history is written to $XDG_STATE_HOME/luabatch/history,
+credentials print as <redacted>, never their secret.
 Prints 'TEST repl: N passed, M failed'."""
 import os
 import pty
@@ -34,11 +35,12 @@ if pid == 0:
     os.execve(exe, [exe], env)
 
 buf = b""
+seen = b""  # everything read from the terminal
 
 
 def read_until(token, timeout=5.0):
     """Read from the pty until `token` appears after the current mark."""
-    global buf
+    global buf, seen
     end = time.time() + timeout
     while token not in buf and time.time() < end:
         r, _, _ = select.select([fd], [], [], 0.1)
@@ -50,6 +52,7 @@ def read_until(token, timeout=5.0):
             if not chunk:
                 break
             buf += chunk
+            seen += chunk
     found = token in buf
     if found:
         buf = buf[buf.index(token) + len(token):]
@@ -83,6 +86,16 @@ time.sleep(0.5)
 send(b"\x03")
 check(read_until(b"interrupted!"), "Ctrl-C stops a running evaluation")
 check(read_until(b"> "), "prompt after interrupt")
+# Credentials print as <redacted>.  The secret is typed in two halves (the
+# terminal echoes input), so it can only show up whole if the REPL prints it.
+SECRET = b"replSECRETwJalrXUtnFEMIK7MDENG"
+send(b"c = require('luabatch.credentials').static{access_key='AKIDEXAMPLE', secret_key='"
+     + SECRET[:12] + b"' .. '" + SECRET[12:] + b"'}\r")
+check(read_until(b"> "), "prompt after static credentials")
+send(b"{ c, c:get(), c:get().secret_key, tostring(c) }\r")
+check(read_until(b"AKIDEXAMPLE") and read_until(b"<redacted>") and read_until(b"> "),
+      "credentials printed with <redacted>")
+check(SECRET not in seen, "secret never printed")
 send(b"'still alive'\r")
 check(read_until(b"still alive"), "REPL usable after interrupt")
 # libedit flushes input typed before it switches the terminal to raw mode,

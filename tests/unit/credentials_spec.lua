@@ -542,3 +542,51 @@ describe("luabatch.credentials #unit", function()
     end)
   end)
 end)
+
+
+describe("luabatch.credentials printed #unit", function()
+  local SK = "printedSECRETwJalrXUtnFEMIK7MDENGbPxRfiCY"
+
+  it("tostring of a static provider and its credentials shows the key id, not the secrets", function()
+    local p = credentials.static({ access_key = "AKIDEXAMPLE", secret_key = SK, session_token = TOKEN })
+    for _, v in ipairs({ p, p:get() }) do
+      local s = tostring(v)
+      assert.is_nil(s:find(SK, 1, true))
+      assert.is_nil(s:find(TOKEN, 1, true))
+      assert.is_truthy(s:find("AKIDEXAMPLE", 1, true))
+      assert.is_truthy(s:find("secret key <redacted>, session token <redacted>", 1, true))
+    end
+    assert.are.equal("credentials (explicit): access key AKIDEXAMPLE, secret key <redacted>, "
+      .. "session token <redacted>", tostring(p:get()))
+  end)
+
+  it("tostring of a chain names its providers, then the credentials once resolved", function()
+    local p = credentials.new({ env = { AWS_ACCESS_KEY_ID = "AKIDENV", AWS_SECRET_ACCESS_KEY = SK },
+      providers = { "env", function() return false, "never" end } })
+    assert.are.equal("credentials provider chain env,custom#2: not resolved", tostring(p))
+    assert(p:get())
+    assert.are.equal("credentials provider chain env,custom#2: credentials (env): access key "
+      .. "AKIDENV, secret key <redacted>", tostring(p))
+  end)
+
+  it("a custom provider's plain table gets the safe tostring; its own metatable is kept", function()
+    local own = { __index = { extra = 1 } }
+    local plain = credentials.new({ env = {}, providers = { function()
+      return { access_key = "AKIDC", secret_key = SK } end } }):get()
+    assert.are.equal("credentials (custom#1): access key AKIDC, secret key <redacted>", tostring(plain))
+    local kept = credentials.new({ env = {}, providers = { function()
+      return setmetatable({ access_key = "AKIDC", secret_key = SK }, own) end } }):get()
+    assert.are.equal(own, getmetatable(kept))
+  end)
+
+  it("the credentials still read, copy and JSON-encode as plain fields", function()
+    local c = credentials.static({ access_key = "AKIDEXAMPLE", secret_key = SK }):get()
+    assert.are.equal(SK, c.secret_key)
+    assert.are.same({ access_key = "AKIDEXAMPLE", secret_key = SK, source = "explicit" }, c)
+    assert.are.same({ access_key = "AKIDEXAMPLE", secret_key = SK, source = "explicit" },
+      cjson.decode(cjson.encode(c)))
+    local json = require "luabatch.json"
+    assert.are.equal('{"access_key":"AKIDEXAMPLE","secret_key":"' .. SK .. '","source":"explicit"}',
+      json.encode(c))
+  end)
+end)

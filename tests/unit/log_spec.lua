@@ -56,3 +56,24 @@ describe("luabatch.log #unit", function()
       "bad argument #1 to 'set_level' (one of error, warn, info, debug expected, got loud)")
   end)
 end)
+
+
+describe("luabatch.log.secret_name #unit", function()
+  it("names the keys whose values are secrets", function()
+    for _, k in ipairs({ "secret_key", "secret_access_key", "aws_secret_access_key", "SecretAccessKey",
+      "session_token", "aws_session_token", "AWS_SESSION_TOKEN", "SessionToken", "token", "Token",
+      "password", "db_passwd", "authorization", "Authorization", "X-Amz-Security-Token",
+      "aws_security_token", "signature", "X-Amz-Signature", "credential_process", "auth_token" }) do
+      assert.is_true(log.secret_name(k), k)
+    end
+  end)
+
+  it("leaves key ids, pagination tokens and non-strings alone", function()
+    for _, k in ipairs({ "access_key", "aws_access_key_id", "AccessKeyId", "nextForwardToken",
+      "next_token", "signature_version", "source", "expiration" }) do
+      assert.is_false(log.secret_name(k), k)
+    end
+    assert.is_false(log.secret_name(1))
+    assert.is_false(log.secret_name(nil))
+  end)
+end)

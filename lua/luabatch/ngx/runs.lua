@@ -228,7 +228,8 @@ local function reply(status, body)
   n.status = status
   n.header["Content-Type"] = "application/json"
   n.header["Cache-Control"] = "no-store"
-  n.say(json().encode(body))
+  -- error texts and records can quote a server's answer: redacted, as the CLI prints them
+  n.say(log.redact(json().encode(body)))
   return n.exit(n.HTTP_OK)
 end
 
@@ -641,10 +642,10 @@ function _M:get_logs(id)
       local lines = 0
       for ev, emsg in c.logs:events(group, j.log_stream) do
         if not ev then
-          n.print(label, "(log ", group, " ", j.log_stream, ": ", tostring(emsg), ")\n")
+          n.print(label, "(log ", group, " ", j.log_stream, ": ", log.redact(emsg), ")\n")
           break
         end
-        n.print(label, tostring(ev.message), "\n")
+        n.print(label, log.redact(ev.message), "\n")
         lines = lines + 1
         if lines % 100 == 0 then n.flush(true) end
       end
