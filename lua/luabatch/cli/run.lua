@@ -245,20 +245,18 @@ local function failure_recorder()
   return record, report
 end
 
--- The local runner of a journaled run: each finished job's record is
--- journaled ("job" event); on --resume a job with a journaled SUCCESS or
--- SKIP record is not run again (its side effects happened already), one
--- that failed or never finished runs again.
+-- A journaled run's local jobs: each finished one's record is journaled
+-- ("job" event); on --resume one with a journaled SUCCESS or SKIP record is
+-- taken as done (its side effects happened already), one that failed or
+-- never finished runs again.  -> records to start with, on_job_done
 local function journaled_local(jr, resume)
-  local runner = require "luabatch.runner.local"
-  local done = resume and jr:state().local_jobs or {}
-  return { run_job = function(model, job_id, context, opts)
-    local rec = done[job_id]
-    if rec and (rec.status == "SUCCESS" or rec.status == "SKIP") then return rec end
-    local record, jctx = runner.run_job(model, job_id, context, opts)
-    jr:append({ ev = "job", job_id = job_id, status = record.status, record = record })
-    return record, jctx
-  end }
+  local done = {}
+  for id, rec in pairs(resume and jr:state().local_jobs or {}) do
+    if rec.status == "SUCCESS" or rec.status == "SKIP" then done[id] = rec end
+  end
+  return done, function(job_id, record, runs_on)
+    if runs_on == "local" then jr:append({ ev = "job", job_id = job_id, status = record.status, record = record }) end
+  end
 end
 
 -- Does any job of this run go to AWS Batch (then the run is journaled)?
@@ -374,7 +372,7 @@ function _M.run(args, env)
     ropts.runner_opts.journal = jr
     -- `luabatch cancel RUN` from another process: its reason, or nil
     ropts.cancelled = function() return jr:cancel_requested() end
-    ropts.runners = { ["local"] = journaled_local(jr, o.resume ~= nil) }
+    ropts.jobs, ropts.on_job_done = journaled_local(jr, o.resume ~= nil)
     err_w(str_format("run %s%s\n", run_id, o.resume and " (resumed)" or ""))
   end
   local ctx, rerr = engine.run(model, ropts)

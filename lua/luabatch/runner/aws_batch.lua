@@ -97,36 +97,43 @@ local function open_run(fname, model, job_id, context, opts)
   return run, nil, jobdef, t0
 end
 
-function _M.run_job(model, job_id, context, opts)
-  local run, cerr, jobdef, t0 = open_run("run_job", model, job_id, context, opts)
-  if not run then return failed_job(jobdef, t0, cerr) end
-  local s, c, cfg, env, wctx = run.s, run.c, run.cfg, run.env, run.wctx
+--- open_job(model, job_id, wctx, opts) -> handle | nil, record: the
+-- engine's seam (luabatch.workflow.engine runs the plan: if:, max-parallel,
+-- fail-fast, retries; the handle runs strategies on Batch).
+--   handle:run_strategy(combo, wctx, senv) -> strategy record (one job)
+--   handle:run_all(combos, wctx, aenv, group) -> records (with.array)
+--   handle.array -> with.array; handle:close(status) -> cleanup by policy
+-- A rejected with: is nil and the job's FAILED record (nothing submitted).
+function _M.open_job(model, job_id, wctx, opts)
+  local run, cerr, jobdef, t0 = open_run("open_job", model, job_id, wctx, opts)
+  if not run then return nil, (failed_job(jobdef, t0, cerr)) end
+  local s, c = run.s, run.c
   run:append_config()
-  local exec = {
-    strategy = function(_, combo, w, senv, group) return run:strategy(combo, w, senv, group) end,
-  }
-  if cfg.array then
-    exec.all = function(_, combos, w, aenv, group) return run:all(combos, w, aenv, group) end
-  end
   s.active = s.active + 1
-  local ok, jctx = pcall(job.execute, jobdef, wctx, env, exec)
-  if not ok then
-    -- a bug or an unexpected failure: leave nothing running behind
-    log.error("aws_batch: job '%s': %s", job_id, tostring(jctx))
+  local h = { array = run.cfg.array or nil }
+  function h.run_strategy(_, combo, w, senv) return run:strategy(combo, w, senv) end
+  function h.run_all(_, combos, w, aenv, group) return run:all(combos, w, aenv, group) end
+  function h.close(_, status)
+    -- leave nothing running unobserved (a strategy's task that failed)
     for _, id in ipairs(run.watched) do
       local w = c.watched[id]
       if w and not w.final and not w.terminated then
-        s:terminate(c, w, "luabatch: client error: " .. str_sub(tostring(jctx), 1, 200))
+        s:terminate(c, w, "luabatch: client error: the job ended while this Batch job was live")
       end
+      s:unwatch(c, id)
     end
+    local ok, err = pcall(run.cleanup, run, status)
     s.active = s.active - 1
-    return failed_job(jobdef, t0, str_format("job '%s' on AWS Batch: %s", job_id, tostring(jctx)))
+    if not ok then log.error("%s", tostring(err)) end
   end
-  for _, id in ipairs(run.watched) do s:unwatch(c, id) end
-  local cok, cerr2 = pcall(run.cleanup, run, jctx.status)
-  if not cok then log.error("%s", tostring(cerr2)) end
-  s.active = s.active - 1
-  return job.record(jobdef, jctx), jctx
+  return h
+end
+
+--- run_job(model, job_id, context, opts) -> record, jctx (one job on Batch).
+function _M.run_job(model, job_id, context, opts)
+  local o = { runner = _M, runs_on = "aws_batch" }
+  for k, v in pairs(opts or {}) do if o[k] == nil then o[k] = v end end
+  return require("luabatch.workflow.engine").run_job(model, job_id, context, o)
 end
 
 ---------------------------------------------------------------------------

@@ -45,10 +45,24 @@ function _M.open(fname, model, job_id, context, opts, depth)
   return jobdef, env, wctx
 end
 
+--- open_job(model, job_id, wctx, opts) -> handle: the engine's seam
+-- (luabatch.workflow.engine runs the plan; the handle runs one strategy).
+--   handle:run_strategy(combo, wctx, senv) -> strategy record
+--   handle.array -> nil (strategies one by one), handle:close(status)
+function _M.open_job(model, job_id, wctx, opts)
+  local jobdef = _M.open("open_job", model, job_id, wctx, opts)
+  return {
+    run_strategy = function(_, combo, w, senv) return job.run_stages(jobdef, combo, w, senv) end,
+    close = function() end,
+  }
+end
+
+--- run_job(model, job_id, context, opts) -> record, jctx (one job, here).
 function _M.run_job(model, job_id, context, opts)
-  local jobdef, env, wctx = _M.open("run_job", model, job_id, context, opts)
-  local jctx = job.execute(jobdef, wctx, env)
-  return job.record(jobdef, jctx), jctx
+  _M.open("run_job", model, job_id, context, opts)
+  local o = { runner = _M, runs_on = "local" }
+  for k, v in pairs(opts or {}) do if o[k] == nil then o[k] = v end end
+  return require("luabatch.workflow.engine").run_job(model, job_id, context, o)
 end
 
 return _M

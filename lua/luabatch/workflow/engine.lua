@@ -1,11 +1,15 @@
--- luabatch.workflow.engine: run a loaded workflow model.
+-- luabatch.workflow.engine: run a loaded workflow model (the coroutine
+-- driver of luabatch.workflow.plan, which holds what a run means).
 --
 --   local engine = require "luabatch.workflow.engine"
 --   local ctx, err, code = engine.run(model, opts)
+--   local record, jctx = engine.run_job(model, job_id, context, opts)
 --
 -- opts (all optional):
 --   params     map of given params (strings from the CLI or native values)
 --   job        run only this job id (its needs are not run)
+--   jobs       records taken as done (a resume; with `job`: its context)
+--   on_job_done  function(job_id, record, runs_on) after each job
 --   getenv     function(name) -> value for ${VAR} (default os.getenv)
 --   progress   function(event, info): "job-start", "job", "job-retry",
 --              "stage-start", "stage" (see luabatch.cli.run for the fields)
@@ -13,8 +17,11 @@
 --   output_line  function(line, fd) for the output of bash stages while they run
 --   registry   directory list for call stages (default LUABATCH_REGISTRY or ./registry)
 --   conf       directory searched by trigger stages (default: the workflow file's dir)
---   runners    map runs-on type -> runner module ({ run_job = fn }) overriding the defaults
---   cancelled  function() -> bool, asked at every stage boundary (SIGINT is always honoured)
+--   runners    map runs-on type -> runner module overriding the defaults: one
+--              with open_job (strategies paced by the plan: runner/local.lua)
+--              or with run_job only (it runs the whole job itself)
+--   cancelled  function() -> reason | false, asked at every wait (<= 1 s)
+--              and stage boundary (SIGINT is always honoured)
 --   run_id     this run's id (default: a new "YYYYMMDD-HHMMSS-<8 hex>")
 --   runs_on    "local" | "aws_batch": run every job there, whatever its runs-on says
 --   with       map merged under each job's runs-on `with:` (CLI --with K=V)
@@ -26,18 +33,12 @@
 --
 -- Returns the final context { status, params, jobs = {<id> = record}, errors?,
 -- info = {exec_start, exec_end, exec_latency} }, or nil, message, code when
--- the input is bad before anything ran (code "EPARAM": a missing required
--- param or one that does not coerce; the message names file:line).
---
--- Jobs run in `needs` order; a job starts as soon as its needs are done, so
--- independent jobs run concurrently (scheduler tasks).  Trigger rules
--- (all_success default, all_done, all_failed, one_success = at least one,
--- one_failed = at least one, none_skipped, none_failed); a rule that fails
--- aborts the workflow (no further job starts).  Workflow status =
--- validate_statuses over the job records.
+-- the input is bad before anything ran ("EPARAM": a param, the message
+-- names file:line; "EJOB": no such job; "ECYCLE": a trigger loop).
 
 local stage = require "luabatch.workflow.stage"
 local job = require "luabatch.workflow.job"
+local plan = require "luabatch.workflow.plan"
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -67,58 +68,8 @@ local function dirname(path)
   return d
 end
 
----------------------------------------------------------------------------
--- Trigger rules
----------------------------------------------------------------------------
-
-local function is_failed(r) return r.errors ~= nil or r.status == "FAILED" end
-local function is_success(r) return r.errors == nil and r.status == "SUCCESS" end
-
---- check_needs(jobdef, records) -> "SUCCESS" | "FAILED" | "SKIP" | "CANCEL" | "WAIT"
-function _M.check_needs(jobdef, records)
-  local needs = jobdef.needs or {}
-  if #needs == 0 then return "SUCCESS" end
-  local recs = {}
-  for i, n in ipairs(needs) do
-    local r = records[n]
-    if r == nil or r.status == "WAIT" then return "WAIT" end
-    if r == false or (type(r) == "table" and next(r) == nil) then r = { status = "SUCCESS" } end
-    recs[i] = r
-  end
-  local skips, cancel = 0, false
-  for _, r in ipairs(recs) do
-    if r.status == "SKIP" then skips = skips + 1 end
-    if r.status == "CANCEL" then cancel = true end
-  end
-  if skips == #recs then return "SKIP" end
-  if cancel then return "CANCEL" end
-  local rule = jobdef.trigger_rule or "all_success"
-  local ok
-  if rule == "all_done" then
-    ok = true
-  elseif rule == "all_success" then
-    ok = true
-    for _, r in ipairs(recs) do if not is_success(r) then ok = false end end
-  elseif rule == "all_failed" then
-    ok = true
-    for _, r in ipairs(recs) do if not is_failed(r) then ok = false end end
-  elseif rule == "one_success" then
-    ok = false
-    for _, r in ipairs(recs) do if is_success(r) then ok = true end end
-  elseif rule == "one_failed" then
-    ok = false
-    for _, r in ipairs(recs) do if is_failed(r) then ok = true end end
-  elseif rule == "none_skipped" then
-    ok = true
-    for _, r in ipairs(recs) do if r.status == "SKIP" then ok = false end end
-  elseif rule == "none_failed" then
-    ok = true
-    for _, r in ipairs(recs) do if is_failed(r) then ok = false end end
-  else
-    ok = false
-  end
-  return ok and "SUCCESS" or "FAILED"
-end
+--- check_needs(jobdef, records): luabatch.workflow.plan's (kept here for callers)
+_M.check_needs = plan.check_needs
 
 ---------------------------------------------------------------------------
 -- The stage environment
@@ -185,7 +136,7 @@ function _M.make_env(model, opts)
     local o = {}
     for k, v in pairs(opts) do o[k] = v end
     o.params = params
-    o.job = nil
+    o.job, o.jobs, o.on_job_done = nil, nil, nil
     o.conf = env.conf
     o.parents = {}
     for k, v in pairs(opts.parents or {}) do o.parents[k] = v end
@@ -228,136 +179,142 @@ local function job_with(env, jobdef, opts, wctx)
   return v
 end
 
-local function skip_record(jobdef)
-  local r = { status = "SKIP" }
-  if job.has_matrix(jobdef) then r.strategies = object() end
-  return r
+---------------------------------------------------------------------------
+-- Running: the coroutine driver of luabatch.workflow.plan
+---------------------------------------------------------------------------
+
+-- Open the runner of a job the plan asks for -> the "prepared" event.
+-- A runner with open_job runs strategies the plan paces; one with run_job
+-- only runs the whole job itself (tests' fakes, third-party runners).
+local function prepare(d, a)
+  local model, opts, env = d.model, d.opts, d.env
+  local id, jobdef = a.job, model.jobs[a.job]
+  local now = stage.now()
+  local runner, rerr = runner_for(jobdef, opts)
+  if not runner then return { type = "prepared", job = id, error = rerr, now = now } end
+  local with, werr = job_with(env, jobdef, opts, a.wctx)
+  if with == nil then return { type = "prepared", job = id, error = werr, now = now } end
+  local jenv = setmetatable({ job_id = id, job_with = with }, { __index = env })
+  d.jenv[id], d.types[id] = jenv, opts.runs_on or (jobdef.runs_on and jobdef.runs_on.type) or "local"
+  if not runner.open_job then
+    d.spawn(function()
+      local rec = runner.run_job(model, id, a.wctx, { env = jenv })
+      d.push({ type = "job_ended", job = id, record = rec, now = stage.now() })
+    end)
+    return { type = "prepared", job = id, whole = true, now = now }
+  end
+  local h, failed = runner.open_job(model, id, a.wctx, { env = jenv })
+  if not h then return { type = "prepared", job = id, record = failed, now = stage.now() } end
+  d.handles[id] = h
+  return { type = "prepared", job = id, array = h.array, now = stage.now() }
 end
 
----------------------------------------------------------------------------
--- Running
----------------------------------------------------------------------------
+-- Start the strategies of a "run" action, each a scheduler task.
+local function run_strategies(d, a)
+  local id, k, h, jenv = a.job, a.attempt, d.handles[a.job], d.jenv[a.job]
+  local function stopped(sid)
+    return function() return d.stops[id .. "/" .. k .. "/" .. sid] or jenv.cancelled() end
+  end
+  local function guarded(fn, ...)
+    local ok, res = pcall(fn, ...)
+    if ok then return res end
+    require("luabatch.log").error("job '%s': %s", id, tostring(res))
+    return nil, tostring(res)
+  end
+  if a.array then
+    d.spawn(function()
+      local group = { cancel = false, fail_fast = job.fail_fast(d.model.jobs[id]) }
+      local aenv = setmetatable({ attempt = k, cancelled = stopped("@array") }, { __index = jenv })
+      local recs, err = guarded(h.run_all, h, a.combos, a.wctx, aenv, group)
+      local by_sid = {}
+      for i, combo in ipairs(a.combos) do
+        by_sid[combo.id] = recs and recs[i] or job.failed_strategy(combo, err or "no record")
+      end
+      d.push({ type = "ended", job = id, attempt = k, records = by_sid, now = stage.now() })
+    end)
+    return
+  end
+  for _, combo in ipairs(a.combos) do
+    d.spawn(function()
+      local senv = setmetatable({ strategy = combo.id, attempt = k, cancelled = stopped(combo.id) },
+        { __index = jenv })
+      local rec, err = guarded(h.run_strategy, h, combo, a.wctx, senv)
+      d.push({ type = "ended", job = id, attempt = k, sid = combo.id, now = stage.now(),
+               record = rec or job.failed_strategy(combo, err) })
+    end)
+  end
+end
 
--- Jobs in an order where needs come first (load rejects cycles).
-local function topo(model)
-  local order, seen = {}, {}
-  local function visit(id)
-    if seen[id] then return end
-    seen[id] = true
-    local j = model.jobs[id]
-    for _, n in ipairs((j and j.needs) or {}) do visit(n) end
-    order[#order + 1] = id
+local function act(d, a)
+  local env = d.env
+  local op = a.op
+  if op == "prepare" then
+    if env.progress then env.progress("job-start", { job = a.job }) end
+    d.push(prepare(d, a))
+  elseif op == "run" then
+    run_strategies(d, a)
+  elseif op == "stop" then
+    for _, sid in ipairs(a.sids) do d.stops[a.job .. "/" .. a.attempt .. "/" .. sid] = a.why end
+    d.stops[a.job .. "/" .. a.attempt .. "/@array"] = a.why
+  elseif op == "retry" then
+    if env.progress then env.progress("job-retry", { job = a.job, attempt = a.attempt, errors = a.errors }) end
+  elseif op == "job_done" then
+    local h = d.handles[a.job]
+    if h and h.close then
+      local ok, err = pcall(h.close, h, a.record.status)
+      if not ok then require("luabatch.log").error("job '%s': %s", a.job, tostring(err)) end
+    end
+    if d.opts.on_job_done then d.opts.on_job_done(a.job, a.record, d.types[a.job]) end
+    if env.progress then
+      env.progress("job", { job = a.job, status = a.record.status, seconds = a.seconds, errors = a.record.errors })
+    end
+  elseif op == "done" then
+    d.final = a.context
   end
-  local ids = model.job_order
-  if not ids then
-    ids = {}
-    for id in pairs(model.jobs or {}) do ids[#ids + 1] = id end
-    table.sort(ids)
-  end
-  for _, id in ipairs(ids) do visit(id) end
-  return order
 end
 
 local function spawn(sched, fn)
-  if sched.spawn then return sched.spawn(fn) end
-  local cur = sched.current and sched.current()
-  local s = cur and (cur.sched or cur.scheduler or cur.s)
-  return s:spawn(fn)
+  local cur = sched.current()
+  return cur.sched:spawn(fn)
 end
 
-local function run_in_task(model, opts, params)
+local POLL = 1   -- longest wait between looks at the cancel sources (s)
+
+local function run_in_task(model, opts, params, out)
   local sched = require "luabatch.workflow.sched"
   local env = _M.make_env(model, opts)
-  local t0 = stage.now()
-  local records = object()
-  local state = { abort = false, errors = nil }
-
-  local function run_one(id)
-    local jobdef = model.jobs[id]
-    local wctx = { params = params, jobs = stage.shallow(records), status = "WAIT" }
-    local t1 = stage.now()
-    if env.progress then env.progress("job-start", { job = id }) end
-    local runner, rerr = runner_for(jobdef, opts)
-    local rec
-    if not runner then
-      rec = { status = "FAILED", errors = { name = "JobError", message = rerr } }
-      if job.has_matrix(jobdef) then rec.strategies = object() end
-      rec.info = stage.info(t1, stage.now())
+  local st = plan.new(model, { params = params, job = opts.job, jobs = opts.jobs, now = stage.now() })
+  local outside = env.cancelled          -- SIGINT, opts.cancelled (`luabatch cancel`)
+  -- the outside's answer first: a `luabatch cancel` reason (a string the
+  -- runner hands to TerminateJob) or SIGINT's true (the policy's reason)
+  env.cancelled = function() return outside() or st.cancel ~= nil end
+  local sig = sched.signal()
+  local d = { model = model, opts = opts, env = env, st = st, queue = {}, handles = {}, jenv = {},
+              types = {}, stops = {}, tasks = {} }
+  d.push = function(ev)
+    d.queue[#d.queue + 1] = ev
+    sig:notify()
+  end
+  d.spawn = function(fn) d.tasks[#d.tasks + 1] = spawn(sched, fn) end
+  d.push({ type = "start", now = stage.now() })
+  while not d.final do
+    while #d.queue > 0 and not d.final do
+      local ev = table.remove(d.queue, 1)
+      for _, a in ipairs(plan.step(st, model, ev, env)) do act(d, a) end
+    end
+    if d.final then break end
+    local why = not st.cancel and outside()
+    if why then
+      d.push({ type = "cancel", reason = type(why) == "string" and why or "interrupted", now = stage.now() })
     else
-      local with, werr = job_with(env, jobdef, opts, wctx)
-      if with == nil then
-        rec = { status = "FAILED", errors = { name = "JobError", message = werr } }
-        if job.has_matrix(jobdef) then rec.strategies = object() end
-        rec.info = stage.info(t1, stage.now())
-      else
-        local jenv = setmetatable({ job_id = id, job_with = with }, { __index = env })
-        rec = runner.run_job(model, id, wctx, { env = jenv })
-      end
-    end
-    records[id] = rec
-    if env.progress then
-      env.progress("job", { job = id, status = rec.status, seconds = stage.now() - t1, errors = rec.errors })
-    end
-    if rec.status == "FAILED" then
-      state.errors = { name = "WorkflowError", message = str_format("Job execution, '%s', was failed.", id) }
-    elseif rec.status == "CANCEL" then
-      state.errors = { name = "WorkflowCancelError", message = str_format("Job execution, '%s', was canceled.", id) }
+      local wake, wait = plan.wake(st), POLL
+      if wake then wait = math.max(0, math.min(POLL, wake - stage.now())) end
+      if not sig:wait(wait) then d.push({ type = "tick", now = stage.now() }) end
     end
   end
-
-  if opts.job then
-    if not model.jobs[opts.job] then
-      return nil, str_format("%s: no job '%s' in workflow '%s'", tostring(model.file or "?"),
-        opts.job, tostring(model.name)), "EJOB"
-    end
-    run_one(opts.job)
-  else
-    local tasks = {}
-    for _, id in ipairs(topo(model)) do
-      local jobdef = model.jobs[id]
-      tasks[id] = spawn(sched, function()
-        for _, n in ipairs(jobdef.needs or {}) do
-          if tasks[n] then sched.join(tasks[n]) end
-        end
-        if state.abort then return end
-        if env.cancelled() then
-          state.cancelled = true
-          return
-        end
-        local rule = _M.check_needs(jobdef, records)
-        if rule == "WAIT" then return end -- a need left no record: aborted/cancelled
-        if rule == "FAILED" then
-          state.abort = true
-          state.errors = { name = "WorkflowError", message = str_format(
-            "Validate job trigger rule was failed with '%s'.", jobdef.trigger_rule or "all_success") }
-          return
-        end
-        if rule == "SKIP" then
-          records[id] = skip_record(jobdef)
-          if env.progress then env.progress("job", { job = id, status = "SKIP", seconds = 0 }) end
-          return
-        end
-        run_one(id)
-      end)
-    end
-    for _, id in ipairs(topo(model)) do sched.join(tasks[id]) end
-  end
-
-  local statuses = {}
-  for _, id in ipairs(model.job_order or topo(model)) do
-    if records[id] then statuses[#statuses + 1] = records[id].status end
-  end
-  local status = stage.validate_statuses(statuses)
-  if state.abort then status = "FAILED" end
-  if state.cancelled and status ~= "FAILED" then
-    status = "CANCEL"
-    state.errors = state.errors or { name = "WorkflowCancelError",
-      message = "Job execution was canceled because the event was set before start job execution." }
-  end
-  local ctx = { status = status, params = params, jobs = records }
-  if state.errors and status ~= "SUCCESS" and status ~= "SKIP" then ctx.errors = state.errors end
-  ctx.info = stage.info(t0, stage.now())
-  return ctx
+  for _, t in ipairs(d.tasks) do sched.join(t) end
+  if out and st.only then out.jctx = st.jobs[st.only].jctx end
+  return d.final
 end
 
 ---------------------------------------------------------------------------
@@ -422,8 +379,8 @@ end
 ---------------------------------------------------------------------------
 
 _M.job_with = job_with
-_M.skip_record = skip_record
-_M.order = topo
+_M.skip_record = plan.skip_record
+_M.order = plan.order
 
 function _M.receive_params(model, given, opts)
   local load = require "luabatch.workflow.load"
@@ -441,6 +398,21 @@ function _M.receive_params(model, given, opts)
   return params
 end
 
+-- Run in a scheduler task (this one, or a scheduler of its own).
+local function in_task(model, opts, params, out)
+  local sched = require "luabatch.workflow.sched"
+  if sched.current() then return run_in_task(model, opts, params, out) end
+  local s = sched.new()
+  local res
+  s:spawn(function()
+    res = { pcall(run_in_task, model, opts, params, out) }
+  end)
+  s:run()
+  if not res then return nil, "workflow run ended without a result", "EINTERNAL" end
+  if not res[1] then error(res[2], 0) end
+  return res[2]
+end
+
 --- Run a workflow model (see the header) -> context | nil, msg, code.
 function _M.run(model, opts)
   opts = opts or {}
@@ -450,24 +422,39 @@ function _M.run(model, opts)
     o.run_id = require("luabatch.journal").new_run_id()
     opts = o
   end
+  if opts.job and not model.jobs[opts.job] then
+    return nil, str_format("%s: no job '%s' in workflow '%s'", tostring(model.file or "?"),
+      opts.job, tostring(model.name)), "EJOB"
+  end
   local params, perr, pcode = _M.receive_params(model, opts.params, opts)
   if params == nil then return nil, perr, pcode end
   if opts.parents and opts.parents[model.name] then
     return nil, "Circle execute via trigger itself workflow name.", "ECYCLE"
   end
-  local sched = require "luabatch.workflow.sched"
-  if sched.current and sched.current() then
-    return run_in_task(model, opts, params)
+  return in_task(model, opts, params)
+end
+
+--- run_job(model, job_id, context, opts) -> record, jctx: one job with the
+-- context it sees ({ params, jobs }), as a runner's run_job returns it.
+-- opts.env: the job's environment (else engine.make_env(model, opts)); its
+-- runner is opts.runner (default: the local one).
+function _M.run_job(model, job_id, context, opts)
+  opts = opts or {}
+  context = context or {}
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  o.job, o.jobs, o.runs_on = job_id, context.jobs, opts.runs_on or "local"
+  o.runners = { [o.runs_on] = opts.runner or require("luabatch.runner.local") }
+  local base = opts.env
+  if base then
+    o.getenv, o.progress, o.log, o.output_line = base.getenv, base.progress, base.log, base.output_line
+    o.run_id, o.runner_opts, o.cancelled = base.run_id, base.runner_opts, base.cancelled
+    o.with = base.job_with
   end
-  local s = sched.new()
-  local res
-  s:spawn(function()
-    res = { pcall(run_in_task, model, opts, params) }
-  end)
-  s:run()
-  if not res then return nil, "workflow run ended without a result", "EINTERNAL" end
-  if not res[1] then error(res[2], 0) end
-  return res[2], res[3], res[4]
+  local out = {}
+  local ctx = in_task(model, o, context.params or {}, out)
+  local rec = ctx.jobs[job_id]
+  return rec, out.jctx
 end
 
 return _M

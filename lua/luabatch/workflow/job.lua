@@ -90,6 +90,15 @@ local function max_parallel(jobdef, wctx, env)
   return n
 end
 
+--- max_parallel(jobdef, wctx, env) -> n (1..9) | nil, message
+_M.max_parallel = max_parallel
+
+--- fail_fast(jobdef) -> bool
+function _M.fail_fast(jobdef)
+  local st = jobdef.strategy
+  return st ~= nil and (st.fail_fast or st["fail-fast"]) == true
+end
+
 local function strategy_error(status, failed)
   if status == "FAILED" then
     return { name = "JobError", message = str_format(
@@ -122,6 +131,18 @@ local function local_strategy(jobdef, combo, wctx, senv)
   rec.errors = strategy_error(status, failed)
   rec.info = stage.info(t0, stage.now())
   return rec
+end
+
+--- run_stages(jobdef, combo, wctx, senv) -> strategy record: the job's
+-- stages for one strategy, here (senv.cancelled() is asked between stages).
+_M.run_stages = local_strategy
+
+--- failed_strategy(combo, message) -> the record of a strategy whose runner
+-- failed (an error, not a stage).
+function _M.failed_strategy(combo, message)
+  local t = stage.now()
+  return { status = "FAILED", matrix = combo.values, stages = object(), info = stage.info(t, t),
+           errors = { name = "JobError", message = tostring(message) } }
 end
 
 local function run_with(fn, jobdef, combo, wctx, env, group)

@@ -23,6 +23,10 @@
 --   sched.join(task)                    -> fn's returns; re-raises its error
 --   sched.limiter(n) -> lim; lim:acquire(); lim:release()
 --   sched.all(fns, limit)               -> { {ok = true, n = k, ...} | {ok = false, err = e}, ... }
+--   sched.signal() -> sig; sig:notify(); sig:wait([sec]) -> true (notified)
+--                   | false (timed out): one waiting task, notifications
+--                   between waits are kept (not counted); after SIGINT a
+--                   wait returns at notify only
 --   sched.current() -> task | nil ; sched.cancelled() -> bool
 --   task:cancel()   cancel the task and the tasks it spawned: their running
 --                   child gets SIGTERM (SIGKILL after `grace`), their waits
@@ -340,6 +344,41 @@ function _M.join(task)
   task.joined = true
   if task.state == "failed" then error(task.err, 0) end
   return unpack(task.results, 1, task.results.n)
+end
+
+local Signal = {}
+Signal.__index = Signal
+
+function _M.signal()
+  return setmetatable({ pending = false, waiter = nil }, Signal)
+end
+
+function Signal:notify()
+  self.pending = true
+  local t = self.waiter
+  -- blocked here still (a timer or SIGINT may have made it ready already)
+  if t and t.state == "blocked" and t.waiting == "signal" then
+    self.waiter = nil
+    t.sched.timers[t] = nil
+    push_ready(t.sched, t, true)
+  end
+end
+
+function Signal:wait(sec)
+  if self.pending then
+    self.pending = false
+    return true
+  end
+  local t = _M.current()
+  if not t then error("signal: wait outside a task (would block forever)", 2) end
+  if self.waiter then error("signal: a task waits already", 2) end
+  self.waiter = t
+  if sec and not t.sched.interrupted then t.sched.timers[t] = core.monotime() + sec end
+  block(t, "signal")
+  self.waiter = nil
+  local got = self.pending
+  self.pending = false
+  return got
 end
 
 function _M.limiter(n)
