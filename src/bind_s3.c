@@ -15,7 +15,8 @@
  *   unsigned_payload = false
  *   res = { bytes, etag, parts, sha256 (nil for streams), upload_id (multipart) }
  * download: file = destination, checksum = true, fsync = false
- *   res = { bytes, etag, verified = "sha256"|"md5"|"length", parts }
+ *   res = { bytes, etag, verified = "sha256"|"md5"|"length", parts (ranges),
+ *           note (why the object's lb-part-size was ignored, else nil) }
  * Failure codes: the S3 code ("NoSuchKey", "SignatureDoesNotMatch", ...) or
  * "HTTP_<status>", else ECONNECT, ETIMEDOUT, ETLS, ECANCELED, EINTEGRITY,
  * EIO, EINVAL, ENOMEM, EPARSE.
@@ -140,8 +141,9 @@ static int opt_number(lua_State *L, const char *field, double *out, int integer)
     if (lua_isnil(L, -1)) { lua_pop(L, 1); return 0; }
     if (lua_type(L, -1) != LUA_TNUMBER) field_error(L, field, integer ? "integer" : "number");
     *out = lua_tonumber(L, -1);
-    if (integer && (*out != (double)(int64_t)*out || *out < 0))
-        field_error(L, field, "non-negative integer");
+    /* range first: casting a double at or above 2^63 (or NaN) is undefined */
+    if (integer && !(*out >= 0 && *out < 0x1p63 && *out == (double)(int64_t)*out))
+        field_error(L, field, "non-negative integer below 2^63");
     lua_pop(L, 1);
     return 1;
 }
@@ -232,7 +234,7 @@ static int outcome(lua_State *L, l_call *k, int rc, lb_s3_result *res, const cha
         lb_s3_result_free(res);
         return 3;
     }
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 7);
     lua_pushnumber(L, (lua_Number)res->bytes);
     lua_setfield(L, -2, "bytes");
     if (res->etag) {
@@ -252,6 +254,10 @@ static int outcome(lua_State *L, l_call *k, int rc, lb_s3_result *res, const cha
     if (res->verified) {
         lua_pushstring(L, res->verified);
         lua_setfield(L, -2, "verified");
+    }
+    if (res->note[0]) {
+        lua_pushstring(L, res->note);
+        lua_setfield(L, -2, "note");
     }
     lb_s3_result_free(res);
     return 1;

@@ -647,6 +647,9 @@ static int upload_file(s3x *x) {
     if (x->fd < 0 || fstat(x->fd, &st) != 0)
         return s3_fail(x, LB_EIO, "open %s: %s", o->file, strerror(errno));
     if (!S_ISREG(st.st_mode)) return s3_fail(x, LB_EIO, "%s: not a regular file", o->file);
+    if (st.st_size > LB_S3_MAX_OBJECT)
+        return s3_fail(x, LB_EINVAL, "%s: %lld bytes, more than an S3 object can hold (%lld)", o->file,
+                       (long long)st.st_size, (long long)LB_S3_MAX_OBJECT);
     x->total = st.st_size;
     x->res->bytes = st.st_size;
     if (st.st_size <= threshold) {
@@ -663,7 +666,7 @@ static int upload_file(s3x *x) {
         return rc;
     }
     x->part_size = lb_s3_part_size(st.st_size, o->part_size);
-    n = (size_t)((st.st_size + x->part_size - 1) / x->part_size);
+    n = (size_t)s3_ceil_div(st.st_size, x->part_size);     /* <= 10,000 */
     if (!(parts = lb_calloc(n, sizeof *parts))) return s3_fail(x, LB_ENOMEM, "out of memory");
     for (i = 0; i < n; i++) {
         parts[i].off = (int64_t)i * x->part_size;

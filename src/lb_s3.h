@@ -20,7 +20,8 @@
  *     filled; a stream that ends within its first part is one PutObject.
  *     No lb-sha256 metadata (the whole digest is not known in advance).
  * Download (lb_s3_download): HeadObject, then ranged GETs (aligned to
- * lb-part-size when the object has our metadata, else part_size) written
+ * lb-part-size when the object has our metadata and that part size is one
+ * we could have written, else part_size; never more than 10,000) written
  * at their offsets into "<dest>.lbpart-<random>" and hashed as they arrive,
  * If-Match on the ETag; verified against lb-sha256 ("sha256"), else a
  * plain-MD5 ETag for objects up to 64 MiB ("md5"), else the length
@@ -49,6 +50,10 @@
 #define LB_S3_MIN_PART (5LL << 20)          /* S3 minimum part (but the last) */
 #define LB_S3_MAX_PART (5LL << 30)          /* S3 maximum part */
 #define LB_S3_MAX_PARTS 10000
+/* The largest object multipart can make (10,000 x 5 GiB, ~48.8 TiB; S3
+ * itself stops at 5 TiB): a bigger size from a file or a server is refused,
+ * and every size below it plans at most 10,000 parts without overflow. */
+#define LB_S3_MAX_OBJECT ((int64_t)LB_S3_MAX_PARTS * LB_S3_MAX_PART)
 #define LB_S3_DEFAULT_PART (8LL << 20)
 #define LB_S3_DEFAULT_THRESHOLD (16LL << 20)
 #define LB_S3_DEFAULT_CONCURRENCY 8
@@ -73,7 +78,7 @@ typedef struct lb_s3_meta {
  * Every pointer is borrowed for the duration of the call. */
 typedef struct lb_s3_opts {
     const char *endpoint;           /* "http://127.0.0.1:7480" (scheme+host[:port]) */
-    const char *bucket;
+    const char *bucket;             /* checked: lb_s3_bucket_ok, else LB_EINVAL */
     const char *key;                /* raw UTF-8; encoded here ('/' kept) */
     const char *region;             /* NULL: "us-east-1" */
     const char *access_key, *secret_key, *session_token;
@@ -110,6 +115,8 @@ typedef struct lb_s3_result {
     char *upload_id;                /* multipart upload id, else NULL */
     const char *verified;           /* download: "sha256", "md5" or "length" (static) */
     char code[LB_S3_CODE_LEN];      /* LB_ESERVICE: S3 code or "HTTP_<n>"; else "" */
+    char note[160];                 /* download: why the object's lb-part-size was
+                                     * ignored (for a debug log); else "" */
 } lb_s3_result;
 
 /* Upload opts->file (or the opts->reader stream) to s3://bucket/key.
@@ -130,8 +137,23 @@ void lb_s3_result_free(lb_s3_result *res);
 
 /* Part size for an object of `size` bytes: `requested` when > 0 (clamped
  * to [5 MiB, 5 GiB] and raised until the parts fit in 10,000), else
- * max(8 MiB, ceil(size / 10000) rounded up to 1 MiB). */
+ * max(8 MiB, ceil(size / 10000) rounded up to 1 MiB).  Defined for every
+ * int64 input (no overflow): a size above LB_S3_MAX_OBJECT counts as
+ * LB_S3_MAX_OBJECT (callers refuse such sizes), a negative one as 0.  For
+ * 0 <= size <= LB_S3_MAX_OBJECT, ceil(size / result) <= 10,000. */
 int64_t lb_s3_part_size(int64_t size, int64_t requested);
+
+/* The part size an object's own metadata states (lb-part-size, with an
+ * lb-sha256 "<64 hex>-<n>" as our multipart uploads write them) when an
+ * upload of ours could have made it: 5 MiB..5 GiB, n <= 10,000 and n =
+ * ceil(size / part size).  Else 0 (absent, malformed or implausible: plan
+ * ranges of your own; metadata is anyone's to write, never obeyed blindly). */
+int64_t lb_s3_stored_part_size(int64_t size, const char *lbsha, const char *lbps);
+
+/* 1 when bucket is a name S3 accepts -- 3-63 characters of a-z, 0-9, '.'
+ * and '-', a letter or digit first and last -- so it can go into a URL
+ * as it is (no '/', '?', '#', '%', space or control character); else 0. */
+int lb_s3_bucket_ok(const char *bucket);
 
 /* Percent-encode a key for a URL path: every byte outside A-Z a-z 0-9
  * - _ . ~ and '/' becomes %XX.  Returns a new string (lb_free) or NULL
@@ -140,7 +162,8 @@ char *lb_s3_encode_key(const char *key);
 
 /* The object URL: path style "endpoint/bucket/key" or virtual host
  * "scheme://bucket.host[:port]/key" (encoded key).  Returns a new string or
- * NULL (out of memory, or an endpoint without "scheme://"). */
+ * NULL (out of memory, an endpoint without "scheme://", or a bucket that
+ * lb_s3_bucket_ok refuses). */
 char *lb_s3_object_url(const char *endpoint, const char *bucket, const char *key, int virtual_host);
 
 /* The CompleteMultipartUpload document for n parts (numbered 1..n) with

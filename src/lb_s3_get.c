@@ -2,10 +2,13 @@
  *
  * HeadObject gives the size, ETag and our metadata; the ranges follow
  * lb-part-size when the object carries lb-sha256 "<hex>-<n>" (so each
- * range's SHA-256 is one part digest and the composite can be recomputed),
- * else part_size.  Every range is a GET with Range and If-Match (the
- * object must not change under us), written with pwrite at its offset into
- * a temporary file next to the destination and hashed as it arrives. */
+ * range's SHA-256 is one part digest and the composite can be recomputed)
+ * and that part size is one our uploads make (lb_s3_stored_part_size:
+ * metadata is anyone's to write), else part_size.  A Content-Length above
+ * LB_S3_MAX_OBJECT is refused, so a plan never exceeds 10,000 ranges.
+ * Every range is a GET with Range and If-Match (the object must not change
+ * under us), written with pwrite at its offset into a temporary file next
+ * to the destination and hashed as it arrives. */
 #include "lb_s3_int.h"
 
 #include <errno.h>
@@ -245,11 +248,12 @@ typedef struct head_info {
 static int read_head(s3x *x, head_info *h) {
     const char *cl = lb_http_response_header(&x->keep, "Content-Length");
     const char *enc = lb_http_response_header(&x->keep, "x-amz-server-side-encryption");
-    char *end;
     memset(h, 0, sizeof h[0]);
     if (!cl || !*cl) return s3_fail(x, LB_EPARSE, "answer without a Content-Length");
-    h->size = strtoll(cl, &end, 10);
-    if (*end || h->size < 0) return s3_fail(x, LB_EPARSE, "bad Content-Length '%.40s'", cl);
+    if ((h->size = s3_parse_size(cl)) < 0) return s3_fail(x, LB_EPARSE, "bad Content-Length '%.40s'", cl);
+    if (h->size > LB_S3_MAX_OBJECT)
+        return s3_fail(x, LB_EPARSE, "Content-Length %lld is more than an S3 object can hold (%lld)",
+                       (long long)h->size, (long long)LB_S3_MAX_OBJECT);
     h->etag = lb_http_response_header(&x->keep, "ETag");
     h->lbsha = lb_http_response_header(&x->keep, "x-amz-meta-lb-sha256");
     h->lbps = lb_http_response_header(&x->keep, "x-amz-meta-lb-part-size");
@@ -270,14 +274,16 @@ static int plan(s3x *x, const head_info *h, int64_t *rs, char *want, size_t cap)
             snprintf(want, cap, "%s", h->lbsha);
             return V_SHA256;
         }
-        if (dash && dash - h->lbsha == 64 && is_hex(h->lbsha, 64) && h->lbps) {
-            char *end;
-            long long n = strtoll(dash + 1, &end, 10), ps = strtoll(h->lbps, NULL, 10);
-            if (!*end && n > 0 && ps > 0 && (h->size + ps - 1) / ps == n) {
+        if (dash && h->lbps) {
+            int64_t ps = lb_s3_stored_part_size(h->size, h->lbsha, h->lbps);
+            if (ps > 0) {
                 *rs = ps;
                 snprintf(want, cap, "%s", h->lbsha);
                 return V_SHA256_PARTS;
             }
+            snprintf(x->res->note, sizeof x->res->note, "lb-part-size '%.24s' with lb-sha256 parts "
+                     "'%.12s' ignored (not a part size of ours for %lld bytes); ranges of %lld bytes",
+                     h->lbps, dash + 1, (long long)h->size, (long long)*rs);
         }
     }
     if (h->etag && !h->sse && h->size <= LB_S3_MD5_LIMIT && strlen(h->etag) == 34
@@ -317,7 +323,7 @@ static int download(s3x *x) {
     if (rc != LB_OK) return rc;
     if ((rc = read_head(x, &h)) != LB_OK) return rc;
     how = plan(x, &h, &rs, want, sizeof want);
-    n = h.size ? (size_t)((h.size + rs - 1) / rs) : 1;
+    n = h.size ? (size_t)s3_ceil_div(h.size, rs) : 1;     /* <= 10,000 (lb_s3.h) */
     x->ranged = n > 1;
     x->res->bytes = h.size;
     x->total = h.size;

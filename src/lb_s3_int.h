@@ -129,6 +129,11 @@ void s3_hex(const unsigned char *p, size_t n, char *out);
 /* Percent-encode s (everything but A-Z a-z 0-9 - _ . ~) into out, no
  * allocation; stops before overflowing cap. */
 void s3_encode_into(const char *s, char *out, size_t cap);
+/* ceil(a / b) for a >= 0, b > 0, without the overflow of a + b - 1. */
+int64_t s3_ceil_div(int64_t a, int64_t b);
+/* A size as a server sends it: decimal digits and nothing else (no sign,
+ * no space) -> its value, INT64_MAX when larger; anything else -> -1. */
+int64_t s3_parse_size(const char *s);
 /* Bounded copy of src (NULL = "") into dst. */
 void s3_copy_text(char *dst, size_t cap, const char *src);
 

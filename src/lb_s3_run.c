@@ -51,6 +51,10 @@ int s3x_init(s3x *x, const lb_s3_opts *o, lb_s3_result *res, char *err) {
     if (!o->endpoint || !o->bucket || !*o->bucket || !o->key || !*o->key || !o->access_key
         || !o->secret_key)
         return lb_err_set(err, LB_EINVAL, "s3: endpoint, bucket, key and credentials are required");
+    if (!lb_s3_bucket_ok(o->bucket))       /* before it goes into any URL */
+        return lb_err_set(err, LB_EINVAL, "s3: invalid bucket name '%.80s': S3 bucket names are 3-63 "
+                          "characters of a-z, 0-9, '.' and '-', starting and ending with a letter "
+                          "or digit", o->bucket);
     x->region = o->region && *o->region ? o->region : "us-east-1";
     x->concurrency = o->concurrency > 0 ? o->concurrency : LB_S3_DEFAULT_CONCURRENCY;
     if (x->concurrency > 64) x->concurrency = 64;

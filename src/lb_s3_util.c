@@ -27,20 +27,58 @@ void s3_hex(const unsigned char *p, size_t n, char *out) {
     out[2 * n] = '\0';
 }
 
+int64_t s3_ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }
+
+int64_t s3_parse_size(const char *s) {
+    int64_t v = 0;
+    size_t i;
+    if (!s) return -1;
+    for (i = 0; s[i]; i++) {
+        int d = s[i] - '0';
+        if (d < 0 || d > 9) return -1;
+        v = v > (INT64_MAX - d) / 10 ? INT64_MAX : v * 10 + d;     /* saturates */
+    }
+    return i ? v : -1;
+}
+
+/* Every step stays below 2^63: size <= LB_S3_MAX_OBJECT (~2^45.6) and
+ * ps <= LB_S3_MAX_PART once clamped; ceilings divide, never add. */
 int64_t lb_s3_part_size(int64_t size, int64_t requested) {
     int64_t ps = requested, mib = 1 << 20;
+    if (size < 0) size = 0;
+    if (size > LB_S3_MAX_OBJECT) size = LB_S3_MAX_OBJECT;
     if (ps <= 0) {
-        ps = (size + LB_S3_MAX_PARTS - 1) / LB_S3_MAX_PARTS;
-        ps = (ps + mib - 1) / mib * mib;
+        ps = s3_ceil_div(s3_ceil_div(size, LB_S3_MAX_PARTS), mib) * mib;
         if (ps < LB_S3_DEFAULT_PART) ps = LB_S3_DEFAULT_PART;
     }
     if (ps < LB_S3_MIN_PART) ps = LB_S3_MIN_PART;
-    if (size > 0 && (size + ps - 1) / ps > LB_S3_MAX_PARTS) {
-        ps = (size + LB_S3_MAX_PARTS - 1) / LB_S3_MAX_PARTS;
-        ps = (ps + mib - 1) / mib * mib;
-    }
     if (ps > LB_S3_MAX_PART) ps = LB_S3_MAX_PART;
+    if (s3_ceil_div(size, ps) > LB_S3_MAX_PARTS)    /* <= 5 GiB, a whole MiB */
+        ps = s3_ceil_div(s3_ceil_div(size, LB_S3_MAX_PARTS), mib) * mib;
     return ps;
+}
+
+int64_t lb_s3_stored_part_size(int64_t size, const char *lbsha, const char *lbps) {
+    const char *dash = lbsha ? strchr(lbsha, '-') : NULL;
+    int64_t n, ps = s3_parse_size(lbps);
+    size_t i;
+    if (!dash || dash - lbsha != 64 || size < 0 || size > LB_S3_MAX_OBJECT) return 0;
+    for (i = 0; i < 64; i++)
+        if (!strchr("0123456789abcdefABCDEF", lbsha[i])) return 0;
+    n = s3_parse_size(dash + 1);
+    if (n < 1 || n > LB_S3_MAX_PARTS || ps < LB_S3_MIN_PART || ps > LB_S3_MAX_PART) return 0;
+    return s3_ceil_div(size, ps) == n ? ps : 0;
+}
+
+int lb_s3_bucket_ok(const char *bucket) {
+    size_t n = bucket ? strlen(bucket) : 0, i;
+    if (n < 3 || n > 63) return 0;
+    for (i = 0; i < n; i++) {
+        char c = bucket[i];
+        int alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        if (!alnum && ((c != '.' && c != '-') || i == 0 || i == n - 1)) return 0;
+    }
+    return 1;
 }
 
 static int unreserved(unsigned char c) {
@@ -92,7 +130,7 @@ char *lb_s3_object_url(const char *endpoint, const char *bucket, const char *key
     char *ek, *out;
     lb_buf b = { 0 };
     int rc;
-    if (!host || host == endpoint) return NULL;
+    if (!host || host == endpoint || !lb_s3_bucket_ok(bucket)) return NULL;
     host += 3;
     while (elen && endpoint[elen - 1] == '/') elen--;
     if (!(ek = lb_s3_encode_key(key))) return NULL;

@@ -12,7 +12,10 @@
 --   local res = assert(s3:upload_file("big.bin", "my-bucket", "big.bin", { on_progress = f }))
 --
 -- Keys are raw strings (any UTF-8, reserved characters, "/" kept): the
--- module percent-encodes them.  Addressing: "path" (http://host/bucket/key),
+-- module percent-encodes them, so no key can add a query or a fragment.
+-- Bucket names must follow S3's rules (check_bucket_name) before they go
+-- into any URL: a bad one is nil, msg, "EINVAL" and nothing is sent.
+-- Addressing: "path" (http://host/bucket/key),
 -- "virtual" (http://bucket.host/key) or "auto" (the default: virtual for
 -- AWS endpoints and DNS-compatible bucket names without dots, path for a
 -- custom endpoint or any other bucket name).  ETags are returned without
@@ -85,7 +88,27 @@ end
 local url_decode = _M.url_decode
 
 
---- Split "s3://bucket/key" -> bucket, key ("" when absent) | nil, msg, "EINVAL".
+local BUCKET_RULE = "S3 bucket names are 3-63 characters of a-z, 0-9, '.' and '-', "
+  .. "starting and ending with a letter or digit"
+
+--- check_bucket_name(bucket) -> true | nil, msg, "EINVAL": the name S3
+-- accepts (3-63 of a-z 0-9 . -, a letter or digit at each end), so it goes
+-- into a URL as it is: no "/", "?", "#", "%", space or control character.
+-- msg names the bucket (control characters escaped) and the rule.
+function _M.check_bucket_name(bucket)
+  if #bucket >= 3 and #bucket <= 63 and str_find(bucket, "^[a-z0-9][a-z0-9.%-]*[a-z0-9]$") then
+    return true
+  end
+  local shown = str_gsub(bucket, "[%z\1-\31\127]", function(c)
+    return str_format("\\x%02X", str_byte(c))
+  end)
+  return nil, "invalid bucket name '" .. shown .. "': " .. BUCKET_RULE, "EINVAL"
+end
+local check_bucket_name = _M.check_bucket_name
+
+
+--- Split "s3://bucket/key" -> bucket, key ("" when absent) | nil, msg,
+-- "EINVAL" (not an s3:// URL, or a bucket check_bucket_name refuses).
 function _M.parse_url(url)
   if type(url) ~= "string" then
     error("bad argument #1 to 'parse_url' (string expected, got " .. type(url) .. ")", 2)
@@ -94,6 +117,8 @@ function _M.parse_url(url)
   if not rest then return nil, "not an s3:// URL: " .. url, "EINVAL" end
   local bucket, key = str_match(rest, "^([^/]*)/?(.*)$")
   if bucket == "" then return nil, "no bucket in " .. url, "EINVAL" end
+  local ok, msg = check_bucket_name(bucket)
+  if not ok then return nil, url .. ": " .. msg, "EINVAL" end
   return bucket, key
 end
 
@@ -451,8 +476,20 @@ local function dot_error(op, res)
 end
 
 
+-- "<op> s3://b/k: invalid bucket name ...", "EINVAL" | nil when the name is good.
+local function bucket_error(op, bucket, key)
+  local ok, msg, code = check_bucket_name(bucket)
+  if ok then return nil end
+  return op .. " " .. resource(bucket, key) .. ": " .. msg, code
+end
+
+
 -- Send on a bucket (key = nil: bucket-level).  req fields as request:send.
+-- The one place a bucket and a key become a request path: the bucket is
+-- checked, the key percent-encoded.
 local function send(self, bucket, key, req)
+  local bmsg, bcode = bucket_error(req.operation, bucket, key)
+  if bmsg then return nil, bmsg, bcode end
   if key and _M.dot_segment(key) then return dot_error(req.operation, resource(bucket, key)) end
   local c, prefix, code = target(self, bucket)
   if not c then
@@ -631,6 +668,8 @@ function _M:copy_object(sb, sk, db, dk, opts)
   check_bucket(db, "copy_object", 3)
   check_key(dk, "copy_object", 4)
   opts = opts or {}
+  local bmsg, bcode = bucket_error("CopyObject", sb, sk)
+  if bmsg then return nil, bmsg, bcode end
   local headers = { { "x-amz-copy-source", "/" .. sb .. "/" .. encode_key(sk) } }
   if opts.metadata or opts.content_type then
     headers[#headers + 1] = { "x-amz-metadata-directive", "REPLACE" }
@@ -829,6 +868,8 @@ function _M:presign(method, bucket, key, expires, opts)
   opts = opts or {}
   local op = "Presign " .. method
   local res = resource(bucket, key)
+  local bmsg, bcode = bucket_error(op, bucket, key)
+  if bmsg then return nil, bmsg, bcode end
   if _M.dot_segment(key) then return dot_error(op, res) end
   local ep, src, code = self:endpoint()
   if not ep then return nil, op .. " " .. res .. ": " .. tostring(src), code end
@@ -869,6 +910,8 @@ local TRANSFER_OPTS = { "part_size", "concurrency", "max_attempts", "on_progress
 -- The common core.s3_upload / s3_download options for bucket/key.
 local function transfer_opts(self, op, bucket, key, opts)
   local res = resource(bucket, key)
+  local bmsg, bcode = bucket_error(op, bucket, key)
+  if bmsg then return nil, bmsg, bcode end
   if _M.dot_segment(key) then return dot_error(op, res) end
   local ep, src, code = self:endpoint()
   if not ep then return nil, op .. " " .. res .. ": " .. tostring(src), code end
@@ -941,7 +984,9 @@ end
 -- Through core.s3_download: ranged parallel GETs into a temporary file
 -- renamed at the end, verified against lb-sha256 metadata, MD5 ETag or
 -- length.  opts: part_size, concurrency, max_attempts, checksum (true),
--- on_progress.  res = { bytes, etag, verified = "sha256"|"md5"|"length", parts }.
+-- on_progress.  res = { bytes, etag, verified = "sha256"|"md5"|"length",
+-- parts (ranges), note }: note says why the object's lb-part-size was
+-- ignored (a part size no upload of ours writes; also logged at debug).
 function _M:download_file(bucket, key, path, opts)
   check_bucket(bucket, "download_file", 1)
   check_key(key, "download_file", 2)
@@ -957,6 +1002,7 @@ function _M:download_file(bucket, key, path, opts)
   local res
   res, msg, code = f(t)
   if res then res.etag = unquote(res.etag) end
+  if res and res.note then log.debug("s3: GetObject %s: %s", resource(bucket, key), res.note) end
   return res, msg, code
 end
 

@@ -2,18 +2,26 @@
  *
  *   build/lua5.4/tests/test_s3          (cwd = repo root)
  *
- * Offline: part sizing, key encoding, URLs, the CompleteMultipartUpload
- * document, composite digests, error documents, option checks, a transfer
- * against a closed port, and every allocation of those failing in turn.
+ * Offline: part sizing (overflow edges included), bucket names, key
+ * encoding, URLs, the CompleteMultipartUpload document, composite digests,
+ * error documents, option checks, a transfer against a closed port, HEAD
+ * answers with impossible sizes from a one-shot local server, and every
+ * allocation of those failing in turn.
  * With LUABATCH_TEST_S3_ENDPOINT set (Ceph RGW, key RGWTESTKEY), also a
  * multipart upload + ranged download round trip, with every allocation of
  * both failing in turn (no leak, no open upload, no file left). */
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <openssl/evp.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -40,6 +48,82 @@ static void test_part_size(void) {
     CHECK(lb_s3_part_size(5000 * GiB, 0) == 512 * MiB);
 }
 
+/* Sizes at the int64 edges (a fuzzer found signed overflow here): no
+ * overflow (the SAN build aborts on one), the result in [5 MiB, 5 GiB], and
+ * for every size an object can have, at most 10,000 parts. */
+static void test_part_size_edges(void) {
+    static const int64_t sizes[] = { 0, 1, 5 * MiB, 50000 * MiB, LB_S3_MAX_OBJECT - 1, LB_S3_MAX_OBJECT,
+                                     LB_S3_MAX_OBJECT + 1, 5LL << 40, INT64_MAX / 10000, INT64_MAX - 9998,
+                                     INT64_MAX, -1, INT64_MIN };
+    static const int64_t reqs[] = { 0, 1, 5 * MiB - 1, 5 * MiB, 5 * GiB, 5 * GiB + 1, INT64_MAX / 2,
+                                    INT64_MAX - 1, INT64_MAX, -1, INT64_MIN };
+    size_t i, j;
+    CHECK(LB_S3_MAX_OBJECT == 10000 * 5 * GiB);
+    CHECK(lb_s3_part_size(INT64_MAX, 0) == 5 * GiB);            /* the largest object's part */
+    CHECK(lb_s3_part_size(INT64_MAX, INT64_MAX) == 5 * GiB);
+    CHECK(lb_s3_part_size(0, INT64_MAX) == 5 * GiB);            /* a huge --part-size */
+    CHECK(lb_s3_part_size(INT64_MIN, 0) == 8 * MiB);
+    CHECK(lb_s3_part_size(LB_S3_MAX_OBJECT, 5 * MiB) == 5 * GiB);
+    CHECK(lb_s3_part_size(LB_S3_MAX_OBJECT - 1, 0) == 5 * GiB);
+    CHECK(lb_s3_part_size((5LL << 40), 0) == 525 * MiB);        /* S3's 5 TiB: 524.3 MiB up */
+    for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        for (j = 0; j < sizeof reqs / sizeof reqs[0]; j++) {
+            int64_t ps = lb_s3_part_size(sizes[i], reqs[j]), sz = sizes[i];
+            CHECK(ps >= LB_S3_MIN_PART && ps <= LB_S3_MAX_PART);
+            if (sz >= 0 && sz <= LB_S3_MAX_OBJECT) CHECK(sz / ps + (sz % ps != 0) <= LB_S3_MAX_PARTS);
+            if (reqs[j] <= 0) CHECK(ps % MiB == 0);
+        }
+    }
+}
+
+/* What an object's metadata may make a download do: only part sizes our
+ * uploads write are obeyed (5 MiB..5 GiB, <= 10,000 parts, consistent). */
+static void test_stored_part_size(void) {
+    char sha[100];
+    const char *hex = "0123456789abcdef0123456789abcdef0123456789ABCDEF0123456789abcdef";
+    snprintf(sha, sizeof sha, "%s-3", hex);
+    CHECK(lb_s3_stored_part_size(12 * MiB, sha, "5242880") == 5 * MiB);
+    CHECK(lb_s3_stored_part_size(10 * MiB + 1, sha, "5242880") == 5 * MiB);
+    CHECK(lb_s3_stored_part_size(10 * MiB, sha, "5242880") == 0);        /* 2 parts, not 3 */
+    CHECK(lb_s3_stored_part_size(12 * MiB, sha, "5242880x") == 0);
+    CHECK(lb_s3_stored_part_size(12 * MiB, sha, "+5242880") == 0);
+    CHECK(lb_s3_stored_part_size(12 * MiB, sha, " 5242880") == 0);
+    CHECK(lb_s3_stored_part_size(12 * MiB, sha, "") == 0);
+    CHECK(lb_s3_stored_part_size(12 * MiB, sha, NULL) == 0);
+    CHECK(lb_s3_stored_part_size(12 * MiB, NULL, "5242880") == 0);
+    CHECK(lb_s3_stored_part_size(12 * MiB, hex, "5242880") == 0);         /* no "-n" */
+    snprintf(sha, sizeof sha, "%s-20971520", hex);                         /* one part per byte */
+    CHECK(lb_s3_stored_part_size(20 * MiB, sha, "1") == 0);
+    snprintf(sha, sizeof sha, "%s-4", hex);
+    CHECK(lb_s3_stored_part_size(20 * MiB, sha, "5242880") == 5 * MiB);
+    CHECK(lb_s3_stored_part_size(20 * MiB, sha, "5242879") == 0);          /* under 5 MiB */
+    snprintf(sha, sizeof sha, "%s-10001", hex);
+    CHECK(lb_s3_stored_part_size(10001 * 5 * MiB, sha, "5242880") == 0);   /* > 10,000 parts */
+    snprintf(sha, sizeof sha, "%s-1", hex);
+    CHECK(lb_s3_stored_part_size(5 * GiB, sha, "5368709120") == 5 * GiB);
+    CHECK(lb_s3_stored_part_size(5 * GiB, sha, "5368709121") == 0);        /* over 5 GiB */
+    CHECK(lb_s3_stored_part_size(INT64_MAX, sha, "9223372036854775807") == 0);
+    CHECK(lb_s3_stored_part_size(-1, sha, "5242880") == 0);
+    snprintf(sha, sizeof sha, "%s-99999999999999999999", hex);
+    CHECK(lb_s3_stored_part_size(20 * MiB, sha, "5242880") == 0);
+    snprintf(sha, sizeof sha, "%.63sg-4", hex);                            /* not hex */
+    CHECK(lb_s3_stored_part_size(20 * MiB, sha, "5242880") == 0);
+}
+
+static void test_bucket_names(void) {
+    static const char *good[] = { "abc", "my-bucket", "a.b-c", "0ab", "lb-xfer-00ff",
+        "abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0" };
+    static const char *bad[] = { "", "ab", "Abc", "a_b", "-ab", "ab-", ".ab", "ab.",
+        "aud?tagging=", "aud#x", "a/b", "a%2Fb", "a b", "a\tb", "a\nb", "a\rb", "caf\xc3\xa9",
+        "abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz01" };
+    size_t i;
+    for (i = 0; i < sizeof good / sizeof good[0]; i++) CHECK(lb_s3_bucket_ok(good[i]) == 1);
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) CHECK(lb_s3_bucket_ok(bad[i]) == 0);
+    CHECK(lb_s3_bucket_ok(NULL) == 0);
+    CHECK(lb_s3_object_url("http://h:1", "aud?tagging=", "k", 0) == NULL);
+    CHECK(lb_s3_object_url("http://h:1", "aud?tagging=", "k", 1) == NULL);
+}
+
 static void test_encoding(void) {
     char *s = lb_s3_encode_key("dir/a b+c%d~e*f(é).txt");
     CHECK_STR("dir/a%20b%2Bc%25d~e%2Af%28%C3%A9%29.txt", s);
@@ -50,10 +134,13 @@ static void test_encoding(void) {
     s = lb_s3_object_url("https://s3.us-west-2.amazonaws.com", "bkt", "k?x=1", 1);
     CHECK_STR("https://bkt.s3.us-west-2.amazonaws.com/k%3Fx%3D1", s);
     lb_free(s);
-    s = lb_s3_object_url("http://s3.localhost:7480", "b", "/lead", 1);
-    CHECK_STR("http://b.s3.localhost:7480//lead", s);
+    s = lb_s3_object_url("http://s3.localhost:7480", "bkt", "/lead", 1);
+    CHECK_STR("http://bkt.s3.localhost:7480//lead", s);
     lb_free(s);
-    CHECK(lb_s3_object_url("127.0.0.1:7480", "b", "k", 0) == NULL);
+    s = lb_s3_object_url("http://h:1", "bkt", "a?tagging=&acl#f %/ü", 0);  /* no query, no fragment */
+    CHECK_STR("http://h:1/bkt/a%3Ftagging%3D%26acl%23f%20%25/%C3%BC", s);
+    lb_free(s);
+    CHECK(lb_s3_object_url("127.0.0.1:7480", "bkt", "k", 0) == NULL);
 }
 
 static void test_complete_xml(void) {
@@ -178,7 +265,7 @@ static void test_alloc_offline(const char *src) {
         if (rc == LB_ENOMEM) hit = 1;
         clean = hit ? 0 : clean + 1;
         lb_alloc_fail_after(k);
-        s = lb_s3_object_url("http://h:1", "b", "k k", 1);
+        s = lb_s3_object_url("http://h:1", "bkt", "k k", 1);
         lb_free(s);
         lb_alloc_fail_after(k);
         {
@@ -274,6 +361,122 @@ static int abort_open(const char *endpoint, const char *bucket) {
     return n;
 }
 
+/* ---- a one-shot local server (offline) ---------------------------------- */
+
+typedef struct canned {
+    int fd, port;
+    const char *answer;             /* sent to the first request */
+    pthread_t t;
+} canned;
+
+/* Listen on 127.0.0.1, a free port; LB_OK or -1. */
+static int canned_listen(canned *c) {
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if ((c->fd = socket(AF_INET, SOCK_STREAM, 0)) < 0) return -1;
+    if (bind(c->fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(c->fd, 4) != 0
+        || getsockname(c->fd, (struct sockaddr *)&a, &len) != 0) {
+        close(c->fd);
+        return -1;
+    }
+    c->port = ntohs(a.sin_port);
+    return 0;
+}
+
+/* Thread: one connection, read the request head, answer, close. */
+static void *canned_serve(void *ud) {
+    canned *c = ud;
+    char buf[4096];
+    size_t n = 0;
+    int fd = accept(c->fd, NULL, NULL);
+    if (fd < 0) return NULL;
+    while (n + 1 < sizeof buf) {
+        ssize_t got = read(fd, buf + n, sizeof buf - 1 - n);
+        if (got <= 0) break;
+        n += (size_t)got;
+        buf[n] = '\0';
+        if (strstr(buf, "\r\n\r\n")) break;
+    }
+    if (write(fd, c->answer, strlen(c->answer)) < 0) perror("canned write");
+    close(fd);
+    return NULL;
+}
+
+/* 1 when a client connected to c since it started listening (non-blocking
+ * accept), which closes that connection. */
+static int canned_contacted(canned *c) {
+    int fd;
+    fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+    if ((fd = accept(c->fd, NULL, NULL)) < 0) return 0;
+    close(fd);
+    return 1;
+}
+
+/* A HEAD answer whose Content-Length no object can have is an error before
+ * any range is planned (2^63 - 1 overflowed the planner); no file is left. */
+static void test_head_sizes(const char *dir) {
+    static const char *lengths[] = { "9223372036854775807", "53687091200001", "99999999999999999999",
+                                     "-1", "12abc" };
+    char ep[64], answer[512], dst[600], err[LB_ERR_LEN];
+    size_t i;
+    snprintf(dst, sizeof dst, "%s/head-dst", dir);
+    for (i = 0; i < sizeof lengths / sizeof lengths[0]; i++) {
+        canned c;
+        lb_s3_opts o;
+        lb_s3_result r;
+        int rc;
+        snprintf(answer, sizeof answer, "HTTP/1.1 200 OK\r\nContent-Length: %s\r\nETag: \"e\"\r\n"
+                 "x-amz-meta-lb-part-size: 1\r\nConnection: close\r\n\r\n", lengths[i]);
+        c.answer = answer;
+        if (canned_listen(&c) != 0 || pthread_create(&c.t, NULL, canned_serve, &c) != 0) {
+            CHECK(!"local server");
+            return;
+        }
+        snprintf(ep, sizeof ep, "http://127.0.0.1:%d", c.port);
+        base_opts(&o, ep);
+        o.file = dst;
+        rc = lb_s3_download(&o, &r, err);
+        pthread_join(c.t, NULL);
+        close(c.fd);
+        if (i < 3) CHECK(rc == LB_EPARSE && strstr(err, "more than an S3 object can hold"));
+        else CHECK(rc == LB_EPARSE || rc == LB_ECONNECT);  /* curl refuses "-1" itself */
+        if (rc != LB_EPARSE && rc != LB_ECONNECT) fprintf(stderr, "Content-Length %s: %s\n", lengths[i], err);
+        CHECK(access(dst, F_OK) != 0);
+        CHECK(count_lbpart(dir) == 0);
+    }
+}
+
+/* An invalid bucket is refused before anything is sent. */
+static void test_bad_bucket_sends_nothing(const char *src) {
+    static const char *bad[] = { "aud?tagging=", "aud?policy=", "aud#x", "a/b", "a%3Fb", "a b",
+                                 "ab", "Abc", "a\r\nX-Evil: 1" };
+    char ep[64], err[LB_ERR_LEN];
+    size_t i;
+    canned c;
+    if (canned_listen(&c) != 0) {
+        CHECK(!"local server");
+        return;
+    }
+    snprintf(ep, sizeof ep, "http://127.0.0.1:%d", c.port);
+    for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        lb_s3_opts o;
+        lb_s3_result r;
+        base_opts(&o, ep);
+        o.bucket = bad[i];
+        o.file = src;
+        CHECK(lb_s3_upload(&o, &r, err) == LB_EINVAL);
+        CHECK(strstr(err, "invalid bucket name") != NULL && strstr(err, "3-63 characters") != NULL);
+        o.file = "/tmp/never-written";
+        CHECK(lb_s3_download(&o, &r, err) == LB_EINVAL);
+        CHECK(access(o.file, F_OK) != 0);
+    }
+    CHECK(!canned_contacted(&c));
+    close(c.fd);
+}
+
 static void test_rgw(const char *endpoint, const char *dir, const char *src) {
     char bucket[64], path[128], dst[512], err[LB_ERR_LEN], *body = NULL;
     lb_s3_opts o;
@@ -358,12 +561,17 @@ int main(void) {
     snprintf(src, sizeof src, "%s/src", dir);
     write_file(src, 6 * MiB + 123);
     test_part_size();
+    test_part_size_edges();
+    test_stored_part_size();
+    test_bucket_names();
     test_encoding();
     test_complete_xml();
     test_composite();
     test_parse_error();
     test_options(src);
     test_alloc_offline(src);
+    test_head_sizes(dir);
+    test_bad_bucket_sends_nothing(src);
     if (ep && *ep) test_rgw(ep, dir, src);
     else printf("test_s3: LUABATCH_TEST_S3_ENDPOINT unset, RGW round trips skipped\n");
     unlink(src);

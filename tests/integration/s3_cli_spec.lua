@@ -108,6 +108,38 @@ describe("luabatch s3 CLI against Ceph RGW #integration", function()
     assert.is_truthy(out:find("cp SRC DST", 1, true))
   end)
 
+  it("exits 2 on a bucket name carrying a query and sends nothing (the bucket keeps no tags)", function()
+    local proxy = assert(require("helpers.faultproxy").start(endpoint))
+    local tag = home .. "/tag.xml"
+    write_file(tag, "<Tagging><TagSet><Tag><Key>owned</Key><Value>yes</Value></Tag></TagSet></Tagging>")
+    local ok, e = pcall(function()
+      for _, args in ipairs({ { "cp", tag, "s3://" .. bucket .. "?tagging=/k" },
+          { "cp", tag, "s3://" .. bucket .. "?policy=/k" }, { "cp", tag, "s3://" .. bucket .. "?acl=/k" },
+          { "cp", "s3://" .. bucket .. "?tagging=/k", home .. "/x" },
+          { "rm", "s3://" .. bucket .. "?tagging=/k" },
+          { "ls", "s3://" .. bucket .. "?acl=" }, { "mb", "s3://" .. bucket .. "?tagging=" } }) do
+        args[#args + 1] = "--endpoint-url=" .. proxy.endpoint
+        local out, err, rc = run(args)
+        assert.are.equal(2, rc, table.concat(args, " ") .. ": " .. err)
+        assert.are.equal("", out)
+        assert.is_truthy(err:find("invalid bucket name '" .. bucket .. "?", 1, true), err)
+        assert.is_truthy(err:find("3-63 characters", 1, true), err)
+      end
+      assert.are.equal(0, proxy:stats().requests)
+      local _, err, rc = run({ "ls", "s3://" .. bucket, "--endpoint-url=" .. proxy.endpoint })
+      assert.are.equal(0, rc, err)
+      assert.is_true(proxy:stats().requests > 0)           -- the proxy was in the way
+    end)
+    proxy:stop()
+    assert(ok, e)
+    local c = require("luabatch.request").new({ service = "s3", protocol = "rest-xml", region = "us-east-1",
+      endpoint = endpoint, config = config.new({ env = {}, region = "us-east-1" }),
+      credentials = credentials.new({ access_key = key, secret_key = secret, env = {} }) })
+    local _, _, code = c:send({ method = "GET", path = "/" .. bucket, query = { tagging = "" },
+      operation = "GetBucketTagging" })
+    assert.are.equal("NoSuchTagSet", code)
+  end)
+
   it("lists objects and prefixes, recursively with -r", function()
     local s = api()
     assert(s:put_object(bucket, "ls/a b+ü.txt", "12345"))

@@ -119,6 +119,73 @@ describe("luabatch.s3 against Ceph RGW #integration", function()
     assert.are.equal("NoSuchKey", hcode)
   end)
 
+  -- The bucket's own tagging, ACL grants and policy (what an injected
+  -- "?tagging=" / "?acl=" / "?policy=" would have changed).
+  local function bucket_state()
+    local c = require("luabatch.request").new({ service = "s3", protocol = "rest-xml", region = "us-east-1",
+      endpoint = endpoint, config = config.new({ env = {}, region = "us-east-1" }),
+      credentials = credentials.new({ access_key = key, secret_key = secret, env = {} }) })
+    local out = {}
+    for _, sub in ipairs({ "tagging", "acl", "policy" }) do
+      local resp, _, code = c:send({ method = "GET", path = "/" .. bucket, query = { [sub] = "" },
+        operation = "Get " .. sub })
+      out[sub] = resp and resp.body or code
+    end
+    return out
+  end
+
+  it("keeps query-like keys in the path: put, head, get, list and delete them", function()
+    local before = bucket_state()
+    local keys = { "q/k?tagging=", "q/?acl", "q/x?policy&uploads=", "q/#frag", "q/50% off %3F %2F/%",
+      "q/sp ace/ü 日本 ?versionId=1#x", "q/?" }
+    for _, addressing in ipairs({ "path", "virtual" }) do
+      local vep = endpoint:gsub("//127%.0%.0%.1:", "//s3.localhost:")
+      local t = counting_transport()
+      local s = addressing == "path" and client({ transport = t })
+        or client({ endpoint = vep, addressing = "virtual", transport = t })
+      if addressing == "virtual" and vep == endpoint then break end
+      for i, k in ipairs(keys) do
+        local body = addressing .. " " .. i .. " " .. k
+        assert(s:put_object(bucket, k, body, { metadata = { n = tostring(i) } }))
+        local head = assert(s:head_object(bucket, k))
+        assert.are.equal(#body, head.size)
+        assert.are.equal(tostring(i), head.metadata.n)
+        assert.are.equal(body, (s:get_object(bucket, k)))
+      end
+      for _, u in ipairs(t.urls) do assert.is_nil(u:find("[?#]"), u) end   -- no query, no fragment
+      local listed = {}
+      for e, msg in s:list(bucket, { prefix = "q/" }) do
+        assert(e, msg)
+        listed[#listed + 1] = e.key
+      end
+      local want = { (table.unpack or unpack)(keys) }
+      table.sort(want)
+      table.sort(listed)
+      assert.are.same(want, listed)
+      for _, k in ipairs(keys) do assert(s:delete_object(bucket, k)) end
+      assert.are.same({}, assert(s:list_all(bucket, { prefix = "q/" })))
+    end
+    assert.are.same(before, bucket_state())
+  end)
+
+  it("refuses a bucket name carrying a query before sending anything", function()
+    local before = bucket_state()
+    local t = counting_transport()
+    local s = client({ transport = t })
+    local tagging = '<Tagging><TagSet><Tag><Key>owned</Key><Value>yes</Value></Tag></TagSet></Tagging>'
+    for _, sub in ipairs({ "?tagging=", "?acl=", "?policy=" }) do
+      local r, msg, code = s:put_object(bucket .. sub, "k", tagging)
+      assert.is_nil(r)
+      assert.are.equal("EINVAL", code)
+      assert.is_truthy(msg:find("invalid bucket name '" .. bucket .. sub .. "'", 1, true), msg)
+      r, _, code = s:upload_file(tmp, bucket .. sub, "k")
+      assert.is_nil(r)
+      assert.are.equal("EINVAL", code)
+    end
+    assert.are.equal(0, t.n)
+    assert.are.same(before, bucket_state())
+  end)
+
   it("copies objects server-side, keeping or replacing metadata", function()
     local s = client()
     assert(s:put_object(bucket, "copy/src ü", "copy me", { content_type = "text/plain", metadata = { a = "1" } }))

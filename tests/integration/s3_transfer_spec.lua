@@ -291,6 +291,54 @@ describe("core S3 transfers against Ceph RGW #integration", function()
     delete("corrupt")
   end)
 
+  it("ignores an implausible lb-part-size in the object's metadata and plans its own ranges", function()
+    -- Anyone who can write metadata could ask for one range per byte (20 Mi
+    -- GETs here).  The proxy answers every GET after the 8th with 403, so the
+    -- old planner fails fast instead of running for hours.
+    local proxy = assert(require("helpers.faultproxy").start(endpoint))
+    local ok, e = pcall(function()
+      local size = 20 * MiB
+      local src = make_file("meta-ps", size)
+      local body = assert(io.open(src, "rb")):read("a")
+      local fake = ("ab"):rep(32)
+      for _, m in ipairs({ { "1", size }, { tostring(MiB), 20 }, { "-5242880", 1 }, { "5242880x", 4 },
+          { "99999999999999999999", 1 }, { "5242880", 99999999999 } }) do
+        assert(client():send({ method = "PUT", path = "/" .. bucket .. "/meta-ps", body = body, headers = {
+          ["x-amz-meta-lb-part-size"] = m[1], ["x-amz-meta-lb-sha256"] = fake .. "-" .. m[2] },
+          operation = "PutObject" }))
+        proxy:clear()
+        proxy:add({ match = { method = "GET" }, action = "status", status = 403, code = "AccessDenied",
+          skip = 8, times = 0 })
+        local dst = dir .. "/meta-ps.out"
+        local res, msg = core.s3_download(opts({ endpoint = proxy.endpoint, key = "meta-ps", file = dst }))
+        assert(res, m[1] .. ": " .. tostring(msg))
+        assert.are.equal(3, res.parts)                      -- the client's own 8 MiB ranges
+        assert.are.equal("md5", res.verified)               -- a plain PUT: the ETag is its MD5
+        assert.is_truthy(res.note and res.note:find("lb-part-size", 1, true), tostring(res.note))
+        local gets = 0
+        for _, entry in ipairs(proxy:stats().log) do
+          if entry.method == "GET" then gets = gets + 1 end
+        end
+        assert.are.equal(3, gets)
+        assert.are.equal(sha256_file(src), sha256_file(dst))
+        os.remove(dst)
+      end
+      -- a part size of ours is still followed (and so checked part by part)
+      local up = assert(core.s3_upload(opts({ key = "meta-ok", file = src, part_size = 5 * MiB })))
+      local res = assert(core.s3_download(opts({ key = "meta-ok", file = dir .. "/meta-ok.out" })))
+      assert.are.equal(4, up.parts)
+      assert.are.equal(4, res.parts)
+      assert.are.equal("sha256", res.verified)
+      assert.is_nil(res.note)
+      os.remove(dir .. "/meta-ok.out")
+      delete("meta-ok")
+      delete("meta-ps")
+      os.remove(src)
+    end)
+    proxy:stop()
+    assert(ok, e)
+  end)
+
   it("verifies the MD5 ETag of objects without our metadata", function()
     assert(client():send({ method = "PUT", path = "/" .. bucket .. "/plain", body = ("p"):rep(10000),
       operation = "PutObject" }))

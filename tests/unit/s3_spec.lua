@@ -112,6 +112,36 @@ describe("luabatch.s3 #unit", function()
       assert.is_nil((s3mod.parse_url("s3:///key")))
     end)
 
+    it("accepts S3 bucket names and refuses the rest, naming the bucket and the rule", function()
+      for _, b in ipairs({ "abc", "my-bucket", "a.b-c", "0ab", ("a"):rep(63) }) do
+        assert.is_true(s3mod.check_bucket_name(b), b)
+      end
+      for _, b in ipairs({ "", "ab", ("a"):rep(64), "Abc", "a_b", "-ab", "ab-", ".ab", "ab.",
+          "aud?tagging=", "aud?policy=", "aud?acl=", "aud#x", "a/b", "a%3Fb", "a b", "a\tb",
+          "a\r\nb", "a\0b", "café" }) do
+        local ok, msg, code = s3mod.check_bucket_name(b)
+        assert.is_nil(ok, b)
+        assert.are.equal("EINVAL", code)
+        assert.is_truthy(msg:find("3-63 characters of a-z, 0-9, '.' and '-'", 1, true), msg)
+      end
+      local _, msg = s3mod.check_bucket_name("a\r\nX-Evil: 1")
+      assert.are.equal("invalid bucket name 'a\\x0D\\x0AX-Evil: 1': S3 bucket names are 3-63 characters "
+        .. "of a-z, 0-9, '.' and '-', starting and ending with a letter or digit", msg)
+    end)
+
+    it("refuses an s3:// URL whose bucket carries a query, fragment or escape", function()
+      for _, url in ipairs({ "s3://aud?tagging=/k", "s3://aud?policy=", "s3://aud#x/k", "s3://a%2Fb/k",
+          "s3://a b/k", "s3://AUD/k" }) do
+        local b, msg, code = s3mod.parse_url(url)
+        assert.is_nil(b, url)
+        assert.are.equal("EINVAL", code)
+        assert.is_truthy(msg:find(url, 1, true), msg)
+        assert.is_truthy(msg:find("invalid bucket name", 1, true), msg)
+      end
+      -- a key may hold anything
+      assert.are.same({ "aud", "k?tagging=#x %41 ü" }, { s3mod.parse_url("s3://aud/k?tagging=#x %41 ü") })
+    end)
+
     it("chooses path-style for custom endpoints and non-DNS bucket names", function()
       assert.are.equal("virtual", s3mod.choose_addressing("auto", "default", "my-bucket"))
       assert.are.equal("path", s3mod.choose_addressing("auto", "default", "my.bucket"))
@@ -197,6 +227,75 @@ describe("luabatch.s3 #unit", function()
       assert.are.equal(0, #t.calls)
     end)
 
+    it("refuses invalid bucket names in every call, before sending anything", function()
+      local t = fake_transport({})
+      local engine = 0
+      local core = setmetatable({
+        s3_upload = function() engine = engine + 1 return { bytes = 0 } end,
+        s3_download = function() engine = engine + 1 return { bytes = 0 } end,
+      }, { __index = fake_core })
+      local s = client(t, { core = core, endpoint = "http://127.0.0.1:9000" })
+      for _, b in ipairs({ "aud?tagging=", "aud?policy=", "aud?acl=", "aud#f", "a/b", "a%20b", "a b",
+          "ab", "Aud" }) do
+        local calls = {
+          { "PutObject", function() return s:put_object(b, "k", "<Tagging/>") end },
+          { "GetObject", function() return s:get_object(b, "k") end },
+          { "HeadObject", function() return s:head_object(b, "k") end },
+          { "DeleteObject", function() return s:delete_object(b, "k") end },
+          { "CopyObject", function() return s:copy_object(b, "k", "dst", "k") end },
+          { "CopyObject", function() return s:copy_object("src", "k", b, "k") end },
+          { "ListObjectsV2", function() return s:list_page(b) end },
+          { "ListObjectsV2", function() return s:list_all(b, { prefix = "p/" }) end },
+          { "ListObjectsV2", function() return s:delete_prefix(b, "p/") end },
+          { "HeadBucket", function() return s:head_bucket(b) end },
+          { "CreateBucket", function() return s:create_bucket(b) end },
+          { "DeleteBucket", function() return s:delete_bucket(b) end },
+          { "Presign GET", function() return s:presign("GET", b, "k") end },
+          { "PutObject", function() return s:upload_file("/tmp/f", b, "k") end },
+          { "GetObject", function() return s:download_file(b, "k", "/tmp/never") end },
+        }
+        for _, c in ipairs(calls) do
+          local r, msg, code = c[2]()
+          assert.is_nil(r, c[1] .. " " .. b)
+          assert.are.equal("EINVAL", code, c[1] .. " " .. b .. ": " .. tostring(msg))
+          assert.is_truthy(msg:find("^" .. c[1] .. " s3://"), msg)
+          assert.is_truthy(msg:find("invalid bucket name '" .. b .. "'", 1, true), msg)
+          assert.is_truthy(msg:find("3-63 characters", 1, true), msg)
+        end
+        local seen = {}
+        for e, msg, code in s:list(b) do seen[#seen + 1] = { e, msg, code } end
+        assert.are.equal(1, #seen)
+        assert.is_false(seen[1][1])
+        assert.are.equal("EINVAL", seen[1][3])
+      end
+      assert.are.equal(0, #t.calls)     -- nothing was sent
+      assert.are.equal(0, engine)       -- nor handed to the transfer engine
+    end)
+
+    it("keeps every key in the path: '?', '#', '%', spaces and unicode cannot add a query", function()
+      local keys = { ["k?tagging=x"] = "k%3Ftagging%3Dx", ["?acl"] = "%3Facl", ["#frag/x"] = "%23frag/x",
+        ["50% off/%3F"] = "50%25%20off/%253F", ["a b/ü+é"] = "a%20b/%C3%BC%2B%C3%A9",
+        ["x?policy&uploads="] = "x%3Fpolicy%26uploads%3D" }
+      local script = {}
+      for _ = 1, 24 do script[#script + 1] = { status = 200, headers = { etag = '"e"' }, body = "" } end
+      local t = fake_transport(script)
+      for _, addressing in ipairs({ "path", "virtual" }) do
+        local s = client(t, { addressing = addressing, region = "eu-west-1" })
+        for k, enc in pairs(keys) do
+          assert(s:put_object("bkt", k, "x"))
+          assert(s:get_object("bkt", k))
+          local base = addressing == "path" and "https://s3.eu-west-1.amazonaws.com/bkt/"
+            or "https://bkt.s3.eu-west-1.amazonaws.com/"
+          local n = #t.calls
+          assert.are.equal(base .. enc, t.calls[n - 1].url)
+          assert.are.equal(base .. enc, t.calls[n].url)
+          assert.is_nil(t.calls[n].url:find("[?#]"))
+          local url = assert(s:presign("GET", "bkt", k))
+          assert.are.equal(base .. enc, url:match("^[^?]*"))
+        end
+      end
+    end)
+
     it("raises on misuse", function()
       local s = client(fake_transport({}))
       assert.has_error(function() s:get_object("", "k") end)
@@ -241,16 +340,16 @@ describe("luabatch.s3 #unit", function()
         { status = 409, body = "<Error><Code>BucketAlreadyOwnedByYou</Code><Message>m</Message></Error>" },
         { status = 409, body = "<Error><Code>BucketAlreadyExists</Code><Message>taken</Message></Error>" } })
       local s = client(t, { region = "eu-west-1", endpoint = "http://127.0.0.1:9000" })
-      assert.are.same({ true, false }, { s:create_bucket("b1") })
+      assert.are.same({ true, false }, { s:create_bucket("bk1") })
       local doc = assert(real_core.xml_parse(t.calls[1].body))
       assert.are.equal("CreateBucketConfiguration", doc.name)
       assert.are.equal("LocationConstraint", doc[1].name)
       assert.are.equal("eu-west-1", doc[1].text)
-      assert.are.equal("http://127.0.0.1:9000/b1", t.calls[1].url)
-      assert(s:create_bucket("b2", { region = "us-east-1" }))
+      assert.are.equal("http://127.0.0.1:9000/bk1", t.calls[1].url)
+      assert(s:create_bucket("bk2", { region = "us-east-1" }))
       assert.is_nil(t.calls[2].body)
-      assert.are.same({ true, true }, { s:create_bucket("b1") })
-      local r, _, code = s:create_bucket("b1")
+      assert.are.same({ true, true }, { s:create_bucket("bk1") })
+      local r, _, code = s:create_bucket("bk1")
       assert.is_nil(r)
       assert.are.equal("BucketAlreadyExists", code)
     end)
@@ -499,8 +598,9 @@ describe("luabatch.cli.s3 #unit", function()
 
   it("exits 2 on bad usage, 0 on --help", function()
     for _, args in ipairs({ {}, { "frob" }, { "cp", "a" }, { "cp", "a", "b" }, { "rm" },
-        { "presign", "s3://b/k", "--expires", "0" }, { "ls", "--nope" }, { "mb", "s3://b/k" },
-        { "rm", "s3://b" }, { "cp", "s3://b", "x" } }) do
+        { "presign", "s3://bkt/k", "--expires", "0" }, { "ls", "--nope" }, { "mb", "s3://bkt/k" },
+        { "rm", "s3://bkt" }, { "cp", "s3://bkt", "x" }, { "cp", "a", "s3://bkt/k", "--part-size", "6G" },
+        { "cp", "a", "s3://bkt/k", "--part-size", "99999999999999999999G" } }) do
       local code, _, err = run(args)
       assert.are.equal(2, code, table.concat(args, " "))
       assert.is_truthy(err:find("luabatch s3", 1, true))
@@ -508,6 +608,31 @@ describe("luabatch.cli.s3 #unit", function()
     local code, out = run({ "--help" })
     assert.are.equal(0, code)
     assert.is_truthy(out:find("usage: luabatch s3", 1, true))
+  end)
+
+  it("exits 2 on a bucket name S3 would not accept, naming it and the rule, and sends nothing", function()
+    local f = os.tmpname()
+    local h = assert(io.open(f, "w"))
+    h:write("<Tagging><TagSet><Tag><Key>owned</Key><Value>yes</Value></Tag></TagSet></Tagging>")
+    h:close()
+    local t = fake_transport({})
+    for _, c in ipairs({       -- { bucket named in the error, args... }
+        { "aud?tagging=", "cp", f, "s3://aud?tagging=/k" }, { "aud?policy=", "cp", f, "s3://aud?policy=/k" },
+        { "aud?acl=", "cp", f, "s3://aud?acl=/" }, { "aud?tagging=", "cp", "s3://aud?tagging=/k", f },
+        { "aud#x", "cp", "s3://aud#x/k", "s3://bkt/k" },
+        { "aud?acl=", "cp", "-r", "s3://aud?acl=/p/", "s3://bkt/p/" },
+        { "aud?tagging=", "ls", "s3://aud?tagging=" }, { "aud?tagging=", "rm", "s3://aud?tagging=/k" },
+        { "aud?tagging=", "rm", "-r", "s3://aud?tagging=/" }, { "aud?acl=", "mb", "s3://aud?acl=" },
+        { "aud?tagging=", "presign", "s3://aud?tagging=/k" }, { "Aud", "cp", f, "s3://Aud/k" } }) do
+      local args = { (table.unpack or unpack)(c, 2) }
+      local code, out, err = run(args, t)
+      assert.are.equal(2, code, table.concat(args, " ") .. ": " .. err)
+      assert.are.equal("", out)
+      assert.is_truthy(err:find("invalid bucket name '" .. c[1] .. "'", 1, true), err)
+      assert.is_truthy(err:find("3-63 characters", 1, true), err)
+    end
+    os.remove(f)
+    assert.are.equal(0, #t.calls)
   end)
 
   it("lists objects and prefixes", function()

@@ -33,6 +33,7 @@ local str_rep = string.rep
 local floor = math.floor
 
 local MAX_EXPIRES = 604800
+local MAX_PART = 5 * 1024 * 1024 * 1024     -- S3's largest part (smaller than 5 MiB is raised)
 
 _M.usage = [==[
 usage: luabatch s3 COMMAND [options] ARGS
@@ -190,7 +191,9 @@ function _M.parse(argv)
         o.metadata[k] = val
       elseif field == "part_size" then
         o.part_size = parse_size(v)
-        if not o.part_size or o.part_size < 1 then return nil, "bad --part-size '" .. v .. "'" end
+        if not o.part_size or o.part_size < 1 or o.part_size > MAX_PART then
+          return nil, "--part-size wants 1..5G (S3's largest part), got '" .. v .. "'"
+        end
       elseif field == "concurrency" then
         local n = tonumber(v)
         if not n or n < 1 or n ~= floor(n) then return nil, "bad --concurrency '" .. v .. "'" end
@@ -419,6 +422,9 @@ local function cmd_cp(ctx)
   local src, dst = ctx.opts.pos[1], ctx.opts.pos[2]
   local sb, sk = s3mod.parse_url(src)
   local db, dk = s3mod.parse_url(dst)
+  for _, u in ipairs({ { sb, sk, src }, { db, dk, dst } }) do   -- an s3:// URL with a bad bucket
+    if not u[1] and str_match(u[3], "^[Ss]3://") then return fail(ctx, u[2]), 2 end
+  end
   if not sb and not db then
     return fail(ctx, "one of SRC and DST must be an s3:// URL"), 2
   end
