@@ -5,6 +5,7 @@
 --
 --   local fake_aws = require "helpers.fake_aws"
 --   local W = fake_aws.new()
+--   local d = fake_aws.dict()  -- a shared dict stand-in
 --   W.clients                 -- { batch, s3, logs }: what runner_opts.clients returns
 --   W.calls[Op]               -- DescribeJobDefinitions, RegisterJobDefinition, SubmitJob,
 --                             -- TerminateJob, DescribeJobs, PutObject: how many
@@ -16,6 +17,35 @@
 -- No job definition exists until registered (every Describe is empty);
 -- DescribeJobs knows no job; ListJobs finds nothing.
 local _M = {}
+
+--- dict() -> an in-memory stand-in for an nginx shared dict (get, set,
+-- add, delete, lpush, rpop, get_keys): what luabatch.ngx.poller and
+-- luabatch.ngx.drive keep their state in.
+function _M.dict()
+  local d = { data = {} }
+  function d:get(k) local v = self.data[k]; if type(v) == "table" then return nil end return v end
+  function d:set(k, v) self.data[k] = v; return true end
+  function d:add(k, v) if self.data[k] ~= nil then return false, "exists" end self.data[k] = v; return true end
+  function d:delete(k) self.data[k] = nil end
+  function d:lpush(k, v)
+    local l = self.data[k] or {}
+    self.data[k] = l
+    table.insert(l, 1, v)
+    return #l
+  end
+  function d:rpop(k)
+    local l = self.data[k]
+    if type(l) ~= "table" or #l == 0 then return nil end
+    return table.remove(l)
+  end
+  function d:get_keys()
+    local out = {}
+    for k in pairs(self.data) do out[#out + 1] = k end
+    table.sort(out)
+    return out
+  end
+  return d
+end
 
 function _M.new()
   local W = { submits = {}, objects = {}, calls = {}, terminated = {}, deleted = {}, streams = {}, seq = 0 }

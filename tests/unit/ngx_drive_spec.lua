@@ -14,35 +14,9 @@ local NO_ENV = function() return nil end
 local RUN_ID = "20260101-000000-0badcafe"
 local PREFIX = "b/luabatch/runs/" .. RUN_ID .. "/"
 
-local function fake_dict()
-  local d = { data = {} }
-  function d:get(k) local v = self.data[k]; if type(v) == "table" then return nil end return v end
-  function d:set(k, v) self.data[k] = v; return true end
-  function d:add(k, v) if self.data[k] ~= nil then return false, "exists" end self.data[k] = v; return true end
-  function d:delete(k) self.data[k] = nil end
-  function d:lpush(k, v)
-    local l = self.data[k] or {}
-    self.data[k] = l
-    table.insert(l, 1, v)
-    return #l
-  end
-  function d:rpop(k)
-    local l = self.data[k]
-    if type(l) ~= "table" or #l == 0 then return nil end
-    return table.remove(l)
-  end
-  function d:get_keys()
-    local out = {}
-    for k in pairs(self.data) do out[#out + 1] = k end
-    table.sort(out)
-    return out
-  end
-  return d
-end
-
 local function world()
   local W = fake_aws.new()
-  W.dict = fake_dict()
+  W.dict = fake_aws.dict()
   local clients = W.clients
   W.t = 1000
   W.app = {

@@ -615,6 +615,96 @@ jobs:
     assert.same({ "[j/EMPTY] hello", "[j/EMPTY] world" }, got)
   end)
 
+  it("one meaning: the CLI engine and the nginx driver give the same context for the same Batch outcomes", function()
+    local WF = model([[
+jobs:
+  first:
+    stages: [{name: s, id: s, echo: a}]
+  fan:
+    needs: [first]
+    strategy: {max-parallel: 2, matrix: {n: [1, 2, 3]}}
+    stages: [{name: s, id: s, echo: "${{ matrix.n }}"}]
+  flaky:
+    needs: [first]
+    retry: 1
+    stages: [{name: s, id: s, echo: f}]
+  never:
+    needs: [fan]
+    trigger-rule: all_done
+    if: "'${{ jobs.fan.status }}' == 'nope'"
+    stages: [{name: s, id: s, echo: n}]
+  last:
+    needs: [never, flaky]
+    trigger-rule: all_done
+    stages: [{name: s, id: s, echo: l}]
+]])
+    local values = {}
+    for _, c in ipairs(require("luabatch.workflow.job").strategies(WF.jobs.fan)) do values[c.id] = c.values end
+    -- the same outcomes for both: fan n=2 FAILED (its result.json says why),
+    -- flaky FAILED on its first attempt only, everything else SUCCEEDED
+    local function outcomes()
+      local seen = {}
+      return function(req)
+        local id, sid = req.tags["luabatch:job"], req.parameters.strategy
+        seen[id] = (seen[id] or 0) + 1
+        local v = values[sid] or {}
+        local bad = (id == "fan" and v.n == 2) or (id == "flaky" and seen[id] == 1)
+        local r = ok_record(v, { who = id, n = v.n })
+        if bad then
+          r.status = "FAILED"
+          r.errors = { name = "StageError", message = id .. " broke" }
+        end
+        return { result = r, final = bad and "FAILED" or "SUCCEEDED", write_on_fail = true }
+      end
+    end
+    local function strip(v)
+      if type(v) ~= "table" then return v end
+      local out = {}
+      for k, x in pairs(v) do if k ~= "info" then out[k] = strip(x) end end
+      return out
+    end
+
+    local Wc = world(outcomes())
+    local cli = run(Wc, WF)
+
+    local Wn = world(outcomes())
+    local d = require("helpers.fake_aws").dict()
+    local drive = require "luabatch.ngx.drive"
+    local app = { with = BASE_WITH, getenv = NO_ENV, prefix = "", ttl = 100, clock = Wn.clock,
+      dict = function() return d end, clients = function() return Wn.clients() end,
+      runner_opts = function(_, id) return { clients = Wn.clients, run_id = id, clock = Wn.clock,
+        sleep = Wn.sleep } end }
+    local meta = drive.new_run(app, WF, { run_id = RUN_ID, params = {}, source = "", name = "t.yml" })
+    for _ = 1, 200 do
+      drive.step(app, meta, WF)
+      if meta.done then break end
+      meta = json.decode(json.encode(meta))        -- what the shared dict keeps
+      Wn.t = Wn.t + 1
+      -- the elected poller's view: each watched job one DescribeJobs further
+      for k in pairs(d.data) do
+        local bid = k:match("^watch:(.+)$")
+        if bid then
+          local ans = Wn.batch:describe_jobs({ bid })
+          local jd = ans.jobs[1]
+          d:set("job:" .. bid, require("cjson").encode({ id = bid, status = jd.status, reason = jd.statusReason,
+            exit_code = jd.container and jd.container.exitCode, log_stream = jd.container and jd.container.logStreamName }))
+        end
+      end
+    end
+    assert.is_true(meta.done)
+    local ngx_ctx = meta.final
+    assert.equal("FAILED", cli.status)
+    assert.equal("FAILED", cli.jobs.fan.status)
+    assert.equal("SUCCESS", cli.jobs.flaky.status)
+    assert.equal("SKIP", cli.jobs.never.status)
+    assert.equal("SUCCESS", cli.jobs.last.status)
+    assert.same(strip(cli), strip(json.decode(json.encode(ngx_ctx))))
+    assert.same(strip(json.decode(json.encode(cli))), strip(json.decode(json.encode(ngx_ctx))))
+    -- and the same Batch work: one SubmitJob per strategy and attempt
+    assert.equal(Wc.calls.SubmitJob, Wn.calls.SubmitJob)
+    assert.equal(7, Wc.calls.SubmitJob)
+  end)
+
   it("gives the same canonical hash whatever the key order", function()
     assert.equal(jobdef.canonical({ b = 1, a = { 2, 3 }, c = { x = "y" } }),
       jobdef.canonical({ c = { x = "y" }, a = { 2, 3 }, b = 1 }))

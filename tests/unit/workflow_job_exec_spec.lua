@@ -1,7 +1,7 @@
--- The runner seam of luabatch.workflow.job: job.execute(jobdef, wctx, env,
--- exec) runs strategies elsewhere (AWS Batch) with the same max-parallel,
--- fail-fast, retry and record shape as locally; the engine passes run_id,
--- runs_on, with and runner_opts to runners.
+-- The runner seam of the engine: a runner's open_job handle runs strategies
+-- elsewhere (AWS Batch) while the plan keeps max-parallel, fail-fast, retry
+-- and the record shape as locally; the engine passes run_id, runs_on, with
+-- and runner_opts to runners.
 local load = require "luabatch.workflow.load"
 local engine = require "luabatch.workflow.engine"
 local job = require "luabatch.workflow.job"
@@ -52,57 +52,63 @@ local function fake_remote(bad, log)
   end
 end
 
+-- Run job j through the engine (the plan's coroutine driver) with a
+-- runner whose handle runs each strategy with `strategy` (or every one at
+-- once with `all`, an array runner) -> the job record, and the jctx.
 local function run_exec(m, exec)
-  local s = sched.new()
-  local jctx
-  s:spawn(function()
-    local env = engine.make_env(m, {})
-    jctx = job.execute(m.jobs.j, { params = {}, jobs = {}, status = "WAIT" }, env, exec)
-  end)
-  s:run()
-  return jctx
+  local runner = { open_job = function()
+    local h = { array = exec.all and true or nil }
+    function h.run_strategy(_, combo, wctx, senv) return exec.strategy(m.jobs.j, combo, wctx, senv) end
+    function h.run_all(_, combos, wctx, aenv, group) return exec.all(m.jobs.j, combos, wctx, aenv, group) end
+    return h
+  end }
+  local ctx = assert(engine.run(m, { runners = { ["local"] = runner } }))
+  return ctx.jobs.j
+end
+
+local function count(strategies)
+  local n = 0
+  for _ in pairs(strategies or {}) do n = n + 1 end
+  return n
 end
 
 describe("workflow job execution seam #unit", function()
-  it("runs every strategy through exec.strategy within max-parallel", function()
+  it("the engine runs every strategy through the runner's handle within max-parallel, concurrently", function()
     local m = model(MATRIX:format("false"))
     local log = { running = 0, max = 0, started = {}, cancelled = {}, attempts = {} }
-    local jctx = run_exec(m, { strategy = fake_remote(nil, log) })
-    assert.equal("SUCCESS", jctx.status)
-    assert.equal(5, #log.started)
+    local rec = run_exec(m, { strategy = fake_remote(nil, log) })
+    assert.equal("SUCCESS", rec.status)
+    assert.same({ 1, 2, 3, 4, 5 }, log.started)
     assert.equal(2, log.max)
-    local n = 0
-    for k, v in pairs(jctx) do
-      if type(v) == "table" and v.stages then n = n + 1; assert.is_true(v.stages.s.outputs.remote) end
-    end
-    assert.equal(5, n)
-    local rec = job.record(m.jobs.j, jctx)
-    assert.is_table(rec.strategies)
+    assert.equal(5, count(rec.strategies))
+    for _, v in pairs(rec.strategies) do assert.is_true(v.stages.s.outputs.remote) end
   end)
 
-  it("fail-fast: a failed remote strategy cancels the running ones and starts no more", function()
+  it("fail-fast: a failed strategy stops the running ones (they see senv.cancelled) and starts no more", function()
     local m = model(MATRIX:format("true"))
     local log = { running = 0, max = 0, started = {}, cancelled = {}, attempts = {} }
-    local jctx = run_exec(m, { strategy = fake_remote(1, log) })
-    assert.equal("FAILED", jctx.status)
-    assert.is_true(#log.started < 5, table.concat(log.started, ",") .. " / " .. table.concat(log.cancelled, ","))
-    assert.is_true(#log.cancelled >= 1)
+    local rec = run_exec(m, { strategy = fake_remote(1, log) })
+    assert.equal("FAILED", rec.status)
+    assert.same({ 1, 2 }, log.started)
+    assert.same({ 2 }, log.cancelled)
+    assert.equal(2, count(rec.strategies))
   end)
 
-  it("exec.all replaces the loop (an array job) and gets max-parallel", function()
-    local m = model(MATRIX:format("false"))
+  it("an array runner gets every strategy at once, with the job's fail-fast", function()
+    local m = model(MATRIX:format("true"))
     local got
-    local jctx = run_exec(m, { all = function(jobdef, combos, wctx, env, group, mp)
-      got = { n = #combos, mp = mp }
+    local rec = run_exec(m, { all = function(jobdef, combos, wctx, aenv, group)
+      got = { n = #combos, fail_fast = group.fail_fast, attempt = aenv.attempt }
       local out = {}
       for i, c in ipairs(combos) do out[i] = { status = "SUCCESS", matrix = c.values, stages = {} } end
       return out
     end })
-    assert.same({ n = 5, mp = 2 }, got)
-    assert.equal("SUCCESS", jctx.status)
+    assert.same({ n = 5, fail_fast = true, attempt = 0 }, got)
+    assert.equal("SUCCESS", rec.status)
+    assert.equal(5, count(rec.strategies))
   end)
 
-  it("job retry re-runs remote strategies with the attempt index", function()
+  it("job retry re-runs the strategies with the attempt index", function()
     local m = model([[
 jobs:
   j:
@@ -111,15 +117,30 @@ jobs:
       - name: s
         echo: hi
 ]])
-    local log = { running = 0, max = 0, started = {}, cancelled = {}, attempts = {} }
-    local calls = 0
-    local jctx = run_exec(m, { strategy = function(jobdef, combo, wctx, senv, group)
-      calls = calls + 1
-      log.attempts[#log.attempts + 1] = senv.attempt
-      return { status = calls == 1 and "FAILED" or "SUCCESS", matrix = combo.values, stages = {} }
+    local attempts = {}
+    local rec = run_exec(m, { strategy = function(jobdef, combo, wctx, senv)
+      attempts[#attempts + 1] = senv.attempt
+      return { status = #attempts == 1 and "FAILED" or "SUCCESS", matrix = combo.values, stages = {} }
     end })
-    assert.equal("SUCCESS", jctx.status)
-    assert.same({ 0, 1 }, log.attempts)
+    assert.equal("SUCCESS", rec.status)
+    assert.same({ 0, 1 }, attempts)
+  end)
+
+  it("a runner's error in a strategy is that strategy's FAILED record, the run goes on", function()
+    local m = model(MATRIX:format("false"))
+    local rec = run_exec(m, { strategy = function(jobdef, combo)
+      if combo.values.n == 3 then error("runner exploded") end
+      return { status = "SUCCESS", matrix = combo.values, stages = {} }
+    end })
+    assert.equal("FAILED", rec.status)
+    local failed = 0
+    for _, v in pairs(rec.strategies) do
+      if v.status == "FAILED" then
+        failed = failed + 1
+        assert.matches("runner exploded", v.errors.message)
+      end
+    end
+    assert.equal(1, failed)
   end)
 
   it("run_strategy runs one strategy locally -> the strategy record", function()

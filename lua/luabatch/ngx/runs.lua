@@ -45,7 +45,7 @@
 --         (engine.receive_params), and the first step taken under the
 --         run's lock: the jobs without needs are submitted (with: rendered
 --         and checked as for the CLI; if:, max-parallel and the strategies
---         as job.execute decides them; strategies beyond max-parallel are
+--         as the plan decides them; strategies beyond max-parallel are
 --         queued).  A job refused at this point (bad with:, bad if:, no
 --         SubmitJob went through) refuses the run: 400 / 502, and whatever
 --         of it was submitted is terminated.  The run is kept in the dict:
@@ -56,7 +56,7 @@
 --         run ends: an ngx.timer.at(0) drives the run — under a dict:add
 --         lock "drive:<id>" (a "dirty:<id>" mark makes the holder step again
 --         when another worker asked meanwhile, so no end goes unseen):
---         finished jobs collected (aws_batch.collect), queued strategies
+--         finished strategies collected (aws_batch.collect_strategy), queued strategies
 --         submitted, fail-fast siblings terminated, ready jobs submitted with
 --         their needs' records, skips and trigger-rule aborts recorded.
 --   tick  a run also has to move when no job of it ends: a Batch job past
@@ -72,7 +72,7 @@
 -- ?job=ID runs that job only (its needs not run, as `luabatch run --job`).
 -- The job-level `retry:` runs a FAILED job again from scratch (every
 -- strategy, keys "<job>/<sid>/<attempt>", the context its first attempt
--- saw), as job.execute does; GET lists the earlier attempts' Batch jobs too.
+-- saw), as the plan says; GET lists the earlier attempts' Batch jobs too.
 
 local log = require "luabatch.log"
 local stage = require "luabatch.workflow.stage"

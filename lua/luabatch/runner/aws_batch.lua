@@ -1,54 +1,36 @@
--- luabatch.runner.aws_batch: run one job of a workflow on AWS Batch.
+-- luabatch.runner.aws_batch: a workflow job's strategies on AWS Batch.
 --
---   local runner = require "luabatch.runner.aws_batch"
---   local record, jctx = runner.run_job(model, job_id, context, opts)
---   -- or in two halves, without waiting (servers: luabatch.ngx.runs):
---   local submitted = assert(runner.submit(model, job_id, context, opts))
---   ... poll submitted.jobs[i].batch_job_id elsewhere (luabatch.ngx.poller) ...
---   local record, jctx = runner.collect(submitted, summaries, { model = model })
---   -- pacing the strategies itself (luabatch.ngx.drive): submit's opts.strategies
---   -- = { sid, ... } and opts.attempt (job-level retry:), collect's
---   -- opts.keep_run_prefix and opts.retry, submitted.config.timeout /
---   -- .attempts for the client deadline (all below)
---   (see submit / collect below; run_job, submit and collect share the
---   same pieces: the with: check, the clients, Run:prepare/submit/collect)
+--   -- the engine's seam (luabatch.workflow.plan decides if:, max-parallel,
+--   -- fail-fast and retries; the handle runs strategies):
+--   local h = runner.open_job(model, job_id, wctx, { env = jenv })
+--   local rec = h:run_strategy(combo, wctx, senv)      -- or h:run_all (with.array)
+--   h:close(status)                                     -- cleanup by policy
+--   local record, jctx = runner.run_job(model, job_id, context, opts)   -- one job
+--   -- without waiting (luabatch.ngx.drive): check, submit, then per
+--   -- strategy collect_strategy once its Batch job is terminal, cleanup
+--   local cfg = runner.check(model, job_id, context, opts)
+--   local submitted = runner.submit(model, job_id, context, opts)
+--   local rec = runner.collect_strategy(submitted, entry, summary, opts)
+--   runner.cleanup(submitted, status, opts)
 --
--- Same seam as luabatch.runner.local (see there): opts.env is the engine's
--- stage environment for this job, with env.job_with = the job's effective
--- runs-on `with:` (rendered by the engine), env.run_id, env.runner_opts =
--- { journal, policy, follow, resume }, env.cancelled(), env.log(line).
---
--- What happens (luabatch.workflow.job.execute drives `if`, job retry,
--- max-parallel and fail-fast exactly as locally; this module runs each
--- strategy on Batch):
---   1. with: is checked first (aws_batch/check.lua: job_queue_arn,
---      s3_bucket, region, resources, platform ...): a bad field gives a
---      FAILED record naming the field and the job; nothing is submitted.
---   2. On the first strategy: the job definition (name + content hash,
---      reused when an ACTIVE revision matches; see aws_batch/jobdef.lua) and
---      the bundle (credentials stripped; aws_batch/bundle.lua) uploaded to
---      s3://<bucket>/<s3_prefix>/<run_id>/<job_id>/bundle.json.
---   3. One SubmitJob per strategy (or one array job with with.array), with
---      a poller token each; a lost answer is looked up by name (ListJobs
---      JOB_NAME) and adopted instead of submitted twice.
---   4. All jobs of the run are watched by one poller (aws_batch/session.lua).
---   5. On SUCCEEDED/FAILED: <job_id>/<sid>/result.json is the strategy record
---      (the same record as locally); without one, a FAILED record with the
---      real reason (aws_batch/reason.lua: status reasons, exit code, the last
---      log lines).
---   6. Cancellation (SIGINT/SIGTERM, env.cancelled()) terminates every
---      non-terminal job of the run; fail-fast terminates the siblings; a
---      client deadline (timeout * attempts + margin) terminates too.
---   7. Cleanup by policy: the job's objects and then the run's prefix
---      <s3_prefix>/<run_id>/ — never anything else.
--- Steps 2-7 are the Run of aws_batch/run.lua (one per call: prepare,
--- submit, strategy / all, collect, cleanup); this file opens it (open_run)
--- and drives it: run_job through job.execute, submit and collect in two
--- halves.
--- Every step is journalled (runner_opts.journal): config, jobdef, upload,
--- submit (before SubmitJob), submitted, state, result, terminate, cleanup;
--- with runner_opts.resume a recorded result is reused, a recorded job id is
--- watched again, and a submit without answer is looked up by name.
+-- opts.env is the engine's stage environment for the job: env.job_with =
+-- its effective runs-on `with:`, env.run_id, env.runner_opts = { journal,
+-- policy, follow, resume }, env.cancelled(), env.log(line).
+--   1. with: is checked first (aws_batch/check.lua): a bad field is the
+--      job's FAILED record naming the field; nothing is submitted.
+--   2. On the first strategy: the job definition (reused by content hash:
+--      aws_batch/jobdef.lua) and the bundle (credentials stripped:
+--      aws_batch/bundle.lua) at s3://<bucket>/<s3_prefix>/<run_id>/<job_id>/.
+--   3. One SubmitJob per strategy (or one array job), a lost answer looked
+--      up by name and adopted; one poller watches every job of the run.
+--   4. Terminal: <job_id>/<sid>/result.json is the strategy record, else a
+--      FAILED record with the real reason (aws_batch/reason.lua).
+--   5. A cancel terminates every live job of the run; fail-fast the
+--      siblings; the client deadline (timeout x attempts + margin) too.
+--   6. Cleanup by policy, inside the run's prefix only.
+-- Steps 2-6 are the Run of aws_batch/run.lua.  Every step is journalled
+-- (runner_opts.journal); with runner_opts.resume a recorded result is
+-- reused, a recorded job id watched again, a lost submit looked up by name.
 
 local log = require "luabatch.log"
 local job = require "luabatch.workflow.job"
@@ -127,6 +109,14 @@ function _M.open_job(model, job_id, wctx, opts)
     if not ok then log.error("%s", tostring(err)) end
   end
   return h
+end
+
+--- check(model, job_id, context, opts) -> { array = bool } | nil, message:
+-- the job's with: checked as open_job checks it (nothing is sent).
+function _M.check(model, job_id, context, opts)
+  local run, cerr = open_run("check", model, job_id, context, opts)
+  if not run then return nil, cerr end
+  return { array = run.cfg.array and true or false }
 end
 
 --- run_job(model, job_id, context, opts) -> record, jctx (one job on Batch).
@@ -287,43 +277,16 @@ local function detail_of(id, sm)
   return d
 end
 
---- collect(submitted, summaries [, opts]) -> record, jctx | nil, msg, code
--- The second half: once every job of `submitted` is terminal, the job
--- record run_job would have given (result.json of each strategy, or the
--- real reason of its failure: status reasons, exit code, last log lines),
--- then cleanup by policy (opts.cleanup = false keeps the run's objects).
--- summaries = { [batch_job_id] = { status, reason, exit_code, log_stream
--- [, job = JobDetail] } } (a poller's summaries; luabatch.ngx.poller keeps
--- them in a shared dict).  opts.model = the loaded workflow (required: the
--- job definition decides the record's shape), opts.getenv, opts.runner_opts
--- (clients / policy / sleep / clock, as for submit), opts.with (with: for
--- the clients; default submitted.config.client), opts.keep_run_prefix =
--- true: the cleanup removes the job's own <run prefix>/<job_id>/ only,
--- never the run's prefix (other jobs of the run are still running, or an
--- earlier job's objects were kept: the caller knows, this call does not),
--- opts.retry = true: the caller runs the job again when this record is
--- FAILED (job-level `retry:`): nothing is cleaned then (run_job cleans
--- once, after the last attempt; the next attempt's collect cleans).
--- Failure: nil, msg, "EAGAIN" while a job is not terminal (msg names it).
-function _M.collect(submitted, summaries, opts)
+-- The Run of a submitted job for collecting (no submission): clients from
+-- its config -> run, t0
+local function collect_run(submitted, opts, fname)
   if type(submitted) ~= "table" or type(submitted.jobs) ~= "table" or type(submitted.config) ~= "table" then
-    error("bad argument #1 to 'collect' (submitted table expected)", 2)
+    error("bad argument #1 to '" .. fname .. "' (submitted table expected)", 3)
   end
-  if type(summaries) ~= "table" then
-    error("bad argument #2 to 'collect' (table of summaries by job id expected)", 2)
-  end
-  opts = opts or {}
   local model = opts.model
   if type(model) ~= "table" or type(model.jobs) ~= "table" or not model.jobs[submitted.job_id] then
-    error("bad argument #3 to 'collect' (opts.model: the workflow holding job '" .. tostring(submitted.job_id)
-      .. "' expected)", 2)
-  end
-  for _, j in ipairs(submitted.jobs) do
-    local sm = j.batch_job_id and summaries[j.batch_job_id]
-    if not j.error and not (type(sm) == "table" and session_mod.TERMINAL[sm.status]) then
-      return nil, str_format("AWS Batch job %s (%s) is %s", tostring(j.job_name), tostring(j.batch_job_id),
-        type(sm) == "table" and tostring(sm.status) or "not polled yet"), "EAGAIN"
-    end
+    error("bad argument #3 to '" .. fname .. "' (opts.model: the workflow holding job '"
+      .. tostring(submitted.job_id) .. "' expected)", 3)
   end
   local sc = submitted.config
   local with = opts.with
@@ -333,46 +296,97 @@ function _M.collect(submitted, summaries, opts)
   end
   local base = require("luabatch.workflow.engine").make_env(model, {
     getenv = opts.getenv, run_id = submitted.run_id, runner_opts = opts.runner_opts or {} })
-  -- cancelled() = true: job.execute below must not retry the job
-  local env = setmetatable({ job_id = submitted.job_id, cancelled = function() return true end },
-    { __index = base })
+  local env = setmetatable({ job_id = submitted.job_id }, { __index = base })
   local s = session_mod.get(env)
   local c = s:clients(with, sc.region, env.getenv)
   local cfg = { bucket = sc.bucket, run_prefix = sc.prefix, region = sc.region, log_group = sc.log_group,
                 queue = sc.queue, keep_on_failure = sc.keep_on_failure == true, environment = {}, tags = {} }
-  local jobdef = model.jobs[submitted.job_id]
   local ctx = submitted.context or {}
   local wctx = { params = ctx.params or {}, jobs = ctx.jobs or {}, status = "WAIT" }
   local run = run_mod.new({ s = s, c = c, cfg = cfg, with = with, model = model, job_id = submitted.job_id,
-    jobdef = jobdef, env = env, wctx = wctx, touched = true, keep_run_prefix = opts.keep_run_prefix == true })
-  local t0 = stage.now()
+    jobdef = model.jobs[submitted.job_id], env = env, wctx = wctx, touched = true,
+    keep_run_prefix = opts.keep_run_prefix == true })
+  return run, stage.now()
+end
+
+local function combo_of(jobdef, sid)
+  for _, combo in ipairs(job.strategies(jobdef) or {}) do
+    if combo.id == sid then return combo end
+  end
+  return { id = sid, values = stage.object() }
+end
+
+--- collect_strategy(submitted, entry, summary, opts) -> strategy record:
+-- one entry of submitted.jobs once its Batch job is terminal (summary: the
+-- poller's { status, reason, exit_code, log_stream [, job] }): its
+-- result.json, or the real reason of its failure; an entry whose SubmitJob
+-- failed is FAILED with that error.  opts as collect's.  Journaled.
+function _M.collect_strategy(submitted, entry, summary, opts)
+  opts = opts or {}
+  local run, t0 = collect_run(submitted, opts, "collect_strategy")
+  local combo = combo_of(run.jobdef, entry.strategy_id)
+  if entry.error then return failed_record(combo, t0, error_of(entry.error)) end
+  local w = { id = entry.batch_job_id, status = summary.status, reason = summary.reason, name = entry.job_name,
+              job = detail_of(entry.batch_job_id, summary) }
+  local rec = run:collect(w, combo, t0, entry.key)
+  run:record_result(entry.key, rec)
+  return rec
+end
+
+--- cleanup(submitted, status, opts): the job's objects by policy once its
+-- record is final (opts.keep_run_prefix: never the run's prefix).
+function _M.cleanup(submitted, status, opts)
+  opts = opts or {}
+  local run = collect_run(submitted, opts, "cleanup")
+  local s = run.s
+  s.active = s.active + 1
+  local ok, err = pcall(run.cleanup, run, status)
+  s.active = s.active - 1
+  if not ok then log.error("%s", tostring(err)) end
+end
+
+--- collect(submitted, summaries [, opts]) -> record, jctx | nil, msg, code
+-- Every strategy at once (collect_strategy each), the job record run_job
+-- would have given, then cleanup by policy (opts.cleanup = false keeps the
+-- run's objects; opts.retry = true: the caller runs the job again when this
+-- record is FAILED, so nothing is cleaned then).  summaries = { [batch id]
+-- = summary }; opts.model (required), getenv, runner_opts, with,
+-- keep_run_prefix.  Failure: nil, msg, "EAGAIN" while a job is not terminal.
+function _M.collect(submitted, summaries, opts)
+  if type(summaries) ~= "table" then
+    error("bad argument #2 to 'collect' (table of summaries by job id expected)", 2)
+  end
+  opts = opts or {}
+  local run, t0 = collect_run(submitted, opts, "collect")
+  for _, j in ipairs(submitted.jobs) do
+    local sm = j.batch_job_id and summaries[j.batch_job_id]
+    if not j.error and not (type(sm) == "table" and session_mod.TERMINAL[sm.status]) then
+      return nil, str_format("AWS Batch job %s (%s) is %s", tostring(j.job_name), tostring(j.batch_job_id),
+        type(sm) == "table" and tostring(sm.status) or "not polled yet"), "EAGAIN"
+    end
+  end
+  local jobdef = run.jobdef
   local by_sid = {}
   for _, j in ipairs(submitted.jobs) do by_sid[j.strategy_id] = j end
-  local exec = { all = function(_, combos)
-    local out = {}
-    for i, combo in ipairs(combos) do
-      local j = by_sid[combo.id]
-      if not j then
-        out[i] = failed_record(combo, t0, error_of(str_format("job '%s' strategy %s was not submitted",
-          submitted.job_id, combo.id)))
-      elseif j.error then
-        out[i] = failed_record(combo, t0, error_of(j.error))
-      else
-        local sm = summaries[j.batch_job_id]
-        local w = { id = j.batch_job_id, status = sm.status, reason = sm.reason, name = j.job_name,
-                    job = detail_of(j.batch_job_id, sm) }
-        out[i] = run:collect(w, combo, t0, j.key)
-        run:record_result(j.key, out[i])
-      end
+  local combos = submitted.skip and {} or (job.strategies(jobdef) or {})
+  local results = {}
+  for _, combo in ipairs(combos) do
+    local j = by_sid[combo.id]
+    if not j then
+      results[combo.id] = failed_record(combo, t0, error_of(str_format("job '%s' strategy %s was not submitted",
+        submitted.job_id, combo.id)))
+    else
+      results[combo.id] = _M.collect_strategy(submitted, j, summaries[j.batch_job_id] or {}, opts)
     end
-    return out
-  end }
-  local jctx = job.execute(jobdef, wctx, env, exec)
+  end
+  local jctx
+  if submitted.skip then
+    jctx = { status = "SKIP", info = stage.info(t0, stage.now()) }
+  else
+    jctx = require("luabatch.workflow.plan").job_context(jobdef, combos, results, t0, stage.now())
+  end
   if opts.cleanup ~= false and not submitted.skip and not (opts.retry and jctx.status == "FAILED") then
-    s.active = s.active + 1
-    local cok, cerr = pcall(run.cleanup, run, jctx.status)
-    if not cok then log.error("%s", tostring(cerr)) end
-    s.active = s.active - 1
+    _M.cleanup(submitted, jctx.status, opts)
   end
   return job.record(jobdef, jctx), jctx
 end

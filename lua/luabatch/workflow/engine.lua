@@ -68,9 +68,6 @@ local function dirname(path)
   return d
 end
 
---- check_needs(jobdef, records): luabatch.workflow.plan's (kept here for callers)
-_M.check_needs = plan.check_needs
-
 ---------------------------------------------------------------------------
 -- The stage environment
 ---------------------------------------------------------------------------
@@ -368,20 +365,13 @@ local function param_refs_check(model, params)
   return true
 end
 
----------------------------------------------------------------------------
--- For drivers that advance a run step by step instead of in one call
--- (luabatch.ngx.drive): the pieces run_in_task uses, unchanged.
---   engine.job_with(env, jobdef, opts, wctx) -> with | nil, msg   (opts.with under the job's own)
---   engine.skip_record(jobdef) -> the record of a job skipped by its needs
---   engine.order(model) -> job ids, needs first
---   engine.receive_params(model, given [, opts]) -> params | nil, msg, "EPARAM"
---     (what run() checks before anything runs; opts.skip_ref_check)
----------------------------------------------------------------------------
-
+--- job_with(env, jobdef, opts, wctx) -> with | nil, msg: the job's
+-- effective runs-on `with:` (opts.with under the job's own, templates
+-- rendered); what every driver hands the runner.
 _M.job_with = job_with
-_M.skip_record = plan.skip_record
-_M.order = plan.order
 
+--- receive_params(model, given [, opts]) -> params | nil, msg, "EPARAM":
+-- what run() checks before anything runs (opts.skip_ref_check).
 function _M.receive_params(model, given, opts)
   local load = require "luabatch.workflow.load"
   local params, perr

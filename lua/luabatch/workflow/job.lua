@@ -1,25 +1,22 @@
--- luabatch.workflow.job: run one job of a loaded workflow model.
+-- luabatch.workflow.job: one job's pieces (the plan decides when they run).
 --
 --   local job = require "luabatch.workflow.job"
---   local jctx = job.execute(jobdef, wctx, env)   -- the local job context
---   local rec  = job.record(jobdef, jctx)         -- the record in `jobs.<id>`
+--   job.strategies(jobdef) -> { { id = sid | "EMPTY", values }, ... } | nil, err
+--   job.max_parallel(jobdef, wctx, env) -> 1..9 | nil, msg   (a template is rendered)
+--   job.fail_fast(jobdef) -> bool ; job.has_matrix(jobdef) -> bool
+--   job.run_stages(jobdef, combo, wctx, senv) -> strategy record (here)
+--   job.run_strategy(jobdef, combo, wctx, env [, group]) -> the same, with a
+--     fail-fast group ({ cancel, fail_fast }): what `luabatch task` runs
+--   job.record(jobdef, jctx) -> the record in `jobs.<id>`
 --
--- wctx is the workflow context the job sees: { params, jobs, status }.
--- env is the engine's stage environment (see luabatch.workflow.engine).
---
--- The local job context (§7.2 of the reference, also what a remote runner
--- returns as result.json):
+-- The local job context (the reference's, also what a remote runner writes
+-- as result.json):
 --   { status = S, [<strategy id> | "EMPTY"] = { status, matrix, stages[, errors] },
 --     errors = {name, message} (no matrix) | { <sid> = {name, message} } (matrix) }
 -- The record: no matrix  { status, stages[, errors] }
 --             matrix     { status, strategies = { <sid> = {...} }[, errors] }
---
--- Behaviour: job `if` (false -> SKIP, an error -> FAILED keeping the message),
--- strategies from luabatch.workflow.matrix, `max-parallel` 1..9 (a template
--- string is rendered), each strategy runs the stages in order and stops at the
--- first FAILED/CANCEL stage, `fail-fast` stops this job's strategies only, and
--- job `retry` re-runs a FAILED job from scratch (no stale keys) with the
--- backoff 1.2^(k+1) s after attempt k >= 1.
+-- A strategy runs the stages in order and stops at the first FAILED/CANCEL
+-- stage (senv.cancelled() is asked between stages).
 
 local stage = require "luabatch.workflow.stage"
 
@@ -162,91 +159,6 @@ end
 --- The job's strategies in run order: { { id = sid | "EMPTY", values }, ... }
 -- | nil, err.
 _M.strategies = strategies
-
--- One attempt of the job -> local job context.
-local function attempt(jobdef, wctx, env, exec)
-  local t0 = stage.now()
-  local function done(jctx)
-    jctx.info = stage.info(t0, stage.now())
-    return jctx
-  end
-  local ok, cerr = stage.condition(jobdef["if"], wctx, env)
-  if ok == nil then
-    return done({ status = "FAILED", errors = { name = "JobError", message = "job if: " .. tostring(cerr) } })
-  end
-  if ok == false then return done({ status = "SKIP" }) end
-
-  local mp, merr = max_parallel(jobdef, wctx, env)
-  if not mp then
-    return done({ status = "FAILED", errors = { name = "JobError", message = merr } })
-  end
-  local combos, serr = strategies(jobdef)
-  if not combos then
-    return done({ status = "FAILED", errors = stage.error_of(serr, "JobError") })
-  end
-  local group = { cancel = false,
-                  fail_fast = jobdef.strategy and (jobdef.strategy.fail_fast or jobdef.strategy["fail-fast"]) == true }
-  local parent_cancelled = env.cancelled
-  local results
-  if exec and exec.all then
-    results = exec.all(jobdef, combos, wctx, env, group, mp)
-  else
-    local fn = exec and exec.strategy or local_strategy
-    results = stage.map_concurrent(combos, mp, function(_, combo)
-      return run_with(fn, jobdef, combo, wctx, env, group)
-    end, function()
-      return group.cancel or (parent_cancelled ~= nil and parent_cancelled()) or false
-    end)
-  end
-
-  local jctx = {}
-  local statuses = {}
-  local errs = object()
-  local nerr = 0
-  for i, combo in ipairs(combos) do
-    local rec = results[i]
-    if rec then
-      jctx[combo.id] = rec
-      statuses[#statuses + 1] = rec.status
-      if rec.errors then
-        errs[combo.id] = rec.errors
-        nerr = nerr + 1
-      end
-    end
-  end
-  jctx.status = stage.validate_statuses(statuses)
-  if nerr > 0 then
-    if matrix_set(jobdef.strategy) then jctx.errors = errs else jctx.errors = errs.EMPTY end
-  end
-  return done(jctx)
-end
-
---- Run the job (with its retries) -> the local job context.
--- exec (optional) runs the strategies somewhere else (luabatch.runner.aws_batch):
---   exec.strategy(jobdef, combo, wctx, senv, group) -> strategy record, run
---     for each strategy within max-parallel; senv.cancelled() turns true when
---     the run is cancelled or a fail-fast sibling failed; senv.attempt is the
---     job-level retry index (0 first);
---   exec.all(jobdef, combos, wctx, env, group, max_parallel) -> records in
---     combo order (nil for a strategy that never ran), replacing the loop.
--- Default: every strategy here, stage by stage.
-function _M.execute(jobdef, wctx, env, exec)
-  local retries = tonumber(jobdef.retry) or 0
-  local sched = require "luabatch.workflow.sched"
-  local k = 0
-  while true do
-    local aenv = setmetatable({ attempt = k }, { __index = env })
-    local jctx = attempt(jobdef, wctx, aenv, exec)
-    if jctx.status ~= "FAILED" or k >= retries or (env.cancelled and env.cancelled()) then
-      return jctx
-    end
-    if env.progress then
-      env.progress("job-retry", { job = jobdef.id, attempt = k + 1, errors = jctx.errors })
-    end
-    if k >= 1 then sched.sleep(1.2 ^ (k + 1)) end
-    k = k + 1
-  end
-end
 
 --- The job record kept in the workflow context `jobs.<id>`.
 function _M.record(jobdef, jctx)

@@ -268,13 +268,13 @@ local function begin_attempt(st, model, id, env, now, out)
   if #first > 0 then out[#out + 1] = run_action(js, id, first) end
 end
 
--- The attempt's job context from its strategy records (matrix order; a
--- strategy that never started is absent).
-local function attempt_context(model, id, js, now)
-  local jobdef = model.jobs[id]
+--- job_context(jobdef, combos, results, t0, now) -> the job context of
+-- one attempt from its strategy records (results[sid]; matrix order; a
+-- strategy that never started is absent): status, errors, info.
+function _M.job_context(jobdef, combos, results, t0, now)
   local jctx, statuses, errs, nerr = {}, {}, object(), 0
-  for _, combo in ipairs(js.combos) do
-    local rec = js.results[combo.id]
+  for _, combo in ipairs(combos) do
+    local rec = results[combo.id]
     if rec then
       jctx[combo.id] = rec
       statuses[#statuses + 1] = rec.status
@@ -285,8 +285,12 @@ local function attempt_context(model, id, js, now)
   if nerr > 0 then
     if job.has_matrix(jobdef) then jctx.errors = errs else jctx.errors = errs.EMPTY end
   end
-  jctx.info = stage.info(js.ta, now)
+  jctx.info = stage.info(t0, now)
   return jctx
+end
+
+local function attempt_context(model, id, js, now)
+  return _M.job_context(model.jobs[id], js.combos, js.results, js.ta, now)
 end
 
 -- An attempt ended with jctx: retry it, or the job is done.

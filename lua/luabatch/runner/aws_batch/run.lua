@@ -8,8 +8,8 @@
 --   run:append_config()                       -- the journal's config event
 --   run:prepare() -> true | nil, msg          -- job definition + bundle, once
 --   run:submit(key, name, sid [, array_size]) -> batch job id, how | nil, msg
---   run:strategy(combo, wctx, senv, group) -> record   -- job.execute's exec.strategy
---   run:all(combos, wctx, aenv, group) -> { record, ... } -- exec.all (with.array)
+--   run:strategy(combo, wctx, senv) -> record  -- one strategy (open_job's handle)
+--   run:all(combos, wctx, aenv, group) -> { record, ... } -- with.array
 --   run:collect(w, combo, t0, key) -> record  -- result.json or the failure reason
 --   run:cleanup(status)                       -- by policy, inside the run prefix only
 --   run_mod.failed_record(combo, t0, err) / run_mod.error_of(message)
