@@ -4,12 +4,6 @@
 
 #include <curl/curl.h>
 
-#include "lb_err.h"
-
-int lb_l_fail(lua_State *L, int code, const char *msg) {
-    return lb_pushfail(L, msg, lb_err_name(code));
-}
-
 __attribute__((visibility("default"))) int luaopen_luabatch_core(lua_State *L) {
     /* Process-wide, once: libcurl's global state (not thread safe, so it
      * runs here, while the loading thread is the only user). */

@@ -135,54 +135,25 @@ static void anchor(lua_State *L, call *k) {
 
 typedef struct parse {
     call *k;
-    int argn;                       /* argument number for messages */
-    int entry;                      /* request_all: 1-based entry, else 0 */
-    int t;                          /* absolute index of the opts table */
+    lb_l_opts o;                    /* the opts table and how misuse reads */
 } parse;
 
-static int field_error(lua_State *L, const parse *p, const char *field, const char *expected) {
-    const char *got = luaL_typename(L, -1);
-    if (p->entry)
-        return luaL_argerror(L, p->argn, lua_pushfstring(L, "entry %d, field '%s': %s expected, got %s",
-                                                        p->entry, field, expected, got));
-    return luaL_argerror(L, p->argn, lua_pushfstring(L, "field '%s': %s expected, got %s",
-                                                    field, expected, got));
-}
-
-static int opts_error(lua_State *L, const parse *p, const char *msg) {
-    if (p->entry)
-        return luaL_argerror(L, p->argn, lua_pushfstring(L, "entry %d: %s", p->entry, msg));
-    return luaL_argerror(L, p->argn, msg);
-}
-
 /* String field or NULL when nil; anchored. */
-static const char *opt_string(lua_State *L, parse *p, const char *field, int required) {
-    const char *s;
-    lua_getfield(L, p->t, field);
-    if (lua_isnil(L, -1) && !required) { lua_pop(L, 1); return NULL; }
-    if (lua_type(L, -1) != LUA_TSTRING) field_error(L, p, field, "string");
-    s = lua_tostring(L, -1);
-    anchor(L, p->k);
+static const char *opt_string(lua_State *L, parse *p, const char *field, int required,
+                              size_t *len) {
+    const char *s = lb_l_opt_string(L, &p->o, field, required ? LB_L_REQUIRED : 0, len);
+    if (s) anchor(L, p->k);
     return s;
 }
 
-/* Number field; returns 1 and sets *out when present. */
-static int opt_number(lua_State *L, parse *p, const char *field, double *out, int integer) {
-    lua_getfield(L, p->t, field);
-    if (lua_isnil(L, -1)) { lua_pop(L, 1); return 0; }
-    if (lua_type(L, -1) != LUA_TNUMBER) field_error(L, p, field, integer ? "integer" : "number");
-    *out = lua_tonumber(L, -1);
-    if (integer && (*out != (double)(int64_t)*out || *out < 0))
-        field_error(L, p, field, "non-negative integer");
-    lua_pop(L, 1);
-    return 1;
+/* Non-negative integer field; returns 1 and sets *out when present. */
+static int opt_size(lua_State *L, parse *p, const char *field, double *out) {
+    return lb_l_opt_integer(L, &p->o, field, 0, LB_L_INT_MAX, "non-negative integer", out);
 }
 
 /* Function field: its anchor key, or 0 when nil. */
 static int opt_function(lua_State *L, parse *p, const char *field) {
-    lua_getfield(L, p->t, field);
-    if (lua_isnil(L, -1)) { lua_pop(L, 1); return 0; }
-    if (lua_type(L, -1) != LUA_TFUNCTION) field_error(L, p, field, "function");
+    if (!lb_l_opt_function(L, &p->o, field)) return 0;
     anchor(L, p->k);
     return p->k->nanchor;
 }
@@ -191,7 +162,7 @@ static int opt_function(lua_State *L, parse *p, const char *field) {
 static const char *header_str(lua_State *L, parse *p) {
     const char *s;
     if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
-        field_error(L, p, "headers", "string pairs");
+        lb_l_opt_typeerror(L, &p->o, "headers", "string pairs", -1);
     lua_pushvalue(L, -1);           /* convert a copy, never a table key */
     s = lua_tostring(L, -1);
     anchor(L, p->k);                /* pops the copy; the original stays */
@@ -202,9 +173,9 @@ static void opt_headers(lua_State *L, parse *p, lb_http_request *r) {
     size_t n = 0, i = 0;
     lb_http_kv *kv;
     int h;
-    lua_getfield(L, p->t, "headers");
+    lua_getfield(L, p->o.t, "headers");
     if (lua_isnil(L, -1)) { lua_pop(L, 1); return; }
-    if (!lua_istable(L, -1)) field_error(L, p, "headers", "table");
+    if (!lua_istable(L, -1)) lb_l_opt_typeerror(L, &p->o, "headers", "table", -1);
     h = lua_gettop(L);
     lua_rawgeti(L, h, 1);
     if (!lua_isnil(L, -1)) {        /* list of pairs */
@@ -222,7 +193,8 @@ static void opt_headers(lua_State *L, parse *p, lb_http_request *r) {
         lua_pop(L, 1);
         for (i = 0; i < n; i++) {
             lua_rawgeti(L, h, (int)i + 1);
-            if (!lua_istable(L, -1)) field_error(L, p, "headers", "list of {name, value} pairs");
+            if (!lua_istable(L, -1))
+                lb_l_opt_typeerror(L, &p->o, "headers", "list of {name, value} pairs", -1);
             lua_rawgeti(L, -1, 1);
             kv[i].name = header_str(L, p);
             lua_pop(L, 1);
@@ -252,52 +224,49 @@ static int c_progress(void *ud, int64_t dn, int64_t dt, int64_t un, int64_t ut);
 
 /* Fill k->reqs[i] from the opts table at index t.  Raises on misuse. */
 static void parse_request(lua_State *L, call *k, size_t i, int t, int argn, int entry) {
-    parse p = { k, argn, entry, t };
+    parse p = { k, { t, argn, NULL, 0, entry } };
     lb_http_request *r = &k->reqs[i];
     cbs *b = &k->cb[i];
     const char *ca;
+    size_t blen;
     double d;
     int nbody = 0;
 
     b->call = k;
-    r->url = opt_string(L, &p, "url", 1);
-    r->method = opt_string(L, &p, "method", 0);
+    r->url = opt_string(L, &p, "url", 1, NULL);
+    r->method = opt_string(L, &p, "method", 0, NULL);
     opt_headers(L, &p, r);
 
-    if ((r->body = opt_string(L, &p, "body", 0))) {
-        lua_getfield(L, t, "body");
-        r->body_length = (int64_t)lb_rawlen(L, -1);
-        lua_pop(L, 1);
+    if ((r->body = opt_string(L, &p, "body", 0, &blen))) {
+        r->body_length = (int64_t)blen;
         r->body_kind = LB_HTTP_BODY_MEM;
         nbody++;
     }
-    if ((r->body_file = opt_string(L, &p, "body_file", 0))) {
+    if ((r->body_file = opt_string(L, &p, "body_file", 0, NULL))) {
         r->body_kind = LB_HTTP_BODY_FILE;
         r->body_length = -1;
-        if (opt_number(L, &p, "body_offset", &d, 1)) r->body_offset = (int64_t)d;
-        if (opt_number(L, &p, "body_length", &d, 1)) r->body_length = (int64_t)d;
+        if (opt_size(L, &p, "body_offset", &d)) r->body_offset = (int64_t)d;
+        if (opt_size(L, &p, "body_length", &d)) r->body_length = (int64_t)d;
         nbody++;
     }
     if ((b->reader = opt_function(L, &p, "body_reader"))) {
         r->body_kind = LB_HTTP_BODY_READER;
         r->body_reader = c_read;
         r->body_ud = b;
-        lua_getfield(L, t, "body_length");
-        if (!opt_number(L, &p, "body_length", &d, 1))
-            field_error(L, &p, "body_length", "integer (with body_reader)");
-        lua_pop(L, 1);
+        if (!opt_size(L, &p, "body_length", &d))
+            lb_l_opt_error(L, &p.o, "body_length", "integer (with body_reader) expected, got nil");
         r->body_length = (int64_t)d;
         nbody++;
     }
-    if (nbody > 1) opts_error(L, &p, "only one of body, body_file, body_reader may be given");
+    if (nbody > 1) lb_l_opt_error(L, &p.o, NULL, "only one of body, body_file, body_reader may be given");
 
-    if ((r->output_file = opt_string(L, &p, "output_file", 0))) {
+    if ((r->output_file = opt_string(L, &p, "output_file", 0, NULL))) {
         r->sink_kind = LB_HTTP_SINK_FILE;
-        if (opt_number(L, &p, "output_offset", &d, 1)) r->output_offset = (int64_t)d;
+        if (opt_size(L, &p, "output_offset", &d)) r->output_offset = (int64_t)d;
         else r->output_truncate = 1;
     }
     if ((b->data = opt_function(L, &p, "on_data"))) {
-        if (r->output_file) opts_error(L, &p, "output_file and on_data exclude each other");
+        if (r->output_file) lb_l_opt_error(L, &p.o, NULL, "output_file and on_data exclude each other");
         r->sink_kind = LB_HTTP_SINK_WRITER;
         r->on_data = c_data;
         r->data_ud = b;
@@ -307,13 +276,10 @@ static void parse_request(lua_State *L, call *k, size_t i, int t, int argn, int 
         r->progress_ud = b;
     }
 
-    if (opt_number(L, &p, "connect_timeout", &d, 0)) r->connect_timeout = d;
-    if (opt_number(L, &p, "timeout", &d, 0)) r->timeout = d;
-    if (opt_number(L, &p, "read_timeout", &d, 0)) r->read_timeout = d > 0 ? d : -1;
-    lua_getfield(L, t, "verify");
-    if (!lua_isnil(L, -1) && !lua_isboolean(L, -1)) field_error(L, &p, "verify", "boolean");
-    r->verify_off = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    if (lb_l_opt_number(L, &p.o, "connect_timeout", &d)) r->connect_timeout = d;
+    if (lb_l_opt_number(L, &p.o, "timeout", &d)) r->timeout = d;
+    if (lb_l_opt_number(L, &p.o, "read_timeout", &d)) r->read_timeout = d > 0 ? d : -1;
+    r->verify_off = !lb_l_opt_bool(L, &p.o, "verify", 1);
     lua_getfield(L, t, "ca_bundle");
     if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
         lua_pop(L, 1);              /* false: the system's CAs only */
@@ -327,7 +293,7 @@ static void parse_request(lua_State *L, call *k, size_t i, int t, int argn, int 
         }
     } else {
         lua_pop(L, 1);
-        r->ca_bundle = opt_string(L, &p, "ca_bundle", 0);
+        r->ca_bundle = opt_string(L, &p, "ca_bundle", 0, NULL);
     }
     r->cancel = &k->cancel;
 }
@@ -493,9 +459,10 @@ static int perform(lua_State *L, lb_l_client *cl, int idx, int all, int argn) {
     for (i = 0; i < n; i++) {
         if (all) {
             lua_rawgeti(L, idx, (int)i + 1);
-            if (!lua_istable(L, -1))
-                luaL_argerror(L, argn, lua_pushfstring(L, "entry %d: table expected, got %s",
-                                                       (int)i + 1, luaL_typename(L, -1)));
+            if (!lua_istable(L, -1)) {
+                lb_l_opts eo = { 0, argn, NULL, 0, (int)i + 1 };
+                lb_l_opt_typeerror(L, &eo, NULL, "table", -1);
+            }
             parse_request(L, k, i, lua_gettop(L), argn, (int)i + 1);
             lua_pop(L, 1);
         } else {
@@ -551,16 +518,12 @@ static lb_l_client *check_client(lua_State *L) {
     return cl;
 }
 
+/* Client option: an integer in 1..100000, or nil. */
 static int copt_int(lua_State *L, int t, const char *field, int *out) {
-    lua_Number v;
-    lua_getfield(L, t, field);
-    if (lua_isnil(L, -1)) { lua_pop(L, 1); return 0; }
-    v = lua_tonumber(L, -1);
-    if (lua_type(L, -1) != LUA_TNUMBER || v < 1 || v > 100000 || v != (lua_Number)(int)v)
-        luaL_argerror(L, t, lua_pushfstring(L, "field '%s': positive integer expected, got %s",
-                                            field, luaL_typename(L, -1)));
-    *out = (int)v;
-    lua_pop(L, 1);
+    lb_l_opts o = { t, t, NULL, 0, 0 };
+    double d;
+    if (!lb_l_opt_integer(L, &o, field, 1, 100000, "positive integer", &d)) return 0;
+    *out = (int)d;
     return 1;
 }
 

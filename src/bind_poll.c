@@ -49,17 +49,12 @@ static poller_box *check_box(lua_State *L) {
     return b;
 }
 
+/* opts[name] (a number), 0 when nil (the core's default). */
 static double opt_field(lua_State *L, int t, const char *name, double zero_means) {
+    lb_l_opts o = { t, 1, "poller", 0, 0 };
     double v = 0;
-    lua_getfield(L, t, name);
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER)
-            luaL_error(L, "bad argument #1 to 'poller' (field '%s': number expected, got %s)",
-                       name, luaL_typename(L, -1));
-        v = lua_tonumber(L, -1);
-        if (v == 0) v = zero_means;     /* jitter/coalesce 0 = off (core: < 0) */
-    }
-    lua_pop(L, 1);
+    if (lb_l_opt_number(L, &o, name, &v) && v == 0)
+        v = zero_means;                 /* jitter/coalesce 0 = off (core: < 0) */
     return v;
 }
 

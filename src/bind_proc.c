@@ -83,6 +83,7 @@ static char **push_strv(lua_State *L, int t, const char *what, int is_env) {
 }
 
 static int p_spawn(lua_State *L) {
+    const lb_l_opts opts = { 1, 1, NULL, 0, 0 };
     lb_proc_opts o;
     proc_box *b;
     char err[LB_ERR_LEN];
@@ -102,16 +103,8 @@ static int p_spawn(lua_State *L) {
         luaL_argcheck(L, lua_istable(L, -1), 1, "env_add must be a table");
         o.env_add = push_strv(L, lua_gettop(L), "env_add", 1);
     }
-    lua_getfield(L, 1, "cwd");
-    if (!lua_isnil(L, -1)) {
-        luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 1, "cwd must be a string");
-        o.cwd = lua_tostring(L, -1);
-    }
-    lua_getfield(L, 1, "stdin");
-    if (!lua_isnil(L, -1)) {
-        luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 1, "stdin must be a string");
-        o.stdin_data = lua_tolstring(L, -1, &o.stdin_len);
-    }
+    o.cwd = lb_l_opt_string(L, &opts, "cwd", 0, NULL);           /* kept on the stack */
+    o.stdin_data = lb_l_opt_string(L, &opts, "stdin", 0, &o.stdin_len);
     b = lb_newuserdata(L, sizeof *b);   /* closed until the spawn succeeds */
     b->p = NULL;
     luaL_setmetatable(L, PROC_MT);

@@ -16,59 +16,35 @@
 #define RESULT_MT "luabatch.sigv4.result"
 #define FN "sigv4_sign"
 #define MAX_EXACT 9007199254740991.0  /* 2^53 - 1 */
-#define NONNEG "non-negative integer expected"
+#define NONNEG "non-negative integer"
 
-/* Misuse: raise "bad argument #1 to 'sigv4_sign' (field: what)" whatever
+/* Misuse raises "bad argument #1 to 'sigv4_sign' (field: what)" whatever
  * name the caller reached the function by (luaL_argerror would print '?'
  * under pcall). */
+static const lb_l_opts REQ = { 1, 1, FN, 1, 0 };
+
 static int field_error(lua_State *L, const char *field, const char *what) {
-    return luaL_error(L, "bad argument #1 to '" FN "' (%s: %s)", field, what);
+    return lb_l_opt_error(L, &REQ, field, what);
 }
 
 static int type_error(lua_State *L, const char *field, const char *want, int idx) {
-    return luaL_error(L, "bad argument #1 to '" FN "' (%s: %s expected, got %s)", field, want,
-                      luaL_typename(L, idx));
+    return lb_l_opt_typeerror(L, &REQ, field, want, idx);
 }
 
-/* Push req[field]; return the string (left on the stack), or NULL if nil. */
+/* req[field], left on the stack, or NULL (nothing pushed) if nil. */
 static const char *get_str(lua_State *L, const char *field, size_t *len, int allow_nul) {
-    size_t n;
-    const char *s;
-    lua_getfield(L, 1, field);
-    if (lua_isnil(L, -1)) return NULL;
-    if (lua_type(L, -1) != LUA_TSTRING) type_error(L, field, "string", -1);
-    s = lua_tolstring(L, -1, &n);
-    if (!allow_nul && strlen(s) != n) field_error(L, field, "contains a NUL byte");
-    if (len) *len = n;
-    return s;
+    return lb_l_opt_string(L, &REQ, field, allow_nul ? 0 : LB_L_NONUL, len);
 }
 
 static const char *need_str(lua_State *L, const char *field) {
-    const char *s = get_str(L, field, NULL, 0);
-    if (!s) type_error(L, field, "string", -1);
-    return s;
+    return lb_l_opt_string(L, &REQ, field, LB_L_REQUIRED | LB_L_NONUL, NULL);
 }
 
-static int get_bool(lua_State *L, const char *field, int dflt) {
-    int v = dflt;
-    lua_getfield(L, 1, field);
-    if (lua_isboolean(L, -1)) v = lua_toboolean(L, -1);
-    else if (!lua_isnil(L, -1)) type_error(L, field, "boolean", -1);
-    lua_pop(L, 1);
-    return v;
-}
-
-/* Integer field in [lo, hi], or dflt when nil; `what` describes the range. */
+/* Integer field in [lo, hi], or dflt when nil; `want` names the range. */
 static double get_int(lua_State *L, const char *field, double dflt, double lo, double hi,
-                      const char *what) {
+                      const char *want) {
     double d = dflt;
-    lua_getfield(L, 1, field);
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER) type_error(L, field, "number", -1);
-        d = (double)lua_tonumber(L, -1);
-        if (d != floor(d) || d < lo || d > hi) field_error(L, field, what);
-    }
-    lua_pop(L, 1);
+    lb_l_opt_integer(L, &REQ, field, lo, hi, want, &d);
     return d;
 }
 
@@ -174,11 +150,11 @@ static int l_sigv4_sign(lua_State *L) {
     else if (!strcmp(mode, "query")) req.query_mode = 1;
     else field_error(L, "mode", "\"header\" or \"query\" expected");
     req.expires = (long)get_int(L, "expires", 3600, 1, LB_SIGV4_MAX_EXPIRES,
-                                "integer in 1..604800 (seconds) expected");
-    req.s3 = get_bool(L, "s3", strcmp(service, "s3") == 0);
-    req.content_sha256_header = get_bool(L, "content_sha256_header", req.s3);
-    req.omit_session_token = get_bool(L, "omit_session_token", 0);
-    req.normalize_path = get_bool(L, "normalize", 1);
+                                "integer in 1..604800 (seconds)");
+    req.s3 = lb_l_opt_bool(L, &REQ, "s3", strcmp(service, "s3") == 0);
+    req.content_sha256_header = lb_l_opt_bool(L, &REQ, "content_sha256_header", req.s3);
+    req.omit_session_token = lb_l_opt_bool(L, &REQ, "omit_session_token", 0);
+    req.normalize_path = lb_l_opt_bool(L, &REQ, "normalize", 1);
 
     res = lb_newuserdata(L, sizeof *res);
     memset(res, 0, sizeof *res);

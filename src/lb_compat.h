@@ -31,12 +31,4 @@ static inline void lb_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
 #define luaL_setmetatable(L, tn) (luaL_getmetatable((L), (tn)), lua_setmetatable((L), -2))
 #endif
 
-/* Return `nil, msg, code` (the expected-failure convention); returns 3. */
-static inline int lb_pushfail(lua_State *L, const char *msg, const char *code) {
-    lua_pushnil(L);
-    lua_pushstring(L, msg);
-    lua_pushstring(L, code);
-    return 3;
-}
-
 #endif

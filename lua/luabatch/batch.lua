@@ -46,8 +46,19 @@ local uri_encode = request.uri_encode
 --- Most job ids one DescribeJobs call accepts.
 _M.MAX_DESCRIBE = 100
 
---- Terminal job states.
+--- Batch's terminal job states (a job never leaves them).  The only
+-- definition: everything else uses this table or FINAL.
 _M.TERMINAL = { SUCCEEDED = true, FAILED = true }
+
+--- The status luabatch.poller gives a job DescribeJobs stopped returning
+-- (synthetic: never a Batch state).
+_M.MISSING = "MISSING"
+
+--- States after which a watcher stops: TERMINAL plus MISSING.  The pollers
+-- and the runner stop on FINAL; the CLI uses TERMINAL, so it asks Batch
+-- again about a job the journal recorded as MISSING.
+_M.FINAL = { [_M.MISSING] = true }
+for s in pairs(_M.TERMINAL) do _M.FINAL[s] = true end
 
 --- Every job state, in order.
 _M.STATUSES = { "SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED" }

@@ -39,6 +39,7 @@
 -- token rate and puts its ids back as due at once; other errors leave the
 -- ids at their next interval.
 
+local batch = require "luabatch.batch"
 local core = require "luabatch.core"
 local log = require "luabatch.log"
 local retry = require "luabatch.retry"
@@ -52,12 +53,13 @@ local pairs = pairs
 local ipairs = ipairs
 local tostring = tostring
 local min = math.min
-local THROTTLING = retry.THROTTLING_CODES
+local THROTTLED = retry.THROTTLED
+local FINAL = batch.FINAL
+local MISSING = batch.MISSING
 
 
 local function is_throttle(code)
-  return code ~= nil and (THROTTLING[code] or code == "HTTP_429" or code == "throttling") and true
-    or false
+  return code ~= nil and THROTTLED[code] or false
 end
 
 local function tbl(v) return type(v) == "table" and v or nil end
@@ -254,7 +256,7 @@ local function apply(self, ids, res, now)
       if n >= self._max_missing then
         self._st.missing = self._st.missing + 1
         local s = p:get(id)
-        local f = { id = id, status = "MISSING", previous = self._status[id], meta = s and s.meta,
+        local f = { id = id, status = MISSING, previous = self._status[id], meta = s and s.meta,
                     reason = "not returned by DescribeJobs " .. n .. " times", at = now }
         p:remove(id)
         self._status[id], self._missing[id] = nil, nil
@@ -349,9 +351,6 @@ function _M:run_until(pred)
     end
   end
 end
-
-
-local FINAL = { SUCCEEDED = true, FAILED = true, MISSING = true }
 
 
 function _M:wait(ids)

@@ -25,6 +25,7 @@ local floor = math.floor
 local min = math.min
 local max = math.max
 local random = math.random
+local pairs = pairs
 local tostring = tostring
 local type = type
 local str_find = string.find
@@ -84,8 +85,14 @@ local SKEW_IF_EXPIRED = {
   AuthFailure = true,
 }
 
+-- The codes luabatch's clients return for a throttled call (the only
+-- definition): the AWS codes above plus HTTP_429 (a 429 naming no code).
+local THROTTLED = { HTTP_429 = true }
+for c in pairs(THROTTLING_CODES) do THROTTLED[c] = true end
+
 _M.TRANSIENT_CODES = TRANSIENT_CODES
 _M.THROTTLING_CODES = THROTTLING_CODES
+_M.THROTTLED = THROTTLED
 _M.SKEW_CODES = SKEW_CODES
 
 

@@ -11,6 +11,7 @@
 --
 -- env: as luabatch.cli.run (stdout, stderr, getenv, isatty).
 
+local args = require "luabatch.cli.args"
 local status = require "luabatch.cli.status"
 
 local _M = { _VERSION = "0.1.0" }
@@ -36,35 +37,25 @@ options:
 Exit codes: 0 success, 1 a job failed, 2 bad usage or unknown run.
 ]==]
 
-function _M.run(args, env)
+function _M.run(argv, env)
   env = env or {}
   local out, err = status.io(env)
-  local run_id, home
-  local pass = {}
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    if a == "-h" or a == "--help" then
-      out(_M.usage)
-      return 0
-    elseif a == "--home" then
-      i = i + 1
-      home = args[i]
-      if not home then err("luabatch attach: --home needs a value\n" .. _M.usage) return 2 end
-    elseif str_sub(a, 1, 7) == "--home=" then
-      home = str_sub(a, 8)
-    elseif str_sub(a, 1, 1) ~= "-" and not run_id then
-      run_id = a
-    else
-      pass[#pass + 1] = a
-    end
-    i = i + 1
+  local o, words = args.parse(argv, { ["--home"] = "value" }, { keep_unknown = true })
+  if not o then
+    err("luabatch attach: " .. words .. "\n" .. _M.usage)
+    return 2
+  end
+  if o.help then out(_M.usage) return 0 end
+  local run_id
+  local pass = {}                       -- everything else goes to `luabatch run`
+  for _, a in ipairs(words) do
+    if not run_id and str_sub(a, 1, 1) ~= "-" then run_id = a else pass[#pass + 1] = a end
   end
   if not run_id then
     err("luabatch attach: a RUN_ID is required\n" .. _M.usage)
     return 2
   end
-  home = status.home({ home = home }, env)
+  local home = status.home(o, env)
   local j, code = status.open_run("attach", run_id, home, err)
   if not j then return code end
   j:close()
@@ -77,9 +68,9 @@ function _M.run(args, env)
     if name == "LUABATCH_HOME" then return home end
     return getenv(name)
   end
-  local argv = { "--resume", run_id }
-  for _, a in ipairs(pass) do argv[#argv + 1] = a end
-  return require("luabatch.cli.run").run(argv, renv)
+  local run_argv = { "--resume", run_id }
+  for _, a in ipairs(pass) do run_argv[#run_argv + 1] = a end
+  return require("luabatch.cli.run").run(run_argv, renv)
 end
 
 return _M

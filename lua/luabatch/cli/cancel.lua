@@ -20,6 +20,8 @@
 --
 -- env: as luabatch.cli.status.
 
+local args = require "luabatch.cli.args"
+local batch = require "luabatch.batch"
 local status = require "luabatch.cli.status"
 local log = require "luabatch.log"
 
@@ -70,16 +72,16 @@ local function find_by_name(c, cfg, js)
     if not s then break end
     if s.jobName == js.job_name then
       found = s
-      if not status.TERMINAL[s.status or ""] then break end
+      if not batch.TERMINAL[s.status or ""] then break end
     end
   end
   return found and found.jobId, found and found.status
 end
 
-function _M.run(args, env)
+function _M.run(argv, env)
   env = env or {}
   local out, err = status.io(env)
-  local o, pos = status.parse(args, { ["--reason"] = "value", ["--home"] = "value" })
+  local o, pos = args.parse(argv, { ["--reason"] = "value", ["--home"] = "value" })
   if not o then
     err("luabatch cancel: " .. pos .. "\n" .. _M.usage)
     return 2
@@ -126,7 +128,7 @@ function _M.run(args, env)
         j:append({ ev = "submitted", key = key, batch_job_id = id, job_name = js.job_name })
       end
     end
-    if js.batch_job_id and not status.TERMINAL[js.status or ""] then
+    if js.batch_job_id and not batch.TERMINAL[js.status or ""] then
       if not c then
         err(str_format("luabatch cancel: %s: the journal has no config event (region, endpoints)\n", key))
         failed = failed + 1

@@ -17,6 +17,7 @@
 --
 -- env: as luabatch.cli.status, plus now = function() -> epoch seconds.
 
+local args = require "luabatch.cli.args"
 local journal = require "luabatch.journal"
 local status = require "luabatch.cli.status"
 local log = require "luabatch.log"
@@ -151,10 +152,10 @@ local function clean_run(run_id, home, o, env, out, err)
   return true
 end
 
-function _M.run(args, env)
+function _M.run(argv, env)
   env = env or {}
   local out, err = status.io(env)
-  local o, pos = status.parse(args, { ["--older-than"] = "value", ["--dry-run"] = "flag",
+  local o, pos = args.parse(argv, { ["--older-than"] = "value", ["--dry-run"] = "flag",
     ["--force"] = "flag", ["--home"] = "value" })
   if not o then
     err("luabatch cleanup: " .. pos .. "\n" .. _M.usage)

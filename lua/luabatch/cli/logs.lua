@@ -16,6 +16,8 @@
 -- env: as luabatch.cli.status, plus sleep = function(s) and interval (s, -f
 -- polling period, default 2).
 
+local args = require "luabatch.cli.args"
+local batch = require "luabatch.batch"
 local status = require "luabatch.cli.status"
 local log = require "luabatch.log"
 
@@ -46,7 +48,7 @@ With several jobs each line starts with "[KEY] ".
 Exit codes: 0 printed, 1 a call to AWS failed, 2 bad usage or unknown run.
 ]==]
 
-local TERMINAL = status.TERMINAL
+local TERMINAL = batch.TERMINAL
 
 local function select_jobs(st, sel)
   local out = {}
@@ -138,10 +140,10 @@ local function expand_arrays(units, sel_units)
   end
 end
 
-function _M.run(args, env)
+function _M.run(argv, env)
   env = env or {}
   local out, err = status.io(env)
-  local o, pos = status.parse(args, { ["--job"] = "value", ["-f"] = "flag", ["--follow"] = "flag",
+  local o, pos = args.parse(argv, { ["--job"] = "value", ["--follow"] = { "flag", alias = "-f" },
     ["--home"] = "value" })
   if not o then
     err("luabatch logs: " .. pos .. "\n" .. _M.usage)
@@ -152,7 +154,7 @@ function _M.run(args, env)
     err("luabatch logs: " .. (#pos == 0 and "a RUN_ID is required" or "one RUN_ID expected") .. "\n" .. _M.usage)
     return 2
   end
-  local follow = o.f or o.follow
+  local follow = o.follow
   local home = status.home(o, env)
   local j, st = status.open_run("logs", pos[1], home, err)
   if not j then return st end

@@ -19,6 +19,7 @@
 -- Exit codes: 0 signed, 1 failure (no credentials, unreadable body file),
 -- 2 bad usage.
 
+local args = require "luabatch.cli.args"
 local core = require "luabatch.core"
 
 local _M = { _VERSION = "0.1.0" }
@@ -134,67 +135,40 @@ local function get_credentials(env, getenv)
 end
 
 
+-- --header 'Name: value' -> { name, value }
+local function header_pair(v)
+  local hn, hv = v:match("^%s*([^:%s]+)%s*:%s*(.-)%s*$")
+  if not hn then return nil, "bad header '" .. v .. "' (expected 'Name: value')" end
+  return { hn, hv }
+end
+
+
+local function expires(v)
+  local n = tonumber(v)
+  if not n or n ~= floor(n) or n < 1 or n > MAX_EXPIRES then
+    return nil, "--presign wants whole seconds in 1.." .. MAX_EXPIRES .. ", got '" .. v .. "'"
+  end
+  return floor(n)
+end
+
+
+local SPEC = {
+  ["--header"] = { "list", alias = "-H", key = "headers", check = header_pair },
+  ["--body"] = "value",
+  ["--body-file"] = "value",
+  ["--service"] = "value",
+  ["--region"] = "value",
+  ["--date"] = "value",
+  ["--presign"] = { "value", check = expires },
+  ["--unsigned-payload"] = { "flag", key = "unsigned" },
+}
+
+
 -- Parse argv; returns opts or nil, message.
 local function parse(argv)
-  local o = { headers = {} }
-  local pos = {}
-  local args = {}
-  for _, a in ipairs(argv) do   -- "--name=value" -> "--name", "value"
-    local name, inline = a:match("^(%-%-[%w-]+)=(.*)$")
-    if name then
-      args[#args + 1] = name
-      args[#args + 1] = inline
-    else
-      args[#args + 1] = a
-    end
-  end
-  local i = 1
-  local function value(name)
-    i = i + 1
-    local v = args[i]
-    if v == nil then return nil, name .. " needs a value" end
-    return v
-  end
-  while i <= #args do
-    local a = args[i]
-    local v, err
-    if a == "-h" or a == "--help" then
-      o.help = true
-    elseif a == "-H" or a == "--header" then
-      v, err = value(a)
-      if not v then return nil, err end
-      local hn, hv = v:match("^%s*([^:%s]+)%s*:%s*(.-)%s*$")
-      if not hn then return nil, "bad header '" .. v .. "' (expected 'Name: value')" end
-      o.headers[#o.headers + 1] = { hn, hv }
-    elseif a == "--body" then
-      v, err = value(a)
-      if not v then return nil, err end
-      o.body = v
-    elseif a == "--body-file" then
-      v, err = value(a)
-      if not v then return nil, err end
-      o.body_file = v
-    elseif a == "--service" or a == "--region" or a == "--date" then
-      v, err = value(a)
-      if not v then return nil, err end
-      o[a:sub(3)] = v
-    elseif a == "--presign" then
-      v, err = value(a)
-      if not v then return nil, err end
-      local n = tonumber(v)
-      if not n or n ~= floor(n) or n < 1 or n > MAX_EXPIRES then
-        return nil, "--presign wants whole seconds in 1.." .. MAX_EXPIRES .. ", got '" .. v .. "'"
-      end
-      o.presign = floor(n)
-    elseif a == "--unsigned-payload" then
-      o.unsigned = true
-    elseif a:sub(1, 1) == "-" and a ~= "-" then
-      return nil, "unknown option " .. a
-    else
-      pos[#pos + 1] = a
-    end
-    i = i + 1
-  end
+  local o, pos = args.parse(argv, SPEC)
+  if not o then return nil, pos end
+  o.headers = o.headers or {}
   if o.help then return o end
   if #pos ~= 2 then return nil, "expected METHOD and URL" end
   o.method, o.url = pos[1]:upper(), pos[2]
@@ -209,15 +183,15 @@ local function parse(argv)
 end
 
 
---- Run the command; args = the words after `sign`.  Returns the exit code.
-function _M.run(args, env)
+--- Run the command; argv = the words after `sign`.  Returns the exit code.
+function _M.run(argv, env)
   env = env or {}
   local writer = require("luabatch.cli.out").writer
   local out = writer(env.stdout or io.stdout)          -- data: never rewritten
   local err = writer(env.stderr or io.stderr, true)
   local getenv = env.getenv or os.getenv
 
-  local o, msg = parse(args or {})
+  local o, msg = parse(argv or {})
   if not o then
     err("luabatch sign: " .. msg .. "\n" .. _M.usage)
     return 2

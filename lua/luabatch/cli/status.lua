@@ -9,7 +9,7 @@
 -- ended, jobs = [ ... ] } on stdout.  The journal is only read.
 --
 -- Also the shared plumbing of the run-inspecting commands (logs, cancel,
--- cleanup, attach): argument parsing, opening a run, AWS clients built from
+-- cleanup, attach): opening a run, AWS clients built from
 -- the journal's "config" events (region, endpoints; never credentials,
 -- which come from the default chain), and the DescribeJobs refresh.
 --
@@ -20,6 +20,8 @@
 -- anything with :write), getenv, clients = function(cfg_event) -> { batch =,
 -- logs =, s3 = } (default: real clients), sleep, now.
 
+local args = require "luabatch.cli.args"
+local batch = require "luabatch.batch"
 local journal = require "luabatch.journal"
 local log = require "luabatch.log"
 
@@ -32,7 +34,6 @@ local require = require
 local tostring = tostring
 local tonumber = tonumber
 local str_format = string.format
-local str_sub = string.sub
 local str_rep = string.rep
 local str_gsub = string.gsub
 local str_find = string.find
@@ -64,47 +65,6 @@ function _M.io(env)
   env = env or {}
   local writer = require("luabatch.cli.out").writer
   return writer(env.stdout or io.stdout, true), writer(env.stderr or io.stderr, true)
-end
-
---- parse(args, spec) -> opts, positionals | nil, msg
--- spec = { ["--json"] = "flag", ["--home"] = "value", ["-f"] = "flag", ... };
--- "--name=value" is accepted for value options; "--" ends the options.
--- Options are stored under their name without leading dashes ("--older-than"
--- -> older_than).  -h/--help set opts.help.
-function _M.parse(args, spec)
-  local o, pos = {}, {}
-  local i, n = 1, #args
-  local only_pos = false
-  while i <= n do
-    local a = args[i]
-    if only_pos or str_sub(a, 1, 1) ~= "-" or a == "-" then
-      pos[#pos + 1] = a
-    elseif a == "--" then
-      only_pos = true
-    elseif a == "-h" or a == "--help" then
-      o.help = true
-    else
-      local name, val = a:match("^(%-%-[^=]+)=(.*)$")
-      name = name or a
-      local kind = spec[name]
-      local key = str_gsub(str_gsub(name, "^%-+", ""), "%-", "_")
-      if kind == "flag" then
-        if val then return nil, name .. " takes no value" end
-        o[key] = true
-      elseif kind == "value" then
-        if not val then
-          i = i + 1
-          val = args[i]
-          if val == nil then return nil, name .. " needs a value" end
-        end
-        o[key] = val
-      else
-        return nil, "unknown option " .. a
-      end
-    end
-    i = i + 1
-  end
-  return o, pos
 end
 
 --- The journal home of a command: --home DIR, else journal.home(getenv).
@@ -173,8 +133,9 @@ function _M.clients_for(st, env)
   end
 end
 
-local TERMINAL = { SUCCEEDED = true, FAILED = true }
-_M.TERMINAL = TERMINAL
+-- Batch's own terminal states: a job the journal recorded as MISSING (the
+-- runner lost sight of it) is asked about again.
+local TERMINAL = batch.TERMINAL
 
 --- Fold one DescribeJobs job description into js (status, reason, exit code, log stream).
 function _M.apply_description(js, d)
@@ -273,10 +234,10 @@ local function table_text(rows, headers)
   return tbl_concat(lines, "\n") .. "\n"
 end
 
-function _M.run(args, env)
+function _M.run(argv, env)
   env = env or {}
   local out, err = _M.io(env)
-  local o, pos = _M.parse(args, { ["--json"] = "flag", ["--home"] = "value" })
+  local o, pos = args.parse(argv, { ["--json"] = "flag", ["--home"] = "value" })
   if not o then
     err("luabatch status: " .. pos .. "\n" .. _M.usage)
     return 2

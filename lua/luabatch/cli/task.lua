@@ -10,6 +10,8 @@
 -- env (optional, the seam for tests): stdout, stderr (function(s) or anything
 -- with :write), getenv, s3 (a luabatch.s3 client).
 
+local args = require "luabatch.cli.args"
+
 local _M = { _VERSION = "0.1.0" }
 
 local type = type
@@ -33,38 +35,21 @@ Exit codes: 0 success (or skipped), 1 failed or cancelled, 2 bad usage,
 URL or bundle.
 ]==]
 
-local function parse_args(args)
-  local o = {}
-  local i = 1
-  while i <= #args do
-    local a = args[i]
-    if a == "-h" or a == "--help" then
-      o.help = true
-    elseif a == "--strategy" or a == "-s" then
-      i = i + 1
-      if args[i] == nil then return nil, a .. " needs a value" end
-      o.strategy = args[i]
-    elseif a:match("^%-%-strategy=") then
-      o.strategy = a:sub(12)
-    elseif a:sub(1, 1) == "-" and a ~= "-" then
-      return nil, "unknown option " .. a
-    elseif o.url == nil then
-      o.url = a
-    else
-      return nil, str_format("unexpected argument '%s' (one bundle URL)", a)
-    end
-    i = i + 1
-  end
+local function parse_args(argv)
+  local o, pos = args.parse(argv, { ["--strategy"] = { "value", alias = "-s" } })
+  if not o then return nil, pos end
+  if pos[2] then return nil, str_format("unexpected argument '%s' (one bundle URL)", pos[2]) end
+  o.url = pos[1]
   if not o.help and not o.url then return nil, "a BUNDLE_URL is required" end
   return o
 end
 
-function _M.run(args, env)
+function _M.run(argv, env)
   env = env or {}
   local writer = require("luabatch.cli.out").writer
   local out_w = writer(env.stdout or io.stdout, true)
   local err_w = writer(env.stderr or io.stderr, true)
-  local o, perr = parse_args(args or {})
+  local o, perr = parse_args(argv or {})
   if not o then
     err_w("luabatch task: " .. perr .. "\n" .. _M.usage)
     return 2

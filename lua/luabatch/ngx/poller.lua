@@ -54,6 +54,7 @@
 -- fresh = true on the first tick after it took the lock (it may have missed
 -- what happened meanwhile); the same advice: keep it short).
 
+local batch = require "luabatch.batch"
 local log = require "luabatch.log"
 local poller_mod = require "luabatch.poller"
 local policy_mod = require "luabatch.runner.aws_batch.policy"
@@ -73,8 +74,8 @@ local max = math.max
 
 local cjson = require "cjson.safe"
 
-local TERMINAL = { SUCCEEDED = true, FAILED = true, MISSING = true }
-_M.TERMINAL = TERMINAL
+local TERMINAL = batch.FINAL          -- SUCCEEDED, FAILED or MISSING
+_M.TERMINAL = TERMINAL                 -- ngx.drive and ngx.runs read it here
 
 local function ngx_of(opts)
   local n = opts and opts.ngx or rawget(_G, "ngx")
@@ -235,7 +236,7 @@ function _M:_changed(s)
     end
     self.dict:delete(self.pre .. "watch:" .. id)
     self.watching[id] = nil
-    if s.status ~= "MISSING" then pcall(self.poller.unwatch, self.poller, id) end
+    if s.status ~= batch.MISSING then pcall(self.poller.unwatch, self.poller, id) end
     if self.on_terminal then
       local hok, herr = pcall(self.on_terminal, id, meta, rec)
       if not hok then log.error("ngx.poller: on_terminal %s: %s", id, tostring(herr)) end

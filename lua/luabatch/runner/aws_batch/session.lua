@@ -44,11 +44,10 @@ local max = math.max
 
 local sessions = setmetatable({}, { __mode = "k" })
 
-local TERMINAL = { SUCCEEDED = true, FAILED = true, MISSING = true }
+local TERMINAL = require("luabatch.batch").FINAL      -- SUCCEEDED, FAILED, MISSING
 _M.TERMINAL = TERMINAL
 
-local THROTTLE = { TooManyRequestsException = true, ThrottlingException = true, Throttling = true,
-                   HTTP_429 = true }
+local THROTTLE = require("luabatch.retry").THROTTLED
 _M.THROTTLE = THROTTLE
 
 --- ngx() -> the `ngx` table when running inside nginx (ngx_lua) outside
