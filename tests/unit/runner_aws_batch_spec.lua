@@ -418,13 +418,26 @@ jobs:
 
   it("submits a retry strategy ending in a catch-all EXIT rule, and the timeout", function()
     local W = world(function() return { result = ok_record() } end)
-    run(W, model(SIMPLE), { with = { retry_attempts = 3, timeout = 30 } })
+    run(W, model(SIMPLE), { with = { retry_attempts = 3, timeout = 90 } })
     local rs = W.submits[1].retryStrategy
     assert.equal(3, rs.attempts)
     local last = rs.evaluateOnExit[#rs.evaluateOnExit]
     assert.same({ onReason = "*", action = "EXIT" }, last)
     assert.equal("RETRY", rs.evaluateOnExit[1].action)
-    assert.equal(60, W.submits[1].timeout.attemptDurationSeconds)   -- Batch's minimum
+    assert.equal(90, W.submits[1].timeout.attemptDurationSeconds)
+    -- under Batch's minimum: refused as the loader refuses it, nothing submitted
+    local ctx = run(W, model(SIMPLE), { with = { timeout = 30 } })
+    assert.equal("FAILED", ctx.jobs.j.status)
+    assert.matches("with.timeout must be an integer number of seconds >= 60", ctx.jobs.j.errors.message, 1, true)
+    assert.equal(1, W.calls.SubmitJob)
+  end)
+
+  it("a with: field the runner does not have is refused at run time too (a --with typo)", function()
+    local W = world(function() return { result = ok_record() } end)
+    local ctx = run(W, model(SIMPLE), { with = { memroy = "4096" } })
+    assert.equal("FAILED", ctx.jobs.j.status)
+    assert.matches("with.memroy is not a field of this runner", ctx.jobs.j.errors.message, 1, true)
+    assert.is_nil(W.calls.SubmitJob)
   end)
 
   it("never has more than max-parallel Batch jobs in flight", function()

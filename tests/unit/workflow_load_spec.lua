@@ -100,7 +100,9 @@ describe("luabatch.workflow.load #unit", function()
       bad_string("jobs:\n  a:\n    runs-on:\n      type: aws_batch\n      with: {s3_bucket: b, job_queue_arn: q, platform: lambda}\n",
         5, 56, "'platform' must be EC2 or FARGATE, got \"lambda\"")
       bad_string("jobs:\n  a:\n    runs-on:\n      type: aws_batch\n      with:\n        s3_bucket: b\n        job_queue_arn: q\n        memory: lots\n",
-        8, 17, "'memory' must be an integer, got \"lots\"")
+        8, 17, "'memory' must be a positive integer, got \"lots\"")
+      bad_string("jobs:\n  a:\n    runs-on:\n      type: aws_batch\n      with:\n        s3_bucket: b\n        job_queue_arn: q\n        secrets: {TOKEN: arn}\n",
+        8, 9, "runs-on.with key 'secrets' is not a field of aws_batch (fields: array, ")
       bad_string("jobs:\n  a:\n    runs-on:\n      type: aws_batch\n      with:\n        s3_bucket: b\n        job_queue_arn: q\n        timeout: 5\n",
         8, 18, "AWS Batch minimum")
     end)
@@ -316,7 +318,7 @@ describe("luabatch.workflow.load #unit", function()
       }, ro.with)
       assert.are.equal(1, #m.warnings)
       assert.is_truthy(m.warnings[1]:find(DIR .. "good_seed.yml:22:9: job 'process': runs-on.with key "
-        .. "'compute_environment_type' is not used by aws_batch (ignored)", 1, true))
+        .. "'compute_environment_type' is ignored by aws_batch (the job queue's compute environments", 1, true))
       assert.are.equal("py", m.jobs.process.stages[1].kind)
     end)
 

@@ -150,13 +150,15 @@ end
 -- Runners
 ---------------------------------------------------------------------------
 
+-- The job's runner: opts.runners[type] (tests, embedders), else the
+-- registry's (luabatch.runner) -> module | nil, message
 local function runner_for(jobdef, opts)
   local t = opts.runs_on or (jobdef.runs_on and jobdef.runs_on.type) or "local"
   if opts.runners and opts.runners[t] then return opts.runners[t] end
-  if t == "local" then return require "luabatch.runner.local" end
-  local ok, mod = pcall(require, "luabatch.runner." .. t)
-  if ok and type(mod) == "table" and mod.run_job then return mod end
-  return nil, str_format("Job runs-on type: '%s' is not available in this build (runners: local, aws_batch).", t)
+  local registry = require "luabatch.runner"
+  if registry.known(t) then return registry.get(t) end
+  return nil, str_format("Job runs-on type: '%s' is not available in this build (runners: %s).", t,
+    table.concat(registry.types(), ", "))
 end
 
 -- The job's effective runs-on `with:`: opts.with under the job's own,

@@ -38,6 +38,12 @@ local core = require "luabatch.core"
 local check = require "luabatch.workflow.load_check"
 local load_stage = require "luabatch.workflow.load_stage"
 local discover = require "luabatch.workflow.discover"
+local template = require "luabatch.workflow.template"
+local log = require "luabatch.log"
+-- the runners (their types and with: schemas) are the layer above: the
+-- loader reads their registry, never their code
+local runners = require "luabatch.runner"
+local schema = require "luabatch.runner.schema"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local pcall, error = pcall, error
@@ -57,71 +63,27 @@ local allowed_list, check_keys, set = check.allowed_list, check.check_keys, chec
 local parse_stages = load_stage.parse_stages
 local read_yaml, scan_conf = discover.read_yaml, discover.scan
 
--- Optional collaborators: load keeps working while they are written.
-local function optional(name)
-  local ok, mod = pcall(require, name)
-  if ok and type(mod) == "table" then return mod end
-  return nil
-end
 
 
--- runs-on (decision 16) -----------------------------------------------------
+-- runs-on -------------------------------------------------------------------
+-- The type must be a registered runner (luabatch.runner); its with: fields
+-- are checked against the runner's schema (luabatch.runner.schema): an
+-- unknown field is an error, a literal value of the wrong kind too; a
+-- value holding a `${{ }}` template is checked when it is rendered.
 
 local RUNS_ON_KNOWN = set({ "self_hosted", "docker", "container", "gcp_batch", "azure_batch", "cloud_batch" })
 
-local AWS_FIELDS = {
-  job_queue_arn = "str", s3_bucket = "str", region_name = "str", aws_access_key_id = "str",
-  aws_secret_access_key = "str", aws_session_token = "str", image = "str", vcpus = "posnum",
-  memory = "posint", gpus = "nonnegint", job_role_arn = "str", execution_role_arn = "str",
-  platform = "platform", timeout = "timeout", retry_attempts = "attempts", s3_prefix = "str",
-  environment = "strmap", tags = "strmap", array = "bool", keep_on_failure = "bool", log_group = "str",
-  job_queue = "str", platform_version = "str", assign_public_ip = "bool", profile = "str",
-  endpoint_url = "str", batch_endpoint = "str", s3_endpoint = "str", logs_endpoint = "str",
-}
-local AWS_REQUIRED = { "job_queue_arn", "s3_bucket" }
-
-local function to_number(v)
-  if type(v) == "string" then return tonumber(v) end
-  return v
-end
-
-local function check_aws_field(cx, k, v, p, what)
-  local t, orig = AWS_FIELDS[k], v
-  local function bad(expect)
-    fail(cx, p, "%s: '%s' must be %s, got %s", what, k, expect, show(orig))
-  end
-  if t == "str" then
-    if type(v) == "number" then v = tostring(v) end
-    if type(v) ~= "string" then bad("a string") end
-    if v == "" then bad("a non-empty string") end
-  elseif t == "posnum" then
-    v = to_number(v)
-    if type(v) ~= "number" or v <= 0 then bad("a positive number") end
-  elseif t == "posint" or t == "nonnegint" or t == "timeout" or t == "attempts" then
-    v = to_number(v)
-    if type(v) ~= "number" or v ~= math_floor(v) then bad("an integer") end
-    if t == "posint" and v < 1 then bad("a positive integer") end
-    if t == "nonnegint" and v < 0 then bad("an integer >= 0") end
-    if t == "timeout" and v < 60 then bad("an integer number of seconds >= 60 (the AWS Batch minimum)") end
-    if t == "attempts" and (v < 1 or v > 10) then bad("an integer in 1..10") end
-  elseif t == "platform" then
-    if type(v) ~= "string" or (v:upper() ~= "EC2" and v:upper() ~= "FARGATE") then bad("EC2 or FARGATE") end
-    v = v:upper()
-  elseif t == "bool" then
-    if v == "true" then v = true elseif v == "false" then v = false end
-    if type(v) ~= "boolean" then bad("true or false") end
-  elseif t == "strmap" then
-    if type(v) ~= "table" or is_seq(cx, v) and #v > 0 then bad("a mapping of names to strings") end
-    local out = {}
-    for name, x in pairs(v) do
-      if not is_scalar(x) then
-        fail(cx, valpos(cx, v, name) or p, "%s: '%s.%s' must be a string, got %s", what, k, tostring(name), show(x))
-      end
-      out[tostring(name)] = type(x) == "string" and x or tostring(x)
+local function check_with_field(cx, spec, k, v, p, what)
+  local kind = spec.fields[k]
+  if type(v) == "string" and template.has(v) then return v end
+  local nv, expect, sub = schema.value(kind, v)
+  if nv == nil then
+    if sub ~= nil then
+      fail(cx, valpos(cx, v, sub) or p, "%s: '%s.%s' must be a string, got %s", what, k, tostring(sub), show(v[sub]))
     end
-    v = out
+    fail(cx, p, "%s: '%s' must be %s, got %s", what, k, expect, show(v))
   end
-  return v
+  return nv
 end
 
 local function parse_runs_on(cx, job, what)
@@ -141,12 +103,14 @@ local function parse_runs_on(cx, job, what)
   else
     fail(cx, rp, "%s: runs-on must be a type name or a mapping with 'type' and 'with'", what)
   end
-  if typ ~= "local" and typ ~= "aws_batch" then
+  if not runners.known(typ) then
+    local list = table.concat(runners.types(), ", ")
     if RUNS_ON_KNOWN[typ] then
-      fail(cx, tp, "runs-on type '%s' is not supported by this build (supported: local, aws_batch)", typ)
+      fail(cx, tp, "runs-on type '%s' is not supported by this build (supported: %s)", typ, list)
     end
-    fail(cx, tp, "unknown runs-on type '%s' (supported: local, aws_batch)", typ)
+    fail(cx, tp, "unknown runs-on type '%s' (supported: %s)", typ, list)
   end
+  local spec = runners.schema(typ)
   local wp = type(raw) == "table" and valpos(cx, raw, "with") or rp
   if is_null(with) then with = nil end
   if with ~= nil and not is_map(cx, with) then fail(cx, wp, "%s: runs-on 'with' must be a mapping", what) end
@@ -155,29 +119,35 @@ local function parse_runs_on(cx, job, what)
     local order = key_order(cx, with)
     for _, k in ipairs(order) do
       local kp, vp = keypos(cx, with, k), valpos(cx, with, k)
-      if typ == "aws_batch" and not AWS_FIELDS[k] then
-        warn(cx, kp, "%s: runs-on.with key '%s' is not used by aws_batch (ignored)", what, tostring(k))
-      else
-        local v = substitute_env_deep(cx, with[k], vp, what .. ": runs-on.with." .. tostring(k))
-        if typ ~= "aws_batch" then
-          out[k] = v
-        elseif not is_null(v) then
-          out[k] = check_aws_field(cx, k, v, vp, what .. ": runs-on.with")
-        end
+      local why = spec and spec.ignored and spec.ignored[k]
+      if why then
+        warn(cx, kp, "%s: runs-on.with key '%s' is ignored by %s (%s)", what, tostring(k), typ, why)
+      elseif spec and not spec.fields[k] then
+        local names = {}
+        for f in pairs(spec.fields) do names[#names + 1] = f end
+        table.sort(names)
+        fail(cx, kp, "%s: runs-on.with key '%s' is not a field of %s (fields: %s)", what, tostring(k), typ,
+          table.concat(names, ", "))
+      end
+      local v = not why and substitute_env_deep(cx, with[k], vp, what .. ": runs-on.with." .. tostring(k))
+      if why then
+        -- nothing kept
+      elseif not spec then
+        out[k] = v
+      elseif not is_null(v) then
+        out[k] = check_with_field(cx, spec, k, v, vp, what .. ": runs-on.with")
       end
     end
   end
-  if typ == "aws_batch" then
-    for _, k in ipairs(AWS_REQUIRED) do
-      if out[k] == nil and not (k == "job_queue_arn" and out.job_queue ~= nil) then
-        fail(cx, wp, "%s: runs-on aws_batch needs with.%s", what, k)
+  if spec then
+    for _, r in ipairs(spec.required or {}) do
+      local name, alias = r, nil
+      if type(r) == "table" then name, alias = r[1], r[2] end
+      if out[name] == nil and (alias == nil or out[alias] == nil) then
+        fail(cx, wp, "%s: runs-on %s needs with.%s", what, typ, name)
       end
     end
-    local log = optional("luabatch.log")
-    if log and log.add_secret then
-      log.add_secret(out.aws_secret_access_key)
-      log.add_secret(out.aws_session_token)
-    end
+    for _, name in ipairs(spec.secrets or {}) do log.add_secret(out[name]) end
   end
   return { type = typ, with = out }
 end
@@ -452,8 +422,8 @@ end
 local function new_cx(file, pos, opts)
   opts = opts or {}
   return { file = file, pos = pos or {}, getenv = opts.getenv or os.getenv, warnings = {},
-    template = optional("luabatch.workflow.template"), expr = optional("luabatch.workflow.expr"),
-    params = optional("luabatch.workflow.params") }
+    template = template, expr = require "luabatch.workflow.expr",
+    params = require "luabatch.workflow.params" }
 end
 
 local function stem(path)
@@ -602,30 +572,18 @@ function _M.check_params(model, given)
       return nil, at(name, str_format("param '%s' is required but was not given", name)), "EINVAL"
     end
   end
-  local params = optional("luabatch.workflow.params")
-  if params and params.receive then
-    local values, err = params.receive(model.params, given)
-    if values == nil then
-      err = tostring(err)
-      local who = str_match(err, "param '([^']+)'")
-      if not (who and model.param_pos and model.param_pos[who]) then
-        who = nil
-        for _, name in ipairs(model.param_order or {}) do
-          if str_find(err, "'" .. name .. "'", 1, true) then who = name; break end
-        end
+  local values, err = require("luabatch.workflow.params").receive(model.params, given)
+  if values == nil then
+    err = tostring(err)
+    local who = str_match(err, "param '([^']+)'")
+    if not (who and model.param_pos and model.param_pos[who]) then
+      who = nil
+      for _, name in ipairs(model.param_order or {}) do
+        if str_find(err, "'" .. name .. "'", 1, true) then who = name; break end
       end
-      if who then return nil, at(who, err), "EINVAL" end
-      return nil, str_format("%s:%d:%d: %s", model.file, model.line or 1, model.col or 1, err), "EINVAL"
     end
-    return values
-  end
-  -- fallback while params.receive is not there: given values plus defaults
-  local values = copy(given)
-  for _, name in ipairs(model.param_order or {}) do
-    local d = model.params[name]
-    if values[name] == nil and type(d) == "table" and d.default ~= nil and d.default ~= NULL then
-      values[name] = d.default
-    end
+    if who then return nil, at(who, err), "EINVAL" end
+    return nil, str_format("%s:%d:%d: %s", model.file, model.line or 1, model.col or 1, err), "EINVAL"
   end
   return values
 end

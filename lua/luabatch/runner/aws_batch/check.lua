@@ -29,6 +29,8 @@
 -- as strings: what submit() keeps so collect() can rebuild the clients.
 
 local jobdef_mod = require "luabatch.runner.aws_batch.jobdef"
+local schema = require "luabatch.runner.schema"
+local fields = require "luabatch.runner.aws_batch.schema"
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -63,73 +65,59 @@ local function region_of(with, getenv)
   return nil
 end
 
+local REQUIRED_WHY = {
+  job_queue_arn = "is required (the Batch job queue name or ARN)",
+  s3_bucket = "is required (the bucket the run's bundle and results go to)",
+}
+
 -- check(with, job_id, policy, getenv, run_id) -> cfg | nil, message
 local function check(with, job_id, p, getenv, run_id)
   local function bad(field, what)
     return nil, str_format("job '%s': runs-on aws_batch: with.%s %s; nothing was submitted",
       job_id, field, what)
   end
-  local queue = str_field(with, "job_queue_arn") or str_field(with, "job_queue")
-  if not queue then return bad("job_queue_arn", "is required (the Batch job queue name or ARN)") end
-  local bucket = str_field(with, "s3_bucket")
-  if not bucket then return bad("s3_bucket", "is required (the bucket the run's bundle and results go to)") end
-  local region = region_of(with, getenv)
+  -- the fields' kinds and the required ones: the loader's rules (schema)
+  local w, field, msg = schema.check(fields, with)
+  if not w then return bad(field, msg == "is required" and REQUIRED_WHY[field] or msg) end
+  local queue = w.job_queue_arn or w.job_queue
+  local bucket = w.s3_bucket
+  local region = region_of(w, getenv)
   if not region then
     return bad("region_name", "is required (or AWS_REGION / a profile region)")
   end
-  local spec, serr = jobdef_mod.spec(with, p)
+  local spec, serr = jobdef_mod.spec(w, p)
   if not spec then
-    local field = serr:match("^with%.([%w_]+)") or "?"
-    return bad(field, (serr:gsub("^with%.[%w_]+ ?", "")))
+    local f = serr:match("^with%.([%w_]+)") or "?"
+    return bad(f, (serr:gsub("^with%.[%w_]+ ?", "")))
   end
-  local timeout = with.timeout
-  if timeout == nil then timeout = p.timeout end
-  if timeout ~= nil then
-    timeout = tonumber(timeout)
-    if not timeout or timeout <= 0 then return bad("timeout", "must be a positive number of seconds") end
+  local timeout = w.timeout
+  if timeout == nil and p.timeout ~= nil then
+    timeout = tonumber(p.timeout)
+    if not timeout or timeout <= 0 then return nil, "policy.timeout must be a positive number of seconds" end
   end
-  local attempts = tonumber(with.retry_attempts or 1)
-  if not attempts or attempts < 1 or attempts > 10 or attempts ~= floor(attempts) then
-    return bad("retry_attempts", "must be a whole number from 1 to 10")
-  end
-  local envlist = {}
-  if with.environment ~= nil then
-    if type(with.environment) ~= "table" then return bad("environment", "must be a map of names to values") end
-    local names = {}
-    for k, v in pairs(with.environment) do
-      if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number" and type(v) ~= "boolean") then
-        return bad("environment", "must map names to strings")
-      end
-      if CREDENTIAL_ENV[k:upper()] then
-        return bad("environment." .. k, "must not be set: credentials never go to the container "
-          .. "(it gets the job role's through the ECS endpoint)")
-      end
-      if k:sub(1, 9) == "AWS_BATCH" then return bad("environment." .. k, "is reserved by AWS Batch") end
-      names[#names + 1] = k
+  local envlist, names = {}, {}
+  for k in pairs(w.environment or {}) do
+    if CREDENTIAL_ENV[k:upper()] then
+      return bad("environment." .. k, "must not be set: credentials never go to the container "
+        .. "(it gets the job role's through the ECS endpoint)")
     end
-    sort(names)
-    for _, k in ipairs(names) do envlist[#envlist + 1] = { name = k, value = tostring(with.environment[k]) } end
+    if k:sub(1, 9) == "AWS_BATCH" then return bad("environment." .. k, "is reserved by AWS Batch") end
+    names[#names + 1] = k
   end
-  local tags = {}
-  if with.tags ~= nil then
-    if type(with.tags) ~= "table" then return bad("tags", "must be a map of strings") end
-    for k, v in pairs(with.tags) do
-      if type(k) ~= "string" then return bad("tags", "must be a map of strings") end
-      tags[k] = tostring(v)
-    end
-  end
-  local prefix = str_field(with, "s3_prefix") or p.s3_prefix or ""
+  sort(names)
+  for _, k in ipairs(names) do envlist[#envlist + 1] = { name = k, value = w.environment[k] } end
+  local prefix = w.s3_prefix or p.s3_prefix or ""
   prefix = str_gsub(str_gsub(prefix, "^/+", ""), "/+$", "")
   local run_prefix = prefix == "" and run_id or (prefix .. "/" .. run_id)
-  local array = with.array
+  local array = w.array
   if array == nil then array = p.array end
-  local keep = with.keep_on_failure
+  local keep = w.keep_on_failure
   if keep == nil then keep = p.keep_on_failure end
   return {
     queue = queue, bucket = bucket, region = region, spec = spec, timeout = timeout,
-    attempts = attempts, environment = envlist, tags = tags, prefix = prefix, run_prefix = run_prefix,
-    array = array == true or array == "true", keep_on_failure = keep == true or keep == "true",
-    log_group = str_field(with, "log_group") or p.log_group,
+    attempts = w.retry_attempts or 1, environment = envlist, tags = w.tags or {}, prefix = prefix,
+    run_prefix = run_prefix, array = array == true or array == "true",
+    keep_on_failure = keep == true or keep == "true", log_group = w.log_group or p.log_group,
   }
 end
 

@@ -1,0 +1,52 @@
+-- luabatch.runner: the registry of runners (runs-on types).
+--
+--   local runner = require "luabatch.runner"
+--   local mod, msg = runner.get("aws_batch")     -- the runner module | nil, msg
+--   local spec = runner.schema("aws_batch")      -- its with: schema | nil (free-form)
+--   runner.types()                               -- { "local", "aws_batch" }
+--
+-- A runner is one folder (or file) under luabatch/runner/ and one line
+-- here: `module` runs jobs (open_job, or run_job; see runner/local.lua),
+-- `schema` (optional) names the module of its with: fields
+-- (luabatch.runner.schema).  Without a schema, with: is free-form.
+
+local _M = { _VERSION = "0.1.0" }
+
+local ipairs = ipairs
+
+-- In the order messages list them.
+local ORDER = { "local", "aws_batch" }
+local REGISTRY = {
+  ["local"] = { module = "luabatch.runner.local" },
+  aws_batch = { module = "luabatch.runner.aws_batch", schema = "luabatch.runner.aws_batch.schema" },
+}
+
+local require = require
+local tostring = tostring
+local table_concat = table.concat
+
+function _M.types()
+  local out = {}
+  for i, t in ipairs(ORDER) do out[i] = t end
+  return out
+end
+
+--- get(type) -> runner module | nil, message
+function _M.get(t)
+  local r = REGISTRY[t]
+  if not r then
+    return nil, "unknown runs-on type '" .. tostring(t) .. "' (supported: " .. table_concat(_M.types(), ", ") .. ")"
+  end
+  return require(r.module)
+end
+
+--- schema(type) -> the runner's with: schema | nil (free-form or unknown)
+function _M.schema(t)
+  local r = REGISTRY[t]
+  return r and r.schema and require(r.schema) or nil
+end
+
+--- known(type) -> true when the type is registered
+function _M.known(t) return REGISTRY[t] ~= nil end
+
+return _M
