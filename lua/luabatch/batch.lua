@@ -26,6 +26,7 @@
 -- contain a secret.  Throttling and 5xx answers are retried by the request
 -- path (luabatch.retry) before a failure is returned.
 
+local client = require "luabatch.client"
 local request = require "luabatch.request"
 
 local _M = { _VERSION = "0.1.0" }
@@ -82,7 +83,7 @@ _M.DEFAULT_LOG_GROUP = "/aws/batch/job"
 --                   passed to luabatch.request
 -- Nothing is resolved or probed until the first call.
 function _M.new(opts)
-  return setmetatable({ _opts = request.client_options(opts) }, mt)
+  return setmetatable({ _opts = client.options(opts) }, mt)
 end
 
 
@@ -90,7 +91,7 @@ end
 function _M:client()
   local c = self._client
   if c then return c end
-  c = request.for_service(self._opts, "batch", { protocol = "rest-json" })
+  c = client.for_service(self._opts, "batch", { protocol = "rest-json" })
   self._client = c
   return c
 end

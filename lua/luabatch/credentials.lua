@@ -30,6 +30,7 @@ local pcall = pcall
 local getmetatable = getmetatable
 local setmetatable = setmetatable
 local require = require
+local rawget = rawget
 local io_open = io.open
 local io_popen = io.popen
 local os_time = os.time
@@ -164,6 +165,24 @@ end
 ---------------------------------------------------------------------------
 -- The provider object
 ---------------------------------------------------------------------------
+
+-- The provider that replaces the default chain inside nginx (registered by
+-- luabatch.ngx.credentials when it is loaded: cached across workers).
+local nginx_default
+
+--- use_in_nginx(fn): fn(opts) -> provider, used by default() inside nginx
+-- with a `luabatch` shared dict.
+function _M.use_in_nginx(fn) nginx_default = fn end
+
+--- default(opts) -> the provider a client uses when given none: inside
+-- nginx (with a `luabatch` shared dict) the registered one, else new(opts).
+function _M.default(opts)
+  if nginx_default and require("luabatch.transport.default").in_nginx() then
+    local shared = rawget(_G, "ngx").shared
+    if type(shared) == "table" and shared.luabatch then return nginx_default(opts) end
+  end
+  return _M.new(opts)
+end
 
 --- A provider that always yields the same credentials (for request.new).
 function _M.static(c)

@@ -5,31 +5,19 @@
 --   local j = assert(journal.open(id, { create = true }))
 --   assert(j:append({ ev = "submit", key = "count/EMPTY/0", job_id = "count", ... }))
 --   local st = j:state()                            -- the events folded
+--   j:request_cancel(reason); j:cancel_requested() -> reason | nil
 --   for _, r in ipairs(journal.list()) do print(r.run_id, r.ended_status) end
 --
--- Layout: <home>/runs/<run_id>/journal.jsonl, one JSON object per line
--- (luabatch.json), append-only.  home = LUABATCH_HOME, else $HOME/.luabatch.
--- Directories are created 0700 and the file 0600.  Each append is one
--- write() of one complete line, flushed and fsync'd before append returns,
--- so a crash loses at most the line being written; a torn last line is
--- skipped by events() and the next append starts a fresh line.
---
--- Every event gets `at` (epoch seconds).  Strings (keys and values) pass
--- through log.redact, and values under keys that name a secret
--- (secret_access_key, session_token, password, authorization, ...) are
--- replaced: the journal never holds a credential.
---
--- Events (field `ev`): run, config, jobdef, upload, submit (before
--- SubmitJob), submitted (after), state, result, terminate, cancel, cleanup,
--- end.  key = "<job_id>/<strategy_id>/<attempt>".
---
--- Cancel from another process: j:request_cancel(reason) journals a "cancel"
--- event and writes the marker file <run_dir>/cancel (the reason); the run's
--- live client asks j:cancel_requested() at every wait slice -- one open(),
--- not a re-read of a journal that grows with the run.
---
+-- Layout: <home>/runs/<run_id>/journal.jsonl, one JSON object per line,
+-- append-only (home = LUABATCH_HOME, else $HOME/.luabatch); directories 0700,
+-- the file 0600; a cancel request is the marker file <run_dir>/cancel.
+-- append() returns once the line is fsync'd; events() skips a torn last line.
+-- Every event gets `at` (epoch s) and is redacted: no credential is kept.
+-- Events (`ev`): run, config, jobdef, upload, submit (before SubmitJob),
+-- submitted (after), state, result, terminate, job, cancel, cleanup, end;
+-- key = "<job_id>/<strategy_id>/<attempt>".
 -- Failures: nil, msg, code with code "EINVAL" (bad run id), "ENOENT"
--- (unknown run), "EIO" (cannot create/write).
+-- (unknown run), "EIO" (cannot create/write).  Why: docs/design.md.
 
 local json = require "luabatch.json"
 local log = require "luabatch.log"

@@ -10,8 +10,8 @@
 -- Batch container and back (the bundle, result.json, the journal) must
 -- come back equal, so:
 --   encode  keys sorted (stable output, diffable); integers as "3", integral
---           floats as "3.0" on Lua 5.4; tables marked as lists (template's
---           list_mt / cjson's array_mt) or non-empty sequences -> arrays;
+--           floats as "3.0" on Lua 5.4; tables marked as lists (list_mt:
+--           cjson's array_mt) or non-empty sequences -> arrays;
 --           tables whose metatable says __jsontype = "object" and every
 --           other table -> objects; cjson.null -> null; NaN/inf -> null.
 --   decode  "3" -> integer, "3.0"/"3e0" -> float (LuaJIT: both numbers);
@@ -20,7 +20,6 @@
 -- Errors name the input (`name`, default "json") and the byte offset.
 
 local cjson = require "cjson"
-local template = require "luabatch.workflow.template"
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -42,14 +41,22 @@ local floor = math.floor
 local math_type = math.type
 local tointeger = math.tointeger
 
+-- The shape markers, defined here once (template, stage and the engine use
+-- them): a list is marked with cjson's array metatable when this cjson has
+-- one (so it encodes as an array even when empty), else with our own.
 local NULL = cjson.null
-local LIST_MT = template.list_mt
+local LIST_MT = cjson.array_mt or { __name = "luabatch.list", __jsontype = "array" }
 local EMPTY_LIST_MT = cjson.empty_array_mt or LIST_MT
 local OBJECT_MT = { __jsontype = "object" }
 
 _M.null = NULL
 _M.list_mt = LIST_MT
+_M.empty_list_mt = EMPTY_LIST_MT
 _M.object_mt = OBJECT_MT
+
+--- list([t]) / object([t]) -> t marked (an empty one too)
+function _M.list(t) return setmetatable(t or {}, LIST_MT) end
+function _M.object(t) return setmetatable(t or {}, OBJECT_MT) end
 
 --- "array", "object" or nil (decide by content) for a table.
 local function jsontype(t)

@@ -22,7 +22,7 @@
 -- "ServiceUnavailableException"), "HTTP_<n>" or a transport code; messages
 -- name the operation and the group/stream.
 
-local request = require "luabatch.request"
+local client = require "luabatch.client"
 
 local _M = { _VERSION = "0.1.0" }
 local mt = { __index = _M }
@@ -50,7 +50,7 @@ _M.MAX_PAGES = 1000
 -- opts.retry, opts.core, opts.sleep, opts.timeout, opts.connect_timeout,
 -- opts.read_timeout: as luabatch.batch.new (service "logs").
 function _M.new(opts)
-  return setmetatable({ _opts = request.client_options(opts) }, mt)
+  return setmetatable({ _opts = client.options(opts) }, mt)
 end
 
 
@@ -58,7 +58,7 @@ end
 function _M:client()
   local c = self._client
   if c then return c end
-  c = request.for_service(self._opts, "logs", { protocol = "json", json_version = "1.1" })
+  c = client.for_service(self._opts, "logs", { protocol = "json", json_version = "1.1" })
   self._client = c
   return c
 end

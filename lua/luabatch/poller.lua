@@ -3,18 +3,16 @@
 --
 --   local poller = require "luabatch.poller"
 --   local w = poller.new{
---     batch = client,            -- client:describe_jobs(ids) -> { jobs = {JobDetail...} }
---                                --                          | nil, msg, code
---     on_change = function(s) end,  -- once per state change (summary below)
---     on_cycle = function(c) end,   -- after each cycle: { at, active, calls, ids, errors }
+--     batch = client,    -- :describe_jobs(ids) -> { jobs = {JobDetail...} } | nil, msg, code
+--     on_change = function(summary) end,   -- once per state change
+--     on_cycle = function(c) end,          -- after each cycle: { at, active, calls, ids, errors }
 --     clock = core.monotime, sleep = core.sleep, interrupted = core.interrupted,
 --     intervals = { fast = 2, fast_growth = 1.25, fast_max = 10, running = 10,
 --                   growth = 1.5, max = 60, jitter = 0.2, coalesce = 0.5 },
 --     rate = 20, min_rate = 0.5, burst = 1, seed = n,   -- token bucket (shared)
---     max_errors = 10,           -- consecutive failed DescribeJobs calls before giving up
---     max_missing = 10,          -- polls an id may be absent from the answer
---     max_sleep = 5,             -- longest single sleep (cancellation latency)
---   }
+--     max_errors = 10,   -- consecutive failed DescribeJobs calls before giving up
+--     max_missing = 10,  -- polls an id may be absent from the answer
+--     max_sleep = 5 }    -- longest single sleep (cancellation latency)
 --   w:watch(id [, meta [, delay]])  -- start watching (first poll after delay s, default 0)
 --   w:unwatch(id)
 --   w:step()                     -> calls made | nil, msg, code   (one cycle)
@@ -30,14 +28,8 @@
 -- summary = { id, status, reason (statusReason), exit_code, log_stream,
 --             previous (status before this change), meta, at (clock time of
 --             the poll that saw it), job (the raw JobDetail, if any) };
--- status "MISSING" (terminal, synthetic) when DescribeJobs never returned
--- the id max_missing times in a row.
---
--- A cycle: ids = p:due(now) (at most 100, only non-terminal jobs) ->
--- take a token -> DescribeJobs -> p:update for each job -> on_change for
--- each change; repeated until nothing is due.  A throttled call halves the
--- token rate and puts its ids back as due at once; other errors leave the
--- ids at their next interval.
+-- status "MISSING" (terminal, synthetic) after max_missing polls in a row
+-- without the id.  A cycle and its pacing: docs/design.md.
 
 local batch = require "luabatch.batch"
 local core = require "luabatch.core"

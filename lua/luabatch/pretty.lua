@@ -109,4 +109,11 @@ function _M.format(value, opts)
 end
 
 
+--- secs(s) -> a duration for people: "0.52s", "12.3s", "2m05s"
+function _M.secs(s)
+  if s < 10 then return string.format("%.2fs", s) end
+  if s < 120 then return string.format("%.1fs", s) end
+  return string.format("%dm%02ds", math.floor(s / 60), math.floor(s % 60))
+end
+
 return _M

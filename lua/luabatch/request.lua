@@ -1,6 +1,6 @@
 -- luabatch.request: the one generic AWS request path.
 --
---   local client = request.new({ service = "batch", protocol = "rest-json" })
+--   local client = request.new({ service = "batch", protocol = "rest-json", credentials = creds })
 --   local resp, msg, code = client:send({
 --     method = "POST", path = "/v1/describejobs", json = { jobs = ids },
 --     operation = "DescribeJobs", resource = "batch job queue q",
@@ -220,7 +220,7 @@ end
 -- opts.service      "s3" | "batch" | "logs" | "sts" | ... (required)
 -- opts.protocol     "rest-xml" | "rest-json" | "json" | "query" (required)
 -- opts.config       luabatch.config object (default config.new())
--- opts.credentials  object with :get() (default credentials.new({config, transport}))
+-- opts.credentials  object with :get() (required unless unsigned)
 -- opts.transport    object with :request(opts) (default luabatch.transport.curl)
 -- opts.retry        luabatch.retry policy (default from config:retry_settings())
 -- opts.region       signing region (default config:region())
@@ -267,54 +267,6 @@ end
 
 
 
---- Options of a service client (luabatch.batch, luabatch.logs, ...) kept
--- until its first call; misuse is reported at the caller of that client's
--- new().  Fields: config, credentials, transport, retry, region, endpoint
--- (trailing "/" dropped), core, sleep, timeout, connect_timeout, read_timeout.
--- Inside nginx (ngx_lua, past the init phase) transport and sleep default to
--- luabatch.transport.ngx and ngx.sleep: libcurl and core.sleep would block
--- the worker.
-function _M.client_options(opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then
-    error("bad argument #1 to 'new' (table expected, got " .. type(opts) .. ")", 3)
-  end
-  local transport, sleep_fn = opts.transport, opts.sleep
-  if transport == nil or sleep_fn == nil then
-    local default = require "luabatch.transport.default"
-    if default.in_nginx() then
-      transport = transport or default.transport()
-      sleep_fn = sleep_fn or require("luabatch.transport.ngx").sleep
-    end
-  end
-  return {
-    config = opts.config, credentials = opts.credentials, transport = transport,
-    retry = opts.retry, region = opts.region,
-    endpoint = opts.endpoint and (str_gsub(opts.endpoint, "/+$", "")) or nil,
-    core = opts.core, sleep = sleep_fn, timeout = opts.timeout,
-    connect_timeout = opts.connect_timeout, read_timeout = opts.read_timeout,
-  }
-end
-
-
---- The request client of `service` from kept client_options `o`; a config
--- is made from o.region / o.endpoint when none was given.  `extra` adds
--- request.new fields (protocol, json_version).
-function _M.for_service(o, service, extra)
-  local cfg = o.config
-  if not cfg then
-    cfg = require("luabatch.config").new({ region = o.region,
-      endpoints = o.endpoint and { [service] = o.endpoint } or nil })
-  end
-  local args = {
-    service = service, config = cfg, credentials = o.credentials, transport = o.transport,
-    retry = o.retry, region = o.region, endpoint = o.endpoint, core = o.core, sleep = o.sleep,
-    timeout = o.timeout, connect_timeout = o.connect_timeout, read_timeout = o.read_timeout,
-  }
-  for k, v in pairs(extra) do args[k] = v end
-  return _M.new(args)
-end
-
 function _M:core()
   if not self._core then self._core = require "luabatch.core" end
   return self._core
@@ -329,11 +281,11 @@ function _M:transport()
 end
 
 
---- The credentials provider (created on first use).
+--- The credentials provider (opts.credentials: the clients give one,
+-- luabatch.client / luabatch.s3 choose the default).
 function _M:credentials()
   if not self._creds then
-    self._creds = require("luabatch.transport.default").credentials({ config = self._cfg,
-      transport = self:transport(), core = self._core, sleep = self._sleep })
+    error("luabatch.request: no credentials provider (opts.credentials) for an unsigned=false client", 2)
   end
   return self._creds
 end

@@ -338,7 +338,7 @@ function _M.new(opts)
   end
   local creds = opts.credentials
   if not creds then
-    creds = require("luabatch.transport.default").credentials({ config = cfg, transport = opts.transport,
+    creds = require("luabatch.credentials").default({ config = cfg, transport = opts.transport,
       core = opts.core, sleep = opts.sleep })
   end
   return setmetatable({

@@ -41,7 +41,7 @@
 local log = require "luabatch.log"
 local bundle = require "luabatch.runner.aws_batch.bundle"
 local stage = require "luabatch.workflow.stage"
-local cli_run = require "luabatch.cli.run"
+require "luabatch.runner"     -- the runners, registered with the loader and the engine
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -84,8 +84,8 @@ local function writer(w, default)
   end
 end
 
-local fmt_secs = cli_run.fmt_secs
-local first_error = cli_run.first_error
+local fmt_secs = require("luabatch.pretty").secs
+local first_error = stage.first_error
 
 -- Every string (keys too) of v through log.redact; the JSON markers stay.
 local function redact_all(v)

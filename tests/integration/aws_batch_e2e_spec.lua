@@ -15,6 +15,7 @@
 --   (f) no credential in S3, job definitions, job details, logs, journal
 --   (g) a second run registers no second job definition
 --   (h) cleanup empties the run's prefix and nothing else
+require "luabatch.runner"   -- the runners' types and with: schemas, for the loader
 local core = require "luabatch.core"
 local cjson = require "cjson.safe"
 local aws_peers = require "helpers.aws_peers"

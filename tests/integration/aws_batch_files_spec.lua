@@ -12,6 +12,7 @@
 --   * a templated call target is not bundled: remotely it fails, naming it
 --   * a module holding the run's secret key is refused before anything is
 --     submitted, naming the file, not the secret
+require "luabatch.runner"   -- the runners' types and with: schemas, for the loader
 local provider = require "helpers.provider"
 local load = require "luabatch.workflow.load"
 local engine = require "luabatch.workflow.engine"

@@ -15,6 +15,7 @@
 -- The emulator's timeout_scale is set per test: 1 where the client deadline
 -- must come first (Batch's minimum attempt timeout, 60 s, never fires), 0.02
 -- where Batch's timeout must (60 s -> 1.2 s).
+require "luabatch.runner"   -- the runners' types and with: schemas, for the loader
 local core = require "luabatch.core"
 local provider = require "helpers.provider"
 local load = require "luabatch.workflow.load"

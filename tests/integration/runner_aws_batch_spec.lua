@@ -7,6 +7,7 @@
 --     afterwards and nothing outside it was touched
 --   * a job that cannot start reports the real reason (CannotPullContainerError)
 --   * a lost SubmitJob answer is adopted (one job), throttling is ridden out
+require "luabatch.runner"   -- the runners' types and with: schemas, for the loader
 local provider = require "helpers.provider"
 local load = require "luabatch.workflow.load"
 local engine = require "luabatch.workflow.engine"

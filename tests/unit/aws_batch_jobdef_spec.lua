@@ -1,6 +1,7 @@
 -- luabatch.runner.aws_batch.jobdef: the FARGATE rules of jobdef.spec (task
 -- sizes, GPU, execution role, platform_version, assign_public_ip) and the
 -- EC2/FARGATE split, without any server.
+require "luabatch.runner"   -- the runners' types and with: schemas, for the loader
 local jobdef = require "luabatch.runner.aws_batch.jobdef"
 local policy = require "luabatch.runner.aws_batch.policy"
 

@@ -1,6 +1,7 @@
 -- luabatch.runner.aws_batch.bundle: what the provider uploads and the task
 -- runner reads.  Credentials never go in; the JSON trip keeps integers vs
 -- floats and empty objects vs arrays; bad bundles are named field by field.
+require "luabatch.runner"   -- the runners' types and with: schemas, for the loader
 local bundle = require "luabatch.runner.aws_batch.bundle"
 local load = require "luabatch.workflow.load"
 local json = require "luabatch.json"

@@ -4,6 +4,7 @@
 -- trigger-rule abort, skips, job-level retry:, the client deadline), and
 -- every step returns at once.  Also luabatch.ngx.runs' wake index and the
 -- poller's on_tick hook that drive a run past a deadline without a GET.
+require "luabatch.runner"   -- the runners' types and with: schemas, for the loader
 local load = require "luabatch.workflow.load"
 local json = require "luabatch.json"
 local cjson = require "cjson"

@@ -1,6 +1,7 @@
 -- luabatch.runner.aws_batch against fake Batch / S3 / Logs clients and a
 -- virtual clock: job definitions, naming, bundle, retry strategy,
 -- max-parallel, fail-fast, failure reasons, cleanup, resume, cancellation.
+require "luabatch.runner"   -- the runners' types and with: schemas, for the loader
 local load = require "luabatch.workflow.load"
 local engine = require "luabatch.workflow.engine"
 local sched = require "luabatch.workflow.sched"

@@ -2,6 +2,7 @@
 -- luabatch.ngx.runs uses) against fake Batch / S3 / Logs clients: submit
 -- returns at once with one Batch job per strategy (or one array job),
 -- collect turns terminal summaries into the same job record run_job gives.
+require "luabatch.runner"   -- the runners' types and with: schemas, for the loader
 local load = require "luabatch.workflow.load"
 local json = require "luabatch.json"
 local aws_batch = require "luabatch.runner.aws_batch"

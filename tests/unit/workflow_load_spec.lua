@@ -1,5 +1,6 @@
 -- luabatch.workflow.load: workflow files -> validated model, or
 -- "FILE:LINE:COL: what is wrong" for bad input.
+require "luabatch.runner"   -- the runners' types and with: schemas, for the loader
 local load = require "luabatch.workflow.load"
 
 local DIR = "tests/fixtures/workflows/"

@@ -16,6 +16,7 @@
 -- anything with :write), isatty = function(fd) -> bool, getenv.
 
 local log = require "luabatch.log"
+require "luabatch.runner"     -- the runners, registered with the loader and the engine
 local writer = require("luabatch.cli.out").writer
 
 local _M = { _VERSION = "0.1.0" }
@@ -31,7 +32,6 @@ local tonumber = tonumber
 local str_format = string.format
 local tbl_concat = table.concat
 local tbl_sort = table.sort
-local floor = math.floor
 
 _M.usage = [==[
 usage: luabatch run FILE [options]
@@ -155,22 +155,8 @@ end
 -- Progress
 ---------------------------------------------------------------------------
 
-local function fmt_secs(s)
-  if s < 10 then return str_format("%.2fs", s) end
-  if s < 120 then return str_format("%.1fs", s) end
-  return str_format("%dm%02ds", floor(s / 60), floor(s % 60))
-end
-
-local function first_error(errors)
-  if type(errors) ~= "table" then return nil end
-  if errors.message then return tostring(errors.message) end
-  for _, e in pairs(errors) do
-    local m = first_error(e)
-    if m then return m end
-  end
-end
-_M.fmt_secs = fmt_secs          -- "0.52s", "12.3s", "2m05s"
-_M.first_error = first_error    -- the first message in an errors tree
+local fmt_secs = require("luabatch.pretty").secs
+local first_error = require("luabatch.workflow.stage").first_error
 
 local function progress_printer(err_w)
   return function(event, info)

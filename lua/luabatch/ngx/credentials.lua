@@ -383,4 +383,10 @@ function _M:invalidate()
 end
 
 
+-- Clients given no credentials inside nginx use this provider
+-- (luabatch.credentials.default).
+require("luabatch.credentials").use_in_nginx(function(opts)
+  return _M.new({ config = opts and opts.config, transport = opts and opts.transport })
+end)
+
 return _M

@@ -11,48 +11,18 @@
 --   local s = poller.get(dict, batch_job_id)  -- { status, reason, exit_code, log_stream, at } | nil
 --   local all = poller.summaries(dict, { id, ... })   -- { [id] = summary }
 --
--- Why one worker: every worker ticks (ngx.timer.every), but only the one
--- holding the lock polls, so all jobs of all workers share ONE
--- luabatch.poller: DescribeJobs carries up to 100 ids, and one token bucket
--- paces the calls (throttling halves its rate) — N workers polling on
--- their own would multiply the calls and fight over Batch's rate limit.
--- The lock is a dict:add(LOCK, pid, lock_ttl) entry: the holder renews it
--- at each tick; a worker that dies (or hangs) stops renewing, the entry
--- expires and the next worker to tick takes over (its fresh poller reads
--- every "watch:<id>" entry again: nothing is lost, a job is at worst polled
--- a tick late).  The renewal is a get + set: in the rare case that the
--- entry expires between them, two workers may poll for one tick; the next
--- tick resolves it (the one whose pid is not in the entry steps down).
---
--- Shared dict layout (opts.prefix, default "", in front of every key):
---   "watch:<id>"       JSON { at, meta } — a job to watch (any worker adds it)
---   "watchq"           list of ids added since the leader last looked (dict:lpush)
---   "job:<id>"         JSON { id, status, reason, exit_code, log_stream, at (epoch s) }
---   "poller:lock"      pid of the polling worker (TTL lock_ttl)
--- A job's "watch:" entry goes when it is terminal (SUCCEEDED, FAILED, or
--- MISSING = DescribeJobs lost it); "job:" entries live `ttl` seconds
--- (default one day).  The leader re-reads every "watch:" entry every
--- `rescan` seconds (default 30) as well, in case the queue overflowed.
---
--- Inside a timer there are no subrequests: the batch client's HTTP goes
--- through luabatch.transport.ngx's cosocket loopback path (chosen by
--- luabatch.request automatically), so TLS and keepalive are nginx's.
--- Nothing here blocks: sleeps are ngx.sleep, the clock is ngx.now.
---
--- new(opts): opts.dict (shared dict or its name; required), opts.batch
--- (client with :describe_jobs(ids)) or opts.clients = function() -> { batch
--- } (built on first use, in the timer), opts.interval (tick, s, default 1),
--- opts.lock_ttl (default max(5, 3 * interval)), opts.ttl (default 86400),
--- opts.rescan (30), opts.prefix (""), opts.intervals / opts.rate (the
--- luabatch.poller policy; default the aws_batch policy's), opts.ngx (the
--- ngx table; specs pass a fake), opts.pid (this worker's id; default
--- ngx.worker.pid()), opts.on_terminal = function(id, meta, summary) (the
--- polling worker calls it, inside its tick, once a watched job is terminal,
--- after its summary is in the dict; meta = what watch() was given; keep it
--- short: schedule the work with ngx.timer.at), opts.on_tick = function(w,
--- fresh) (the polling worker calls it at the end of each of its ticks;
--- fresh = true on the first tick after it took the lock (it may have missed
--- what happened meanwhile); the same advice: keep it short).
+-- new(opts): dict (shared dict or its name; required); batch (client with
+-- :describe_jobs(ids)) or clients = function() -> { batch } (built in the
+-- timer); interval (tick, 1 s); lock_ttl (max(5, 3 x interval)); ttl (86400 s:
+-- how long "job:<id>" lives); rescan (30 s); prefix ("": before every key);
+-- intervals / rate (luabatch.poller's; default those of opts.policy, the
+-- aws_batch policy); ngx, pid (fakes for specs); on_terminal =
+-- function(id, meta, summary) and on_tick = function(w, fresh): called by the
+-- polling worker inside its tick (keep them short: schedule work with
+-- ngx.timer.at); fresh = first tick since it took the lock.
+-- new() -> nil, msg when the dict is missing.  Dict keys: "watch:<id>",
+-- "watchq", "job:<id>", "poller:lock".  Why one worker, the lock and the
+-- keys: docs/design.md.
 
 local batch = require "luabatch.batch"
 local log = require "luabatch.log"

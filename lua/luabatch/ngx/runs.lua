@@ -1,83 +1,37 @@
 -- luabatch.ngx.runs: workflow runs on AWS Batch as an HTTP API inside nginx.
 --
 --   POST /runs[?file=NAME][&job=ID][&param.K=V...]   body: workflow YAML (or ?file=)
---        -> 201 { run_id, job (?job=, or the only job), status = "SUBMITTED" | final,
---                 jobs = [ { job, key, strategy_id, job_id (Batch), job_name, status } ],
---                 workflow_jobs = [ { job, state, queued, strategies, status? } ], results? }
---   GET  /runs/ID       -> 200 { run_id, job?, status, jobs = [ { job, key, strategy_id, job_id,
---                 job_name, status, reason?, exit_code?, log_stream? } ] (every Batch job so far),
---                 workflow_jobs = [ { job, state = "pending" | "submitted" | "retry" | "done",
---                 queued (strategies waiting for max-parallel), strategies (submitted),
---                 attempt (job-level retry: 0 first), status (when done), error? } ],
---                 result = <final context, as `luabatch run --json` prints> (when done) }
---   GET  /runs/ID/logs  -> 200 text/plain, streamed: "[<key>] <line>\n" for every
---                 CloudWatch event of each job, job after job
---   errors: { "error": "..." } with 400 (bad input: the message says what),
---           404 (no such run), 405, 502 (AWS said no / could not be reached)
+--        -> 201 GET's answer without result, status "SUBMITTED" | final, results?
+--   GET  /runs/ID      -> 200 { run_id, job?, status, jobs = [ { job, key, strategy_id,
+--                         job_id (Batch), job_name, status, reason?, exit_code?, log_stream? } ],
+--                         workflow_jobs = [ { job, state = "pending" | "submitted" | "retry"
+--                         | "done", queued, strategies, attempt, status?, error? } ],
+--                         result = <final context, as `luabatch run --json`> (when done) }
+--   GET  /runs/ID/logs -> 200 text/plain, streamed "[<key>] <line>\n", job after job
+--   errors: { "error": "..." } with 400 (bad input), 404 (no such run), 405,
+--           502 (AWS said no / could not be reached)
 --
 --   -- nginx.conf (http level)
 --   lua_shared_dict luabatch 10m;
---   init_by_lua_block {
---     package.loaded.lbruns = require("luabatch.ngx.runs").new({
---       with = { job_queue_arn = "q", s3_bucket = "b", region_name = "eu-west-1" },
---       dir = "/srv/workflows",           -- ?file=NAME is read from here (optional)
---     })
---   }
+--   init_by_lua_block { package.loaded.lbruns = require("luabatch.ngx.runs").new({
+--     with = { job_queue_arn = "q", s3_bucket = "b", region_name = "eu-west-1" },
+--     dir = "/srv/workflows" }) }                -- ?file=NAME is read from here
 --   init_worker_by_lua_block { require("lbruns"):init_worker() }
---   server { ... location /runs { content_by_lua_block { require("lbruns"):handle() } } }
+--   location /runs { content_by_lua_block { require("lbruns"):handle() } }
 --
--- conf (runs.new): dict ("luabatch": lua_shared_dict name), with (runs-on
--- with: defaults, UNDER the YAML's with:: job_queue_arn, s3_bucket,
--- region_name, batch_endpoint / s3_endpoint / logs_endpoint ...), dir,
--- policy (the aws_batch policy table; its intervals pace the poller too),
--- poll_interval (1 s: the poller's tick), credentials (a provider with
--- :get(); default luabatch.ngx.credentials when present, else the default
--- chain), transport (default luabatch.transport.ngx), clients = function(with,
--- region) -> { batch, s3, logs } (replaces both), getenv (os.getenv; nginx
--- passes a variable to workers only with `env NAME;`), ttl (86400 s: how
--- long the dict keeps a run), max_body (1 MiB), prefix ("": dict key prefix).
---
--- How a run goes (nothing blocks a worker: HTTP through nginx, sleeps are
--- ngx.sleep).  The whole workflow runs, as `luabatch run --runs-on
--- aws_batch` would run it (same final context); luabatch.ngx.drive holds
--- the rules:
---   POST  the workflow is loaded, its params checked by the engine
---         (engine.receive_params), and the first step taken under the
---         run's lock: the jobs without needs are submitted (with: rendered
---         and checked as for the CLI; if:, max-parallel and the strategies
---         as the plan decides them; strategies beyond max-parallel are
---         queued).  A job refused at this point (bad with:, bad if:, no
---         SubmitJob went through) refuses the run: 400 / 502, and whatever
---         of it was submitted is terminated.  The run is kept in the dict:
---         "run:<id>" = JSON (drive's meta: source, params, per job its state,
---         submitted Batch jobs, queue, record; the final context once done).
---   then  the poller (luabatch.ngx.poller: one elected worker polls every
---         job of every worker) calls its on_terminal hook when a job of the
---         run ends: an ngx.timer.at(0) drives the run — under a dict:add
---         lock "drive:<id>" (a "dirty:<id>" mark makes the holder step again
---         when another worker asked meanwhile, so no end goes unseen):
---         finished strategies collected (aws_batch.collect_strategy), queued strategies
---         submitted, fail-fast siblings terminated, ready jobs submitted with
---         their needs' records, skips and trigger-rule aborts recorded.
---   tick  a run also has to move when no job of it ends: a Batch job past
---         the client deadline (with.timeout x with.retry_attempts +
---         policy.deadline_margin from its SubmitJob, as the CLI's) is
---         terminated with policy.deadline_reason, and a job-level `retry:`
---         waits out its backoff.  Each step leaves drive.wake(meta) (the
---         earliest such time) in "wake:<id>" (queued on "wakeq" when it
---         changes); the elected poller's tick (its on_tick hook: tick_runs)
---         kicks the runs whose time has come — no GET needed.
---   GET   answers from the dict; it also drives the run once (a lost timer,
---         a collect to try again), which is cheap when nothing changed.
--- ?job=ID runs that job only (its needs not run, as `luabatch run --job`).
--- The job-level `retry:` runs a FAILED job again from scratch (every
--- strategy, keys "<job>/<sid>/<attempt>", the context its first attempt
--- saw), as the plan says; GET lists the earlier attempts' Batch jobs too.
+-- conf: with (defaults under the YAML's with:), dir, dict ("luabatch"), policy
+-- (aws_batch's; also paces the poller), poll_interval (1 s), credentials (a
+-- provider with :get()), transport (luabatch.transport.ngx), clients =
+-- function(with, region) -> { batch, s3, logs }, getenv (os.getenv; nginx passes
+-- a variable only with `env NAME;`), ttl (86400 s), max_body (1 MiB), prefix ("").
+-- A run is the whole workflow as `luabatch run` runs it (same final context);
+-- ?job=ID runs that job only.  How a run moves: docs/design.md.
 
 local log = require "luabatch.log"
 local stage = require "luabatch.workflow.stage"
 local ngx_poller = require "luabatch.ngx.poller"
 local drive = require "luabatch.ngx.drive"
+require "luabatch.runner"     -- the runners, registered with the loader and the engine
 
 local _M = { _VERSION = "0.1.0" }
 local mt = { __index = _M }
@@ -96,7 +50,6 @@ local str_sub = string.sub
 local str_match = string.match
 local str_format = string.format
 local concat = table.concat
-local sort = table.sort
 
 local cjson = require "cjson.safe"
 

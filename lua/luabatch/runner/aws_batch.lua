@@ -33,6 +33,7 @@
 -- reused, a recorded job id watched again, a lost submit looked up by name.
 
 local log = require "luabatch.log"
+require "luabatch.runner"     -- registered with the loader and the engine
 local job = require "luabatch.workflow.job"
 local stage = require "luabatch.workflow.stage"
 local policy_mod = require "luabatch.runner.aws_batch.policy"
@@ -51,7 +52,6 @@ local require = require
 local tostring = tostring
 local setmetatable = setmetatable
 local str_format = string.format
-local str_sub = string.sub
 local floor = math.floor
 
 local failed_record = run_mod.failed_record
@@ -131,51 +131,28 @@ end
 ---------------------------------------------------------------------------
 
 --- submit(model, job_id, context, opts) -> submitted | nil, msg, code
--- The first half of run_job without any waiting: with: checked, the job
--- definition ensured, the bundle uploaded, one SubmitJob per strategy (or
--- one array job with with.array) — and back.  opts as run_job's (opts.env
--- = the engine's job env: job_with, run_id, runner_opts; runner_opts.sleep
--- / clock default to ngx.sleep / ngx.now inside nginx; the token bucket and
--- the retry of a failed SubmitJob may sleep with them).
--- NOT done here, unlike run_job: max-parallel (every strategy is submitted
--- at once: Batch's queue and compute environment limit what runs), fail-fast
--- (collect() reports each strategy as it ended), job-level `retry:` (one
--- attempt per call: the caller submits again with opts.attempt; Batch-level
--- with.retry_attempts still applies), the client deadline, following logs.
--- The journal (runner_opts.journal) is optional, as in run_job.
--- opts.strategies = { "<strategy id>", ... }: submit only these (one plain
--- job each, in that order; with.array is not used then) for a caller that
--- paces the strategies itself (max-parallel, fail-fast: luabatch.ngx.drive).
--- The bundle still carries every strategy, so a later submit of the others
--- uploads the same bundle and reuses the job definition; the caller
--- appends the later submitted.jobs to the first table.  Every SubmitJob's
--- outcome is an entry of submitted.jobs (no "ESUBMIT"); an empty list
--- checks with:, `if` and the matrix and submits nothing.  An id the job's
--- matrix does not have raises.
--- opts.attempt = k (default 0): the job-level `retry:` attempt, as run_job's
--- exec gets it: keys "<job>/<sid>/<k>", job names with k, and for k > 0 the
--- result.json of each strategy submitted (every strategy with an array job)
--- is deleted first, so an earlier attempt's is never read as this one's.
--- submitted (plain data, JSON-safe: a server can keep it anywhere) =
---   { format = "luabatch-submitted/1", run_id, workflow, job_id,
---     skip = true (the job's `if` was false: nothing submitted) | nil,
---     jobs = { { key, strategy_id, batch_job_id, job_name } | { key,
---              strategy_id, job_name, error = msg } (its SubmitJob failed), ... },
---     array = { key, batch_job_id, job_name } (with.array) | nil,
---     results = "s3://bucket/<run prefix>/<job_id>/",
---     config = { queue, bucket, prefix (run prefix), region, log_group,
---                keep_on_failure, array (with.array / policy.array),
---                timeout (with.timeout / policy.timeout, s; nil: none),
---                attempts (with.retry_attempts), client = { endpoint
---                fields of with: } },
---     (the client deadline of run_job, Run:deadline(), is timeout * attempts
---     + policy.deadline_margin from each SubmitJob: a caller that waits
---     elsewhere enforces it itself with config.timeout / config.attempts)
---     context = { params, jobs } }
--- An array child is watched as "<array job id>:<index>".
--- Failure codes: "EWITH" (with: rejected, nothing submitted), "EJOB" (the
--- job's `if` or matrix is invalid), "ESUBMIT" (no job could be submitted:
--- job definition, bundle upload or SubmitJob; msg says which).
+-- run_job's first half without waiting: with: checked, job definition
+-- ensured, bundle uploaded, one SubmitJob per strategy (or one array job).
+-- opts as run_job's, plus:
+--   strategies = { sid, ... }: submit only these, as plain jobs in that order
+--     (for a caller that paces them: luabatch.ngx.drive); an id the matrix
+--     lacks raises; {} submits nothing; a failed SubmitJob is only an entry.
+--   attempt = k (default 0): the job-level retry: attempt; for k > 0 the old
+--     result.json of each strategy submitted is deleted first.
+-- Left to the caller: max-parallel, fail-fast, job-level retry:, the client
+-- deadline (config.timeout x config.attempts + policy.deadline_margin),
+-- following logs (docs/design.md, "Submit now, collect later").
+-- submitted (plain data, JSON-safe) = { format = "luabatch-submitted/1",
+--   run_id, workflow, job_id, skip = true (the job's `if` was false) | nil,
+--   jobs = { { key, strategy_id, job_name, batch_job_id | error = msg }, ... },
+--     (an array child's batch_job_id is "<array job id>:<index>")
+--   array = { key, batch_job_id, job_name } | nil,
+--   results = "s3://bucket/<run prefix>/<job_id>/",
+--   config = { queue, bucket, prefix (run prefix), region, log_group,
+--     keep_on_failure, array, timeout (s | nil), attempts, client = the
+--     endpoint fields of with: }, context = { params, jobs } }
+-- Errors: "EWITH" (with: rejected, nothing submitted), "EJOB" (the job's `if`
+-- or matrix is invalid), "ESUBMIT" (no job submitted; msg says which step).
 function _M.submit(model, job_id, context, opts)
   local only = opts and opts.strategies
   if only ~= nil and type(only) ~= "table" then

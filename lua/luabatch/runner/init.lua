@@ -49,4 +49,11 @@ end
 --- known(type) -> true when the type is registered
 function _M.known(t) return REGISTRY[t] ~= nil end
 
+--- value(kind, v): luabatch.runner.schema's, for the loader
+_M.value = require("luabatch.runner.schema").value
+
+-- The workflow layer learns of the runners here (it never requires them).
+require("luabatch.workflow.load").use_runners(_M)
+require("luabatch.workflow.engine").use_runners(_M)
+
 return _M

@@ -2,6 +2,7 @@
 --
 --   local runner = require "luabatch.runner.local"
 --   local record, jctx = runner.run_job(model, job_id, context, opts)
+--   local h = runner.open_job(model, job_id, wctx, opts)   -- the engine's seam
 --
 -- model    a loaded workflow (luabatch.workflow.load)
 -- job_id   a key of model.jobs
@@ -11,12 +12,13 @@
 --            plus the engine.run options when env is not given }
 --
 -- Returns the job record as kept in the workflow context `jobs.<id>` and the
--- local job context (the reference's job result: { status, <sid>|EMPTY = ...,
+-- local job context (ddeutil-workflow's job result: { status, <sid>|EMPTY = ...,
 -- errors? }); the latter is what a remote runner writes as result.json, and
 -- job.record() turns it into the former on the host.  This is the seam the
 -- aws_batch runner implements too: same signature, same returns.
 
-local job = require "luabatch.workflow.job"
+
+require "luabatch.runner"     -- registered with the loader and the engine
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -50,11 +52,8 @@ end
 --   handle:run_strategy(combo, wctx, senv) -> strategy record
 --   handle.array -> nil (strategies one by one), handle:close(status)
 function _M.open_job(model, job_id, wctx, opts)
-  local jobdef = _M.open("open_job", model, job_id, wctx, opts)
-  return {
-    run_strategy = function(_, combo, w, senv) return job.run_stages(jobdef, combo, w, senv) end,
-    close = function() end,
-  }
+  _M.open("open_job", model, job_id, wctx, opts)
+  return require("luabatch.workflow.engine").local_job(model, job_id)
 end
 
 --- run_job(model, job_id, context, opts) -> record, jctx (one job, here).

@@ -1,6 +1,6 @@
 -- luabatch.transport.default: what a client uses when it is given no
--- transport, sleep or credentials -- the one place that knows whether we run
--- inside nginx.
+-- transport or sleep -- the one place that knows whether we run inside
+-- nginx.
 --
 --   local default = require "luabatch.transport.default"
 --   default.in_nginx()          -> true | false      (ngx_lua, past the init phase)
@@ -8,15 +8,12 @@
 --                                  nginx (libcurl would block the worker), else
 --                                  luabatch.transport.curl
 --   default.sleep(s)            -> ngx.sleep inside nginx (yields), else core.sleep
---   default.credentials(opts)   -> inside nginx with a `luabatch` shared dict:
---                                  luabatch.ngx.credentials (cached across workers,
---                                  one refresher); else luabatch.credentials.new(opts)
+-- (The default credentials are luabatch.credentials.default's.)
 --
 -- The C core still signs everywhere (core.sigv4_sign never blocks).
 
 local _M = { _VERSION = "0.1.0" }
 
-local type = type
 local rawget = rawget
 local require = require
 
@@ -37,17 +34,6 @@ function _M.sleep(s)
     return true
   end
   return require("luabatch.core").sleep(s)
-end
-
-function _M.credentials(opts)
-  if _M.in_nginx() then
-    local shared = rawget(_G, "ngx").shared
-    if type(shared) == "table" and shared.luabatch then
-      return require("luabatch.ngx.credentials").new({ config = opts and opts.config,
-        transport = opts and opts.transport })
-    end
-  end
-  return require("luabatch.credentials").new(opts)
 end
 
 return _M

@@ -9,34 +9,14 @@
 --
 -- opts and resp are those of transport.curl / core.http_request, with a body
 -- string only: body_file, body_reader, output_file and on_data are refused
--- with "EINVAL" (this transport is for API calls; large objects stream
--- through nginx itself, see examples/nginx).
---
--- Why nginx's client and not libcurl: libcurl blocks the worker, and a
--- blocked worker stops serving every other connection it owns.  nginx
--- already has a non-blocking HTTP client with TLS verification, upstream
--- keepalive and timeouts (proxy_pass); the Lua side only signs (the C core)
--- and yields while nginx does the I/O.  Two ways in:
---
--- * request phases (rewrite, access, content): a subrequest,
---   ngx.location.capture(location, { vars = ... }), to the internal location
---   of ngx/locations.conf (default "/_luabatch/aws"), which proxy_passes to
---   $luabatch_target$luabatch_uri with each header from a variable.  Only
---   the headers of HEADER_VARS fit; a request with another header uses the
---   loopback below.
--- * timers (ngx.timer.*, no request, so no subrequest): a cosocket to the
---   same proxy exposed on a unix socket (ngx/loopback.conf, default
---   <nginx prefix>luabatch.sock) and a minimal HTTP/1.1 exchange with it
---   (Content-Length request bodies; a Content-Length response body or one
---   read up to the close).  TLS, keepalive and timeouts to AWS stay nginx's.
---
--- Failures: nginx's own proxy failures (a subrequest: 502/503/504/500,
--- truncated, no body; the loopback: 599 with the code as body, from the
--- error_page of loopback.conf) become "ECONNECT" (refused, TLS verification,
--- resolver), "ETIMEDOUT" or "EIO".  A 4xx/5xx of the endpoint is
--- a resp.  The loopback maps cosocket errors to ECONNECT / ETIMEDOUT / EIO.
--- Phases without subrequests or cosockets (init, init_worker, log, filters)
--- get "ENOTSUP".
+-- with "EINVAL" (large objects stream through nginx itself, examples/nginx).
+-- Request phases use a subrequest to ngx/locations.conf's internal location;
+-- timers, and headers a subrequest cannot carry, use a cosocket to the same
+-- proxy on a unix socket (ngx/loopback.conf).
+-- Errors: nginx's own proxy failures become "ECONNECT" (refused, TLS
+-- verification, resolver), "ETIMEDOUT" or "EIO"; phases without subrequests
+-- or cosockets (init, init_worker, log, filters) get "ENOTSUP".  A 4xx/5xx
+-- of the endpoint is a resp.  Why and how: docs/design.md.
 
 local log = require "luabatch.log"
 

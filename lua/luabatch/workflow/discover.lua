@@ -1,5 +1,5 @@
 -- luabatch.workflow.discover: read workflow YAML files and find the
--- workflows defined in a --conf directory (decision 1).
+-- workflows defined in a --conf directory, as ddeutil-workflow finds them.
 --
 -- Contract:
 --   read_yaml(path [, text, name]) -> doc, pos | nil, msg, code
@@ -33,7 +33,7 @@ local function read_yaml(path, text, name)
 end
 
 
--- Conf directory (decision 1) ------------------------------------------------
+-- Conf directory ------------------------------------------------------------
 
 local function shell_quote(s) return "'" .. str_gsub(s, "'", "'\\''") .. "'" end
 

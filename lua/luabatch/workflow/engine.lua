@@ -150,15 +150,28 @@ end
 -- Runners
 ---------------------------------------------------------------------------
 
+--- local_job(model, job_id) -> the handle of a job run here: each strategy
+-- is its stages (luabatch.runner.local's open_job; the engine's own runner
+-- before a registry is in use).
+function _M.local_job(model, job_id)
+  local jobdef = model.jobs[job_id]
+  return { run_strategy = function(_, combo, w, senv) return job.run_stages(jobdef, combo, w, senv) end }
+end
+
+-- The runner registry (luabatch.runner sets it when loaded: the runners are
+-- the layer above); without one only local jobs run.
+local registry
+function _M.use_runners(reg) registry = reg end
+
 -- The job's runner: opts.runners[type] (tests, embedders), else the
--- registry's (luabatch.runner) -> module | nil, message
+-- registry's -> module | nil, message
 local function runner_for(jobdef, opts)
   local t = opts.runs_on or (jobdef.runs_on and jobdef.runs_on.type) or "local"
   if opts.runners and opts.runners[t] then return opts.runners[t] end
-  local registry = require "luabatch.runner"
-  if registry.known(t) then return registry.get(t) end
+  if registry and registry.known(t) then return registry.get(t) end
+  if not registry and t == "local" then return { open_job = _M.local_job } end
   return nil, str_format("Job runs-on type: '%s' is not available in this build (runners: %s).", t,
-    table.concat(registry.types(), ", "))
+    registry and table.concat(registry.types(), ", ") or "local")
 end
 
 -- The job's effective runs-on `with:`: opts.with under the job's own,
@@ -436,7 +449,7 @@ function _M.run_job(model, job_id, context, opts)
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
   o.job, o.jobs, o.runs_on = job_id, context.jobs, opts.runs_on or "local"
-  o.runners = { [o.runs_on] = opts.runner or require("luabatch.runner.local") }
+  o.runners = { [o.runs_on] = opts.runner or { open_job = _M.local_job } }
   local base = opts.env
   if base then
     o.getenv, o.progress, o.log, o.output_line = base.getenv, base.progress, base.log, base.output_line

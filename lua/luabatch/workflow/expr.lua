@@ -1,7 +1,7 @@
 -- luabatch.workflow.expr: the small, safe expression language of stage and
--- job `if:` conditions (spec decision 6).  The source is tokenized and parsed
--- to an AST once, then evaluated against a context table; nothing is ever
--- handed to load().
+-- job `if:` conditions (README, "The format in short").  The source is
+-- tokenized and parsed to an AST once, then evaluated against a context
+-- table; nothing is ever handed to load().
 --
 -- expr.compile(src) -> fn | nil, msg          fn(ctx) -> value | nil, msg
 -- expr.eval(src, ctx) -> value | nil, msg

@@ -9,8 +9,8 @@
 --     fail-fast group ({ cancel, fail_fast }): what `luabatch task` runs
 --   job.record(jobdef, jctx) -> the record in `jobs.<id>`
 --
--- The local job context (the reference's, also what a remote runner writes
--- as result.json):
+-- The local job context (ddeutil-workflow's, also what a remote runner
+-- writes as result.json):
 --   { status = S, [<strategy id> | "EMPTY"] = { status, matrix, stages[, errors] },
 --     errors = {name, message} (no matrix) | { <sid> = {name, message} } (matrix) }
 -- The record: no matrix  { status, stages[, errors] }

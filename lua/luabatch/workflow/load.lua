@@ -40,10 +40,6 @@ local load_stage = require "luabatch.workflow.load_stage"
 local discover = require "luabatch.workflow.discover"
 local template = require "luabatch.workflow.template"
 local log = require "luabatch.log"
--- the runners (their types and with: schemas) are the layer above: the
--- loader reads their registry, never their code
-local runners = require "luabatch.runner"
-local schema = require "luabatch.runner.schema"
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
 local pcall, error = pcall, error
@@ -71,12 +67,18 @@ local read_yaml, scan_conf = discover.read_yaml, discover.scan
 -- unknown field is an error, a literal value of the wrong kind too; a
 -- value holding a `${{ }}` template is checked when it is rendered.
 
+-- The runner registry (types, with: schemas): luabatch.runner sets it when
+-- loaded (the runners are the layer above); without one only `local` loads.
+local runners = { known = function(t) return t == "local" end, types = function() return { "local" } end,
+                  schema = function() return nil end }
+function _M.use_runners(reg) runners = reg end
+
 local RUNS_ON_KNOWN = set({ "self_hosted", "docker", "container", "gcp_batch", "azure_batch", "cloud_batch" })
 
 local function check_with_field(cx, spec, k, v, p, what)
   local kind = spec.fields[k]
   if type(v) == "string" and template.has(v) then return v end
-  local nv, expect, sub = schema.value(kind, v)
+  local nv, expect, sub = runners.value(kind, v)
   if nv == nil then
     if sub ~= nil then
       fail(cx, valpos(cx, v, sub) or p, "%s: '%s.%s' must be a string, got %s", what, k, tostring(sub), show(v[sub]))
@@ -153,7 +155,7 @@ local function parse_runs_on(cx, job, what)
 end
 
 
--- Strategy (§4, decision 15) -------------------------------------------------
+-- Strategy (matrix values may be any scalar) --------------------------------
 
 local function scalar_map(cx, m, p, what)
   if not is_map(cx, m) then fail(cx, p, "%s must be a mapping of names to scalars", what) end
@@ -288,7 +290,7 @@ local function parse_job(cx, id, raw, p, kp)
   return job
 end
 
--- needs must name jobs; no cycles (decision 14).
+-- needs must name jobs; a cycle is an error naming it (README Differences, item 4).
 local function check_needs(cx, model)
   for _, id in ipairs(model.job_order) do
     local job = model.jobs[id]
@@ -432,7 +434,7 @@ local function stem(path)
 end
 
 -- Is this body a workflow?  direct: a file given by path also counts a body
--- with `jobs:` and no `type:` (decision 1).
+-- with `jobs:` and no `type:` (a file given directly needs no `type:`).
 local function is_workflow(body, direct)
   if type(body) ~= "table" then return false end
   if body.type == "Workflow" then return true end
@@ -500,7 +502,7 @@ function _M.string(text, name, opts)
 end
 
 
--- Conf directory (decision 1) ------------------------------------------------
+-- Conf directory (one workflow per file, or many keyed by name) --------------
 
 --- Names of the workflows (type: Workflow) found under conf_dir, sorted.
 -- Returns list | nil, msg, "EINVAL".
@@ -516,7 +518,7 @@ function _M.workflow_names(conf_dir)
   return names
 end
 
---- Find the workflow `name` under conf_dir (decision 1: one per file with
+--- Find the workflow `name` under conf_dir (one per file with
 -- `name:`, or several keyed by name; `type: Workflow` required; the newest
 -- file wins when several define it) and load it.  opts as load.file.
 function _M.find(conf_dir, name, opts)
@@ -556,7 +558,8 @@ local function copy(t)
   return o
 end
 
---- Check the given params against the model's declarations (decision 4) with
+--- Check the given params against the model's declarations (absent optional
+-- params get their defaults: README Differences, item 2) with
 -- params.receive.  Returns values | nil, "FILE:LINE:COL: msg" (the line of
 -- the param's declaration), "EINVAL".
 function _M.check_params(model, given)

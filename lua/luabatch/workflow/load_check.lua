@@ -248,7 +248,7 @@ local function want_bool(cx, t, k, what, default)
 end
 
 -- Integer in lo..hi (or a template string when allow_tpl; a numeric string is
--- taken as its number, as the reference's int() would).
+-- taken as its number, as ddeutil-workflow's int() would).
 local function want_int(cx, t, k, what, lo, hi, default, allow_tpl)
   local v = t[k]
   if is_null(v) then return default end

@@ -1,5 +1,5 @@
--- luabatch.workflow.load_stage: validate the stages of a job (§5) and turn
--- them into stage models.
+-- luabatch.workflow.load_stage: validate the stages of a job and turn them
+-- into stage models.
 --
 -- Contract: parse_stages(cx, list, p, what) -> { stage... } for a YAML list of
 -- stage mappings (cx as in luabatch.workflow.load_check; cx.name is the
@@ -54,7 +54,8 @@ local TYPE_NAMES = { empty = "empty", bash = "bash", py = "py", python = "py", l
   trigger = "trigger", raise = "raise", parallel = "parallel", foreach = "foreach", case = "case",
   ["until"] = "until" }
 
--- §5.1: the kind a stage's keys select, and the key that selected it.
+-- The kind a stage's keys select, and the key that selected it
+-- (ddeutil-workflow's precedence, plus `lua`).
 local function infer_kind(s)
   if s.foreach ~= nil then return "foreach", "foreach" end
   if s["until"] ~= nil then return "until", "until" end
@@ -74,7 +75,8 @@ end
 
 local parse_stages   -- forward
 
--- Only ${{ matrix.* }} templates may appear in a stage id or name (§5.2).
+-- Only ${{ matrix.* }} templates may appear in a stage id or name (as in
+-- ddeutil-workflow).
 local function check_ident_templates(cx, s, p, what)
   if type(s) ~= "string" then return end
   check_template(cx, s, p, what)

@@ -1,5 +1,5 @@
--- luabatch.workflow.matrix: strategy expansion and strategy ids
--- (reference §4.2 and §4.4; spec decision 15: matrix values may be any scalar).
+-- luabatch.workflow.matrix: strategy expansion and strategy ids, as
+-- ddeutil-workflow expands and names them (matrix values may be any scalar).
 --
 -- matrix.expand(strategy [, order]) -> combos | nil, msg
 --   strategy = { matrix = { key -> list of scalars }, include = { map, ... },
@@ -9,7 +9,7 @@
 --   the matrix key order is strategy.matrix_order, else order(matrix), else
 --   sorted; an include entry's key order is order(entry), else sorted.
 --   combos = list of { keys = { key, ... } (order), values = { key -> value },
---   id = "EMPTY" | "1234567890" }, in the reference's order: the cartesian
+--   id = "EMPTY" | "1234567890" }, in ddeutil-workflow's order: the cartesian
 --   product (last key varies fastest) minus excludes, then includes.
 --   No matrix (or an empty one) -> { { keys = {}, values = {}, id = "EMPTY" } }.
 --   Errors: a matrix entry that is not a list of scalars, an exclude key that

@@ -1,37 +1,34 @@
 -- luabatch.workflow.params: workflow parameter declarations and the
--- coercion of given values (reference §2, spec decision 4).
+-- coercion of given values (ddeutil-workflow's param types; our fixes are
+-- item 2 of README "Differences from ddeutil-workflow").
 --
--- params.parse_decl(name, raw [, index]) -> decl | nil, msg
---   raw = "str" (shorthand) or { type =, desc =, required =, default =,
---   options = (choice), precision = (float, decimal) }.  Unknown keys are
---   ignored (as the reference).  decl = { name, type, desc, required,
---   default (already coerced; nil = none), options, precision, index }.
---   index (optional) orders declarations in messages.
--- params.receive(decls, given [, opts]) -> values | nil, msg, errname
---   decls = { name -> decl }; given = { name -> value } (strings from the
---   command line or native values).  values = given keys that are not
---   declared, untouched, plus every declared param: the given value coerced,
---   or its default when absent or null (defaults ARE injected, decision 4;
---   an optional param without a default gets null).  errname is "ParamError"
---   for a value that does not fit and "WorkflowError" for missing required
---   params ("Required Param on this workflow setting does not set: 'a', 'b'.").
---   opts.now = epoch seconds for the date/datetime defaults (default: now).
--- params.coerce(decl, value [, opts]) -> value | nil, msg
+--   params.parse_decl(name, raw [, index]) -> decl | nil, msg
+--   params.receive(decls, given [, opts]) -> values | nil, msg, errname
+--   params.coerce(decl, value [, opts]) -> value | nil, msg
 --
--- Representation in the context (and in JSON output):
---   str      string (Python str(): True -> "True", 1.5 -> "1.5", lists -> "['a']")
---   int      integer (a boolean stays a boolean, as the reference)
---   float    number rounded to `precision` (default 6)
---   decimal  number rounded to `precision` (default 6); no exact decimal type
---   date     "YYYY-MM-DD" (a datetime string gives its date part)
---   datetime "YYYY-MM-DDTHH:MM:SS[.ffffff]Z": always UTC; a naive value is
---            taken as UTC, an offset is applied (fix of the reference, which
---            drops it); a date gives midnight UTC
---   choice   the matching option; null -> the first option; a string that is
---            the text of a non-string option (e.g. "2" for 2) selects it
---   map      table (a JSON object string is decoded)
---   array    table marked with template.list_mt (a JSON array string is decoded)
---   null     cjson.null
+-- raw = "str" (shorthand) or { type, desc, required, default, options (choice),
+-- precision (float, decimal) }; unknown keys are ignored.  decl = { name, type,
+-- desc, required, default (coerced; nil = none), options, precision, index
+-- (orders declarations in messages) }.
+-- receive(): decls = { name -> decl }; given = { name -> string (command line)
+-- or native value }; values = the undeclared given keys untouched plus every
+-- declared param: the given value coerced, else its default (without one:
+-- today / now (opts.now, epoch s) for date / datetime, the first option, {},
+-- [], else null).
+-- errname: "ParamError" (a value that does not fit), "WorkflowError" (required
+-- params missing: "Required Param on this workflow setting does not set: 'a', 'b'.").
+-- Values in the context (and in JSON output):
+--   str       string (Python str(): True -> "True", 1.5 -> "1.5", lists -> "['a']")
+--   int       integer (a boolean stays a boolean)
+--   float, decimal  number rounded to `precision` (default 6; no exact decimal)
+--   date      "YYYY-MM-DD" (a datetime string gives its date part)
+--   datetime  "YYYY-MM-DDTHH:MM:SS[.ffffff]Z": a naive value is taken as UTC,
+--             an offset is applied; a date gives midnight UTC
+--   choice    the matching option; null -> the first; the text of a
+--             non-string option selects it ("2" for 2)
+--   map, array  table (a JSON object / array string is decoded; an array is
+--             marked with template.list_mt)
+--   null      cjson.null
 
 local cjson = require "cjson"
 local template = require "luabatch.workflow.template"

@@ -1,9 +1,5 @@
---- luabatch.workflow.sched -- a cooperative scheduler for real concurrency.
---
--- Tasks are coroutines.  A task that waits (a child process, a sleep, another
--- task, a limiter slot) yields to the loop in `s:run()`, which waits on every
--- child process and the earliest timer at once (core.proc_wait), so eight
--- tasks each running `sleep 1` take one second, not eight.
+-- luabatch.workflow.sched: a cooperative scheduler of coroutine tasks that
+-- wait on child processes and timers together (core.proc_wait).
 --
 --   local s = sched.new()
 --   local t = s:spawn(fn, ...)          -- also sched.spawn(fn, ...) inside a task
@@ -12,28 +8,24 @@
 --          of a failed task nobody joined
 --   inside a task (outside one they block the whole thread instead):
 --   sched.sleep(sec)                    -> true | nil, msg, "ECANCELED"
---   sched.exec(argv, {env = {K = V}, clear_env = bool, cwd = dir, stdin = s})
+--   sched.exec(argv, {env = {K = V}, clear_env = bool, cwd = dir, stdin = s,
+--                     on_output = function(fd, chunk)})
 --       -> {exit = n | nil, signal = n | nil, stdout = s, stderr = s}
 --        | nil, msg, code ("EIO" spawn failure, "ECANCELED" cancelled)
---       env is added over the inherited environment (the whole environment
---       with clear_env = true); on_output = function(fd, chunk) gets the
---       child's output while it runs (fd 1 stdout, 2 stderr; within
---       OUTPUT_SLICE s of its arrival, the rest before exec returns) -- it
---       runs in the scheduler loop and must not yield
+--       env is added over the inherited environment (replaces it with
+--       clear_env); on_output gets output while the child runs (fd 1, 2;
+--       within OUTPUT_SLICE s), runs in the loop and must not yield
 --   sched.join(task)                    -> fn's returns; re-raises its error
 --   sched.limiter(n) -> lim; lim:acquire(); lim:release()
 --   sched.all(fns, limit)               -> { {ok = true, n = k, ...} | {ok = false, err = e}, ... }
 --   sched.signal() -> sig; sig:notify(); sig:wait([sec]) -> true (notified)
---                   | false (timed out): one waiting task, notifications
---                   between waits are kept (not counted); after SIGINT a
---                   wait returns at notify only
+--                   | false (timed out): one waiting task; a notify between
+--                   waits is kept (not counted); after SIGINT only notify ends a wait
 --   sched.current() -> task | nil ; sched.cancelled() -> bool
---   task:cancel()   cancel the task and the tasks it spawned: their running
---                   child gets SIGTERM (SIGKILL after `grace`), their waits
---                   return nil, "cancelled", "ECANCELED"
---
--- Works on Lua 5.4 and LuaJIT 2.1 (both yield across pcall).  A task must not
--- block from inside a coroutine of its own: there the calls block the thread.
+--   task:cancel()   the task and the tasks it spawned: a running child gets
+--                   SIGTERM (SIGKILL after `grace`), waits return nil,
+--                   "cancelled", "ECANCELED"
+-- Lua 5.4 and LuaJIT 2.1.  Why and the limits: docs/design.md.
 local core = require "luabatch.core"
 
 local _M = { _VERSION = "0.1.0" }

@@ -6,29 +6,22 @@
 --   local record, key = stage.execute(st, rctx, env)
 --   local status, records, failed = stage.run_list(stages, rctx, env)
 --
--- A record is { outputs = {...}, status = "SUCCESS"|"FAILED"|"SKIP"|"CANCEL",
--- errors = {name=, message=} (or a map of them for nested kinds),
--- info = {exec_start, exec_end, exec_latency} }.
---
--- Identity: the output key is the rendered `id`; a stage without `id` runs
--- but records nothing (the reference default, stage_default_id = false).
---
--- `if`: absent or `true` runs, `false` skips; a string is rendered
--- (templates + ${VAR}) and evaluated by luabatch.workflow.expr; it must give
--- a boolean.  A string that renders to a boolean (a whole `${{ }}` template)
--- is taken as that boolean.
---
--- Retry: up to retry+1 attempts; attempt 1 follows attempt 0 at once, after
+-- record = { outputs = {...}, status = "SUCCESS"|"FAILED"|"SKIP"|"CANCEL",
+--   errors = {name=, message=} (a map of them for nested kinds),
+--   info = {exec_start, exec_end, exec_latency} }
+-- key: the rendered `id`; a stage without `id` runs but records nothing (as
+-- in ddeutil-workflow, whose stage_default_id is false).
+-- `if`: absent or true runs, false skips; a string is rendered (templates +
+-- ${VAR}) and evaluated by luabatch.workflow.expr, and must give a boolean (a
+-- whole `${{ }}` template that renders to a boolean is that boolean).
+-- retry: up to retry+1 attempts; attempt 1 follows attempt 0 at once, after
 -- attempt k >= 1 fails the wrapper sleeps 1.2^(k+1) s; SKIP and CANCEL are not
--- retried; the render context gets `retry` = attempt number; `retry` is not
--- added to the outputs.
---
--- Kind modules (luabatch.workflow.stages.<kind>) return
---   { execute = function(stage, rctx, env) -> outputs | nil, err[, outputs] }
--- err is {name=, message=} (a map of them for nested kinds), optionally with
--- `status = "SKIP"|"CANCEL"` to end the stage with that status instead of
--- FAILED.  A Lua error raised by a kind is caught: a table {name, message}
--- is used as is, anything else becomes {name = "StageError", message = ...}.
+-- retried; `retry` (the attempt) is in the render context, not the outputs.
+-- A kind module (luabatch.workflow.stages.<kind>) returns { execute =
+-- function(stage, rctx, env) -> outputs | nil, err[, outputs] }: err is
+-- {name=, message=} (a map for nested kinds), with `status = "SKIP"|"CANCEL"`
+-- to end with that status instead of FAILED.  A Lua error a kind raises is
+-- caught: a {name, message} table as is, else {name = "StageError", ...}.
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -77,35 +70,18 @@ end
 -- encoder writes an object (or an array) whatever their content.
 ---------------------------------------------------------------------------
 
--- One list marker for the whole engine: template's (cjson.array_mt where
--- lua-cjson has it).
-local OBJECT_MT = { __jsontype = "object" }
-local ARRAY_MT = require("luabatch.workflow.template").list_mt
-local EMPTY_ARRAY_MT = require("cjson").empty_array_mt or ARRAY_MT
-_M.null = require("cjson").null
-
-function _M.object(t)
-  return setmetatable(t or {}, OBJECT_MT)
-end
-
-function _M.array(t)
-  return setmetatable(t or {}, ARRAY_MT)
-end
-
---- "object", "array" or nil (decide by content) for a table.
-function _M.jsontype(t)
-  local mt = getmetatable(t)
-  if mt == nil then return nil end
-  if mt == OBJECT_MT then return "object" end
-  if mt == ARRAY_MT or mt == EMPTY_ARRAY_MT then return "array" end
-  return mt.__jsontype
-end
+-- The markers are luabatch.json's (defined there once).
+local json = require "luabatch.json"
+_M.null = json.null
+_M.object = json.object
+_M.array = json.list
+_M.jsontype = json.jsontype
 
 ---------------------------------------------------------------------------
 -- Statuses
 ---------------------------------------------------------------------------
 
---- The reference's validate_statuses: any FAILED -> FAILED, else any CANCEL
+--- ddeutil-workflow's validate_statuses: any FAILED -> FAILED, else any CANCEL
 -- -> CANCEL, else any WAIT -> WAIT, all SKIP (non-empty) -> SKIP, else SUCCESS.
 function _M.validate_statuses(list)
   local n, skip = 0, 0
@@ -125,6 +101,18 @@ end
 ---------------------------------------------------------------------------
 -- Errors
 ---------------------------------------------------------------------------
+
+--- first_error(errors) -> the first message in an errors tree (a record's
+-- errors: {name, message} or a map of them, nested), or nil.
+local function first_error(errors)
+  if type(errors) ~= "table" then return nil end
+  if errors.message then return tostring(errors.message) end
+  for _, e in pairs(errors) do
+    local m = first_error(e)
+    if m then return m end
+  end
+end
+_M.first_error = first_error
 
 --- Normalise any error value to {name=, message=}.
 function _M.error_of(err, default_name)
@@ -390,7 +378,7 @@ end
 --- Run a list of stages in order in `rctx`, stopping at the first FAILED or
 -- CANCEL.  Each record goes to records[key] and rctx.stages[key].
 -- Before each stage env.cancelled() is asked: when true the list ends with
--- CANCEL and that stage leaves no record (as the reference's event check).
+-- CANCEL and that stage leaves no record (as ddeutil-workflow's event check).
 -- Returns status (FAILED / CANCEL / SKIP when every stage skipped, also for
 -- an empty list / SUCCESS), records, and the failing stage's identity and
 -- record (both nil for a cancellation between stages).

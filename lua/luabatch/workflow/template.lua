@@ -1,5 +1,6 @@
 -- luabatch.workflow.template: `${{ path | filter(args) }}` templates and
--- `${VAR}` environment substitution, as ddeutil-workflow renders them.
+-- `${VAR}` environment substitution, as ddeutil-workflow (the reference)
+-- renders them.
 --
 -- template.render(value, ctx [, opts]) -> rendered | nil, msg, "UtilError"
 --   Strings, lists and maps (element-wise; keys are not rendered).  A string
@@ -27,7 +28,7 @@
 -- template.list([t]) -> t marked as a list; template.list_mt
 -- template.null = cjson.null (the value of YAML/JSON null and Python None).
 --
--- Paths (§6.2): dot-separated; every segment before the last may hold only
+-- Paths: dot-separated; every segment before the last may hold only
 -- letters, '_', '-' and a trailing '?'; the last one may also hold digits and
 -- . ' " ( ) [ ] { }.  A `${{ }}` whose path breaks these rules is left in the
 -- text literally, as the reference does.  `seg?` gives null when that segment
@@ -39,11 +40,12 @@ local cjson = require "cjson"
 
 local _M = { _VERSION = "0.1.0" }
 
+local json = require "luabatch.json"
+
 local NULL = cjson.null
--- Lists are marked with cjson's array metatable when this cjson has one (so
--- they encode as JSON arrays even when empty), else with our own marker.
-local ARRAY_MT = cjson.array_mt or { __name = "luabatch.list", __jsontype = "array" }
-local EMPTY_ARRAY_MT = cjson.empty_array_mt or ARRAY_MT
+-- the list markers are luabatch.json's
+local ARRAY_MT = json.list_mt
+local EMPTY_ARRAY_MT = json.empty_list_mt
 local str_format = string.format
 local str_byte = string.byte
 local str_sub = string.sub

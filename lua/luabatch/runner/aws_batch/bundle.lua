@@ -1,9 +1,10 @@
 -- luabatch.runner.aws_batch.bundle: the document a remote task runs from.
 --
 --   local bundle = require "luabatch.runner.aws_batch.bundle"
+--   local files, notes = bundle.collect_files(jobdef, env [, { max_bytes =, secrets = }])
 --   local t, dropped = bundle.build{ run_id = id, workflow = model.name, job_id = "count",
 --                                    jobdef = model.jobs.count, context = wctx,
---                                    strategies = combos,          -- optional
+--                                    strategies = combos, files = files,   -- optional
 --                                    results = "s3://bucket/prefix/run/count/" }
 --   local text = bundle.encode(t)
 --   local t2, msg, code = bundle.decode(text, "s3://bucket/.../bundle.json")
@@ -12,44 +13,20 @@
 --
 -- Format "luabatch-bundle/1":
 --   { format, run_id, workflow, job_id,
---     job = <the loaded job definition, deep-copied: runs_on.with removed
---            (credentials and all; runs_on.type kept), strategy.key_order
---            removed, anything JSON cannot hold (functions, userdata,
---            threads, non string/number keys, cycles) removed>,
+--     job = the job definition, deep-copied, without runs_on.with (credentials),
+--           strategy.key_order and anything JSON cannot hold,
 --     context = { params = {...}, jobs = { <records of the jobs in job.needs> } },
---     strategies = [ { id = "<sid>" | "EMPTY", values = {...} }, ... ],
+--     strategies = [ { id = "<sid>" | "EMPTY", values = {...} }, ... ],  -- array child i: [i + 1]
 --     results = "s3://<bucket>/<run prefix>/<job_id>/",   (always ends in "/")
---     files = { registry = { ["<rel>.lua"] = "<source>" },         -- optional
+--     files = { registry = { ["<rel>.lua"] = "<source>" },          -- optional
 --               workflows = { ["<name>"] = "<yaml source>" } } }
--- An array child i runs strategies[i + 1].
---
--- files: what `call:` and `trigger:` stages need that the image may lack,
--- gathered on the host by collect_files(jobdef, env [, opts]) and handed to
--- build as o.files:
---   * every `call:` whose `uses` has no ${{ }} template: the registry module
---     file it resolves to (luabatch.workflow.stages.call.resolve over
---     env.registry_path), keyed by its path inside the registry directory;
---   * every `trigger:` with a literal name: the YAML source of the file that
---     defines it in env.conf (as load.find picks it), keyed by the name, and,
---     recursively, that workflow's own call/trigger files.
---   Stages nested in parallel/foreach/case/until count.  Not bundled (the
---   image must have them): templated targets, targets not found on the host,
---   files a registry module reads or requires itself.  The sources together
---   may take at most opts.max_bytes (default MAX_FILES_BYTES, 4 MiB); a file
---   holding one of opts.secrets is refused (the message names the file,
---   never the secret).  The container (luabatch.task) writes them to a
---   private temporary directory searched first (registry) / as the conf
---   directory (workflows) and removes it at the end.  A workflow's whole
---   file goes: when one file keys several workflows they come along, and if
---   two bundled files define the same name the container's pick follows
---   discover's rule (newest file) and may differ from the host's.
---
--- build() raises on misuse (bad argument ...); its second return lists the
--- paths it dropped ("job.runs_on.with", "job.strategy.key_order", ...).
--- decode() returns nil, "<name>: <field>: <what is wrong>", "EBUNDLE" for any
--- text that is not a valid bundle (bad JSON included).
--- JSON goes through luabatch.json (integers vs floats and empty objects vs
--- arrays survive the trip); lua-cjson is the fallback when it is absent.
+-- files: the registry modules of literal `call:` targets and the workflow files
+-- of literal `trigger:` names, nested stages and triggered workflows included;
+-- notes = what was left to the image, one line each.
+-- Errors: build() raises on misuse (its second return lists the paths dropped:
+-- "job.runs_on.with", ...); decode() -> nil, "<name>: <field>: <what is wrong>",
+-- "EBUNDLE"; collect_files() -> nil, msg (over max_bytes, default 4 MiB; a
+-- file holding one of opts.secrets).  Why and what is left out: docs/design.md.
 
 local stage = require "luabatch.workflow.stage"
 

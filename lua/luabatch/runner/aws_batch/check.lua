@@ -16,17 +16,13 @@
 --         "/" .. run_id, or run_id), array (bool), keep_on_failure (bool),
 --         log_group }
 -- A rejected field gives nil and "job '<job>': runs-on aws_batch: with.<field>
--- <what is wrong>; nothing was submitted" (the field is always named).
--- Credentials never go to the container: with.environment refuses
--- AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN /
--- AWS_SECURITY_TOKEN (the job gets its role's through the ECS endpoint) and
--- AWS_BATCH* (reserved by Batch).
--- endpoints() is what the journal's config event records (the URLs the
--- clients use for with:'s endpoint fields, profile and region); a field
--- config cannot resolve is left out.
--- client_fields() = the with: fields that choose the clients (endpoint_url,
--- batch_endpoint, s3_endpoint, logs_endpoint, profile; never credentials)
--- as strings: what submit() keeps so collect() can rebuild the clients.
+-- <what is wrong>; nothing was submitted".  with.environment refuses
+-- AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
+-- AWS_SECURITY_TOKEN (the job gets its role's credentials) and AWS_BATCH*.
+-- endpoints(): the URLs the clients use (what the journal's config event
+-- records; a field config cannot resolve is left out).  client_fields(): the
+-- with: fields that choose the clients (endpoint_url, batch_endpoint,
+-- s3_endpoint, logs_endpoint, profile; never credentials) as strings.
 
 local jobdef_mod = require "luabatch.runner.aws_batch.jobdef"
 local schema = require "luabatch.runner.schema"
@@ -43,7 +39,6 @@ local tostring = tostring
 local tonumber = tonumber
 local str_format = string.format
 local str_gsub = string.gsub
-local floor = math.floor
 local sort = table.sort
 
 local CREDENTIAL_ENV = { AWS_ACCESS_KEY_ID = true, AWS_SECRET_ACCESS_KEY = true, AWS_SESSION_TOKEN = true,

@@ -7,23 +7,17 @@
 --   local def, msg, code = jobdef.ensure(batch, spec [, cache])
 --   -- def = { name, arn, revision, hash, registered = bool }
 --
--- The hash is sha256 of a canonical JSON (sorted keys) of the platform and
--- the container properties; it is stored in the definition's parameters as
--- `luabatch_hash`.  ensure() looks for an ACTIVE revision of the name whose
--- parameters.luabatch_hash equals it (DescribeJobDefinitions, every page)
--- and registers a new revision only when none does.  `cache` (a table kept
--- for the session) remembers the answer per name+hash.
---
+-- hash = sha256 of a canonical JSON (sorted keys) of the platform and the
+-- container properties, kept in the definition's parameters as
+-- `luabatch_hash`.  ensure() reuses an ACTIVE revision of the name with that
+-- hash (DescribeJobDefinitions, every page) and registers one only when none
+-- has it; `cache` (a table kept for the session) remembers the answer.
 -- FARGATE (with.platform): with.execution_role_arn is required, vcpus and
--- memory must be a Fargate task size (checked here, so the with: field is
--- named instead of RegisterJobDefinition's "Fargate resource requirements
--- ... not valid"), no gpus; with.platform_version (default LATEST) and
--- with.assign_public_ip (default true) go to fargatePlatformConfiguration /
--- networkConfiguration.  On EC2 those two are not sent (Batch refuses them).
---
+-- memory must be a Fargate task size, no gpus; with.platform_version
+-- (default LATEST) and with.assign_public_ip (default true) are sent on
+-- Fargate only.  spec() -> nil, err naming the with: field.
 -- The container runs `luabatch task Ref::bundle --strategy Ref::strategy`;
--- SubmitJob fills both parameters.  Timeout and retry strategy are not part
--- of the definition (SubmitJob sets them per run).
+-- SubmitJob fills both parameters, and sets the timeout and retry strategy.
 
 local core = require "luabatch.core"
 local policy_mod = require "luabatch.runner.aws_batch.policy"

@@ -15,39 +15,17 @@
 --   run_mod.failed_record(combo, t0, err) / run_mod.error_of(message)
 --   run_mod.failed_job(jobdef, t0, message) -> job record, jctx
 --
--- new()'s fields: s = the run's session (aws_batch/session.lua), c =
--- s:clients(...), cfg = the checked with: (aws_batch/check.lua), with = the
--- raw with:, env = the engine's job env, wctx = the workflow context,
--- touched = true (objects exist though this Run prepared nothing: collect),
--- keep_run_prefix = true (the cleanup never removes the run's prefix).
---
--- Keys: "<job>/<sid>/<attempt>" (run:key; an array job "<job>/@array/<k>",
--- its children watched as "<array job id>:<index>"), objects under
+-- new(): s = the run's session (aws_batch/session.lua), c = s:clients(...),
+-- cfg = the checked with: (aws_batch/check.lua), with = the raw with:, env =
+-- the engine's job env; touched = objects exist though this Run prepared
+-- nothing (collect); keep_run_prefix = cleanup never removes the run prefix.
+-- Keys: "<job>/<sid>/<attempt>" (array job "<job>/@array/<k>", children
+-- watched as "<array job id>:<index>"); objects under
 -- s3://<bucket>/<run prefix>/<job>/ (run:s3key(sid, name)).
--- prepare(): the job definition (jobdef.ensure: reused when an ACTIVE
--- revision has the content hash), the registry modules / workflow files of
--- call: and trigger: stages (bundle.collect_files; what it did not bundle
--- is logged at debug) and the bundle (credentials stripped; refused when a
--- with: credential would reach it) uploaded to <run prefix>/<job>/bundle.json.
--- submit(): a key with a recorded job id (runner_opts.resume) is watched
--- again, a recorded submit without answer is looked up by name (ListJobs
--- JOB_NAME); SubmitJob goes once per try (session.submit_once) and a lost
--- answer (5xx, dropped connection) is looked up by name and adopted before
--- trying again.  Journal events: jobdef, upload, submit (before SubmitJob),
--- submitted, result, cleanup.
--- strategy() / all() submit, wait on the session's poller and finish:
--- a stop (cancel: SIGINT, env.cancelled(), every non-terminal job of the
--- run; fail-fast: a sibling failed) terminates, record CANCEL; the client
--- deadline (run:deadline() = now + timeout * attempts + deadline_margin of
--- the policy; none without a timeout) terminates with the policy's
--- deadline_reason, record FAILED naming it; else result.json or a FAILED
--- record with the real reason (aws_batch/reason.lua).  A recorded result
--- (resume) is returned as is; attempt > 0 (job-level retry:) deletes the
--- strategy's old result.json before submitting.
--- cleanup(): a cancelled run, or a status the policy keeps, keeps the run's
--- prefix (s.kept); else the job's <job>/ objects, then the run prefix when
--- no other job of the run is active (s.active) and none was kept.  A
--- prefix outside <run prefix> is refused (raises), never deleted.
+-- Records: CANCEL on a stop (cancel, fail-fast), FAILED naming
+-- policy.deadline_reason past run:deadline(), else result.json or FAILED
+-- with the real reason (aws_batch/reason.lua).  cleanup() raises for a
+-- prefix outside the run's.  How each step works: docs/design.md.
 
 local core = require "luabatch.core"
 local log = require "luabatch.log"

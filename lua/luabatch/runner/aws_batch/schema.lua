@@ -16,8 +16,8 @@ return {
   },
   required = { { "job_queue_arn", "job_queue" }, "s3_bucket" },
   secrets = { "aws_secret_access_key", "aws_session_token" },
-  -- keys the reference's docstring shows that mean nothing for a job (its
-  -- queue's compute environments decide): a warning, not an error
+  -- keys ddeutil-workflow's AWS Batch docstring shows that mean nothing for
+  -- a job (its queue's compute environments decide): a warning, not an error
   ignored = {
     compute_environment_type = "the job queue's compute environments decide the platform's capacity",
     instance_types = "the job queue's compute environments decide the instance types",

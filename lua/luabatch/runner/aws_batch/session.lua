@@ -10,18 +10,13 @@
 --   s:terminate_all(reason)                    -- TerminateJob every non-terminal job of the run
 --   session.submit_once(batch, req) -> answer  -- one SubmitJob, never resent by the transport
 --
--- The clients are built from with: (credentials given there are used by
--- the clients only; nothing else sees them).  One luabatch.poller per set
--- of clients watches every Batch job of the run, so strategies and jobs
--- waiting at once share it: each DescribeJobs carries up to 100 ids.  A
--- waiting strategy loops { done? -> return; poller:step(); sleep until the
--- poller's next wake-up (at most policy.wait_slice) } where the sleep is
--- sched.sleep inside a scheduler task (the other tasks run meanwhile) and
--- core.sleep otherwise.
---
+-- Credentials given in with: are used by the clients only.  One
+-- luabatch.poller per set of clients watches every Batch job of the run.
+-- wait() sleeps with sched.sleep inside a scheduler task, else core.sleep;
+-- inside nginx (session.ngx()) with ngx.sleep, its clock ngx.now.
 -- Test seams: runner_opts.clients = function(with, region) -> { batch, s3,
--- logs } (fakes), runner_opts.clock / runner_opts.sleep.  Inside nginx
--- (session.ngx()) the defaults are ngx.now / ngx.sleep, never core.sleep.
+-- logs } (fakes), runner_opts.clock / runner_opts.sleep.  How the wait and
+-- submit_once work: docs/design.md.
 
 local core = require "luabatch.core"
 local log = require "luabatch.log"
@@ -65,13 +60,8 @@ end
 
 --- submit_once(batch, req) -> SubmitJob answer | nil, msg, code
 -- One SubmitJob that is never sent twice: no retries in the request path,
--- and the body given as a reader, so libcurl cannot silently resend it on a
--- fresh connection when a kept-alive one died after taking the request (a
--- lost answer is looked up by name instead: aws_batch/run.lua, Run:submit).
--- Under nginx (ngx()) the body is a plain string instead: the
--- ngx transport takes strings only, and nginx sends a POST once
--- (proxy_pass never passes a non-idempotent request to a next upstream by
--- default; the timer path writes it once on a cosocket).
+-- the body as a reader (a plain string under nginx, session.ngx()); a lost
+-- answer is looked up by name instead (aws_batch/run.lua, Run:submit).
 function _M.submit_once(batch, req)
   if type(batch.client) == "function" then
     local client = batch:client()

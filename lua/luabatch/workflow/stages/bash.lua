@@ -1,4 +1,5 @@
--- luabatch.workflow.stages.bash: `bash:` stages (reference §5.5, spec decision 8).
+-- luabatch.workflow.stages.bash: `bash:` stages as in ddeutil-workflow, with
+-- the fixes of item 6 in README "Differences from ddeutil-workflow".
 --
 -- The script is stripped of surrounding newlines, dedented, then rendered
 -- (templates + ${VAR}, env.render(..., {env = true})); each `env` entry is
@@ -14,8 +15,8 @@
 -- Outputs: { return_code = n, stdout = s, stderr = s }, each text stripped of
 -- surrounding newlines, empty -> null.  Exit code > 0 -> FAILED
 --   { name = "StageError", message = "Subprocess: <stderr>\n\t```bash\n\t<script>\n\t```" }
--- (script lines joined by "\n\t"); killed by a signal -> FAILED too (the
--- reference counts it as SUCCESS), message "Subprocess: killed by signal N...".
+-- (script lines joined by "\n\t"); killed by a signal -> FAILED too
+-- (ddeutil-workflow counts it as SUCCESS), "Subprocess: killed by signal N...".
 -- Cancelled (fail-fast, Ctrl-C) -> CANCEL.
 --
 -- Helpers for other kinds: bash.dedent(s), bash.shell_quote(s), bash.strip_nl(s).

@@ -1,21 +1,21 @@
--- luabatch.workflow.stages.py: `run:` stages (reference §5.5, spec decision 9).
+-- luabatch.workflow.stages.py: `run:` stages with ddeutil-workflow's exec
+-- semantics, and item 7 of README "Differences from ddeutil-workflow".
 --
 -- `vars` is rendered, `run` is stripped of surrounding newlines, dedented
 -- and rendered (templates + ${VAR}); then python3 (LUABATCH_PYTHON chooses
--- another interpreter) runs a small wrapper (WRAPPER below) that reads
--- {code, vars, marker} as JSON on stdin and does what the reference does:
+-- another interpreter) runs WRAPPER, which reads {code, vars, marker} as
+-- JSON on stdin and does what ddeutil-workflow does:
 --     exec(code, globals = vars + {result: R}, locals = {})
--- R.context is a dict; what the code puts there joins the outputs (the
--- reference drops it; our fix).  Outputs = the locals without names starting
--- with "__", modules, classes and `trace`; functions become their name;
--- dates become ISO strings; other values JSON cannot hold become their str()
--- with a warning on stderr.  An exception (also SystemExit) ends the stage
--- FAILED with { name = <exception class>, message = str(exc) }.
--- The wrapper prints the result after a random marker line on stdout, so
--- the code's own prints cannot collide with it; they (and stderr) go to
--- env.log line by line.  No python3 -> a clear StageError.
+-- R.context is a dict; what the code puts there joins the outputs.
+-- Outputs = the locals without names starting with "__", modules, classes
+-- and `trace`; functions become their name; dates become ISO strings; other
+-- values JSON cannot hold become their str() with a warning on stderr.
+-- An exception (also SystemExit) ends the stage FAILED with
+-- { name = <exception class>, message = str(exc) }; no python3 -> a clear
+-- StageError.  The code's prints and stderr go to env.log line by line.
 -- Types survive the trip: ints stay integers (Lua 5.4), integral floats
 -- stay floats, empty lists stay lists (template.list_mt), maps are maps.
+-- How the result comes back: docs/design.md.
 
 local stage = require "luabatch.workflow.stage"
 local bash = require "luabatch.workflow.stages.bash"
