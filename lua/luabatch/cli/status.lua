@@ -100,14 +100,8 @@ local function default_clients(cfg, env)
       if type(v) == "string" and v ~= "" then endpoints[k] = v end
     end
   end
-  local c = require("luabatch.config").new({
-    region = type(cfg.region) == "string" and cfg.region ~= "" and cfg.region or nil,
-    endpoints = endpoints, env = env and env.getenv or nil })
-  return {
-    batch = require("luabatch.batch").new({ config = c }),
-    logs = require("luabatch.logs").new({ config = c }),
-    s3 = require("luabatch.s3").new({ config = c }),
-  }
+  return require("luabatch.clients").set({ endpoints = endpoints, env = env and env.getenv or nil,
+    region = type(cfg.region) == "string" and cfg.region ~= "" and cfg.region or nil })
 end
 
 --- clients_for(state, env) -> function(job_id) -> clients | nil

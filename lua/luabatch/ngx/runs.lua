@@ -109,38 +109,29 @@ function _M:clients(with, region)
   local g = self._groups[key]
   if g then return g end
   local getenv = self.getenv
-  local cfg = require("luabatch.config").new({
-    region = region, profile = with.profile, endpoint_url = with.endpoint_url,
-    endpoints = { batch = with.batch_endpoint, s3 = with.s3_endpoint, logs = with.logs_endpoint },
-    env = getenv,
-  })
   local transport = self.transport
   if transport == nil then
-    local ok, mod = pcall(require, "luabatch.transport.ngx")
-    if ok and type(mod) == "table" and mod.new then transport = mod.new() end
+    transport = require("luabatch.transport.ngx").new()
     self.transport = transport
   end
-  local creds = self.credentials
-  if creds == nil then
-    local ok, mod = pcall(require, "luabatch.ngx.credentials")
-    if ok and type(mod) == "table" and mod.new then
-      local cok, c = pcall(mod.new, { dict = self.dict_name, config = cfg, transport = transport, getenv = getenv })
-      if cok and c then creds = c end
-    end
-    if creds == nil then
-      creds = require("luabatch.credentials").new({ config = cfg, transport = transport,
-        sleep = ngx_() and ngx_().sleep or nil })
-    end
-    self.credentials = creds
-  end
   local n = ngx_()
-  local o = { config = cfg, credentials = creds, region = region, transport = transport,
-              sleep = n and n.sleep or nil }
-  g = {
-    batch = require("luabatch.batch").new(o),
-    s3 = require("luabatch.s3").new(o),
-    logs = require("luabatch.logs").new(o),
-  }
+  -- one provider for every group: the shared-dict one (one refresher for
+  -- all workers) when the module is there, else the chain
+  local me = self
+  local function creds(cfg)
+    if me.credentials == nil then
+      local ok, mod = pcall(require, "luabatch.ngx.credentials")
+      if ok and type(mod) == "table" and mod.new then
+        local cok, c = pcall(mod.new, { dict = me.dict_name, config = cfg, transport = transport, getenv = getenv })
+        if cok and c then me.credentials = c end
+      end
+    end
+    return me.credentials
+  end
+  g = require("luabatch.clients").set({ region = region, profile = with.profile,
+    endpoint_url = with.endpoint_url, env = getenv, credentials = creds, transport = transport,
+    sleep = n and n.sleep or nil,
+    endpoints = { batch = with.batch_endpoint, s3 = with.s3_endpoint, logs = with.logs_endpoint } })
   self._groups[key] = g
   return g
 end

@@ -154,27 +154,16 @@ local function client_key(with, region)
 end
 
 local function build_clients(with, region, getenv)
-  local cfg = require("luabatch.config").new({
-    region = region, profile = with.profile, endpoint_url = with.endpoint_url,
-    endpoints = { batch = with.batch_endpoint, s3 = with.s3_endpoint, logs = with.logs_endpoint },
-    env = getenv,
-  })
   local creds
-  if not (with.aws_access_key_id and with.aws_secret_access_key) then
-    -- one default chain for the three clients
-    creds = require("luabatch.credentials").new({ config = cfg })
-  else
+  if with.aws_access_key_id and with.aws_secret_access_key then
     creds = require("luabatch.credentials").static({
       access_key = tostring(with.aws_access_key_id), secret_key = tostring(with.aws_secret_access_key),
       session_token = with.aws_session_token and tostring(with.aws_session_token) or nil,
     })
   end
-  local o = { config = cfg, credentials = creds, region = region }
-  return {
-    batch = require("luabatch.batch").new(o),
-    s3 = require("luabatch.s3").new(o),
-    logs = require("luabatch.logs").new(o),
-  }
+  return require("luabatch.clients").set({ region = region, profile = with.profile,
+    endpoint_url = with.endpoint_url, env = getenv, credentials = creds,
+    endpoints = { batch = with.batch_endpoint, s3 = with.s3_endpoint, logs = with.logs_endpoint } })
 end
 
 --- clients(with, region [, getenv]) -> c = { batch, s3, logs, poller, watched }
