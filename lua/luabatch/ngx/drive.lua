@@ -56,6 +56,7 @@ local TERMINAL = ngx_poller.TERMINAL
 local function engine() return require "luabatch.workflow.engine" end
 local function aws_batch() return require "luabatch.runner.aws_batch" end
 local function policy() return require "luabatch.runner.aws_batch.policy" end
+local function run_mod() return require "luabatch.runner.aws_batch.run" end
 
 local function ngx_() return rawget(_G, "ngx") end
 
@@ -110,13 +111,11 @@ end
 -- the SubmitJob, as Run:deadline()), epoch seconds on each entry.
 local function stamp(app, meta, sub, entries)
   local t = now_of(app)
-  local timeout = tonumber(sub.config and sub.config.timeout)
-  local margin = merged_policy(app, meta).deadline_margin or 600
+  local after = policy().deadline_after(merged_policy(app, meta), sub.config and sub.config.timeout,
+    sub.config and sub.config.attempts)
   for _, e in ipairs(entries) do
     e.at = t
-    if timeout and e.batch_job_id then
-      e.deadline = t + timeout * (tonumber(sub.config.attempts) or 1) + margin
-    end
+    if after and e.batch_job_id then e.deadline = t + after end
   end
 end
 
@@ -164,19 +163,6 @@ local function expire(app, meta, js, now)
   return true
 end
 
--- run_job's record of a strategy ended by the client deadline (Run:finish in runner/aws_batch/run.lua).
-local function deadline_record(app, meta, js, j, combo, why)
-  local sc = js.submitted.config
-  local p = merged_policy(app, meta)
-  local t = stage.now()
-  return { status = "FAILED", matrix = combo.values, stages = object(),
-           info = stage.info(tonumber(j.at) or t, now_of(app)),
-           errors = { name = require("luabatch.runner.aws_batch.reason").ERROR_NAME, message = str_format(
-             "AWS Batch job %s (%s): %s (timeout %s s x %d attempts + %s s margin); terminated",
-             tostring(j.job_name), j.batch_job_id, tostring(why), tostring(sc.timeout),
-             tonumber(sc.attempts) or 1, tostring(p.deadline_margin)) } }
-end
-
 -- Must collect's cleanup keep the run's prefix (its opts.keep_run_prefix)?
 -- Yes while another job of the run is in flight, or when an earlier job's
 -- objects were kept by the cleanup policy (they live under that prefix).
@@ -216,15 +202,13 @@ local function ended_events(app, meta, model, id, js, evq)
       local s = bid and ngx_poller.get(d, bid, { prefix = app.prefix })
       local rec
       if late then
-        rec = deadline_record(app, meta, js, e, combo_of(model, id, e.strategy_id), late)
+        local sc = js.submitted.config
+        rec = run_mod().deadline_record(combo_of(model, id, e.strategy_id), tonumber(e.at) or stage.now(),
+          merged_policy(app, meta), e.job_name, bid, sc.timeout, sc.attempts)
       elseif e.error or (s and TERMINAL[s.status]) then
         local why = bid and (js.terminated or {})[bid]
         if why and s.status ~= "SUCCEEDED" then
-          local t = stage.now()
-          rec = { status = "CANCEL", matrix = combo_of(model, id, e.strategy_id).values, stages = object(),
-                  info = stage.info(t, t), errors = { name = "JobCancelError", message = str_format(
-                    "Strategy execution was canceled: AWS Batch job %s (%s) terminated: %s",
-                    tostring(e.job_name), bid, tostring(why)) } }
+          rec = run_mod().terminated_record(combo_of(model, id, e.strategy_id), stage.now(), e.job_name, bid, why)
         else
           local ok, r = pcall(aws_batch().collect_strategy, js.submitted, e, s or {},
             { model = model, getenv = app.getenv, runner_opts = ro })
@@ -313,7 +297,7 @@ local function run(app, meta, model, a, evq, on_submit)
     if any then on_submit(id, true) else on_submit(id, nil, serr or "nothing was submitted", scode or "ESUBMIT") end
   end
   -- a strategy whose SubmitJob failed is FAILED with the reason, as in the CLI
-  local rm = require "luabatch.runner.aws_batch.run"
+  local rm = run_mod()
   local t0 = stage.now()
   for _, e in ipairs(entries) do
     if e.error and not e.done then

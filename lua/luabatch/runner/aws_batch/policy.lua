@@ -162,4 +162,12 @@ function _M.should_cleanup(p, status, keep_on_failure)
 end
 
 
+--- deadline_after(p, timeout, attempts) -> seconds from a SubmitJob to the
+-- client deadline (timeout x attempts + p.deadline_margin) | nil (no timeout)
+function _M.deadline_after(p, timeout, attempts)
+  timeout = tonumber(timeout)
+  if not timeout then return nil end
+  return timeout * (tonumber(attempts) or 1) + (p.deadline_margin or 600)
+end
+
 return _M

@@ -81,6 +81,21 @@ local function error_of(message)
   return { name = reason_mod.ERROR_NAME, message = message }
 end
 
+--- terminated_record(combo, t0, job_name, batch_id, reason) -> the CANCEL
+-- record of a strategy whose Batch job was terminated (fail-fast, a cancel)
+function _M.terminated_record(combo, t0, name, id, reason)
+  return cancel_record(combo, t0, str_format("Strategy execution was canceled: AWS Batch job %s (%s) "
+    .. "terminated: %s", tostring(name), tostring(id), tostring(reason)))
+end
+
+--- deadline_record(combo, t0, policy, job_name, batch_id, timeout, attempts)
+-- -> the FAILED record of a strategy ended by the client deadline
+function _M.deadline_record(combo, t0, p, name, id, timeout, attempts)
+  return failed_record(combo, t0, error_of(str_format("AWS Batch job %s (%s): %s (timeout %s s x %d "
+    .. "attempts + %s s margin); terminated", tostring(name), tostring(id), p.deadline_reason,
+    tostring(timeout), tonumber(attempts) or 1, tostring(p.deadline_margin))))
+end
+
 -- A job that never reached Batch (with: rejected) -> job record, jctx
 local function failed_job(jobdef, t0, message)
   local jctx = { status = "FAILED", errors = { name = "JobError", message = message }, info = info_since(t0) }
@@ -359,18 +374,14 @@ function Run:finish(w, combo, t0, key, why)
   if why == "cancel" then
     local reason = self:cancel_reason()
     s:terminate_all(reason)
-    return cancel_record(combo, t0, str_format("Strategy execution was canceled: AWS Batch job %s (%s) "
-      .. "terminated: %s", tostring(w.name), w.id, reason))
+    return _M.terminated_record(combo, t0, w.name, w.id, reason)
   elseif why == "fail-fast" then
     s:terminate(self.c, w, p.fail_fast_reason)
-    return cancel_record(combo, t0, str_format("Strategy execution was canceled: AWS Batch job %s (%s) "
-      .. "terminated: %s", tostring(w.name), w.id, p.fail_fast_reason))
+    return _M.terminated_record(combo, t0, w.name, w.id, p.fail_fast_reason)
   elseif why == "deadline" then
     -- an array child is already terminated through its parent: one call
     if not w.terminated then s:terminate(self.c, w, p.deadline_reason) end
-    return failed_record(combo, t0, error_of(str_format("AWS Batch job %s (%s): %s (timeout %s s x %d "
-      .. "attempts + %s s margin); terminated", tostring(w.name), w.id, p.deadline_reason,
-      tostring(self.cfg.timeout), self.cfg.attempts, tostring(p.deadline_margin))))
+    return _M.deadline_record(combo, t0, p, w.name, w.id, self.cfg.timeout, self.cfg.attempts)
   elseif why then
     -- we lost sight of it: do not leave it running unobserved
     s:terminate(self.c, w, "luabatch: client gave up watching: " .. str_sub(tostring(why), 1, 200))
@@ -381,8 +392,8 @@ function Run:finish(w, combo, t0, key, why)
 end
 
 function Run:deadline()
-  if not self.cfg.timeout then return nil end
-  return self.s:now() + self.cfg.timeout * self.cfg.attempts + (self.s.policy.deadline_margin or 600)
+  local after = policy_mod.deadline_after(self.s.policy, self.cfg.timeout, self.cfg.attempts)
+  return after and self.s:now() + after
 end
 
 local function recorded(s, key)
