@@ -24,7 +24,7 @@ local PLACE = {
   ["luabatch.ngx"] = "ngx",
   ["luabatch.cli"] = "cli", ["luabatch.repl"] = "cli", ["luabatch"] = "cli",
 }
-local TOO_BIG = { ["lua/luabatch/s3.lua"] = true, ["lua/luabatch/credentials.lua"] = true,
+local TOO_BIG = { ["lua/luabatch/s3.lua"] = true,
 }
 local MAX_LINES = 700
 
