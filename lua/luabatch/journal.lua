@@ -14,7 +14,8 @@
 -- append() returns once the line is fsync'd; events() skips a torn last line.
 -- Every event gets `at` (epoch s) and is redacted: no credential is kept.
 -- Events (`ev`): run, config, jobdef, upload, submit (before SubmitJob),
--- submitted (after), state, result, terminate, job, cancel, cleanup, end;
+-- submitted (after), state, result, terminate, job, cancel, cleanup, plan (an
+-- event of the run's plan, which a resume replays), end;
 -- key = "<job_id>/<strategy_id>/<attempt>".
 -- Failures: nil, msg, code with code "EINVAL" (bad run id), "ENOENT"
 -- (unknown run), "EIO" (cannot create/write).  Why: docs/design.md.

@@ -234,3 +234,67 @@ jobs:
     assert.equal("first\nlast", ctx.jobs.a.stages.talk.outputs.stdout)
   end)
 end)
+
+describe("a resumed run (engine opts.replay) #unit", function()
+  local WF = [[
+jobs:
+  a:
+    strategy: {max-parallel: 2, matrix: {n: [1, 2, 3]}}
+    stages: [{name: s, echo: a}]
+  b:
+    needs: [a]
+    stages: [{name: s, echo: b}]
+]]
+  local function strip(v)
+    if type(v) ~= "table" then return v end
+    local out = {}
+    for k, x in pairs(v) do if k ~= "info" then out[k] = strip(x) end end
+    return out
+  end
+  -- a runner logging which strategy runs, each SUCCESS
+  local function logging_runner(ran)
+    return { open_job = function(m, id)
+      return { run_strategy = function(_, combo)
+        ran[#ran + 1] = id .. ":" .. tostring(combo.values.n)
+        return { status = "SUCCESS", matrix = combo.values, stages = { s = { outputs = { n = combo.values.n } } } }
+      end }
+    end }
+  end
+
+  it("rebuilds the plan from the journaled events: ended strategies are not run again, live ones are, the rest goes on", function()
+    local m = model(WF)
+    local ran1, events = {}, {}
+    local ctx1 = assert(engine.run(m, { runners = { ["local"] = logging_runner(ran1) },
+      on_event = function(ev) events[#events + 1] = require("luabatch.json").decode(require("luabatch.json").encode(ev)) end }))
+    assert.equal("SUCCESS", ctx1.status)
+    assert.equal(4, #ran1)
+    -- the client died after the first strategy of a ended: two had started
+    local cut
+    for i, ev in ipairs(events) do
+      if ev.type == "ended" then cut = i break end
+    end
+    assert.is_number(cut)
+    local replay = {}
+    for i = 1, cut do replay[i] = events[i] end
+    local ended_sid = events[cut].sid
+    local ran2 = {}
+    local ctx2 = assert(engine.run(m, { runners = { ["local"] = logging_runner(ran2) }, replay = replay }))
+    assert.same(strip(ctx1), strip(ctx2))
+    -- n=1 ended before the crash: only n=2 (live), n=3 (queued) and b run now
+    assert.same({ "a:2", "a:3", "b:nil" }, ran2)
+    assert.is_string(ended_sid)
+  end)
+
+  it("a replayed cancel ends the resumed run CANCEL without starting anything", function()
+    local m = model(WF)
+    local events = {}
+    engine.run(m, { runners = { ["local"] = logging_runner({}) },
+      on_event = function(ev) events[#events + 1] = ev end })
+    local replay = { events[1], events[2], { type = "cancel", reason = "user", now = events[2].now } }
+    local ran = {}
+    local ctx = assert(engine.run(m, { runners = { ["local"] = logging_runner(ran) }, replay = replay }))
+    assert.same({ "a:1", "a:2" }, ran)          -- the live ones run to their end (stopped at a stage boundary)
+    assert.is_nil(ctx.jobs.b)
+    assert.equal("CANCEL", ctx.status)
+  end)
+end)

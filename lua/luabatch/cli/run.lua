@@ -359,6 +359,19 @@ function _M.run(args, env)
     -- `luabatch cancel RUN` from another process: its reason, or nil
     ropts.cancelled = function() return jr:cancel_requested() end
     ropts.jobs, ropts.on_job_done = journaled_local(jr, o.resume ~= nil)
+    -- every plan event is journaled; a resume rebuilds the plan from them
+    -- (a journal without any, from an older client: the local jobs' records)
+    ropts.on_event = function(ev)
+      local ok, msg = jr:append({ ev = "plan", event = ev })
+      if not ok then log.warn("journal: cannot record a %s event: %s", tostring(ev.type), tostring(msg)) end
+    end
+    if o.resume then
+      local replay = {}
+      for _, e in ipairs(jr:events()) do
+        if e.ev == "plan" and type(e.event) == "table" then replay[#replay + 1] = e.event end
+      end
+      if #replay > 0 then ropts.replay, ropts.jobs = replay, nil end
+    end
     err_w(str_format("run %s%s\n", run_id, o.resume and " (resumed)" or ""))
   end
   local ctx, rerr = engine.run(model, ropts)

@@ -10,6 +10,8 @@
 --   job        run only this job id (its needs are not run)
 --   jobs       records taken as done (a resume; with `job`: its context)
 --   on_job_done  function(job_id, record, runs_on) after each job
+--   on_event   function(event) for each plan event (not ticks): a journal of them
+--   replay     such events of an earlier client of the run: resume from them
 --   getenv     function(name) -> value for ${VAR} (default os.getenv)
 --   progress   function(event, info): "job-start", "job", "job-retry",
 --              "stage-start", "stage" (see luabatch.cli.run for the fields)
@@ -290,6 +292,40 @@ local function spawn(sched, fn)
   return cur.sched:spawn(fn)
 end
 
+-- A resumed run (opts.replay: the plan events of the run so far, as
+-- opts.on_event heard them): the plan's state rebuilt from them (their
+-- actions happened already), then the jobs in flight taken up again -- each
+-- runner reopened and the strategies that had not ended run again (the
+-- Batch runner finds them in its journal: a recorded result is reused, a
+-- submitted job watched, nothing submitted twice).
+local function resume(d, events)
+  local st, model = d.st, d.model
+  for _, ev in ipairs(events) do plan.step(st, model, ev, d.env) end
+  for _, id in ipairs(st.order) do
+    local js = st.jobs[id]
+    if js.state == "preparing" or js.state == "running" or js.state == "whole" then
+      local wctx = { params = js.wctx.params, jobs = js.wctx.jobs, status = "WAIT" }
+      local ev = prepare(d, { job = id, wctx = wctx })
+      if js.state == "preparing" then
+        d.push(ev)
+      elseif js.state == "running" then
+        local live = {}
+        for _, combo in ipairs(js.combos) do if js.live[combo.id] then live[#live + 1] = combo end end
+        if ev.record or ev.error then
+          -- the runner refuses it now: its live strategies end FAILED
+          for _, combo in ipairs(live) do
+            d.push({ type = "ended", job = id, attempt = js.attempt, sid = combo.id, now = stage.now(),
+                     record = job.failed_strategy(combo, ev.error or "the runner refused the job on resume") })
+          end
+        elseif #live > 0 then
+          run_strategies(d, { job = id, attempt = js.attempt, combos = live, wctx = wctx, array = js.array })
+        end
+      end
+    end
+  end
+  d.push({ type = "tick", now = stage.now() })
+end
+
 local POLL = 1   -- longest wait between looks at the cancel sources (s)
 
 local function run_in_task(model, opts, params, out)
@@ -308,10 +344,16 @@ local function run_in_task(model, opts, params, out)
     sig:notify()
   end
   d.spawn = function(fn) d.tasks[#d.tasks + 1] = spawn(sched, fn) end
-  d.push({ type = "start", now = stage.now() })
+  if opts.replay and #opts.replay > 0 then
+    resume(d, opts.replay)
+  else
+    d.push({ type = "start", now = stage.now() })
+  end
+  local heard = opts.on_event
   while not d.final do
     while #d.queue > 0 and not d.final do
       local ev = table.remove(d.queue, 1)
+      if heard and ev.type ~= "tick" then heard(ev) end
       for _, a in ipairs(plan.step(st, model, ev, env)) do act(d, a) end
     end
     if d.final then break end
