@@ -105,6 +105,14 @@ local function is_seq(t)
   return c == n
 end
 
+--- is_list(t) -> true when t encodes as an array: marked as a list, or a
+-- non-empty sequence
+function _M.is_list(t)
+  local kind = jsontype(t)
+  if kind ~= nil then return kind == "array" end
+  return is_seq(t)
+end
+
 local function key_less(a, b)
   local ta, tb = type(a), type(b)
   if ta ~= tb then return ta < tb end

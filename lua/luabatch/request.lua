@@ -150,6 +150,8 @@ local function loggable_url(url)
 end
 
 
+--- xml_child(el, name) -> the first child element of a core.xml_parse
+-- tree named `name` | nil (el may be nil)
 local function xml_child(el, name)
   if type(el) ~= "table" then return nil end
   for i = 1, #el do
@@ -157,6 +159,7 @@ local function xml_child(el, name)
   end
   return nil
 end
+_M.xml_child = xml_child
 
 
 ---------------------------------------------------------------------------

@@ -31,13 +31,7 @@ local floor = math.floor
 local STS_VERSION = "2011-06-15"
 
 
-local function xml_child(el, name)
-  if type(el) ~= "table" then return nil end
-  for i = 1, #el do
-    if el[i].name == name then return el[i] end
-  end
-  return nil
-end
+local function xml_child(el, name) return require("luabatch.request").xml_child(el, name) end
 
 
 local function xml_text(el, name)

@@ -22,8 +22,6 @@ local json = require "luabatch.json"
 local _M = { _VERSION = "0.1.0" }
 
 local NULL = cjson.null
-local ARRAY_MT = json.list_mt
-local EMPTY_ARRAY_MT = json.empty_list_mt
 local str_format = string.format
 local str_byte = string.byte
 local str_sub = string.sub
@@ -40,19 +38,8 @@ local tointeger = math.tointeger
 local function is_null(v) return v == nil or v == NULL end
 _M.is_null = is_null
 
--- A list: marked by cjson's array metatables or a non-empty sequence.
-local function is_list(t)
-  local mt = getmetatable(t)
-  if mt ~= nil and (mt == ARRAY_MT or mt == EMPTY_ARRAY_MT or mt.__jsontype == "array") then return true end
-  local n = #t
-  if n == 0 then return false end
-  local count = 0
-  for k in pairs(t) do
-    if type(k) ~= "number" then return false end
-    count = count + 1
-  end
-  return count == n
-end
+-- A list: marked as one, or a non-empty sequence (luabatch.json's rule).
+local is_list = json.is_list
 _M.is_list = is_list
 
 local function is_int(v)
