@@ -54,8 +54,9 @@ options:
                     Batch policy (naming, retries, cleanup, ...)
   --follow, -f      print the log lines of running Batch jobs
   --run-id ID       the run's id (default: a new one)
-  --resume RUN_ID   resume a run whose client died: watch its Batch jobs,
-                    collect their results, submit only what never was
+  --resume RUN_ID   resume a run whose client died: its plan rebuilt from
+                    the journal, the strategies that had not ended taken
+                    up (Batch jobs watched, nothing submitted twice)
   -h, --help        this text
 
 A run with Batch jobs is journaled under LUABATCH_HOME (default
@@ -79,74 +80,39 @@ end
 -- Arguments
 ---------------------------------------------------------------------------
 
-local function parse_args(args)
-  local o = { params = {}, with = {} }
-  local i = 1
-  local function value(name)
-    i = i + 1
-    local v = args[i]
-    if v == nil then return nil, name .. " needs a value" end
-    return v
+local function check_runs_on(v)
+  if v ~= "local" and v ~= "aws_batch" then
+    return nil, str_format("--runs-on '%s': expected local or aws_batch", v)
   end
-  while i <= #args do
-    local a = args[i]
-    local err
-    if a == "-h" or a == "--help" then
-      o.help = true
-    elseif a == "--json" then
-      o.json = true
-    elseif a == "--job" or a == "-j" then
-      o.job, err = value(a)
-    elseif a:match("^%-%-job=") then
-      o.job = a:sub(7)
-    elseif a == "--conf" or a == "-c" then
-      o.conf, err = value(a)
-    elseif a:match("^%-%-conf=") then
-      o.conf = a:sub(8)
-    elseif a == "--runs-on" or a:match("^%-%-runs%-on=") then
-      if a:find("=", 1, true) then o.runs_on = a:match("=(.*)$") else o.runs_on, err = value(a) end
-      if o.runs_on and o.runs_on ~= "local" and o.runs_on ~= "aws_batch" then
-        err = str_format("--runs-on '%s': expected local or aws_batch", o.runs_on)
-      end
-    elseif a == "--with" or a:match("^%-%-with=") then
-      local kv
-      if a:match("^%-%-with=") then kv = a:sub(8) else kv, err = value(a) end
-      if kv then
-        local k, v = kv:match("^([%w_]+)=(.*)$")
-        if not k then err = str_format("--with '%s': expected KEY=VALUE", kv) else o.with[k] = v end
-      end
-    elseif a == "--run-id" then
-      o.run_id, err = value(a)
-      if o.run_id and not o.run_id:match("^[%w][%w_-]*$") then
-        err = str_format("--run-id '%s': letters, digits, '-' and '_' only", o.run_id)
-      end
-    elseif a == "--policy" then
-      o.policy_file, err = value(a)
-    elseif a == "--follow" or a == "-f" then
-      o.follow = true
-    elseif a == "--resume" then
-      o.resume, err = value(a)
-    elseif a == "--param" or a == "-p" or a:match("^%-%-param=") then
-      local kv
-      if a:match("^%-%-param=") then kv = a:sub(9) else kv, err = value(a) end
-      if kv then
-        local k, v = kv:match("^([^=]+)=(.*)$")
-        if not k then
-          err = str_format("--param '%s': expected KEY=VALUE", kv)
-        else
-          o.params[k] = v
-        end
-      end
-    elseif a:sub(1, 1) == "-" and a ~= "-" then
-      err = "unknown option " .. a
-    elseif o.target == nil then
-      o.target = a
-    else
-      err = "unexpected argument '" .. a .. "' (one workflow at a time)"
-    end
-    if err then return nil, err end
-    i = i + 1
+  return v
+end
+
+local function check_run_id(v)
+  if not v:match("^[%w][%w_-]*$") then
+    return nil, str_format("--run-id '%s': letters, digits, '-' and '_' only", v)
   end
+  return v
+end
+
+local SPEC = {
+  ["--json"] = "flag",
+  ["--job"] = { "value", alias = "-j" },
+  ["--conf"] = { "value", alias = "-c" },
+  ["--runs-on"] = { "value", key = "runs_on", check = check_runs_on },
+  ["--with"] = { "map", pattern = "^([%w_]+)=(.*)$" },
+  ["--run-id"] = { "value", key = "run_id", check = check_run_id },
+  ["--policy"] = { "value", key = "policy_file" },
+  ["--follow"] = { "flag", alias = "-f" },
+  ["--resume"] = "value",
+  ["--param"] = { "map", alias = "-p", key = "params" },
+}
+
+local function parse_args(argv)
+  local o, pos = require("luabatch.cli.args").parse(argv, SPEC)
+  if not o then return nil, pos end
+  o.params, o.with = o.params or {}, o.with or {}
+  if #pos > 1 then return nil, "unexpected argument '" .. pos[2] .. "' (one workflow at a time)" end
+  o.target = pos[1]
   if not o.help and not o.target and not o.resume then return nil, "a workflow FILE is required" end
   return o
 end
