@@ -145,83 +145,59 @@ end
 
 
 local COMMAND_NAMES = { cp = true, ls = true, rm = true, mb = true, presign = true }
-local VALUE_OPTS = {
-  ["--content-type"] = "content_type", ["--part-size"] = "part_size",
-  ["--concurrency"] = "concurrency", ["--expires"] = "expires", ["--method"] = "method",
-  ["--region"] = "region", ["--endpoint-url"] = "endpoint", ["--addressing"] = "addressing",
-  ["--metadata"] = "metadata",
+local function check_part_size(v)
+  local n = parse_size(v)
+  if not n or n < 1 or n > MAX_PART then return nil, "--part-size wants 1..5G (S3's largest part), got '" .. v .. "'" end
+  return n
+end
+
+local function check_concurrency(v)
+  local n = tonumber(v)
+  if not n or n < 1 or n ~= floor(n) then return nil, "bad --concurrency '" .. v .. "'" end
+  return n
+end
+
+local function check_expires(v)
+  local n = tonumber(v)
+  if not n or n ~= floor(n) or n < 1 or n > MAX_EXPIRES then
+    return nil, "--expires wants whole seconds in 1.." .. MAX_EXPIRES .. ", got '" .. v .. "'"
+  end
+  return floor(n)
+end
+
+local function check_method(v)
+  local m = v:upper()
+  if m ~= "GET" and m ~= "PUT" and m ~= "HEAD" and m ~= "DELETE" then
+    return nil, "--method wants GET, PUT, HEAD or DELETE, got '" .. v .. "'"
+  end
+  return m
+end
+
+local function check_addressing(v)
+  if v ~= "auto" and v ~= "path" and v ~= "virtual" then
+    return nil, "--addressing wants auto, path or virtual, got '" .. v .. "'"
+  end
+  return v
+end
+
+local function check_metadata(v)
+  if not str_match(v, "^([^=]+)=(.*)$") then return nil, "--metadata wants NAME=VALUE, got '" .. v .. "'" end
+  return v
+end
+
+local SPEC = {
+  ["--recursive"] = { "flag", alias = "-r" }, ["--quiet"] = { "flag", alias = "-q" },
+  ["--content-type"] = "value", ["--region"] = "value", ["--endpoint-url"] = { "value", key = "endpoint" },
+  ["--part-size"] = { "value", check = check_part_size }, ["--concurrency"] = { "value", check = check_concurrency },
+  ["--expires"] = { "value", check = check_expires }, ["--method"] = { "value", check = check_method },
+  ["--addressing"] = { "value", check = check_addressing }, ["--metadata"] = { "map", check = check_metadata },
 }
 
 -- Parse argv -> opts | nil, msg.
 function _M.parse(argv)
-  local o = { pos = {}, metadata = nil }
-  local args = {}
-  for _, a in ipairs(argv) do
-    local name, inline = str_match(a, "^(%-%-[%w-]+)=(.*)$")
-    if name then
-      args[#args + 1] = name
-      args[#args + 1] = inline
-    else
-      args[#args + 1] = a
-    end
-  end
-  local i = 1
-  local only_pos = false
-  while i <= #args do
-    local a = args[i]
-    if only_pos or a == "-" or str_sub(a, 1, 1) ~= "-" then
-      o.pos[#o.pos + 1] = a
-    elseif a == "--" then
-      only_pos = true
-    elseif a == "-h" or a == "--help" then
-      o.help = true
-    elseif a == "-r" or a == "--recursive" then
-      o.recursive = true
-    elseif a == "-q" or a == "--quiet" then
-      o.quiet = true
-    elseif VALUE_OPTS[a] then
-      i = i + 1
-      local v = args[i]
-      if v == nil then return nil, a .. " needs a value" end
-      local field = VALUE_OPTS[a]
-      if field == "metadata" then
-        local k, val = str_match(v, "^([^=]+)=(.*)$")
-        if not k then return nil, "--metadata wants NAME=VALUE, got '" .. v .. "'" end
-        o.metadata = o.metadata or {}
-        o.metadata[k] = val
-      elseif field == "part_size" then
-        o.part_size = parse_size(v)
-        if not o.part_size or o.part_size < 1 or o.part_size > MAX_PART then
-          return nil, "--part-size wants 1..5G (S3's largest part), got '" .. v .. "'"
-        end
-      elseif field == "concurrency" then
-        local n = tonumber(v)
-        if not n or n < 1 or n ~= floor(n) then return nil, "bad --concurrency '" .. v .. "'" end
-        o.concurrency = n
-      elseif field == "expires" then
-        local n = tonumber(v)
-        if not n or n ~= floor(n) or n < 1 or n > MAX_EXPIRES then
-          return nil, "--expires wants whole seconds in 1.." .. MAX_EXPIRES .. ", got '" .. v .. "'"
-        end
-        o.expires = floor(n)
-      elseif field == "method" then
-        o.method = v:upper()
-        if o.method ~= "GET" and o.method ~= "PUT" and o.method ~= "HEAD" and o.method ~= "DELETE" then
-          return nil, "--method wants GET, PUT, HEAD or DELETE, got '" .. v .. "'"
-        end
-      elseif field == "addressing" then
-        if v ~= "auto" and v ~= "path" and v ~= "virtual" then
-          return nil, "--addressing wants auto, path or virtual, got '" .. v .. "'"
-        end
-        o.addressing = v
-      else
-        o[field] = v
-      end
-    else
-      return nil, "unknown option " .. a
-    end
-    i = i + 1
-  end
+  local o, pos = require("luabatch.cli.args").parse(argv, SPEC)
+  if not o then return nil, pos end
+  o.pos = pos
   if o.help then return o end
   o.command = table.remove(o.pos, 1)
   if not o.command then return nil, "expected a command (cp, ls, rm, mb, presign)" end
