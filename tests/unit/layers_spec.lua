@@ -9,8 +9,7 @@
 --   runner    runner, runner.*, task
 --   ngx       ngx.*
 --   cli       cli, cli.*, repl, luabatch (the public entry)
--- A new module must be placed here; a file over 700 lines fails too (the
--- three listed in TOO_BIG are to be split).
+-- A new module must be placed here; a file over 700 lines fails too.
 local LAYERS = { "util", "aws", "workflow", "runner", "ngx", "cli" }
 local PLACE = {
   ["luabatch.core"] = "util", ["luabatch.log"] = "util", ["luabatch.json"] = "util",
@@ -24,8 +23,7 @@ local PLACE = {
   ["luabatch.ngx"] = "ngx",
   ["luabatch.cli"] = "cli", ["luabatch.repl"] = "cli", ["luabatch"] = "cli",
 }
-local TOO_BIG = { ["lua/luabatch/s3.lua"] = true,
-}
+local TOO_BIG = {}   -- files over MAX_LINES that are known and to be split (none today)
 local MAX_LINES = 700
 
 local RANK = {}

@@ -1,0 +1,61 @@
+-- luabatch.s3.transfer: the options of the C transfer engine
+-- (core.s3_upload / core.s3_download) for one object, and the engine itself.
+--
+--   local transfer = require "luabatch.s3.transfer"
+--   local f, msg, code = transfer.engine(core, "s3_upload", "PutObject", "s3://b/k")
+--   local t = transfer.options({ endpoint = ep, path_style = true, region = "us-east-1",
+--     creds = creds, ca_bundle = nil, connect_timeout = 10, read_timeout = 60 },
+--     bucket, key, opts)
+--   t.file = "big.bin"; local res, msg, code = f(t)
+--
+-- options copies the caller's transfer options (part_size,
+-- concurrency, max_attempts, on_progress, verify, connect_timeout,
+-- read_timeout, content_type, metadata, multipart_threshold,
+-- unsigned_payload, checksum, fsync) over what the client resolved; it
+-- checks nothing (the client checks the bucket and key first).  engine is
+-- nil, "<op> <res>: core.<name> is not available in this build", "ENOTSUP"
+-- in a build without it.
+
+local _M = { _VERSION = "0.1.0" }
+
+local type = type
+local ipairs = ipairs
+
+local OPTIONS = { "part_size", "concurrency", "max_attempts", "on_progress", "verify",
+  "connect_timeout", "read_timeout", "content_type", "metadata", "multipart_threshold",
+  "unsigned_payload", "checksum", "fsync" }
+
+
+--- options(conn, bucket, key, opts) -> the engine's option table.
+-- conn = { endpoint, path_style, region, creds = { access_key, secret_key,
+-- session_token }, ca_bundle, connect_timeout, read_timeout } (the
+-- client's); opts = the caller's, which win for the names above.
+function _M.options(conn, bucket, key, opts)
+  local creds = conn.creds
+  local t = {
+    endpoint = conn.endpoint, bucket = bucket, key = key, region = conn.region,
+    access_key = creds.access_key, secret_key = creds.secret_key,
+    session_token = creds.session_token,
+    path_style = conn.path_style,
+    ca_bundle = conn.ca_bundle,
+    connect_timeout = conn.connect_timeout,
+    read_timeout = conn.read_timeout,
+  }
+  for _, k in ipairs(OPTIONS) do
+    if opts[k] ~= nil then t[k] = opts[k] end
+  end
+  return t
+end
+
+
+--- engine(core, name, op, res) -> core[name] | nil, msg, "ENOTSUP".
+function _M.engine(core, name, op, res)
+  local f = core[name]
+  if type(f) ~= "function" then
+    return nil, op .. " " .. res .. ": core." .. name .. " is not available in this build", "ENOTSUP"
+  end
+  return f
+end
+
+
+return _M
