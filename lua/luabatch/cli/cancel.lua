@@ -18,11 +18,11 @@
 -- Exit codes: 0 every unfinished job terminated (or none left), 1 some
 -- TerminateJob failed, 2 bad usage or unknown run.
 --
--- env: as luabatch.cli.status.
+-- env: as luabatch.cli.runs.
 
 local args = require "luabatch.cli.args"
 local batch = require "luabatch.batch"
-local status = require "luabatch.cli.status"
+local runs = require "luabatch.cli.runs"
 local log = require "luabatch.log"
 
 local _M = { _VERSION = "0.1.0" }
@@ -80,7 +80,7 @@ end
 
 function _M.run(argv, env)
   env = env or {}
-  local out, err = status.io(env)
+  local out, err = runs.io(env)
   local o, pos = args.parse(argv, { ["--reason"] = "value", ["--home"] = "value" })
   if not o then
     err("luabatch cancel: " .. pos .. "\n" .. _M.usage)
@@ -93,8 +93,8 @@ function _M.run(argv, env)
   end
   local run_id = pos[1]
   local reason = o.reason or default_reason()
-  local home = status.home(o, env)
-  local j, st = status.open_run("cancel", run_id, home, err)
+  local home = runs.home(o, env)
+  local j, st = runs.open_run("cancel", run_id, home, err)
   if not j then return st end
 
   local core = require "luabatch.core"
@@ -110,8 +110,8 @@ function _M.run(argv, env)
     end
   end
 
-  local clients_for = status.clients_for(st, env)
-  local ok, rmsg = status.refresh(st, clients_for)
+  local clients_for = runs.clients_for(st, env)
+  local ok, rmsg = runs.refresh(st, clients_for)
   if not ok then
     err("luabatch cancel: DescribeJobs failed, terminating every job not recorded as finished: "
       .. log.redact(rmsg) .. "\n")

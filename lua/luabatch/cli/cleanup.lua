@@ -15,11 +15,11 @@
 -- Exit codes: 0 cleaned (or nothing to clean), 1 something could not be
 -- deleted or was refused, 2 bad usage or unknown run.
 --
--- env: as luabatch.cli.status, plus now = function() -> epoch seconds.
+-- env: as luabatch.cli.runs, plus now = function() -> epoch seconds.
 
 local args = require "luabatch.cli.args"
 local journal = require "luabatch.journal"
-local status = require "luabatch.cli.status"
+local runs = require "luabatch.cli.runs"
 local log = require "luabatch.log"
 
 local _M = { _VERSION = "0.1.0" }
@@ -91,7 +91,7 @@ end
 
 -- Clean one run; returns true when everything went.
 local function clean_run(run_id, home, o, env, out, err)
-  local j, st = status.open_run("cleanup", run_id, home, err)
+  local j, st = runs.open_run("cleanup", run_id, home, err)
   if not j then return false end
   local pre = prefixes(st)
   for _, p in ipairs(pre) do
@@ -103,7 +103,7 @@ local function clean_run(run_id, home, o, env, out, err)
     end
     p.prefix = trimmed
   end
-  local clients_for = status.clients_for(st, env)
+  local clients_for = runs.clients_for(st, env)
   local ok = true
   for _, p in ipairs(pre) do
     local c = clients_for(p.job_id)
@@ -154,7 +154,7 @@ end
 
 function _M.run(argv, env)
   env = env or {}
-  local out, err = status.io(env)
+  local out, err = runs.io(env)
   local o, pos = args.parse(argv, { ["--older-than"] = "value", ["--dry-run"] = "flag",
     ["--force"] = "flag", ["--home"] = "value" })
   if not o then
@@ -166,11 +166,11 @@ function _M.run(argv, env)
     err("luabatch cleanup: give either one RUN_ID or --older-than AGE\n" .. _M.usage)
     return 2
   end
-  local home = status.home(o, env)
+  local home = runs.home(o, env)
 
   if #pos == 1 then
     local run_id = pos[1]
-    local j, st = status.open_run("cleanup", run_id, home, err)
+    local j, st = runs.open_run("cleanup", run_id, home, err)
     if not j then return st end
     if not st.ended and not o.force then
       err(str_format("luabatch cleanup: run %s has not ended (it may still be running): "

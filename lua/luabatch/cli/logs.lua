@@ -13,12 +13,12 @@
 -- Exit codes: 0 printed, 1 a log or DescribeJobs call failed, 2 bad usage,
 -- unknown run or no job matching --job.
 --
--- env: as luabatch.cli.status, plus sleep = function(s) and interval (s, -f
+-- env: as luabatch.cli.runs, plus sleep = function(s) and interval (s, -f
 -- polling period, default 2).
 
 local args = require "luabatch.cli.args"
 local batch = require "luabatch.batch"
-local status = require "luabatch.cli.status"
+local runs = require "luabatch.cli.runs"
 local log = require "luabatch.log"
 
 local _M = { _VERSION = "0.1.0" }
@@ -142,7 +142,7 @@ end
 
 function _M.run(argv, env)
   env = env or {}
-  local out, err = status.io(env)
+  local out, err = runs.io(env)
   local o, pos = args.parse(argv, { ["--job"] = "value", ["--follow"] = { "flag", alias = "-f" },
     ["--home"] = "value" })
   if not o then
@@ -155,8 +155,8 @@ function _M.run(argv, env)
     return 2
   end
   local follow = o.follow
-  local home = status.home(o, env)
-  local j, st = status.open_run("logs", pos[1], home, err)
+  local home = runs.home(o, env)
+  local j, st = runs.open_run("logs", pos[1], home, err)
   if not j then return st end
 
   local jobs = select_jobs(st, o.job)
@@ -168,7 +168,7 @@ function _M.run(argv, env)
     err(str_format("luabatch logs: run %s has no submitted Batch job\n", pos[1]))
     return 0
   end
-  local clients_for = status.clients_for(st, env)
+  local clients_for = runs.clients_for(st, env)
   local units = {}
   for _, js in ipairs(jobs) do
     local c, cfg = clients_for(js.job_id)
