@@ -328,12 +328,12 @@ describe("luabatch.cli.cleanup and cli.status helpers #unit", function()
 
   it("accepts only the run's own prefix", function()
     local id = "20261124-101500-a1b2c3d4"
-    assert.is_true(cleanup.own_prefix("luabatch/runs/" .. id, id))
-    assert.is_true(cleanup.own_prefix(id, id))
-    assert.is_false(cleanup.own_prefix("luabatch/runs", id))
-    assert.is_false(cleanup.own_prefix("luabatch/runs/x" .. id, id))
-    assert.is_false(cleanup.own_prefix("", id))
-    assert.is_false(cleanup.own_prefix("/" .. id .. "/more", id))
+    assert.is_true(require("luabatch.runner.aws_batch.ops").own_prefix("luabatch/runs/" .. id, id))
+    assert.is_true(require("luabatch.runner.aws_batch.ops").own_prefix(id, id))
+    assert.is_false(require("luabatch.runner.aws_batch.ops").own_prefix("luabatch/runs", id))
+    assert.is_false(require("luabatch.runner.aws_batch.ops").own_prefix("luabatch/runs/x" .. id, id))
+    assert.is_false(require("luabatch.runner.aws_batch.ops").own_prefix("", id))
+    assert.is_false(require("luabatch.runner.aws_batch.ops").own_prefix("/" .. id .. "/more", id))
   end)
 
   it("status without a refreshable config shows the journal's states", function()

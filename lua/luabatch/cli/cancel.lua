@@ -21,7 +21,6 @@
 -- env: as luabatch.cli.runs.
 
 local args = require "luabatch.cli.args"
-local batch = require "luabatch.batch"
 local runs = require "luabatch.cli.runs"
 local log = require "luabatch.log"
 
@@ -62,22 +61,6 @@ local function default_reason()
   return DEFAULT_REASON
 end
 
--- The Batch id of a job whose SubmitJob answer was lost: ListJobs in its
--- queue filtered by its (unique) job name.
-local function find_by_name(c, cfg, js)
-  if not (cfg and type(cfg.queue) == "string" and cfg.queue ~= "" and js.job_name) then return nil end
-  local found
-  for s in c.batch:list_jobs({ jobQueue = cfg.queue,
-    filters = { { name = "JOB_NAME", values = { js.job_name } } } }) do
-    if not s then break end
-    if s.jobName == js.job_name then
-      found = s
-      if not batch.TERMINAL[s.status or ""] then break end
-    end
-  end
-  return found and found.jobId, found and found.status
-end
-
 function _M.run(argv, env)
   env = env or {}
   local out, err = runs.io(env)
@@ -110,8 +93,9 @@ function _M.run(argv, env)
     end
   end
 
-  local clients_for = runs.clients_for(st, env)
-  local ok, rmsg = runs.refresh(st, clients_for)
+  local ops = runs.ops(st)
+  local clients_for = ops.clients_for(st, env)
+  local ok, rmsg = ops.refresh(st, clients_for)
   if not ok then
     err("luabatch cancel: DescribeJobs failed, terminating every job not recorded as finished: "
       .. log.redact(rmsg) .. "\n")
@@ -122,18 +106,18 @@ function _M.run(argv, env)
     local js = st.jobs[key]
     local c, cfg = clients_for(js.job_id)
     if not js.batch_job_id and c and not js.status then
-      local id, s = find_by_name(c, cfg, js)
+      local id, s = ops.find_by_name(c, cfg, js)
       if id then
         js.batch_job_id, js.status = id, s
         j:append({ ev = "submitted", key = key, batch_job_id = id, job_name = js.job_name })
       end
     end
-    if js.batch_job_id and not batch.TERMINAL[js.status or ""] then
+    if js.batch_job_id and not ops.TERMINAL[js.status or ""] then
       if not c then
         err(str_format("luabatch cancel: %s: the journal has no config event (region, endpoints)\n", key))
         failed = failed + 1
       else
-        local ans, msg = c.batch:terminate_job(js.batch_job_id, reason)
+        local ans, msg = ops.terminate(c, js, reason)
         if ans then
           local aok, amsg = j:append({ ev = "terminate", key = key, batch_job_id = js.batch_job_id,
             reason = reason })

@@ -24,14 +24,11 @@ local log = require "luabatch.log"
 
 local _M = { _VERSION = "0.1.0" }
 
-local type = type
-local pairs = pairs
 local ipairs = ipairs
 local tostring = tostring
 local tonumber = tonumber
 local str_format = string.format
 local str_match = string.match
-local str_sub = string.sub
 local os_time = os.time
 
 _M.usage = [==[
@@ -62,48 +59,22 @@ function _M.parse_age(s)
   return tonumber(n) * UNITS[u]
 end
 
---- Is `prefix` the run's own prefix (".../<run_id>" or "<run_id>")?
-function _M.own_prefix(prefix, run_id)
-  if type(prefix) ~= "string" or prefix == "" then return false end
-  if prefix == run_id then return true end
-  local tail = "/" .. run_id
-  return #prefix > #tail and str_sub(prefix, -#tail) == tail
-end
-
--- The distinct (bucket, prefix) pairs of a run's config events.
-local function prefixes(st)
-  local list, seen = {}, {}
-  local ids = {}
-  for id in pairs(st.configs) do ids[#ids + 1] = tostring(id) end
-  table.sort(ids)
-  for _, id in ipairs(ids) do
-    local cfg = st.configs[id]
-    if type(cfg.bucket) == "string" and cfg.bucket ~= "" and cfg.prefix ~= nil then
-      local k = cfg.bucket .. "\0" .. tostring(cfg.prefix)
-      if not seen[k] then
-        seen[k] = true
-        list[#list + 1] = { bucket = cfg.bucket, prefix = tostring(cfg.prefix), job_id = cfg.job_id }
-      end
-    end
-  end
-  return list
-end
-
 -- Clean one run; returns true when everything went.
 local function clean_run(run_id, home, o, env, out, err)
   local j, st = runs.open_run("cleanup", run_id, home, err)
   if not j then return false end
-  local pre = prefixes(st)
+  local ops = runs.ops(st)
+  local pre = ops.prefixes(st)
   for _, p in ipairs(pre) do
     local trimmed = p.prefix:gsub("/+$", "")
-    if not _M.own_prefix(trimmed, run_id) then
+    if not ops.own_prefix(trimmed, run_id) then
       err(str_format("luabatch cleanup: run %s: refusing to delete s3://%s/%s/: not the run's own "
         .. "prefix (it must end with /%s); nothing deleted for this run\n", run_id, p.bucket, p.prefix, run_id))
       return false
     end
     p.prefix = trimmed
   end
-  local clients_for = runs.clients_for(st, env)
+  local clients_for = ops.clients_for(st, env)
   local ok = true
   for _, p in ipairs(pre) do
     local c = clients_for(p.job_id)

@@ -21,7 +21,6 @@ local log = require "luabatch.log"
 local _M = { _VERSION = "0.1.0" }
 
 local type = type
-local pairs = pairs
 local ipairs = ipairs
 local require = require
 local tostring = tostring
@@ -96,7 +95,8 @@ function _M.run(argv, env)
   local j, st = runs.open_run("status", pos[1], home, err)
   if not j then return st end
 
-  local ok, rmsg = runs.refresh(st, runs.clients_for(st, env))
+  local ops = runs.ops(st)
+  local ok, rmsg = ops.refresh(st, ops.clients_for(st, env))
   if not ok then
     err("luabatch status: cannot ask AWS Batch, showing the journal's states: " .. log.redact(rmsg) .. "\n")
   end

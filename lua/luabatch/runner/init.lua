@@ -8,7 +8,8 @@
 -- A runner is one folder (or file) under luabatch/runner/ and one line
 -- here: `module` runs jobs (open_job, or run_job; see runner/local.lua),
 -- `schema` (optional) names the module of its with: fields
--- (luabatch.runner.schema).  Without a schema, with: is free-form.
+-- (luabatch.runner.schema; without one, with: is free-form), `ops`
+-- (optional) its hooks for the run commands (runner/aws_batch/ops.lua).
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -18,7 +19,8 @@ local ipairs = ipairs
 local ORDER = { "local", "aws_batch" }
 local REGISTRY = {
   ["local"] = { module = "luabatch.runner.local" },
-  aws_batch = { module = "luabatch.runner.aws_batch", schema = "luabatch.runner.aws_batch.schema" },
+  aws_batch = { module = "luabatch.runner.aws_batch", schema = "luabatch.runner.aws_batch.schema",
+                ops = "luabatch.runner.aws_batch.ops" },
 }
 
 local require = require
@@ -44,6 +46,15 @@ end
 function _M.schema(t)
   local r = REGISTRY[t]
   return r and r.schema and require(r.schema) or nil
+end
+
+--- ops(type) -> the runner's hooks for the run commands (status, logs,
+-- cancel, cleanup) | nil, message (a runner whose jobs leave nothing to
+-- inspect: local)
+function _M.ops(t)
+  local r = REGISTRY[t]
+  if not (r and r.ops) then return nil, "runs-on type '" .. tostring(t) .. "' has no run operations" end
+  return require(r.ops)
 end
 
 --- known(type) -> true when the type is registered

@@ -123,7 +123,7 @@ end
 -- The journal's config event (what the run talks to).
 function Run:append_config()
   local cfg = self.cfg
-  self.s:append({ ev = "config", job_id = self.job_id, queue = cfg.queue, bucket = cfg.bucket,
+  self.s:append({ ev = "config", runner = "aws_batch", job_id = self.job_id, queue = cfg.queue, bucket = cfg.bucket,
     prefix = cfg.run_prefix, region = cfg.region,
     endpoints = check_mod.endpoints(self.with, cfg.region, self.env.getenv),
     log_group = cfg.log_group, platform = cfg.spec.platform })
