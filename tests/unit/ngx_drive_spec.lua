@@ -399,7 +399,8 @@ jobs:
       _, meta = step(W, m, meta)
       local js = meta.jobs.s
       assert.equal(2, #js.submitted.jobs)
-      for _, j in ipairs(js.submitted.jobs) do assert.equal(1003, j.deadline) end
+      -- the plan keeps each strategy's deadline (SubmitJob at 1000 + 60 x 1 - 57)
+      for _, j in ipairs(js.submitted.jobs) do assert.equal(1003, meta.plan.jobs.s.due[j.strategy_id]) end
       assert.equal(1003, meta.wake)
       -- strategy 1 ends in time; strategy 2 still runs
       local j1, j2 = js.submitted.jobs[1], js.submitted.jobs[2]
@@ -450,7 +451,7 @@ jobs:
       assert.equal(1, js.attempt)
       assert.equal(2, W.calls.SubmitJob)
       assert.equal(2, W.submits[2].arrayProperties.size)
-      assert.equal(1013, js.submitted.jobs[1].deadline)
+      assert.equal(1013, meta.plan.jobs.s.due[js.submitted.jobs[1].strategy_id])
       for _, j in ipairs(js.submitted.jobs) do
         W.result("s", j.strategy_id, "SUCCESS", {}, 1)
         W.state(j.batch_job_id, "SUCCEEDED")
@@ -467,7 +468,7 @@ jobs:
       local m, meta = start(W, SLOW:gsub("with: {timeout: 60}", "with: {}"))
       local _
       _, meta = step(W, m, meta)
-      assert.is_nil(meta.jobs.s.submitted.jobs[1].deadline)
+      assert.is_nil(next(meta.plan.jobs.s.due))
       assert.is_nil(meta.wake)
       W.t = 1e6
       _, meta = step(W, m, meta)

@@ -385,6 +385,36 @@ jobs:
     assert.equal(json.encode(a), json.encode(b))
   end)
 
+  it("the client deadline: a strategy running past the runner's deadline is stopped, a tick wakes it", function()
+    local r = run(MATRIX:format(0, "false"))
+    r:send({ type = "start" })
+    local first = r:op(r:send({ type = "prepared", job = "m", deadline = 30 }), "run", "m")
+    assert.equal(T0 + 30, plan.wake(r.st))
+    -- n=1 ends in time; its successor n=3 gets its own 30 s from its start
+    local acts = r:send({ type = "ended", job = "m", attempt = 0, sid = first.combos[1].id,
+                          record = rec("SUCCESS", first.combos[1]), now = T0 + 10 })
+    local third = r:op(acts, "run", "m").combos[1]
+    assert.same({}, r:send({ type = "tick", now = T0 + 29 }))
+    acts = r:send({ type = "tick", now = T0 + 30 })
+    local stop = r:op(acts, "stop", "m")
+    assert.equal("deadline", stop.why)
+    assert.same({ first.combos[2].id }, stop.sids)
+    assert.equal(T0 + 40, plan.wake(r.st))             -- n=3's
+    assert.same({}, r:send({ type = "tick", now = T0 + 35 })) -- stopped once, not again
+    -- the runner ends it FAILED (its words); the queue goes on
+    acts = r:send({ type = "ended", job = "m", attempt = 0, sid = first.combos[2].id,
+                    record = rec("FAILED", first.combos[2]), now = T0 + 31 })
+    assert.is_table(r:op(acts, "run", "m"))
+    stop = r:op(r:send({ type = "tick", now = T0 + 40 }), "stop", "m")
+    assert.same({ third.id }, stop.sids)
+    -- no deadline from the runner: nothing is ever stopped
+    local q = run(MATRIX:format(0, "false"))
+    q:send({ type = "start" })
+    q:send({ type = "prepared", job = "m" })
+    assert.is_nil(plan.wake(q.st))
+    assert.is_nil(q:op(q:send({ type = "tick", now = T0 + 1e6 }), "stop"))
+  end)
+
   it("unknown events are a programmer error", function()
     local r = run(CHAIN)
     assert.has_error(function() r:send({ type = "nope" }) end)

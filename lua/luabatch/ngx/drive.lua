@@ -16,8 +16,8 @@
 --                       attempt, record (once done), queued = { sid... },
 --                       submitted = <aws_batch.submit's table of this
 --                         attempt, jobs growing as strategies go out; each
---                         entry has at, deadline (epoch s, with a timeout)
---                         and done (its record went to the plan)>,
+--                         entry has at (epoch s) and done (its record went
+--                         to the plan)>,
 --                       history = { entries of earlier attempts },
 --                       terminated / expired = { <batch id> = reason },
 --                       retry_at, collect_error } },
@@ -28,8 +28,8 @@
 -- carries its actions out: prepare = the with: check, run = SubmitJob
 -- (aws_batch.submit; an array job with with.array), stop = TerminateJob,
 -- job_done = cleanup.  The client deadline (timeout x attempts + the
--- policy's margin, from each SubmitJob) is the runner's: a live job past it
--- is terminated and FAILED naming it.  on_submit(id, ok, msg, code) hears
+-- policy's margin) is the plan's: its stop terminates the Batch job, whose
+-- record then names the deadline.  on_submit(id, ok, msg, code) hears
 -- how each job's submission went ("EWITH", "EJOB", "ESUBMIT").
 
 local log = require "luabatch.log"
@@ -107,16 +107,10 @@ local function watch_entries(app, meta, entries)
   end
 end
 
--- The client deadline of fresh entries (timeout * attempts + margin from
--- the SubmitJob, as Run:deadline()), epoch seconds on each entry.
-local function stamp(app, meta, sub, entries)
+-- When fresh entries were submitted (epoch s): a deadline record's start.
+local function stamp(app, entries)
   local t = now_of(app)
-  local after = policy().deadline_after(merged_policy(app, meta), sub.config and sub.config.timeout,
-    sub.config and sub.config.attempts)
-  for _, e in ipairs(entries) do
-    e.at = t
-    if after and e.batch_job_id then e.deadline = t + after end
-  end
+  for _, e in ipairs(entries) do e.at = t end
 end
 
 -- The clients of a submitted job (its with: endpoints over the app's).
@@ -126,41 +120,6 @@ local function clients_of(app, js)
   for k, v in pairs(app.with) do with[k] = v end
   for k, v in pairs(sc.client or {}) do with[k] = v end
   return app:clients(with, sc.region)
-end
-
--- The client deadline: every live Batch job of js past its deadline is
--- terminated with policy.deadline_reason (an array job through its parent,
--- once) and marked js.expired -> changed.
-local function expire(app, meta, js, now)
-  local d = app:dict()
-  local due = {}
-  for _, j in ipairs(js.submitted.jobs) do
-    local bid = j.batch_job_id
-    if bid and j.deadline and now >= j.deadline and not (js.expired and js.expired[bid])
-        and not (js.terminated and js.terminated[bid]) then
-      local s = ngx_poller.get(d, bid, { prefix = app.prefix })
-      if not (s and TERMINAL[s.status]) then due[#due + 1] = j end
-    end
-  end
-  if #due == 0 then return false end
-  local reason = merged_policy(app, meta).deadline_reason
-  local c = clients_of(app, js)
-  js.expired = js.expired or {}
-  local targets, seen = {}, {}
-  for _, j in ipairs(due) do
-    js.expired[j.batch_job_id] = reason
-    local target = js.submitted.array and js.submitted.array.batch_job_id or j.batch_job_id
-    if not seen[target] then
-      seen[target] = true
-      targets[#targets + 1] = target
-    end
-  end
-  for _, target in ipairs(targets) do
-    log.warn("luabatch.ngx.drive: run %s: AWS Batch job %s: %s; terminating it", meta.run_id, target, reason)
-    local ok, msg = c.batch:terminate_job(target, reason)
-    if not ok then log.warn("luabatch.ngx.drive: TerminateJob %s: %s", target, tostring(msg)) end
-  end
-  return true
 end
 
 -- Must collect's cleanup keep the run's prefix (its opts.keep_run_prefix)?
@@ -244,7 +203,7 @@ local function prepare(app, meta, model, a, on_submit)
     if on_submit then on_submit(a.job, nil, cerr, "EWITH") end
     return { type = "prepared", job = a.job, error = cerr }
   end
-  return { type = "prepared", job = a.job, array = checked.array }
+  return { type = "prepared", job = a.job, array = checked.array, deadline = checked.deadline }
 end
 
 -- run: SubmitJob for these strategies (or one array job) -> entries
@@ -272,7 +231,7 @@ local function run(app, meta, model, a, evq, on_submit)
   local entries
   if sub then
     entries = sub.jobs
-    stamp(app, meta, sub, entries)
+    stamp(app, entries)
     if js.submitted then
       for _, e in ipairs(entries) do js.submitted.jobs[#js.submitted.jobs + 1] = e end
     else
@@ -308,11 +267,38 @@ local function run(app, meta, model, a, evq, on_submit)
   end
 end
 
+-- The client deadline (the plan's stop): these strategies' live Batch jobs
+-- terminated with the policy's reason (an array job through its parent,
+-- once) and marked expired, so their records name the deadline.
+local function expire(app, meta, js, sids, reason)
+  local want = {}
+  for _, sid in ipairs(sids) do want[sid] = true end
+  local d = app:dict()
+  local c = clients_of(app, js)
+  js.expired = js.expired or {}
+  local seen = {}
+  for _, e in ipairs(js.submitted.jobs) do
+    local bid = e.batch_job_id
+    if bid and want[e.strategy_id] and not e.done then
+      js.expired[bid] = reason
+      local s = ngx_poller.get(d, bid, { prefix = app.prefix })
+      local target = js.submitted.array and js.submitted.array.batch_job_id or bid
+      if not (s and TERMINAL[s.status]) and not seen[target] then
+        seen[target] = true
+        log.warn("luabatch.ngx.drive: run %s: AWS Batch job %s: %s; terminating it", meta.run_id, target, reason)
+        local ok, msg = c.batch:terminate_job(target, reason)
+        if not ok then log.warn("luabatch.ngx.drive: TerminateJob %s: %s", target, tostring(msg)) end
+      end
+    end
+  end
+end
+
 -- stop: TerminateJob for the live Batch jobs of these strategies.
 local function stop(app, meta, a)
   local js = meta.jobs[a.job]
   if not js.submitted then return end
   local p = merged_policy(app, meta)
+  if a.why == "deadline" then return expire(app, meta, js, a.sids, p.deadline_reason) end
   local reason = a.why == "fail-fast" and p.fail_fast_reason or p.terminate_reason
   local want = {}
   for _, sid in ipairs(a.sids) do want[sid] = true end
@@ -386,7 +372,6 @@ function _M.step(app, meta, model, on_submit)
   for _, id in ipairs(meta.order) do
     local js = meta.jobs[id]
     if js.state == "submitted" and js.submitted then
-      if js.submitted.results and expire(app, meta, js, now) then changed = true end
       local n = #evq
       ended_events(app, meta, model, id, js, evq)
       if #evq > n then changed = true end
@@ -407,6 +392,8 @@ function _M.step(app, meta, model, on_submit)
         run(app, meta, model, a, evq, on_submit)
       elseif a.op == "stop" then
         stop(app, meta, a)
+        -- past the deadline: FAILED now, naming it, as the CLI's runner ends it
+        if a.why == "deadline" then ended_events(app, meta, model, a.job, meta.jobs[a.job], evq) end
       elseif a.op == "retry" then
         log.info("luabatch.ngx.drive: run %s: job %s failed: attempt %d at %.3f", meta.run_id, a.job,
           a.attempt, a.at)
@@ -424,26 +411,11 @@ function _M.step(app, meta, model, on_submit)
 end
 
 --- wake(app, meta) -> epoch seconds | nil: when the run must be stepped
--- even if no job of it ends (a retry's backoff end, the earliest client
--- deadline of a live Batch job); luabatch.ngx.runs indexes it for the
--- elected poller's tick.
+-- even if no job of it ends (a retry's backoff, a strategy's client
+-- deadline: the plan's wake); luabatch.ngx.runs indexes it for the elected
+-- poller's tick.
 function _M.wake(app, meta)
-  local at = meta.plan and plan.wake(meta.plan)
-  local d
-  for _, id in ipairs(meta.order) do
-    local js = meta.jobs[id]
-    if js.state == "submitted" and js.submitted then
-      for _, j in ipairs(js.submitted.jobs) do
-        local bid = j.batch_job_id
-        if bid and j.deadline and not j.done and not (js.expired and js.expired[bid]) then
-          d = d or app:dict()
-          local s = ngx_poller.get(d, bid, { prefix = app.prefix })
-          if not (s and TERMINAL[s.status]) and (at == nil or j.deadline < at) then at = j.deadline end
-        end
-      end
-    end
-  end
-  return at
+  return meta.plan and plan.wake(meta.plan) or nil
 end
 
 --- final(meta) -> the workflow context once done (plan.context).

@@ -92,7 +92,10 @@ function _M.open_job(model, job_id, wctx, opts)
   local s, c = run.s, run.c
   run:append_config()
   s.active = s.active + 1
-  local h = { array = run.cfg.array or nil }
+  -- the client deadline, which the plan keeps: a strategy is stopped
+  -- (senv.cancelled() == "deadline") when it runs longer
+  local h = { array = run.cfg.array or nil,
+              deadline = policy_mod.deadline_after(s.policy, run.cfg.timeout, run.cfg.attempts) }
   function h.run_strategy(_, combo, w, senv) return run:strategy(combo, w, senv) end
   function h.run_all(_, combos, w, aenv, group) return run:all(combos, w, aenv, group) end
   function h.close(_, status)
@@ -111,12 +114,13 @@ function _M.open_job(model, job_id, wctx, opts)
   return h
 end
 
---- check(model, job_id, context, opts) -> { array = bool } | nil, message:
+--- check(model, job_id, context, opts) -> { array = bool, deadline = s? } | nil, message:
 -- the job's with: checked as open_job checks it (nothing is sent).
 function _M.check(model, job_id, context, opts)
   local run, cerr = open_run("check", model, job_id, context, opts)
   if not run then return nil, cerr end
-  return { array = run.cfg.array and true or false }
+  return { array = run.cfg.array and true or false,
+           deadline = policy_mod.deadline_after(run.s.policy, run.cfg.timeout, run.cfg.attempts) }
 end
 
 --- run_job(model, job_id, context, opts) -> record, jctx (one job on Batch).

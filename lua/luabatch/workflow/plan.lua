@@ -12,7 +12,10 @@
 --
 -- Events (every one has `now`):
 --   { type = "start" }
---   { type = "prepared", job, array = bool }       the runner took the job
+--   { type = "prepared", job, array = bool, deadline = s? }
+--                                                  the runner took the job (deadline:
+--                                                  seconds a strategy may run, the
+--                                                  client deadline; nil: none)
 --   { type = "prepared", job, error = msg | record = job record }
 --                                                  the runner refused it
 --   { type = "ended", job, attempt, sid, record }  a strategy ended
@@ -23,7 +26,7 @@
 --   { op = "prepare", job, wctx }                  open the job's runner
 --   { op = "run", job, attempt, combos, wctx, array = bool }
 --                                                  start these strategies
---   { op = "stop", job, attempt, sids, why = "fail-fast" | "cancel" }
+--   { op = "stop", job, attempt, sids, why = "fail-fast" | "cancel" | "deadline" }
 --   { op = "retry", job, attempt (the next), at, errors }
 --   { op = "job_done", job, record, seconds }
 --   { op = "done", context }
@@ -41,6 +44,8 @@
 --     up to `retry` times, at once after the first, 1.2^(k+1) s after
 --     attempt k >= 1; the record is the last attempt's.
 --   * cancel: nothing more starts, running strategies are stopped, no retry.
+--   * the client deadline: a strategy running longer than the runner's
+--     deadline is stopped (its runner ends it FAILED).
 --   * the final status and errors (plan.context).
 
 local stage = require "luabatch.workflow.stage"
@@ -173,12 +178,19 @@ local function records_of(st)
 end
 _M.records = records_of
 
---- wake(st) -> the earliest time a tick is due (a retry's backoff) | nil
+--- wake(st) -> the earliest time a tick is due (a retry's backoff, a
+-- strategy's deadline) | nil
 function _M.wake(st)
   local at
+  local function min(t) if t and (at == nil or t < at) then at = t end end
   for _, id in ipairs(st.order) do
     local js = st.jobs[id]
-    if js.state == "retry" and (at == nil or js.retry_at < at) then at = js.retry_at end
+    if js.state == "retry" then min(js.retry_at) end
+    if js.state == "running" then
+      for sid, due in pairs(js.due or {}) do
+        if js.live[sid] and not (js.expired and js.expired[sid]) then min(due) end
+      end
+    end
   end
   return at
 end
@@ -226,7 +238,7 @@ local function job_done(st, id, rec, now, out)
 end
 
 -- Strategies of the current attempt that may start now -> combos
-local function startable(js)
+local function startable(js, now)
   local list = {}
   if js.stopped then return list end
   while js.next <= #js.combos and js.running < js.mp do
@@ -234,6 +246,7 @@ local function startable(js)
     js.next = js.next + 1
     js.running = js.running + 1
     js.live[combo.id] = true
+    if js.limit then js.due[combo.id] = now + js.limit end
     list[#list + 1] = combo
   end
   return list
@@ -248,6 +261,7 @@ end
 local function begin_attempt(st, model, id, env, now, out)
   local js, jobdef = st.jobs[id], model.jobs[id]
   js.ta, js.results, js.live, js.running, js.next, js.stopped = now, object(), {}, 0, 1, nil
+  js.due = {}                        -- sid -> the client deadline of a live strategy
   local wctx = { params = js.wctx.params, jobs = js.wctx.jobs, status = "WAIT" }
   local function attempt_done(jctx)
     jctx.info = stage.info(now, now)
@@ -264,7 +278,7 @@ local function begin_attempt(st, model, id, env, now, out)
   if not combos then return attempt_done({ status = "FAILED", errors = stage.error_of(serr, "JobError") }) end
   js.combos, js.fail_fast = combos, job.fail_fast(jobdef)
   js.state, js.mp = "running", (js.array and #combos >= 2) and #combos or mp
-  local first = startable(js)
+  local first = startable(js, now)
   if #first > 0 then out[#out + 1] = run_action(js, id, first) end
 end
 
@@ -327,7 +341,7 @@ local function strategy_ended(st, model, ev, out)
       end
     end
   end
-  local more = startable(js)
+  local more = startable(js, ev.now)
   if #more > 0 then out[#out + 1] = run_action(js, ev.job, more) end
   if js.running == 0 and (js.stopped or js.next > #js.combos) then
     _M.attempt_ended(st, model, ev.job, attempt_context(model, ev.job, js, ev.now), ev.now, out)
@@ -406,6 +420,27 @@ local function cancel(st, model, ev, out)
   end
 end
 
+-- The client deadline: a live strategy past its due time is stopped
+-- (why "deadline"); its runner ends it FAILED, naming the deadline.
+local function expire(st, now, out)
+  for _, id in ipairs(st.order) do
+    local js = st.jobs[id]
+    if js.state == "running" and js.due then
+      local sids = {}
+      for _, combo in ipairs(js.combos) do
+        local sid = combo.id
+        local due = js.due[sid]
+        if due and js.live[sid] and now >= due and not (js.expired and js.expired[sid]) then
+          js.expired = js.expired or {}
+          js.expired[sid] = true
+          sids[#sids + 1] = sid
+        end
+      end
+      if #sids > 0 then out[#out + 1] = { op = "stop", job = id, attempt = js.attempt, sids = sids, why = "deadline" } end
+    end
+  end
+end
+
 --- step(st, model, event, env) -> actions (st updated in place)
 function _M.step(st, model, ev, env)
   local out = {}
@@ -422,6 +457,7 @@ function _M.step(st, model, ev, env)
         js.state = "whole"       -- a runner that runs the whole job itself: job_ended
       else
         js.array = ev.array and true or nil
+        js.limit = tonumber(ev.deadline)
         begin_attempt(st, model, ev.job, env, now, out)
       end
     end
@@ -435,6 +471,7 @@ function _M.step(st, model, ev, env)
   elseif t ~= "tick" then
     error("plan.step: unknown event type '" .. tostring(t) .. "'", 2)
   end
+  expire(st, now, out)
   for _, id in ipairs(st.order) do
     local js = st.jobs[id]
     if js.state == "retry" and js.retry_at and now >= js.retry_at and not st.cancel then

@@ -23,7 +23,7 @@
 -- watched as "<array job id>:<index>"); objects under
 -- s3://<bucket>/<run prefix>/<job>/ (run:s3key(sid, name)).
 -- Records: CANCEL on a stop (cancel, fail-fast), FAILED naming
--- policy.deadline_reason past run:deadline(), else result.json or FAILED
+-- policy.deadline_reason past the client deadline (the plan's stop), else result.json or FAILED
 -- with the real reason (aws_batch/reason.lua).  cleanup() raises for a
 -- prefix outside the run's.  How each step works: docs/design.md.
 
@@ -324,7 +324,9 @@ function Run:stopper(senv)
     if s.cancelled then return "cancel" end
     if env.cancelled and env.cancelled() then return "cancel" end
     if core.interrupted() then return "cancel" end
-    if senv and senv.cancelled and senv.cancelled() then return "fail-fast" end
+    local why = senv and senv.cancelled and senv.cancelled()
+    if why == "deadline" then return "deadline" end
+    if why then return "fail-fast" end
     return nil
   end
 end
@@ -391,11 +393,6 @@ function Run:finish(w, combo, t0, key, why)
   return self:collect(w, combo, t0, key)
 end
 
-function Run:deadline()
-  local after = policy_mod.deadline_after(self.s.policy, self.cfg.timeout, self.cfg.attempts)
-  return after and self.s:now() + after
-end
-
 local function recorded(s, key)
   local r = s.state and s.state.results and s.state.results[key]
   if type(r) == "table" then
@@ -442,7 +439,7 @@ function Run:strategy(combo, wctx, senv, group)
   end
   local w = self:watch(id, key, self.job_id .. "/" .. sid)
   w.name = name
-  local ok, werr = s:wait(self.c, { w }, stop, self.env, self:deadline())
+  local ok, werr = s:wait(self.c, { w }, stop, self.env)
   rec = self:finish(w, combo, t0, key, not ok and werr or cancelled_after(w, stop))
   if rec.status ~= "CANCEL" then self:record_result(key, rec) end
   return rec
@@ -514,7 +511,7 @@ function Run:all(combos, wctx, aenv, group)
     end
     return nil
   end
-  local ok, werr = s:wait(self.c, ws, astop, self.env, self:deadline())
+  local ok, werr = s:wait(self.c, ws, astop, self.env)
   local why = not ok and werr or cancelled_after(parent, stop)
   if why == "cancel" then
     s:terminate_all(self:cancel_reason())

@@ -279,10 +279,11 @@ function _M:_follow(c, env)
   end
 end
 
---- wait(c, list of w, stop [, env [, deadline]]) -> true | nil, why
+--- wait(c, list of w, stop [, env]) -> true | nil, why
 -- Cycles the shared poller until every w is final.  stop() -> reason
--- string | nil is asked before every cycle; deadline is a clock time.
-function _M:wait(c, ws, stop, env, deadline)
+-- string | nil is asked before every cycle (the client deadline is the
+-- plan's: it stops a strategy through stop()).
+function _M:wait(c, ws, stop, env)
   local slice = self.policy.wait_slice or 1
   local fails = 0
   while true do
@@ -294,7 +295,6 @@ function _M:wait(c, ws, stop, env, deadline)
     end
     local why = stop and stop()
     if why then return nil, why end
-    if deadline and self:now() >= deadline then return nil, "deadline" end
     local calls, msg, code = c.poller:step()
     if not calls and code ~= "ECANCELED" then
       fails = fails + 1
