@@ -6,6 +6,7 @@
 #   make                 build the luabatch executable and the luabatch.core module (Lua 5.4)
 #   make LUA=luajit      build luabatch.core against LuaJIT 2.1 headers
 #   make deps            install the Debian packages the build and tests need
+#   make deps-run        install only what building and running need (make run does)
 #   make run             run the main example (installs deps and builds first)
 #   make check           fast unit tests (C core + busted unit specs, Lua 5.4)
 #   make test            the whole suite, Lua 5.4 and LuaJIT, sanitizers, valgrind
@@ -65,7 +66,7 @@ else
 all: $(MODULE) $(EXE) luabatch
 endif
 
-.PHONY: all deps run demo check test bench lint install clean ctests rock install-rock
+.PHONY: all deps deps-run run demo check test bench lint install clean ctests rock install-rock
 .DELETE_ON_ERROR:
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/obj
@@ -97,9 +98,13 @@ $(BUILD)/tests/%: tests/c/%.c tests/c/lb_test.h $(CORE_OBJ) | $(BUILD)/tests
 ctests: $(CTEST_BIN)
 
 deps:
-	@tools/deps.sh
+	@tools/deps.sh test
 
-run: deps
+# make run needs the build and run packages only (not the test stack)
+deps-run:
+	@tools/deps.sh run
+
+run: deps-run
 	@$(MAKE) --no-print-directory -s all
 	./luabatch run examples/quickstart.yml
 
