@@ -236,6 +236,32 @@ jobs:
     check_report("stderr", err)
   end)
 
+  it("(b) a failed bash stage on Batch: its exit code and stderr on the client, its outputs in --json", function()
+    local f = write("boom.yml", [=[
+type: Workflow
+name: e2e-boom
+jobs:
+  fan:
+    runs-on: {type: aws_batch, with: {job_queue_arn: "${AWS_BATCH_JOB_QUEUE_ARN}", s3_bucket: "${AWS_S3_BUCKET}"}}
+    strategy: {max-parallel: 2, matrix: {region: [eu, us]}}
+    stages:
+      - {id: boom, name: Boom, bash: "echo about to fail in ${{ matrix.region }}; echo no-capacity-${{ matrix.region }} >&2; exit 3"}
+]=])
+    local out, err, code = luabatch({ "run", f, "--runs-on", "aws_batch", "--policy", POLICY })
+    assert.equal(1, code, err .. out)
+    assert.truthy(err:find("FAILED job fan[region=eu], stage 'boom': exit code 3\n  stderr:\n    no-capacity-eu\n"
+      .. "  stdout:\n    about to fail in eu\n", 1, true), err)
+    assert.truthy(err:find("FAILED job fan[region=us], stage 'boom': exit code 3: no-capacity-us", 1, true), err)
+    local ctx = run_wf(f, true)
+    local n = 0
+    for _, r in pairs(ctx.jobs.fan.strategies) do
+      n = n + 1
+      assert.equal(3, r.stages.boom.outputs.return_code)
+      assert.truthy(tostring(r.stages.boom.outputs.stderr):find("^no%-capacity%-"))
+    end
+    assert.equal(2, n)
+  end)
+
   it("(c) SIGINT stops the client within seconds and terminates its Batch job", function()
     local f = write("long.yml", [=[
 type: Workflow

@@ -23,7 +23,6 @@ local _M = { _VERSION = "0.1.0" }
 
 local type = type
 local pairs = pairs
-local next = next
 local ipairs = ipairs
 local pcall = pcall
 local require = require
@@ -31,7 +30,6 @@ local tostring = tostring
 local tonumber = tonumber
 local str_format = string.format
 local tbl_concat = table.concat
-local tbl_sort = table.sort
 
 _M.usage = [==[
 usage: luabatch run FILE [options]
@@ -151,52 +149,6 @@ end
 -- Entry
 ---------------------------------------------------------------------------
 
--- The whole story of each failed job, for stderr.  Stage failures are
--- caught from the progress events (the context keeps only stages with an
--- id); a strategy or job without one shows its own error (a Batch failure:
--- exit code, reason and the last log lines, all lines).
-local function failure_recorder()
-  local seen = {}      -- "job[sid]" -> { "stage X: msg", ... }
-  local order = {}
-  local function record(event, info)
-    if event == "stage" and info.status == "FAILED" and first_error(info.errors) then
-      local where = "job " .. tostring(info.job or "?")
-      if info.strategy and info.strategy ~= "EMPTY" then where = where .. "[" .. tostring(info.strategy) .. "]" end
-      if not seen[where] then seen[where] = {}; order[#order + 1] = where end
-      local list = seen[where]
-      list[#list + 1] = str_format("stage %s: %s", tostring(info.key or info.name or "?"), first_error(info.errors))
-    end
-  end
-  local function report(ctx, model, err_w)
-    local function say(where, msg)
-      err_w(where .. ": " .. tostring(msg):gsub("\n", "\n    ") .. "\n")
-    end
-    for _, where in ipairs(order) do
-      for _, line in ipairs(seen[where]) do say(where, line) end
-    end
-    for _, id in ipairs(model.job_order or {}) do
-      local rec = ctx.jobs and ctx.jobs[id]
-      if type(rec) == "table" and rec.status == "FAILED" then
-        if type(rec.strategies) == "table" and next(rec.strategies) then
-          local sids = {}
-          for sid in pairs(rec.strategies) do sids[#sids + 1] = tostring(sid) end
-          tbl_sort(sids)
-          for _, sid in ipairs(sids) do
-            local r = rec.strategies[sid]
-            local where = str_format("job %s[%s]", id, sid)
-            if type(r) == "table" and r.status == "FAILED" and not seen[where] then
-              say(where, first_error(r.errors) or "FAILED")
-            end
-          end
-        elseif not seen["job " .. id] then
-          say("job " .. id, first_error(rec.errors) or "FAILED")
-        end
-      end
-    end
-  end
-  return record, report
-end
-
 -- A journaled run's local jobs: each finished one's record is journaled
 -- ("job" event); on --resume one with a journaled SUCCESS or SKIP record is
 -- taken as done (its side effects happened already), one that failed or
@@ -292,7 +244,9 @@ function _M.run(args, env)
   local ropts = { params = o.params, job = o.job, conf = o.conf, getenv = getenv,
                   run_id = run_id, runs_on = o.runs_on, with = o.with,
                   runner_opts = { policy = policy, follow = o.follow, resume = o.resume ~= nil } }
-  local record_failure, failure_report = failure_recorder()
+  local failures = require "luabatch.cli.failures"
+  local caught = failures.catcher()
+  local record_failure = caught.progress
   ropts.progress = record_failure
   if tty then
     local show = progress_printer(err_w)
@@ -349,7 +303,9 @@ function _M.run(args, env)
     err_w("luabatch run: " .. tostring(rerr) .. "\n")
     return 2
   end
-  if ctx.status == "FAILED" then failure_report(ctx, model, err_w) end
+  if ctx.status == "FAILED" then
+    err_w(failures.report(ctx, model, { caught = caught, run_id = jr and run_id or nil }))
+  end
   if o.json then
     out_w(_M.json(ctx, { indent = "  " }) .. "\n")
   else

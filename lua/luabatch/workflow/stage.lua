@@ -295,7 +295,7 @@ end
 local function status_line(env, st, key, rec, t0, t1)
   if env.progress then
     env.progress("stage", { key = key, name = st.name, kind = st.kind, status = rec.status,
-                            seconds = t1 - t0, errors = rec.errors, stage = st,
+                            seconds = t1 - t0, errors = rec.errors, outputs = rec.outputs, stage = st,
                             job = env.job_id, strategy = env.strategy })
   end
 end

@@ -13,7 +13,8 @@
 -- is written to a temporary file and run as `sh <file>` through the
 -- scheduler (other tasks run meanwhile), inheriting the environment.
 -- Outputs: { return_code = n, stdout = s, stderr = s }, each text stripped of
--- surrounding newlines, empty -> null.  Exit code > 0 -> FAILED
+-- surrounding newlines, empty -> null; kept on a failure too (return_code
+-- -N when killed by signal N).  Exit code > 0 -> FAILED
 --   { name = "StageError", message = "Subprocess: <stderr>\n\t```bash\n\t<script>\n\t```" }
 -- (script lines joined by "\n\t"); killed by a signal -> FAILED too
 -- (ddeutil-workflow counts it as SUCCESS), "Subprocess: killed by signal N...".
@@ -179,20 +180,23 @@ function _M.execute(st, rctx, env)
   end
   local body = "```bash\n\t" .. str_gsub(script, "\n", "\n\t") .. "\n\t```"
   local stderr = str_gsub(r.stderr, "\n+$", "")
-  if r.signal then
-    return nil, { name = "StageError",
-      message = str_format("Subprocess: killed by signal %d%s\n\t%s", r.signal,
-        stderr ~= "" and (": " .. stderr) or "", body) }
-  end
-  if r.exit > 0 then
-    return nil, { name = "StageError", message = "Subprocess: " .. stderr .. "\n\t" .. body }
-  end
   local out, errs = _M.strip_nl(r.stdout), _M.strip_nl(r.stderr)
-  return stage.object({
-    return_code = r.exit,
+  -- the outputs, kept on a failure too (as ddeutil-workflow keeps them);
+  -- killed by signal N: return_code -N, as Python's subprocess says
+  local outputs = stage.object({
+    return_code = r.signal and -r.signal or r.exit,
     stdout = out ~= "" and out or NULL,
     stderr = errs ~= "" and errs or NULL,
   })
+  if r.signal then
+    return nil, { name = "StageError",
+      message = str_format("Subprocess: killed by signal %d%s\n\t%s", r.signal,
+        stderr ~= "" and (": " .. stderr) or "", body) }, outputs
+  end
+  if r.exit > 0 then
+    return nil, { name = "StageError", message = "Subprocess: " .. stderr .. "\n\t" .. body }, outputs
+  end
+  return outputs
 end
 
 return _M
