@@ -147,6 +147,32 @@ jobs:
     assert.is_nil(io.open(marker))
   end)
 
+  it("bad input found before anything starts is exit 2: an undeclared --param, a runner's with: (no run id, no journal)", function()
+    local home = tmpdir .. "/home-preflight"
+    local marker = tmpdir .. "/ran-preflight"
+    local f = write("preflight.yml", ([=[
+type: Workflow
+params: {who: {type: str, default: world}}
+jobs:
+  a:
+    stages: [{name: Touch, id: t, lua: "io.open('%s', 'w'):close(); return {}"}]
+]=]):format(marker))
+    local env = { LUABATCH_HOME = home }
+    local _, err, code = cli({ f, "--param", "nosuch=1" }, env)
+    assert.equal(2, code, err)
+    assert.truthy(err:find("preflight.yml: --param nosuch: the workflow has no such param (params: who)", 1, true), err)
+    _, err, code = cli({ f, "--runs-on", "aws_batch" }, env)
+    assert.equal(2, code, err)
+    assert.truthy(err:find("preflight.yml:4:3: job 'a': runs-on aws_batch: with.job_queue_arn is required", 1, true), err)
+    _, err, code = cli({ f, "--runs-on", "aws_batch", "--with", "job_queue_arn=q", "--with", "s3_bucket=b",
+      "--with", "memory=abc" }, env)
+    assert.equal(2, code, err)
+    assert.truthy(err:find("with.memory must be a positive integer (from --with)", 1, true), err)
+    assert.is_nil(err:find("^run "), err)                   -- no run id was printed
+    assert.is_nil(io.open(home .. "/runs"))                  -- no journal
+    assert.is_nil(io.open(marker))                           -- nothing ran
+  end)
+
   it("--conf DIR finds a workflow by name", function()
     local dir = tmpdir .. "/conf"
     os.execute("mkdir -p " .. dir)

@@ -163,6 +163,44 @@ local function journaled_local(jr, resume)
   end
 end
 
+-- What can be checked before anything starts (no run id, no journal):
+-- every --param is declared, and the runs-on `with:` of each job that runs
+-- (--with under the job's own) passes its runner's schema -- the fields a
+-- template gives are checked when rendered.  -> nil | "FILE...: message"
+local function preflight(model, o)
+  local file = tostring(model.file or o.target)
+  for k in pairs(o.params) do
+    if not (model.params and model.params[k]) then
+      local names = {}
+      for _, n in ipairs(model.param_order or {}) do names[#names + 1] = n end
+      return str_format("%s: --param %s: the workflow has no such param (params: %s)", file, k,
+        #names > 0 and table.concat(names, ", ") or "none")
+    end
+  end
+  local registry = require "luabatch.runner"
+  local schema = require "luabatch.runner.schema"
+  for _, id in ipairs(model.job_order or {}) do
+    local jd = model.jobs[id]
+    local t = o.runs_on or (jd.runs_on and jd.runs_on.type) or "local"
+    local spec = (o.job == nil or o.job == id) and registry.schema(t)
+    if spec then
+      local with, later, given = {}, {}, {}
+      for k, v in pairs(o.with) do with[k], given[k] = v, true end
+      for k, v in pairs(jd.runs_on and jd.runs_on.with or {}) do with[k], given[k] = v, nil end
+      for k, v in pairs(with) do
+        if type(v) == "string" and v:find("${{", 1, true) then with[k], later[k] = nil, true end
+      end
+      local ok, field, msg = schema.check(spec, with)
+      if not ok and not later[field] then
+        local p = jd.pos or {}
+        return str_format("%s:%d:%d: job '%s': runs-on %s: with.%s %s%s", file, p.line or 1, p.col or 1, id, t,
+          field, msg, given[field] and " (from --with)" or "")
+      end
+    end
+  end
+  return nil
+end
+
 -- Does any job of this run go to AWS Batch (then the run is journaled)?
 local function uses_batch(model, o)
   if o.runs_on then return o.runs_on == "aws_batch" end
@@ -225,6 +263,11 @@ function _M.run(args, env)
     for _, id in ipairs(model.job_order or {}) do ids[#ids + 1] = id end
     err_w(str_format("luabatch run: %s: no job '%s' (jobs: %s)\n", tostring(model.file), o.job,
       tbl_concat(ids, ", ")))
+    return 2
+  end
+  local bad = preflight(model, o)
+  if bad then
+    err_w("luabatch run: " .. bad .. "\n")
     return 2
   end
   local policy
