@@ -20,6 +20,7 @@ local COMMANDS = {
   { "sign", "luabatch.cli.sign", "sign a request with SigV4 and show every step" },
   { "s3", "luabatch.cli.s3", "copy, list, delete objects; make buckets; presign URLs" },
   { "run", "luabatch.cli.run", "run a workflow (YAML) here or on AWS Batch" },
+  { "runs", "luabatch.cli.runs", "list the journaled runs, newest first" },
   { "status", "luabatch.cli.status", "show the jobs of a run and their states" },
   { "logs", "luabatch.cli.logs", "print (or follow with -f) the log lines of a run's Batch jobs" },
   { "cancel", "luabatch.cli.cancel", "terminate the Batch jobs of a run" },

@@ -381,23 +381,29 @@ end
 -- Listing and removal
 ---------------------------------------------------------------------------
 
-local function last_at_and_end(path)
+-- The last `at`, the run event and the end event of a journal file.
+local function summary_of(path)
   local data = read_all(path)
-  if not data then return nil, nil end
-  local at, ended
+  if not data then return nil end
+  local at, run, ended
   for line in data:gmatch("[^\n]+") do
     local a = str_match(line, '"at":%s*([%d.]+)')
     if a then at = tonumber(a) or at end
-    if str_find(line, '"ev":%s*"end"') then
+    if not run and str_find(line, '"ev":%s*"run"') then
       local v = json.decode(line, path)
-      if type(v) == "table" then ended = v.status or "UNKNOWN" end
+      if type(v) == "table" then run = v end
+    elseif str_find(line, '"ev":%s*"end"') then
+      local v = json.decode(line, path)
+      if type(v) == "table" then ended = v end
     end
   end
-  return at, ended
+  return at, run, ended
 end
 
 --- Every run under `home`, newest first:
--- { { run_id, path, mtime, ended_status? }, ... }
+-- { { run_id, path, mtime, last_at, workflow?, started?, ended_status?,
+--     ended_at?, jobs? (the end event's counts: ok, failed, skipped,
+--     cancelled) }, ... }
 function _M.list(home)
   home = home or _M.home()
   local out = {}
@@ -407,9 +413,11 @@ function _M.list(home)
       local f = io_open(path, "rb")
       if f then
         f:close()
-        local at, ended = last_at_and_end(path)
-        out[#out + 1] = { run_id = name, path = path, mtime = fs.mtime(path) or at or 0,
-                          ended_status = ended, last_at = at }
+        local at, run, ended = summary_of(path)
+        out[#out + 1] = { run_id = name, path = path, mtime = fs.mtime(path) or at or 0, last_at = at,
+                          workflow = run and run.workflow, started = run and run.at,
+                          ended_status = ended and (ended.status or "UNKNOWN"), ended_at = ended and ended.at,
+                          jobs = ended and ended.jobs }
       end
     end
   end

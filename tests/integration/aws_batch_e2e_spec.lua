@@ -358,6 +358,7 @@ jobs:
     assert.is_table(st.cancel, "no cancel event in the journal")
     assert.truthy(tostring(st.cancel.reason):find("cancelled by user", 1, true))
     assert.equal("CANCEL", st.ended and st.ended.status)
+    assert.same({ ok = 0, failed = 0, skipped = 0, cancelled = 1 }, st.ended.jobs)   -- what `luabatch runs` shows
   end)
 
   it("(f) a signature error that echoes the canonical request never shows the session token", function()

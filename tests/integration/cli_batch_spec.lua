@@ -177,7 +177,12 @@ describe("luabatch status/logs/cancel/cleanup against the emulator and RGW #inte
       assert.equal(2, code)
       assert.equal("", out)
       assert.equal("luabatch status: no run '20200101-000000-00000000' in " .. home .. "\n", err)
-      code = cli(status_cli, {})
+      -- no RUN_ID: the list of runs (it was an error)
+      local lout
+      code, lout = cli(status_cli, {})
+      assert.equal(0, code)
+      assert.truthy(lout:find("^RUN%s+WORKFLOW") or lout:find("^no runs under"), lout)
+      code = cli(status_cli, { "a", "b" })
       assert.equal(2, code)
       local c2, usage = cli(status_cli, { "-h" })
       assert.equal(0, c2)

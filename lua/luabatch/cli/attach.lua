@@ -12,7 +12,7 @@
 -- env: as luabatch.cli.run (stdout, stderr, getenv, isatty).
 
 local args = require "luabatch.cli.args"
-local runs = require "luabatch.cli.runs"
+local store = require "luabatch.cli.store"
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -39,7 +39,7 @@ Exit codes: 0 success, 1 a job failed, 2 bad usage or unknown run.
 
 function _M.run(argv, env)
   env = env or {}
-  local out, err = runs.io(env)
+  local out, err = store.io(env)
   local o, words = args.parse(argv, { ["--home"] = "value" }, { keep_unknown = true })
   if not o then
     err("luabatch attach: " .. words .. "\n" .. _M.usage)
@@ -55,8 +55,8 @@ function _M.run(argv, env)
     err("luabatch attach: a RUN_ID is required\n" .. _M.usage)
     return 2
   end
-  local home = runs.home(o, env)
-  local j, code = runs.open_run("attach", run_id, home, err)
+  local home = store.home(o, env)
+  local j, code = store.open_run("attach", run_id, home, err)
   if not j then return code end
   j:close()
 

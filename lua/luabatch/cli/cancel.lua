@@ -18,10 +18,10 @@
 -- Exit codes: 0 every unfinished job terminated (or none left), 1 some
 -- TerminateJob failed, 2 bad usage or unknown run.
 --
--- env: as luabatch.cli.runs.
+-- env: as luabatch.cli.store.
 
 local args = require "luabatch.cli.args"
-local runs = require "luabatch.cli.runs"
+local store = require "luabatch.cli.store"
 local log = require "luabatch.log"
 
 local _M = { _VERSION = "0.1.0" }
@@ -63,7 +63,7 @@ end
 
 function _M.run(argv, env)
   env = env or {}
-  local out, err = runs.io(env)
+  local out, err = store.io(env)
   local o, pos = args.parse(argv, { ["--reason"] = "value", ["--home"] = "value" })
   if not o then
     err("luabatch cancel: " .. pos .. "\n" .. _M.usage)
@@ -76,8 +76,8 @@ function _M.run(argv, env)
   end
   local run_id = pos[1]
   local reason = o.reason or default_reason()
-  local home = runs.home(o, env)
-  local j, st = runs.open_run("cancel", run_id, home, err)
+  local home = store.home(o, env)
+  local j, st = store.open_run("cancel", run_id, home, err)
   if not j then return st end
 
   local core = require "luabatch.core"
@@ -93,7 +93,7 @@ function _M.run(argv, env)
     end
   end
 
-  local ops = runs.ops(st)
+  local ops = store.ops(st)
   local clients_for = ops.clients_for(st, env)
   local ok, rmsg = ops.refresh(st, clients_for)
   if not ok then

@@ -15,11 +15,11 @@
 -- Exit codes: 0 cleaned (or nothing to clean), 1 something could not be
 -- deleted or was refused, 2 bad usage or unknown run.
 --
--- env: as luabatch.cli.runs, plus now = function() -> epoch seconds.
+-- env: as luabatch.cli.store, plus now = function() -> epoch seconds.
 
 local args = require "luabatch.cli.args"
 local journal = require "luabatch.journal"
-local runs = require "luabatch.cli.runs"
+local store = require "luabatch.cli.store"
 local log = require "luabatch.log"
 
 local _M = { _VERSION = "0.1.0" }
@@ -61,9 +61,9 @@ end
 
 -- Clean one run; returns true when everything went.
 local function clean_run(run_id, home, o, env, out, err)
-  local j, st = runs.open_run("cleanup", run_id, home, err)
+  local j, st = store.open_run("cleanup", run_id, home, err)
   if not j then return false end
-  local ops = runs.ops(st)
+  local ops = store.ops(st)
   local pre = ops.prefixes(st)
   for _, p in ipairs(pre) do
     local trimmed = p.prefix:gsub("/+$", "")
@@ -125,7 +125,7 @@ end
 
 function _M.run(argv, env)
   env = env or {}
-  local out, err = runs.io(env)
+  local out, err = store.io(env)
   local o, pos = args.parse(argv, { ["--older-than"] = "value", ["--dry-run"] = "flag",
     ["--force"] = "flag", ["--home"] = "value" })
   if not o then
@@ -137,11 +137,11 @@ function _M.run(argv, env)
     err("luabatch cleanup: give either one RUN_ID or --older-than AGE\n" .. _M.usage)
     return 2
   end
-  local home = runs.home(o, env)
+  local home = store.home(o, env)
 
   if #pos == 1 then
     local run_id = pos[1]
-    local j, st = runs.open_run("cleanup", run_id, home, err)
+    local j, st = store.open_run("cleanup", run_id, home, err)
     if not j then return st end
     if not st.ended and not o.force then
       err(str_format("luabatch cleanup: run %s has not ended (it may still be running): "

@@ -13,11 +13,11 @@
 -- Exit codes: 0 printed, 1 a log or DescribeJobs call failed, 2 bad usage,
 -- unknown run or no job matching --job.
 --
--- env: as luabatch.cli.runs, plus sleep = function(s) and interval (s, -f
+-- env: as luabatch.cli.store, plus sleep = function(s) and interval (s, -f
 -- polling period, default 2).
 
 local args = require "luabatch.cli.args"
-local runs = require "luabatch.cli.runs"
+local store = require "luabatch.cli.store"
 local log = require "luabatch.log"
 
 local _M = { _VERSION = "0.1.0" }
@@ -47,7 +47,7 @@ Exit codes: 0 printed, 1 a call to AWS failed, 2 bad usage or unknown run.
 
 function _M.run(argv, env)
   env = env or {}
-  local out, err = runs.io(env)
+  local out, err = store.io(env)
   local o, pos = args.parse(argv, { ["--job"] = "value", ["--follow"] = { "flag", alias = "-f" },
     ["--home"] = "value" })
   if not o then
@@ -60,11 +60,11 @@ function _M.run(argv, env)
     return 2
   end
   local follow = o.follow
-  local home = runs.home(o, env)
-  local j, st = runs.open_run("logs", pos[1], home, err)
+  local home = store.home(o, env)
+  local j, st = store.open_run("logs", pos[1], home, err)
   if not j then return st end
 
-  local ops = runs.ops(st)
+  local ops = store.ops(st)
   local jobs = ops.select_jobs(st, o.job)
   if #jobs == 0 then
     if o.job then

@@ -339,7 +339,14 @@ function _M.run(args, env)
   end
   local ctx, rerr = engine.run(model, ropts)
   if jr then
-    jr:append({ ev = "end", status = ctx and ctx.status or "ERROR" })
+    -- the run's summary for `luabatch runs`: its jobs counted by status
+    local counts = { ok = 0, failed = 0, skipped = 0, cancelled = 0 }
+    local NAMES = { SUCCESS = "ok", FAILED = "failed", SKIP = "skipped", CANCEL = "cancelled" }
+    for _, rec in pairs(ctx and ctx.jobs or {}) do
+      local n = NAMES[type(rec) == "table" and rec.status or ""]
+      if n then counts[n] = counts[n] + 1 end
+    end
+    jr:append({ ev = "end", status = ctx and ctx.status or "ERROR", jobs = counts })
     jr:close()
   end
   if not ctx then

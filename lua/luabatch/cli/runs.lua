@@ -1,75 +1,99 @@
--- luabatch.cli.runs: the run store the run commands share (status, logs,
--- cancel, cleanup, attach): a run's journal opened by id, and the hooks of
--- the runner that journaled its jobs (luabatch.runner.ops: clients from the
--- journal's config events, the refresh, terminate, logs, storage).
+-- luabatch.cli.runs: `luabatch runs [--json] [--limit N] [--home DIR]`
 --
---   local runs = require "luabatch.cli.runs"
---   local out, err = runs.io(env)
---   local j, st = runs.open_run("status", run_id, runs.home(o, env), err)  -- nil, exit code
---   local ops = runs.ops(st)                          -- runner/aws_batch/ops.lua today
---   local ok, msg = ops.refresh(st, ops.clients_for(st, env))
+--   local code = require("luabatch.cli.runs").run({ "--json" }, env)
 --
--- env (all optional, the seam for tests): stdout, stderr (function(s) or
--- anything with :write), getenv, clients = function(cfg_event) -> { batch =,
--- logs =, s3 = } (default: luabatch.clients), sleep, now.
+-- The runs of the journal home, newest first: id, workflow, started,
+-- duration, status (RUNNING while no end is journaled) and the jobs
+-- ok/failed.  With --json: [ { run_id, workflow, started, ended, status,
+-- jobs } ] on stdout.  Only the journals are read.  Exit codes: 0, 2 bad
+-- usage.  env: as luabatch.cli.store.
 
+local args = require "luabatch.cli.args"
+local store = require "luabatch.cli.store"
 local journal = require "luabatch.journal"
 
 local _M = { _VERSION = "0.1.0" }
 
 local type = type
-local pairs = pairs
-local require = require
+local ipairs = ipairs
 local tostring = tostring
+local tonumber = tonumber
 local str_format = string.format
-local os_date = os.date
-local floor = math.floor
+local tbl_concat = table.concat
 
----------------------------------------------------------------------------
--- Shared plumbing
----------------------------------------------------------------------------
+_M.usage = [==[
+usage: luabatch runs [--json] [--limit N] [--home DIR]
 
---- io(env) -> out, err writers
-function _M.io(env)
+List the runs journaled under the journal home (runs with Batch jobs),
+newest first: id, workflow, start, duration, status, jobs ok/failed.
+
+options:
+  --json        print them as JSON on stdout
+  --limit N     the N newest only (default 50; 0: all)
+  --home DIR    the journal home (default LUABATCH_HOME, else ~/.luabatch)
+  -h, --help    this text
+]==]
+
+local function check_limit(v)
+  local n = tonumber(v)
+  if not n or n < 0 or n ~= math.floor(n) then return nil, "--limit wants a whole number >= 0, got '" .. v .. "'" end
+  return n
+end
+
+local function duration(r)
+  local t0, t1 = tonumber(r.started), tonumber(r.ended_at or r.last_at)
+  if not t0 or not t1 then return "-" end
+  return require("luabatch.pretty").secs(t1 - t0)
+end
+
+function _M.run(argv, env)
   env = env or {}
-  local writer = require("luabatch.cli.out").writer
-  return writer(env.stdout or io.stdout, true), writer(env.stderr or io.stderr, true)
-end
-
---- The journal home of a command: --home DIR, else journal.home(getenv).
-function _M.home(o, env)
-  if o.home and o.home ~= "" then return o.home end
-  return journal.home(env and env.getenv)
-end
-
---- open_run(cmd, run_id, home, err) -> j, state | nil, exit code (message printed)
-function _M.open_run(cmd, run_id, home, err)
-  local j, msg, code = journal.open(run_id, { home = home })
-  if not j then
-    if code == "ENOENT" then
-      err(str_format("luabatch %s: no run '%s' in %s\n", cmd, run_id, home))
-    else
-      err(str_format("luabatch %s: %s\n", cmd, tostring(msg)))
-    end
-    return nil, 2
+  local out, err = store.io(env)
+  local o, pos = args.parse(argv, { ["--json"] = "flag", ["--home"] = "value",
+    ["--limit"] = { "value", check = check_limit } })
+  if not o then
+    err("luabatch runs: " .. pos .. "\n" .. _M.usage)
+    return 2
   end
-  return j, j:state()
+  if o.help then out(_M.usage) return 0 end
+  if #pos > 0 then
+    err("luabatch runs: unexpected argument '" .. pos[1] .. "' (luabatch status RUN_ID shows one run)\n")
+    return 2
+  end
+  local list = journal.list(store.home(o, env))
+  local limit = o.limit or 50
+  local rows = {}
+  for i, r in ipairs(list) do
+    if limit > 0 and i > limit then break end
+    rows[#rows + 1] = {
+      run_id = r.run_id, workflow = r.workflow, started = r.started, ended = r.ended_at,
+      status = r.ended_status or "RUNNING", jobs = r.jobs, duration = duration(r),
+    }
+  end
+  if o.json then
+    local json = require "luabatch.json"
+    local list_out = json.list({})
+    for i, r in ipairs(rows) do
+      list_out[i] = { run_id = r.run_id, workflow = r.workflow, started = r.started, ended = r.ended,
+                      status = r.status, jobs = r.jobs }
+    end
+    out(json.encode(list_out, { indent = "  " }) .. "\n")
+    return 0
+  end
+  if #rows == 0 then
+    out("no runs under " .. store.home(o, env) .. "/runs\n")
+    return 0
+  end
+  local lines = { str_format("%-26s  %-20s  %-20s  %8s  %-8s  %s", "RUN", "WORKFLOW", "STARTED", "DURATION",
+    "STATUS", "JOBS OK/FAILED") }
+  for _, r in ipairs(rows) do
+    local jobs = type(r.jobs) == "table" and str_format("%d/%d", tonumber(r.jobs.ok) or 0, tonumber(r.jobs.failed) or 0)
+      or "-"
+    lines[#lines + 1] = str_format("%-26s  %-20s  %-20s  %8s  %-8s  %s", r.run_id, tostring(r.workflow or "-"),
+      store.iso(r.started), r.duration, r.status, jobs)
+  end
+  out(tbl_concat(lines, "\n") .. "\n")
+  return 0
 end
-
---- ops(st) -> the run's runner hooks (luabatch.runner.ops of the runner
--- that journaled its jobs: the config events say which; aws_batch before
--- they did)
-function _M.ops(st)
-  local t
-  for _, cfg in pairs(st.configs) do t = t or cfg.runner end
-  return require("luabatch.runner").ops(t or "aws_batch")
-end
-
---- A readable time (UTC) of epoch seconds.
-function _M.iso(t)
-  if type(t) ~= "number" then return "-" end
-  return os_date("!%Y-%m-%dT%H:%M:%SZ", floor(t))
-end
-
 
 return _M

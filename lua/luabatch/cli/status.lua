@@ -11,10 +11,10 @@
 -- Exit codes: 0 shown (even when AWS could not be asked: a warning says
 -- so), 2 bad usage or unknown run.
 --
--- env: as luabatch.cli.runs (the run store these commands share).
+-- env: as luabatch.cli.store (the run store these commands share).
 
 local args = require "luabatch.cli.args"
-local runs = require "luabatch.cli.runs"
+local store = require "luabatch.cli.store"
 local journal = require "luabatch.journal"
 local log = require "luabatch.log"
 
@@ -31,10 +31,11 @@ local tbl_concat = table.concat
 local floor = math.floor
 
 _M.usage = [==[
-usage: luabatch status RUN_ID [--json] [--home DIR]
+usage: luabatch status [RUN_ID] [--json] [--home DIR]
 
 Show the jobs of a run: the journal's record, refreshed from AWS Batch for
-the jobs not yet finished (one DescribeJobs call per 100 jobs).
+the jobs not yet finished (one DescribeJobs call per 100 jobs).  Without a
+RUN_ID: the list of runs, newest first (luabatch runs).
 
 options:
   --json        print the run and its jobs as JSON on stdout
@@ -80,22 +81,29 @@ end
 
 function _M.run(argv, env)
   env = env or {}
-  local out, err = runs.io(env)
+  local out, err = store.io(env)
   local o, pos = args.parse(argv, { ["--json"] = "flag", ["--home"] = "value" })
   if not o then
     err("luabatch status: " .. pos .. "\n" .. _M.usage)
     return 2
   end
   if o.help then out(_M.usage) return 0 end
+  if #pos == 0 then
+    -- no run named: the list of runs (luabatch runs)
+    local rargv = {}
+    if o.json then rargv[#rargv + 1] = "--json" end
+    if o.home then rargv[#rargv + 1] = "--home"; rargv[#rargv + 1] = o.home end
+    return require("luabatch.cli.runs").run(rargv, env)
+  end
   if #pos ~= 1 then
-    err("luabatch status: " .. (#pos == 0 and "a RUN_ID is required" or "one RUN_ID expected") .. "\n" .. _M.usage)
+    err("luabatch status: one RUN_ID expected\n" .. _M.usage)
     return 2
   end
-  local home = runs.home(o, env)
-  local j, st = runs.open_run("status", pos[1], home, err)
+  local home = store.home(o, env)
+  local j, st = store.open_run("status", pos[1], home, err)
   if not j then return st end
 
-  local ops = runs.ops(st)
+  local ops = store.ops(st)
   local ok, rmsg = ops.refresh(st, ops.clients_for(st, env))
   if not ok then
     err("luabatch status: cannot ask AWS Batch, showing the journal's states: " .. log.redact(rmsg) .. "\n")
@@ -120,7 +128,7 @@ function _M.run(argv, env)
     return 0
   end
 
-  out(str_format("run %s  workflow %s  started %s  %s\n", pos[1], cell(run.workflow), runs.iso(run.at),
+  out(str_format("run %s  workflow %s  started %s  %s\n", pos[1], cell(run.workflow), store.iso(run.at),
     st.ended and ("ended " .. cell(st.ended.status)) or "not ended"))
   if #st.order == 0 then
     out("no Batch jobs recorded\n")

@@ -12,7 +12,7 @@
 --   ops.group_of(desc, cfg), ops.streams_of(desc)                 (logs)
 --   ops.prefixes(st) -> { { bucket, prefix, job_id } }, ops.own_prefix(prefix, run_id)   (cleanup)
 --   ops.TERMINAL: Batch's own terminal states (a journaled MISSING is asked again)
--- st is the journal's folded state; env as luabatch.cli.runs (env.clients
+-- st is the journal's folded state; env as luabatch.cli.store (env.clients
 -- = function(cfg_event) -> clients replaces luabatch.clients in specs).
 
 local batch = require "luabatch.batch"
