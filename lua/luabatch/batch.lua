@@ -26,7 +26,7 @@
 -- contain a secret.  Throttling and 5xx answers are retried by the request
 -- path (luabatch.retry) before a failure is returned.
 
-local client = require "luabatch.client"
+local client = require "luabatch.aws.client"
 local request = require "luabatch.request"
 
 local _M = { _VERSION = "0.1.0" }

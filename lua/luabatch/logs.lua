@@ -22,7 +22,7 @@
 -- "ServiceUnavailableException"), "HTTP_<n>" or a transport code; messages
 -- name the operation and the group/stream.
 
-local client = require "luabatch.client"
+local client = require "luabatch.aws.client"
 
 local _M = { _VERSION = "0.1.0" }
 local mt = { __index = _M }

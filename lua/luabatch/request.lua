@@ -285,7 +285,7 @@ end
 
 
 --- The credentials provider (opts.credentials: the clients give one,
--- luabatch.client / luabatch.s3 choose the default).
+-- luabatch.aws.client / luabatch.s3 choose the default).
 function _M:credentials()
   if not self._creds then
     error("luabatch.request: no credentials provider (opts.credentials) for an unsigned=false client", 2)

@@ -32,7 +32,7 @@ local _M = {}
 local S3, EMU, BUCKET = os.getenv("LBT_S3"), os.getenv("LBT_EMU"), os.getenv("LBT_BUCKET")
 
 -- S3 through the ngx transport (given explicitly: s3.new does not choose
--- one), Batch with the automatic choice of luabatch.client.options.
+-- one), Batch with the automatic choice of luabatch.aws.client.options.
 function _M.work(tag)
   local out = { phase = ngx.get_phase(), pid = ngx.worker.pid() }
   local creds = nc.new()

@@ -2,9 +2,9 @@
 -- (comments left out), each module placed in a layer, and the rule checked:
 -- a module requires only its own layer and the ones below, and no cycle.
 --   util      core (C), log, json, aws.time, pretty
---   aws       config, retry, transport.*, request, credentials, client, clients, s3,
---             batch, logs, poller, journal
---   workflow  workflow.*             (the runners reach it through
+--   aws       config, retry, transport.*, request, credentials, aws.* (client),
+--             clients, s3, batch, logs, poller
+--   workflow  workflow.*, journal    (the runners reach it through
 --                                     load/engine.use_runners, never a require)
 --   runner    runner, runner.*, task
 --   ngx       ngx.*
@@ -15,9 +15,9 @@ local PLACE = {
   ["luabatch.core"] = "util", ["luabatch.log"] = "util", ["luabatch.json"] = "util",
   ["luabatch.aws.time"] = "util", ["luabatch.pretty"] = "util",
   ["luabatch.config"] = "aws", ["luabatch.retry"] = "aws", ["luabatch.transport"] = "aws",
-  ["luabatch.request"] = "aws", ["luabatch.credentials"] = "aws", ["luabatch.client"] = "aws",
+  ["luabatch.request"] = "aws", ["luabatch.credentials"] = "aws", ["luabatch.aws.client"] = "aws",
   ["luabatch.s3"] = "aws", ["luabatch.batch"] = "aws", ["luabatch.logs"] = "aws", ["luabatch.clients"] = "aws",
-  ["luabatch.poller"] = "aws", ["luabatch.journal"] = "aws",
+  ["luabatch.poller"] = "aws", ["luabatch.journal"] = "workflow",
   ["luabatch.workflow"] = "workflow",
   ["luabatch.runner"] = "runner", ["luabatch.task"] = "runner",
   ["luabatch.ngx"] = "ngx",

@@ -1,6 +1,6 @@
 -- luabatch.transport.ngx against a fake `ngx` table: the subrequest
 -- (ngx.location.capture with vars), the loopback (a fake cosocket), the
--- response mapping, errors, phases, and luabatch.client.options' automatic
+-- response mapping, errors, phases, and luabatch.aws.client.options' automatic
 -- selection under ngx_lua.
 
 local tngx = require "luabatch.transport.ngx"
@@ -357,7 +357,7 @@ describe("luabatch.transport.ngx #unit", function()
 end)
 
 
-describe("luabatch.client.options under ngx_lua #unit", function()
+describe("luabatch.aws.client.options under ngx_lua #unit", function()
   local request = require "luabatch.request"
   local saved
 
@@ -366,7 +366,7 @@ describe("luabatch.client.options under ngx_lua #unit", function()
 
   it("keeps the curl default (nil) and the caller's sleep outside nginx", function()
     rawset(_G, "ngx", nil)
-    local o = require("luabatch.client").options({})
+    local o = require("luabatch.aws.client").options({})
     assert.is_nil(o.transport)
     assert.is_nil(o.sleep)
   end)
@@ -374,18 +374,18 @@ describe("luabatch.client.options under ngx_lua #unit", function()
   it("picks transport.ngx and ngx.sleep inside nginx; explicit ones win", function()
     local ngx = fake_ngx()
     rawset(_G, "ngx", ngx)
-    local o = require("luabatch.client").options({})
+    local o = require("luabatch.aws.client").options({})
     assert.are.equal(getmetatable(tngx.new()), getmetatable(o.transport))
     assert.are.equal(tngx.sleep, o.sleep)
     assert.is_true(o.sleep(2))
     assert.are.equal(1002, ngx.clock)           -- ngx.sleep did the waiting
     local mine = { request = function() end }
     local my_sleep = function() end
-    o = require("luabatch.client").options({ transport = mine, sleep = my_sleep })
+    o = require("luabatch.aws.client").options({ transport = mine, sleep = my_sleep })
     assert.are.equal(mine, o.transport)
     assert.are.equal(my_sleep, o.sleep)
     ngx.phase = "init"
-    assert.is_nil(require("luabatch.client").options({}).transport)
+    assert.is_nil(require("luabatch.aws.client").options({}).transport)
   end)
 
   it("sends a whole batch call through the subrequest", function()

@@ -143,13 +143,6 @@ end
 -- Events from the poller's summaries
 ---------------------------------------------------------------------------
 
-local function combo_of(model, id, sid)
-  for _, combo in ipairs(job.strategies(model.jobs[id]) or {}) do
-    if combo.id == sid then return combo end
-  end
-  return { id = sid, values = object() }
-end
-
 -- The record of each entry of js whose Batch job ended -> "ended" events.
 local function ended_events(app, meta, model, id, js, evq)
   local d = app:dict()
@@ -162,12 +155,12 @@ local function ended_events(app, meta, model, id, js, evq)
       local rec
       if late then
         local sc = js.submitted.config
-        rec = run_mod().deadline_record(combo_of(model, id, e.strategy_id), tonumber(e.at) or stage.now(),
+        rec = run_mod().deadline_record(job.strategy(model.jobs[id], e.strategy_id), tonumber(e.at) or stage.now(),
           merged_policy(app, meta), e.job_name, bid, sc.timeout, sc.attempts)
       elseif e.error or (s and TERMINAL[s.status]) then
         local why = bid and (js.terminated or {})[bid]
         if why and s.status ~= "SUCCEEDED" then
-          rec = run_mod().terminated_record(combo_of(model, id, e.strategy_id), stage.now(), e.job_name, bid, why)
+          rec = run_mod().terminated_record(job.strategy(model.jobs[id], e.strategy_id), stage.now(), e.job_name, bid, why)
         else
           local ok, r = pcall(aws_batch().collect_strategy, js.submitted, e, s or {},
             { model = model, getenv = app.getenv, runner_opts = ro })
@@ -220,13 +213,13 @@ local function run(app, meta, model, a, evq, on_submit)
   end
   local sids = {}
   for i, combo in ipairs(a.combos) do sids[i] = combo.id end
-  local jenv, sub, serr, scode = job_env(app, meta, model, id, a.wctx, app:runner_opts(meta.run_id))
+  local sub, serr, scode
+  local jenv, werr = job_env(app, meta, model, id, a.wctx, app:runner_opts(meta.run_id))
   if jenv then
     sub, serr, scode = aws_batch().submit(model, id, a.wctx, { env = jenv, attempt = a.attempt,
       strategies = not a.array and sids or nil })
   else
-    serr, scode = sub, "EWITH"
-    sub = nil
+    serr, scode = werr, "EWITH"
   end
   local entries
   if sub then
@@ -262,7 +255,7 @@ local function run(app, meta, model, a, evq, on_submit)
     if e.error and not e.done then
       e.done = true
       evq[#evq + 1] = { type = "ended", job = id, attempt = a.attempt, sid = e.strategy_id,
-        record = rm.failed_record(combo_of(model, id, e.strategy_id), t0, rm.error_of(e.error)) }
+        record = rm.failed_record(job.strategy(model.jobs[id], e.strategy_id), t0, rm.error_of(e.error)) }
     end
   end
 end

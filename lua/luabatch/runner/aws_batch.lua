@@ -290,13 +290,6 @@ local function collect_run(submitted, opts, fname)
   return run, stage.now()
 end
 
-local function combo_of(jobdef, sid)
-  for _, combo in ipairs(job.strategies(jobdef) or {}) do
-    if combo.id == sid then return combo end
-  end
-  return { id = sid, values = stage.object() }
-end
-
 --- collect_strategy(submitted, entry, summary, opts) -> strategy record:
 -- one entry of submitted.jobs once its Batch job is terminal (summary: the
 -- poller's { status, reason, exit_code, log_stream [, job] }): its
@@ -305,7 +298,7 @@ end
 function _M.collect_strategy(submitted, entry, summary, opts)
   opts = opts or {}
   local run, t0 = collect_run(submitted, opts, "collect_strategy")
-  local combo = combo_of(run.jobdef, entry.strategy_id)
+  local combo = job.strategy(run.jobdef, entry.strategy_id)
   if entry.error then return failed_record(combo, t0, error_of(entry.error)) end
   local w = { id = entry.batch_job_id, status = summary.status, reason = summary.reason, name = entry.job_name,
               job = detail_of(entry.batch_job_id, summary) }

@@ -287,11 +287,6 @@ local function act(d, a)
   end
 end
 
-local function spawn(sched, fn)
-  local cur = sched.current()
-  return cur.sched:spawn(fn)
-end
-
 -- A resumed run (opts.replay: the plan events of the run so far, as
 -- opts.on_event heard them): the plan's state rebuilt from them (their
 -- actions happened already), then the jobs in flight taken up again -- each
@@ -343,7 +338,7 @@ local function run_in_task(model, opts, params, out)
     d.queue[#d.queue + 1] = ev
     sig:notify()
   end
-  d.spawn = function(fn) d.tasks[#d.tasks + 1] = spawn(sched, fn) end
+  d.spawn = function(fn) d.tasks[#d.tasks + 1] = sched.spawn(fn) end
   if opts.replay and #opts.replay > 0 then
     resume(d, opts.replay)
   else

@@ -160,6 +160,15 @@ end
 -- | nil, err.
 _M.strategies = strategies
 
+--- strategy(jobdef, sid) -> its combo { id, values } (values empty when the
+-- matrix has no such id, e.g. a record of an older definition)
+function _M.strategy(jobdef, sid)
+  for _, combo in ipairs(strategies(jobdef) or {}) do
+    if combo.id == sid then return combo end
+  end
+  return { id = sid, values = object() }
+end
+
 --- The job record kept in the workflow context `jobs.<id>`.
 function _M.record(jobdef, jctx)
   local rec = { status = jctx.status, info = jctx.info }

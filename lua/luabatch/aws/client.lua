@@ -1,8 +1,8 @@
--- luabatch.client: the shared construction of the service clients
+-- luabatch.aws.client: the shared construction of the service clients
 -- (luabatch.batch, luabatch.logs): options kept until the first call, then
 -- a luabatch.request client with the defaults a user expects.
 --
---   local client = require "luabatch.client"
+--   local client = require "luabatch.aws.client"
 --   local o = client.options(opts)                          -- at new()
 --   local c = client.for_service(o, "batch", { protocol = "rest-json" })
 --
