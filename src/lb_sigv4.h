@@ -137,6 +137,9 @@ void lb_sigv4_hash_free(lb_sigv4_hash *h);
 /* Hex SHA-256 of n bytes in memory.  Returns LB_OK or LB_ENOMEM. */
 int lb_sigv4_sha256_hex(const void *p, size_t n, char hex[65]);
 
+/* Lowercase hex of n bytes into out (2n chars and a NUL). */
+void lb_sigv4_hex(const unsigned char *p, size_t n, char *out);
+
 /* Hex SHA-256 of bytes [offset, offset+length) of the file at path,
  * read in chunks (length -1: to end of file).  Returns LB_OK, LB_EINVAL
  * (NULL path), LB_EIO (open/read failure, or the file ends before the
