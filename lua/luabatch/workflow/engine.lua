@@ -220,7 +220,8 @@ local function prepare(d, a)
   local h, failed = runner.open_job(model, id, a.wctx, { env = jenv })
   if not h then return { type = "prepared", job = id, record = failed, now = stage.now() } end
   d.handles[id] = h
-  return { type = "prepared", job = id, array = h.array, deadline = h.deadline, now = stage.now() }
+  return { type = "prepared", job = id, array = h.array, deadline = h.deadline, cap = h.max_parallel,
+           now = stage.now() }
 end
 
 -- Start the strategies of a "run" action, each a scheduler task.

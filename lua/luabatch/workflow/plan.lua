@@ -12,10 +12,11 @@
 --
 -- Events (every one has `now`):
 --   { type = "start" }
---   { type = "prepared", job, array = bool, deadline = s? }
+--   { type = "prepared", job, array = bool, deadline = s?, cap = n? }
 --                                                  the runner took the job (deadline:
 --                                                  seconds a strategy may run, the
---                                                  client deadline; nil: none)
+--                                                  client deadline; nil: none; cap: the
+--                                                  largest max-parallel it allows, nil: 9)
 --   { type = "prepared", job, error = msg | record = job record }
 --                                                  the runner refused it
 --   { type = "ended", job, attempt, sid, record }  a strategy ended
@@ -272,7 +273,7 @@ local function begin_attempt(st, model, id, env, now, out)
     return attempt_done({ status = "FAILED", errors = { name = "JobError", message = "job if: " .. tostring(cerr) } })
   end
   if ok == false then return attempt_done({ status = "SKIP" }) end
-  local mp, merr = job.max_parallel(jobdef, wctx, env)
+  local mp, merr = job.max_parallel(jobdef, wctx, env, js.cap)
   if not mp then return attempt_done({ status = "FAILED", errors = { name = "JobError", message = merr } }) end
   local combos, serr = job.strategies(jobdef)
   if not combos then return attempt_done({ status = "FAILED", errors = stage.error_of(serr, "JobError") }) end
@@ -458,6 +459,7 @@ function _M.step(st, model, ev, env)
       else
         js.array = ev.array and true or nil
         js.limit = tonumber(ev.deadline)
+        js.cap = tonumber(ev.cap)
         begin_attempt(st, model, ev.job, env, now, out)
       end
     end
