@@ -196,7 +196,8 @@ local function prepare(app, meta, model, a, on_submit)
     if on_submit then on_submit(a.job, nil, cerr, "EWITH") end
     return { type = "prepared", job = a.job, error = cerr }
   end
-  return { type = "prepared", job = a.job, array = checked.array, deadline = checked.deadline }
+  return { type = "prepared", job = a.job, array = checked.array, deadline = checked.deadline,
+           cap = checked.max_parallel }
 end
 
 -- run: SubmitJob for these strategies (or one array job) -> entries

@@ -33,7 +33,7 @@
 -- reused, a recorded job id watched again, a lost submit looked up by name.
 
 local log = require "luabatch.log"
-require "luabatch.runner"     -- registered with the loader and the engine
+local registry = require "luabatch.runner"   -- registered with the loader and the engine
 local job = require "luabatch.workflow.job"
 local stage = require "luabatch.workflow.stage"
 local policy_mod = require "luabatch.runner.aws_batch.policy"
@@ -85,6 +85,7 @@ end
 --   handle:run_strategy(combo, wctx, senv) -> strategy record (one job)
 --   handle:run_all(combos, wctx, aenv, group) -> records (with.array)
 --   handle.array -> with.array; handle:close(status) -> cleanup by policy
+--   handle.max_parallel -> the largest max-parallel Batch allows (10000)
 -- A rejected with: is nil and the job's FAILED record (nothing submitted).
 function _M.open_job(model, job_id, wctx, opts)
   local run, cerr, jobdef, t0 = open_run("open_job", model, job_id, wctx, opts)
@@ -94,7 +95,7 @@ function _M.open_job(model, job_id, wctx, opts)
   s.active = s.active + 1
   -- the client deadline, which the plan keeps: a strategy is stopped
   -- (senv.cancelled() == "deadline") when it runs longer
-  local h = { array = run.cfg.array or nil,
+  local h = { array = run.cfg.array or nil, max_parallel = registry.max_parallel("aws_batch"),
               deadline = policy_mod.deadline_after(s.policy, run.cfg.timeout, run.cfg.attempts) }
   function h.run_strategy(_, combo, w, senv) return run:strategy(combo, w, senv) end
   function h.run_all(_, combos, w, aenv, group) return run:all(combos, w, aenv, group) end
@@ -114,12 +115,13 @@ function _M.open_job(model, job_id, wctx, opts)
   return h
 end
 
---- check(model, job_id, context, opts) -> { array = bool, deadline = s? } | nil, message:
--- the job's with: checked as open_job checks it (nothing is sent).
+--- check(model, job_id, context, opts) -> { array = bool, deadline = s?,
+-- max_parallel = n } | nil, message: the job's with: checked as open_job
+-- checks it (nothing is sent).
 function _M.check(model, job_id, context, opts)
   local run, cerr = open_run("check", model, job_id, context, opts)
   if not run then return nil, cerr end
-  return { array = run.cfg.array and true or false,
+  return { array = run.cfg.array and true or false, max_parallel = registry.max_parallel("aws_batch"),
            deadline = policy_mod.deadline_after(run.s.policy, run.cfg.timeout, run.cfg.attempts) }
 end
 

@@ -4,12 +4,16 @@
 --   local mod, msg = runner.get("aws_batch")     -- the runner module | nil, msg
 --   local spec = runner.schema("aws_batch")      -- its with: schema | nil (free-form)
 --   runner.types()                               -- { "local", "aws_batch" }
+--   runner.max_parallel("aws_batch")             -- 10000 (nil: the local bound, 9)
 --
 -- A runner is one folder (or file) under luabatch/runner/ and one line
 -- here: `module` runs jobs (open_job, or run_job; see runner/local.lua),
 -- `schema` (optional) names the module of its with: fields
 -- (luabatch.runner.schema; without one, with: is free-form), `ops`
--- (optional) its hooks for the run commands (runner/aws_batch/ops.lua).
+-- (optional) its hooks for the run commands (runner/aws_batch/ops.lua),
+-- `max_parallel` (optional) the largest strategy max-parallel it allows
+-- (without one: 9, ddeutil-workflow's bound; docs/design.md says why
+-- aws_batch's is 10000).
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -20,7 +24,7 @@ local ORDER = { "local", "aws_batch" }
 local REGISTRY = {
   ["local"] = { module = "luabatch.runner.local" },
   aws_batch = { module = "luabatch.runner.aws_batch", schema = "luabatch.runner.aws_batch.schema",
-                ops = "luabatch.runner.aws_batch.ops" },
+                ops = "luabatch.runner.aws_batch.ops", max_parallel = 10000 },
 }
 
 local require = require
@@ -55,6 +59,13 @@ function _M.ops(t)
   local r = REGISTRY[t]
   if not (r and r.ops) then return nil, "runs-on type '" .. tostring(t) .. "' has no run operations" end
   return require(r.ops)
+end
+
+--- max_parallel(type) -> the largest max-parallel the runner allows | nil
+-- (nil: the local bound, 9)
+function _M.max_parallel(t)
+  local r = REGISTRY[t]
+  return r and r.max_parallel or nil
 end
 
 --- known(type) -> true when the type is registered

@@ -2,7 +2,8 @@
 --
 --   local job = require "luabatch.workflow.job"
 --   job.strategies(jobdef) -> { { id = sid | "EMPTY", values }, ... } | nil, err
---   job.max_parallel(jobdef, wctx, env) -> 1..9 | nil, msg   (a template is rendered)
+--   job.max_parallel(jobdef, wctx, env [, cap]) -> 1..(cap or 9) | nil, msg
+--     (a template is rendered; cap = the runner's bound: aws_batch's 10000)
 --   job.fail_fast(jobdef) -> bool ; job.has_matrix(jobdef) -> bool
 --   job.run_stages(jobdef, combo, wctx, senv) -> strategy record (here)
 --   job.run_strategy(jobdef, combo, wctx, env [, group]) -> the same, with a
@@ -66,7 +67,7 @@ local function strategies(jobdef)
   return out
 end
 
-local function max_parallel(jobdef, wctx, env)
+local function max_parallel(jobdef, wctx, env, cap)
   local mp = jobdef.strategy and (jobdef.strategy.max_parallel or jobdef.strategy["max-parallel"])
   if mp == nil then return 1 end
   if type(mp) == "string" then
@@ -78,8 +79,12 @@ local function max_parallel(jobdef, wctx, env)
   if n == nil or n ~= floor(n) then
     return nil, str_format("The max-parallel value should be an integer, not %s.", tostring(mp))
   end
-  if n > MAX_PARALLEL then
-    return nil, str_format("The max-parallel value should not more than 10, the current value was set: %d.", n)
+  if n > (cap or MAX_PARALLEL) then
+    if cap == nil or cap == MAX_PARALLEL then   -- the local bound: ddeutil-workflow's words
+      return nil, str_format("The max-parallel value should not more than 10, the current value was set: %d.", n)
+    end
+    return nil, str_format("The max-parallel value should be at most %d on this job's runner, "
+      .. "the current value was set: %d.", cap, n)
   end
   if n < 1 then
     return nil, str_format("The max-parallel value should be at least 1, the current value was set: %d.", n)
@@ -87,8 +92,11 @@ local function max_parallel(jobdef, wctx, env)
   return n
 end
 
---- max_parallel(jobdef, wctx, env) -> n (1..9) | nil, message
+--- max_parallel(jobdef, wctx, env [, cap]) -> n (1..cap) | nil, message:
+-- cap is the largest value the job's runner allows (nil: 9, ddeutil's
+-- bound and its error wording; runs-on aws_batch: luabatch.runner's 10000).
 _M.max_parallel = max_parallel
+_M.MAX_PARALLEL = MAX_PARALLEL
 
 --- fail_fast(jobdef) -> bool
 function _M.fail_fast(jobdef)

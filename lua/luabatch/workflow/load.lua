@@ -70,7 +70,7 @@ local read_yaml, scan_conf = discover.read_yaml, discover.scan
 -- The runner registry (types, with: schemas): luabatch.runner sets it when
 -- loaded (the runners are the layer above); without one only `local` loads.
 local runners = { known = function(t) return t == "local" end, types = function() return { "local" } end,
-                  schema = function() return nil end }
+                  schema = function() return nil end, max_parallel = function() return nil end }
 function _M.use_runners(reg) runners = reg end
 
 local RUNS_ON_KNOWN = set({ "self_hosted", "docker", "container", "gcp_batch", "azure_batch", "cloud_batch" })
@@ -169,7 +169,19 @@ local function scalar_map(cx, m, p, what)
   return keys
 end
 
-local function parse_strategy(cx, job, what)
+-- max-parallel's bound at load is the bound of the runner the job will run
+-- on: its runs-on type, or opts.runs_on (the CLI's --runs-on) when given --
+-- local 9 (ddeutil-workflow's), aws_batch 10000 (luabatch.runner).  A
+-- template is checked when rendered (luabatch.workflow.job.max_parallel,
+-- with the runner's bound), and so is a value the load let through for a
+-- runner the job does not run on after all.
+local function max_parallel_bound(cx, typ)
+  typ = cx.runs_on or typ or "local"
+  local cap = runners.max_parallel and runners.max_parallel(typ)
+  return cap or 9, typ
+end
+
+local function parse_strategy(cx, job, what, runs_on)
   local raw = want_map(cx, job, "strategy", what)
   if not raw then return nil end
   local sw = what .. " strategy"
@@ -222,7 +234,14 @@ local function parse_strategy(cx, job, what)
     for i = 1, #s.include do if s.include[i] == t then return s.include_keys[i] end end
     return nil
   end
-  s.max_parallel = want_int(cx, raw, "max-parallel", sw, 1, 9, 1, true)
+  local cap, typ = max_parallel_bound(cx, runs_on and runs_on.type)
+  local mp = raw["max-parallel"]
+  if type(mp) == "number" and mp == math.floor(mp) and mp > cap then   -- the runner's bound, named
+    local batch_cap = runners.max_parallel and runners.max_parallel("aws_batch")
+    fail(cx, valpos(cx, raw, "max-parallel"), "%s: 'max-parallel' must be between 1 and %d, got %d (runs-on %s%s)",
+      sw, cap, mp, typ, (batch_cap and typ ~= "aws_batch") and str_format("; aws_batch allows up to %d", batch_cap) or "")
+  end
+  s.max_parallel = want_int(cx, raw, "max-parallel", sw, 1, cap, 1, true)
   s.fail_fast = want_bool(cx, raw, "fail-fast", sw, false)
   return s
 end
@@ -283,7 +302,7 @@ local function parse_job(cx, id, raw, p, kp)
       job.needs[i], job.needs_pos[i] = n, np
     end
   end
-  job.strategy = parse_strategy(cx, raw, what)
+  job.strategy = parse_strategy(cx, raw, what, job.runs_on)
   job.extras = want_map(cx, raw, "extras", what)
   local stages = want_seq(cx, raw, "stages", what)
   job.stages = stages and parse_stages(cx, stages, valpos(cx, raw, "stages"), what) or {}
@@ -423,7 +442,7 @@ end
 
 local function new_cx(file, pos, opts)
   opts = opts or {}
-  return { file = file, pos = pos or {}, getenv = opts.getenv or os.getenv, warnings = {},
+  return { file = file, pos = pos or {}, getenv = opts.getenv or os.getenv, warnings = {}, runs_on = opts.runs_on,
     template = template, expr = require "luabatch.workflow.expr",
     params = require "luabatch.workflow.params" }
 end
@@ -482,7 +501,9 @@ end
 
 --- Load the workflow in the file at `path`.
 -- opts: { name = workflow to pick when the file keys several by name,
---         getenv = fn(name) (default os.getenv) }.
+--         getenv = fn(name) (default os.getenv),
+--         runs_on = the runs-on type every job will run on (the CLI's
+--           --runs-on): the bound of max-parallel is that runner's }.
 -- Returns model | nil, "FILE:LINE:COL: msg", "EINVAL".
 function _M.file(path, opts)
   if type(path) ~= "string" then error("bad argument #1 to 'file' (string expected)", 2) end
