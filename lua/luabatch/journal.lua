@@ -308,6 +308,8 @@ end
 -- defs = { [name] = jobdef ev }, results = { [key] = record },
 -- ended, configs = { [job_id] = config ev }, uploads = { ev... },
 -- local_jobs = { [job_id] = record of a job that ran here ("job" events) },
+-- finished = { [job_id] = { key, record } of every ended job ("job" events
+-- with a key: what a later `run --resume` may reuse) },
 -- cleanups = { ev... }, cancel = the last "cancel" event, events = n }.
 -- js = { key, job_id, strategy_id, attempt, job_name, batch_job_id?,
 --        status?, reason?, exit_code?, log_stream?, terminated?, array_size?,
@@ -318,7 +320,7 @@ end
 
 function _M.fold(events)
   local st = { jobs = {}, order = {}, defs = {}, results = {}, configs = {},
-               uploads = {}, cleanups = {}, local_jobs = {}, events = #events }
+               uploads = {}, cleanups = {}, local_jobs = {}, finished = {}, events = #events }
   local function js_of(key)
     local js = st.jobs[key]
     if not js then
@@ -346,7 +348,10 @@ function _M.fold(events)
     elseif ev == "cancel" then
       st.cancel = e
     elseif ev == "job" then
-      if e.job_id ~= nil then st.local_jobs[e.job_id] = e.record end
+      if e.job_id ~= nil then
+        if e.runs_on == nil or e.runs_on == "local" then st.local_jobs[e.job_id] = e.record end
+        if e.key ~= nil then st.finished[e.job_id] = { key = e.key, record = e.record } end
+      end
     elseif type(e.key) == "string" then
       local js = js_of(e.key)
       if ev == "submit" then
@@ -401,7 +406,7 @@ local function summary_of(path)
 end
 
 --- Every run under `home`, newest first:
--- { { run_id, path, mtime, last_at, workflow?, started?, ended_status?,
+-- { { run_id, path, mtime, last_at, workflow?, file?, started?, ended_status?,
 --     ended_at?, jobs? (the end event's counts: ok, failed, skipped,
 --     cancelled) }, ... }
 function _M.list(home)
@@ -415,7 +420,7 @@ function _M.list(home)
         f:close()
         local at, run, ended = summary_of(path)
         out[#out + 1] = { run_id = name, path = path, mtime = fs.mtime(path) or at or 0, last_at = at,
-                          workflow = run and run.workflow, started = run and run.at,
+                          workflow = run and run.workflow, file = run and run.file, started = run and run.at,
                           ended_status = ended and (ended.status or "UNKNOWN"), ended_at = ended and ended.at,
                           jobs = ended and ended.jobs }
       end

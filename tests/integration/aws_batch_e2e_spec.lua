@@ -361,6 +361,57 @@ jobs:
     assert.same({ ok = 0, failed = 0, skipped = 0, cancelled = 1 }, st.ended.jobs)   -- what `luabatch runs` shows
   end)
 
+  it("(i) --resume RUN after a fix submits only the failed strategy and the job downstream", function()
+    local flag = dir .. "/resume-fixed"
+    local f = write("resume.yml", ([=[
+type: Workflow
+name: e2e-resume
+jobs:
+  fan:
+    runs-on: {type: aws_batch, with: {job_queue_arn: "${AWS_BATCH_JOB_QUEUE_ARN}", s3_bucket: "${AWS_S3_BUCKET}"}}
+    strategy: {max-parallel: 3, matrix: {n: [1, 2, 3]}}
+    stages:
+      - {name: Work, id: w, bash: 'echo "fan-${{ matrix.n }}"; [ "${{ matrix.n }}" != 2 ] || [ -e %s ]'}
+  after:
+    needs: [fan]
+    runs-on: {type: aws_batch, with: {job_queue_arn: "${AWS_BATCH_JOB_QUEUE_ARN}", s3_bucket: "${AWS_S3_BUCKET}"}}
+    stages:
+      - {name: Tail, id: t, bash: "echo after"}
+]=]):format(flag))
+    os.remove(flag)
+    local run_id = new_run_id()
+    local out, err, code = luabatch({ "run", f, "--policy", POLICY, "--run-id", run_id, "--json" })
+    assert.equal(1, code, err)
+    local ctx = cjson.decode(out)
+    assert.equal("FAILED", ctx.jobs.fan.status, out)
+    assert.is_nil(ctx.jobs.after)
+    -- the fix (the task processes run on this host), then the resume
+    io.open(flag, "w"):close()
+    p.emu:reset_calls()
+    local before = job_ids(p.emu)
+    out, err, code = luabatch({ "run", f, "--resume", run_id, "--json" })
+    os.remove(flag)
+    assert.equal(0, code, err)
+    ctx = cjson.decode(out)
+    assert.equal("SUCCESS", ctx.status, out)
+    local n = 0
+    for _, srec in pairs(ctx.jobs.fan.strategies) do
+      n = n + 1
+      assert.equal("SUCCESS", srec.status)
+    end
+    assert.equal(3, n)
+    assert.equal("after", ctx.jobs.after.stages.t.outputs.stdout)
+    -- two submissions: fan[n=2] and after (the reused strategies are not run again)
+    local jobs = new_jobs(p.emu, before)
+    assert.equal(2, p.emu:calls().counts.SubmitJob, cjson.encode(p.emu:calls().counts))
+    assert.equal(2, #jobs)
+    -- the new run says where it came from
+    local new_id = err:match("run (%S+) %(resumes " .. run_id:gsub("%p", "%%%0") .. "%)")
+    assert.is_string(new_id, err)
+    local st = assert(require("luabatch.journal").open(new_id, { home = p.home })):state()
+    assert.equal(run_id, st.run.resumed_from)
+  end)
+
   it("(f) a signature error that echoes the canonical request never shows the session token", function()
     local f = write("badsig.yml", [=[
 type: Workflow

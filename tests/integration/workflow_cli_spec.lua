@@ -173,6 +173,64 @@ jobs:
     assert.is_nil(io.open(marker))                           -- nothing ran
   end)
 
+  it("--resume RUN after a fix runs only what failed or changed; --resume last; every run is journaled", function()
+    local home = tmpdir .. "/home-resume"
+    local log, fixed = tmpdir .. "/resume-ran.txt", tmpdir .. "/resume-fixed"
+    local text = ([=[
+type: Workflow
+name: resumable
+params: {tag: {type: str, default: a}}
+jobs:
+  fan:
+    strategy: {matrix: {n: [1, 2, 3]}, max-parallel: 3}
+    stages:
+      - name: work
+        id: w
+        bash: 'echo "fan ${{ matrix.n }}" >> %s; [ "${{ matrix.n }}" != 2 ] || [ -e %s ]'
+  after:
+    needs: [fan]
+    stages: [{name: last, id: l, bash: 'echo "after ${{ params.tag }}" >> %s'}]
+]=]):format(log, fixed, log)
+    local f = write("resumable.yml", text)
+    local env = { LUABATCH_HOME = home }
+    local function ran()
+      local lines = {}
+      for l in slurp(log):gmatch("[^\n]+") do lines[#lines + 1] = l end
+      table.sort(lines)
+      return lines
+    end
+    local out, err, code = cli({ f }, env)
+    assert.equal(1, code, err)
+    assert.same({ "fan 1", "fan 2", "fan 3" }, ran())
+    local first = assert(io.popen("ls " .. home .. "/runs")):read("a"):match("%S+")
+    assert.is_string(first, "a local run is journaled")
+    -- the fix; only the failed strategy and the job downstream run
+    io.open(fixed, "w"):close()
+    out, err, code = cli({ f, "--resume", first }, env)
+    assert.equal(0, code, err)
+    assert.same({ "after a", "fan 2" }, ran())
+    assert.truthy(out:find("[0 of 2 jobs reused from " .. first .. "]", 1, true), out)
+    -- nothing changed: nothing runs (--resume last, FILE from the journal)
+    out, err, code = cli({ "--resume", "last", "--json" }, env)
+    assert.equal(0, code, err)
+    assert.same({}, ran())
+    local ctx = cjson.decode(out)
+    assert.equal("SUCCESS", ctx.jobs.fan.status)
+    assert.equal("SUCCESS", ctx.jobs.fan.strategies[next(ctx.jobs.fan.strategies)].status)
+    -- a param changed: the jobs run again
+    out, err, code = cli({ f, "--resume", "last", "--param", "tag=b" }, env)
+    assert.equal(0, code, err)
+    assert.same({ "after b", "fan 1", "fan 2", "fan 3" }, ran())
+    -- a changed stage of `after` only: fan is reused
+    write("resumable.yml", text:gsub('after %${{ params.tag }}', 'after2 ${{ params.tag }}'))
+    out, err, code = cli({ f, "--resume", "last" }, env)
+    assert.equal(0, code, err)
+    assert.same({ "after2 b" }, ran())
+    -- an unknown run: exit 2
+    _, err, code = cli({ f, "--resume", "20990101-000000-00000000" }, env)
+    assert.equal(2, code, err)
+  end)
+
   it("--conf DIR finds a workflow by name", function()
     local dir = tmpdir .. "/conf"
     os.execute("mkdir -p " .. dir)

@@ -19,7 +19,7 @@ local function run(yaml, o)
   local env = engine.make_env(m, { getenv = NO_ENV })
   local params = assert(engine.receive_params(m, o.params or {}))
   local r = { m = m, env = env, now = T0, acts = {} }
-  r.st = plan.new(m, { params = params, job = o.job, jobs = o.jobs, now = T0 })
+  r.st = plan.new(m, { params = params, job = o.job, jobs = o.jobs, now = T0, cache = o.cache, runner = o.runner })
   function r:send(ev)
     ev.now = ev.now or self.now
     local acts = plan.step(self.st, self.m, ev, self.env)
@@ -418,5 +418,103 @@ jobs:
   it("unknown events are a programmer error", function()
     local r = run(CHAIN)
     assert.has_error(function() r:send({ type = "nope" }) end)
+  end)
+
+  describe("reuse (a run resuming an ended one)", function()
+    -- run a workflow to its end with every strategy ending as outcome(job, n)
+    -- says -> the cache a later run gets ({ [id] = { key, record } }), the run
+    local function finish(yaml, outcome, o)
+      local r = run(yaml, o)
+      local cache, queue = {}, r:send({ type = "start" })
+      while #queue > 0 do
+        local a = table.remove(queue, 1)
+        local more = {}
+        if a.op == "prepare" then
+          more = r:send({ type = "prepared", job = a.job })
+        elseif a.op == "run" then
+          for _, c in ipairs(a.combos) do
+            for _, x in ipairs(r:send({ type = "ended", job = a.job, attempt = a.attempt, sid = c.id,
+                                         record = rec(outcome(a.job, c.values.n), c) })) do more[#more + 1] = x end
+          end
+        elseif a.op == "job_done" then
+          cache[a.job] = { key = a.key, record = json.decode(json.encode(a.record)) }   -- as a journal keeps it
+        end
+        for _, x in ipairs(more) do queue[#queue + 1] = x end
+      end
+      return cache, r
+    end
+    local function all(status) return function() return status end end
+
+    it("takes a job whose key is unchanged and whose record is SUCCESS as is: nothing prepared or run", function()
+      local cache = finish(CHAIN, all("SUCCESS"))
+      local r = run(CHAIN, { cache = cache })
+      local acts = r:send({ type = "start" })
+      assert.same({ "job_done:a", "job_done:b", "job_done:c", "done" }, r:ops(acts))
+      assert.is_true(r:op(acts, "job_done", "a").cached)
+      assert.equal(cache.b.key, r:op(acts, "job_done", "b").key)
+      assert.equal("SUCCESS", r:op(acts, "done").context.status)
+    end)
+
+    it("runs again a job whose definition, params or runner changed, and a job downstream of a changed result", function()
+      local cache = finish(CHAIN, all("SUCCESS"))
+      -- a's stage changed: a runs; b waits for a's new record
+      local r = run(CHAIN:gsub("echo: a", "echo: A"), { cache = cache })
+      local acts = r:send({ type = "start" })
+      assert.same({ "prepare:a", "job_done:c" }, r:ops(acts))
+      acts = r:send({ type = "prepared", job = "a" })
+      local ra = r:op(acts, "run", "a")
+      -- a's new result equals the old one (timings aside): b is reused
+      acts = r:send({ type = "ended", job = "a", attempt = 0, sid = ra.combos[1].id, record = rec("SUCCESS"), now = T0 + 5 })
+      assert.same({ "job_done:a", "job_done:b", "done" }, r:ops(acts))
+      assert.is_true(r:op(acts, "job_done", "b").cached)
+      -- a's result differs: b runs
+      r = run(CHAIN:gsub("echo: a", "echo: A"), { cache = cache })
+      r:send({ type = "start" })
+      ra = r:op(r:send({ type = "prepared", job = "a" }), "run", "a")
+      local other = rec("SUCCESS"); other.stages = { s = { outputs = { x = 1 } } }
+      acts = r:send({ type = "ended", job = "a", attempt = 0, sid = ra.combos[1].id, record = other })
+      assert.same({ "job_done:a", "prepare:b" }, r:ops(acts))
+      -- a param's value, the runner (--runs-on / --with) change every key
+      local P = "params: {p: {type: int, default: 1}}\n" .. CHAIN
+      cache = finish(P, all("SUCCESS"))
+      assert.same({ "job_done:a", "job_done:b", "job_done:c", "done" },
+        run(P, { cache = cache }):ops(run(P, { cache = cache }):send({ type = "start" })))
+      local q = run(P, { cache = cache, params = { p = 2 } })
+      assert.same({ "prepare:a", "prepare:c" }, q:ops(q:send({ type = "start" })))
+      q = run(P, { cache = cache, runner = { with = { memory = "4096" } } })
+      assert.same({ "prepare:a", "prepare:c" }, q:ops(q:send({ type = "start" })))
+    end)
+
+    it("in a failed matrix job, runs only the strategies that did not succeed", function()
+      local yaml = MATRIX:format(0, "false")
+      local cache = finish(yaml, function(job, n) return (job == "m" and n % 2 == 0) and "FAILED" or "SUCCESS" end)
+      assert.equal("FAILED", cache.m.record.status)
+      local r = run(yaml, { cache = cache })
+      assert.same({ "prepare:m" }, r:ops(r:send({ type = "start" })))
+      local first = r:op(r:send({ type = "prepared", job = "m" }), "run", "m")
+      assert.same({ 2, 4 }, sids(first))                       -- 1, 3, 5 kept; max-parallel 2 holds
+      local acts
+      for _, c in ipairs(first.combos) do
+        acts = r:send({ type = "ended", job = "m", attempt = 0, sid = c.id, record = rec("SUCCESS", c) })
+      end
+      local done = r:op(acts, "job_done", "m")
+      assert.equal("SUCCESS", done.record.status)
+      assert.equal(3, done.reused)
+      local n = 0
+      for _ in pairs(done.record.strategies) do n = n + 1 end
+      assert.equal(5, n)
+      assert.is_table(r:op(acts, "prepare", "after"))          -- m's record changed: after runs
+    end)
+
+    it("keys do not move with source positions, and match after a JSON round-trip of the records", function()
+      local fp = require "luabatch.workflow.fingerprint"
+      local m1, m2 = model(CHAIN), model("# a comment\n\n" .. CHAIN)
+      local recs = { a = { status = "SUCCESS", info = { exec_start = 1 }, stages = { s = { status = "SUCCESS", outputs = {}, info = { t = 2 } } } } }
+      local back = json.decode(json.encode(recs))
+      back.a.info, back.a.stages.s.info = { exec_start = 9 }, nil
+      assert.equal(fp.job(m1, "b", {}, recs), fp.job(m2, "b", {}, back))
+      recs.a.stages.s.outputs.x = 1
+      assert.are_not.equal(fp.job(m1, "b", {}, recs), fp.job(m2, "b", {}, back))
+    end)
   end)
 end)

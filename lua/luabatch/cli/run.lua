@@ -22,6 +22,7 @@ local writer = require("luabatch.cli.out").writer
 local _M = { _VERSION = "0.1.0" }
 
 local type = type
+local next = next
 local pairs = pairs
 local ipairs = ipairs
 local pcall = pcall
@@ -33,7 +34,7 @@ local tbl_concat = table.concat
 
 _M.usage = [==[
 usage: luabatch run FILE [options]
-       luabatch run --resume RUN_ID [--follow] [--json]
+       luabatch run [FILE] --resume RUN_ID|last [options]
 
 Run a workflow (ddeutil-workflow YAML): jobs run where their runs-on says
 (local: this machine; aws_batch: AWS Batch), or where --runs-on says.
@@ -52,13 +53,19 @@ options:
                     Batch policy (naming, retries, cleanup, ...)
   --follow, -f      print the log lines of running Batch jobs
   --run-id ID       the run's id (default: a new one)
-  --resume RUN_ID   resume a run whose client died: its plan rebuilt from
-                    the journal, the strategies that had not ended taken
-                    up (Batch jobs watched, nothing submitted twice)
+  --resume RUN_ID   a run that ended (FAILED, CANCEL, or not): run it again
+                    as a new run, reusing every job and strategy whose
+                    result still holds (same definition, params, needed
+                    results and runner: see the README); FILE, --param,
+                    --with ... given change it, the rest is as it was.
+                    A run whose client died (no end in its journal): take
+                    it up where it was (Batch jobs watched, nothing
+                    submitted twice).  `last`: the newest run (of FILE)
   -h, --help        this text
 
-A run with Batch jobs is journaled under LUABATCH_HOME (default
-~/.luabatch/runs/RUN_ID); its id is printed on stderr ("run RUN_ID").
+Every run is journaled under LUABATCH_HOME (default ~/.luabatch/runs/RUN_ID);
+its id is printed on stderr ("run RUN_ID") when it has Batch jobs or stderr
+is a terminal.  `luabatch runs` lists them.
 
 Call stages find their Lua functions in LUABATCH_REGISTRY (default ./registry).
 Exit codes: 0 success (or every job skipped), 1 a job failed, 2 bad input.
@@ -127,7 +134,9 @@ local function progress_printer(err_w)
     if event == "job-start" then
       err_w(str_format("job %s: running\n", info.job))
     elseif event == "job" then
-      local line = str_format("job %s: %s (%s)", info.job, info.status, fmt_secs(info.seconds or 0))
+      local how = info.cached and "reused" or fmt_secs(info.seconds or 0)
+      if info.reused then how = str_format("%s, %d strateg%s reused", how, info.reused, info.reused == 1 and "y" or "ies") end
+      local line = str_format("job %s: %s (%s)", info.job, info.status, how)
       local m = info.status == "FAILED" and first_error(info.errors)
       if m then line = line .. ": " .. (m:match("^[^\n]*") or m) end
       err_w(line .. "\n")
@@ -149,18 +158,58 @@ end
 -- Entry
 ---------------------------------------------------------------------------
 
--- A journaled run's local jobs: each finished one's record is journaled
--- ("job" event); on --resume one with a journaled SUCCESS or SKIP record is
--- taken as done (its side effects happened already), one that failed or
--- never finished runs again.  -> records to start with, on_job_done
-local function journaled_local(jr, resume)
+local function absolute(path)
+  if path == nil or path:sub(1, 1) == "/" then return path end
+  local cwd = require("luabatch.core").getcwd() or "."
+  return cwd .. "/" .. (path:gsub("^%./", ""))
+end
+
+-- A journaled run's jobs: each ended one's record and key are journaled
+-- ("job" event: what a later --resume reuses).  Taking up a run of an
+-- older client (no plan events), a local job with a journaled SUCCESS or
+-- SKIP record is taken as done.  -> records to start with, on_job_done
+local function journaled_jobs(jr, resume, tally)
   local done = {}
   for id, rec in pairs(resume and jr:state().local_jobs or {}) do
     if rec.status == "SUCCESS" or rec.status == "SKIP" then done[id] = rec end
   end
-  return done, function(job_id, record, runs_on)
-    if runs_on == "local" then jr:append({ ev = "job", job_id = job_id, status = record.status, record = record }) end
+  return done, function(job_id, record, runs_on, how)
+    how = how or {}
+    if how.cached then tally.cached = tally.cached + 1 end
+    tally.jobs = tally.jobs + 1
+    local ok, msg = jr:append({ ev = "job", job_id = job_id, status = record.status, record = record,
+                                runs_on = runs_on, key = how.key, cached = how.cached, reused = how.reused })
+    if not ok then log.warn("journal: cannot record job %s: %s", tostring(job_id), tostring(msg)) end
   end
+end
+
+-- --resume RUN_ID|last -> the run's journal (opened) | nil, message
+local function open_resumed(journal, home, which, file)
+  if which == "last" then
+    local want = file and absolute(file)
+    for _, r in ipairs(journal.list(home)) do
+      if want == nil or r.file == want then which = r.run_id; break end
+    end
+    if which == "last" then
+      return nil, want and ("no journaled run of " .. want) or "no journaled run"
+    end
+  end
+  return journal.open(which, { home = home })
+end
+
+-- o with what a resumed run's journal says, where the command line is
+-- silent (an ended run: FILE, params and --with given change it).
+local function resumed_options(o, run, ended)
+  local params, with = {}, {}
+  for k, v in pairs(run.params or {}) do params[k] = v end
+  for k, v in pairs(run.with or {}) do with[k] = v end
+  if ended then
+    for k, v in pairs(o.params) do params[k] = v end
+    for k, v in pairs(o.with) do with[k] = v end
+  end
+  o.target = ended and o.target or run.file
+  o.conf, o.job, o.runs_on = o.conf or run.conf, o.job or run.job, o.runs_on or run.runs_on
+  o.params, o.with, o.policy_file = params, with, o.policy_file or run.policy_file
 end
 
 -- What can be checked before anything starts (no run id, no journal):
@@ -213,11 +262,6 @@ local function uses_batch(model, o)
   return false
 end
 
-local function absolute(path)
-  if path == nil or path:sub(1, 1) == "/" then return path end
-  local cwd = require("luabatch.core").getcwd() or "."
-  return cwd .. "/" .. (path:gsub("^%./", ""))
-end
 
 function _M.run(args, env)
   env = env or {}
@@ -237,20 +281,42 @@ function _M.run(args, env)
   local engine = require "luabatch.workflow.engine"
   local journal = require "luabatch.journal"
   local getenv = env.getenv or os.getenv
-  local jr, jerr
+  local home = journal.home(getenv)
+  local jr, jerr, prev
   if o.resume then
-    jr, jerr = journal.open(o.resume, { home = journal.home(getenv) })
+    jr, jerr = open_resumed(journal, home, o.resume, o.target)
     if not jr then
       err_w("luabatch run: --resume: " .. tostring(jerr) .. "\n")
       return 2
     end
-    local run = jr:state().run
+    local jst = jr:state()
+    local run = jst.run
     if type(run) ~= "table" or not run.file then
       err_w("luabatch run: --resume " .. o.resume .. ": the journal has no run record\n")
       return 2
     end
-    o.target, o.conf, o.job, o.runs_on = run.file, run.conf, run.job, run.runs_on
-    o.params, o.with, o.policy_file, o.run_id = run.params or {}, run.with or {}, run.policy_file, o.resume
+    if jst.ended then
+      -- an ended run: a new run reusing what still holds
+      prev = { id = jr.run_id or run.run_id, cache = jst.finished }
+      if next(jst.finished) == nil then
+        err_w(str_format("luabatch run: warning: run %s recorded no job keys (an older client): every job runs again\n",
+          prev.id))
+      end
+      jr = nil
+      resumed_options(o, run, true)
+    else
+      if o.target or next(o.params) or next(o.with) then
+        err_w(str_format("luabatch run: --resume %s: the run has not ended (its client died, or is alive): "
+          .. "it is taken up as it was, without FILE, --param or --with\n", o.resume))
+        return 2
+      end
+      resumed_options(o, run, false)
+      o.run_id = jr.run_id or run.run_id
+      if run.resumed_from then
+        local pj = journal.open(run.resumed_from, { home = home })
+        prev = { id = run.resumed_from, cache = pj and pj:state().finished or {} }
+      end
+    end
   end
   local model, lerr = load.resolve(o.target, { conf = o.conf, getenv = getenv })
   if not model then
@@ -283,10 +349,12 @@ function _M.run(args, env)
     policy = p
   end
   local tty = isatty(2) and true or false
+  local attach = jr ~= nil          -- taking up a run whose client died
   local run_id = o.run_id or journal.new_run_id()
   local ropts = { params = o.params, job = o.job, conf = o.conf, getenv = getenv,
                   run_id = run_id, runs_on = o.runs_on, with = o.with,
-                  runner_opts = { policy = policy, follow = o.follow, resume = o.resume ~= nil } }
+                  runner_opts = { policy = policy, follow = o.follow, resume = attach },
+                  cache = prev and prev.cache }
   local failures = require "luabatch.cli.failures"
   local caught = failures.catcher()
   local record_failure = caught.progress
@@ -302,40 +370,49 @@ function _M.run(args, env)
   elseif o.follow then
     ropts.log = function(line) err_w(tostring(line) .. "\n") end
   end
-  if uses_batch(model, o) then
-    if not jr then
-      jr, jerr = journal.open(run_id, { home = journal.home(getenv), create = true })
-      if not jr then
-        err_w("luabatch run: journal: " .. tostring(jerr) .. "\n")
-        return 2
-      end
-      local ok, aerr = jr:append({ ev = "run", run_id = run_id, file = absolute(model.file or o.target),
+  local batch = uses_batch(model, o)
+  local tally = { jobs = 0, cached = 0 }
+  if not jr then
+    -- every run is journaled; one with Batch jobs cannot run without it
+    local aerr
+    jr, aerr = journal.open(run_id, { home = home, create = true })
+    local ok = jr ~= nil
+    if ok then
+      ok, aerr = jr:append({ ev = "run", run_id = run_id, file = absolute(model.file or o.target),
         conf = o.conf and absolute(o.conf), params = o.params, job = o.job, runs_on = o.runs_on,
         with = o.with, policy_file = o.policy_file and absolute(o.policy_file),
-        workflow = model.name })
-      if not ok then
+        workflow = model.name, resumed_from = prev and prev.id })
+    end
+    if not ok then
+      if batch then
         err_w("luabatch run: journal: " .. tostring(aerr) .. "\n")
         return 2
       end
+      err_w("luabatch run: warning: journal: " .. tostring(aerr) .. " (the run is not recorded)\n")
+      jr = nil
     end
+  end
+  if jr then
     ropts.runner_opts.journal = jr
     -- `luabatch cancel RUN` from another process: its reason, or nil
     ropts.cancelled = function() return jr:cancel_requested() end
-    ropts.jobs, ropts.on_job_done = journaled_local(jr, o.resume ~= nil)
+    ropts.jobs, ropts.on_job_done = journaled_jobs(jr, attach, tally)
     -- every plan event is journaled; a resume rebuilds the plan from them
     -- (a journal without any, from an older client: the local jobs' records)
     ropts.on_event = function(ev)
       local ok, msg = jr:append({ ev = "plan", event = ev })
       if not ok then log.warn("journal: cannot record a %s event: %s", tostring(ev.type), tostring(msg)) end
     end
-    if o.resume then
+    if attach then
       local replay = {}
       for _, e in ipairs(jr:events()) do
         if e.ev == "plan" and type(e.event) == "table" then replay[#replay + 1] = e.event end
       end
       if #replay > 0 then ropts.replay, ropts.jobs = replay, nil end
     end
-    err_w(str_format("run %s%s\n", run_id, o.resume and " (resumed)" or ""))
+    if batch or tty then
+      err_w(str_format("run %s%s\n", run_id, attach and " (resumed)" or prev and (" (resumes " .. prev.id .. ")") or ""))
+    end
   end
   local ctx, rerr = engine.run(model, ropts)
   if jr then
@@ -361,6 +438,7 @@ function _M.run(args, env)
   else
     local secs = ctx.info and ctx.info.exec_latency or 0
     local line = str_format("workflow %s: %s (%s)", tostring(model.name), ctx.status, fmt_secs(secs))
+    if prev then line = str_format("%s [%d of %d jobs reused from %s]", line, tally.cached, tally.jobs, prev.id) end
     local m = first_error(ctx.errors)
     if m then line = line .. ": " .. m end
     out_w(line .. "\n")

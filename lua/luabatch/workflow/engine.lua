@@ -9,7 +9,11 @@
 --   params     map of given params (strings from the CLI or native values)
 --   job        run only this job id (its needs are not run)
 --   jobs       records taken as done (a resume; with `job`: its context)
---   on_job_done  function(job_id, record, runs_on) after each job
+--   on_job_done  function(job_id, record, runs_on, how) after each job; how =
+--              { key (its fingerprint), cached = true (taken from opts.cache),
+--              reused = n (strategies taken from it) }
+--   cache      an ended run's jobs { [id] = { key, record } }: what may be
+--              reused (luabatch.workflow.plan, "reuse")
 --   on_event   function(event) for each plan event (not ticks): a journal of them
 --   replay     such events of an earlier client of the run: resume from them
 --   getenv     function(name) -> value for ${VAR} (default os.getenv)
@@ -135,7 +139,7 @@ function _M.make_env(model, opts)
     local o = {}
     for k, v in pairs(opts) do o[k] = v end
     o.params = params
-    o.job, o.jobs, o.on_job_done = nil, nil, nil
+    o.job, o.jobs, o.on_job_done, o.cache, o.replay, o.on_event = nil, nil, nil, nil, nil, nil
     o.conf = env.conf
     o.parents = {}
     for k, v in pairs(opts.parents or {}) do o.parents[k] = v end
@@ -279,9 +283,12 @@ local function act(d, a)
       local ok, err = pcall(h.close, h, a.record.status)
       if not ok then require("luabatch.log").error("job '%s': %s", a.job, tostring(err)) end
     end
-    if d.opts.on_job_done then d.opts.on_job_done(a.job, a.record, d.types[a.job]) end
+    if d.opts.on_job_done then
+      d.opts.on_job_done(a.job, a.record, d.types[a.job], { key = a.key, cached = a.cached, reused = a.reused })
+    end
     if env.progress then
-      env.progress("job", { job = a.job, status = a.record.status, seconds = a.seconds, errors = a.record.errors })
+      env.progress("job", { job = a.job, status = a.record.status, seconds = a.seconds, errors = a.record.errors,
+                            cached = a.cached, reused = a.reused })
     end
   elseif op == "done" then
     d.final = a.context
@@ -327,7 +334,8 @@ local POLL = 1   -- longest wait between looks at the cancel sources (s)
 local function run_in_task(model, opts, params, out)
   local sched = require "luabatch.workflow.sched"
   local env = _M.make_env(model, opts)
-  local st = plan.new(model, { params = params, job = opts.job, jobs = opts.jobs, now = stage.now() })
+  local st = plan.new(model, { params = params, job = opts.job, jobs = opts.jobs, now = stage.now(),
+                               cache = opts.cache, runner = { runs_on = opts.runs_on, with = opts.with } })
   local outside = env.cancelled          -- SIGINT, opts.cancelled (`luabatch cancel`)
   -- the outside's answer first: a `luabatch cancel` reason (a string the
   -- runner hands to TerminateJob) or SIGINT's true (the policy's reason)

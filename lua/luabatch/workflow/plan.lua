@@ -1,7 +1,8 @@
 -- luabatch.workflow.plan: what a workflow run means, as a state machine.
 --
 --   local plan = require "luabatch.workflow.plan"
---   local st = plan.new(model, { params = p, job = id?, jobs = records?, now = t })
+--   local st = plan.new(model, { params = p, job = id?, jobs = records?, now = t,
+--                                cache = { [id] = { key, record } }?, runner = { runs_on?, with? }? })
 --   local actions = plan.step(st, model, event, env)
 --
 -- No I/O, no coroutine, no clock: time comes in with each event (`now`,
@@ -29,7 +30,8 @@
 --                                                  start these strategies
 --   { op = "stop", job, attempt, sids, why = "fail-fast" | "cancel" | "deadline" }
 --   { op = "retry", job, attempt (the next), at, errors }
---   { op = "job_done", job, record, seconds }
+--   { op = "job_done", job, record, seconds, key, reused = n? | cached = true? }
+--                                                  key: the job's fingerprint
 --   { op = "done", context }
 --
 -- The rules, each here once:
@@ -47,10 +49,15 @@
 --   * cancel: nothing more starts, running strategies are stopped, no retry.
 --   * the client deadline: a strategy running longer than the runner's
 --     deadline is stopped (its runner ends it FAILED).
+--   * reuse (a run resuming an ended one: opts.cache, its jobs' keys and
+--     records): a job whose key (luabatch.workflow.fingerprint) is unchanged
+--     and whose record is SUCCESS or SKIP is taken as is, nothing runs; with
+--     the key unchanged, a strategy that ended SUCCESS is taken, the rest run.
 --   * the final status and errors (plan.context).
 
 local stage = require "luabatch.workflow.stage"
 local job = require "luabatch.workflow.job"
+local fingerprint = require "luabatch.workflow.fingerprint"
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -154,11 +161,12 @@ end
 
 --- new(model, o) -> st.  o = { params (checked), job (only this one),
 -- jobs (records the run starts with: a --job run's context, or jobs a
--- resume takes as done), now }
+-- resume takes as done), now, cache (an ended run's jobs: { [id] = { key,
+-- record } }), runner (the run's --runs-on/--with: part of every key) }
 function _M.new(model, o)
   local order = o.job and { o.job } or _M.order(model)
   local st = { params = o.params or object(), only = o.job, order = order, jobs = {}, t0 = o.now,
-               given = object() }
+               given = object(), cache = o.cache, runner = o.runner or {} }
   for id, rec in pairs(o.jobs or {}) do st.given[id] = rec end
   for _, id in ipairs(order) do
     local rec = o.job == nil and st.given[id] or nil
@@ -227,7 +235,7 @@ local function failed_job(jobdef, message, t0, now)
                               info = stage.info(t0, now) })
 end
 
-local function job_done(st, id, rec, now, out)
+local function job_done(st, id, rec, now, out, cached)
   local js = st.jobs[id]
   js.state, js.record = "done", rec
   if rec.status == "FAILED" then
@@ -235,7 +243,8 @@ local function job_done(st, id, rec, now, out)
   elseif rec.status == "CANCEL" then
     st.errors = { name = "WorkflowCancelError", message = str_format("Job execution, '%s', was canceled.", id) }
   end
-  out[#out + 1] = { op = "job_done", job = id, record = rec, seconds = now - (js.t0 or now) }
+  out[#out + 1] = { op = "job_done", job = id, record = rec, seconds = now - (js.t0 or now), key = js.key,
+                    cached = cached, reused = js.reused }
 end
 
 -- Strategies of the current attempt that may start now -> combos
@@ -245,10 +254,16 @@ local function startable(js, now)
   while js.next <= #js.combos and js.running < js.mp do
     local combo = js.combos[js.next]
     js.next = js.next + 1
-    js.running = js.running + 1
-    js.live[combo.id] = true
-    if js.limit then js.due[combo.id] = now + js.limit end
-    list[#list + 1] = combo
+    local kept = js.reuse and js.reuse[combo.id]
+    if kept then
+      js.results[combo.id] = kept
+      js.reused = (js.reused or 0) + 1
+    else
+      js.running = js.running + 1
+      js.live[combo.id] = true
+      if js.limit then js.due[combo.id] = now + js.limit end
+      list[#list + 1] = combo
+    end
   end
   return list
 end
@@ -258,10 +273,15 @@ local function run_action(js, id, combos)
            wctx = { params = js.wctx.params, jobs = js.wctx.jobs, status = "WAIT" } }
 end
 
+local function attempt_context(model, id, js, now)
+  return _M.job_context(model.jobs[id], js.combos, js.results, js.ta, now)
+end
+
 -- Begin attempt js.attempt: if:, max-parallel, the strategies.
 local function begin_attempt(st, model, id, env, now, out)
   local js, jobdef = st.jobs[id], model.jobs[id]
   js.ta, js.results, js.live, js.running, js.next, js.stopped = now, object(), {}, 0, 1, nil
+  js.reused = nil
   js.due = {}                        -- sid -> the client deadline of a live strategy
   local wctx = { params = js.wctx.params, jobs = js.wctx.jobs, status = "WAIT" }
   local function attempt_done(jctx)
@@ -281,6 +301,9 @@ local function begin_attempt(st, model, id, env, now, out)
   js.state, js.mp = "running", (js.array and #combos >= 2) and #combos or mp
   local first = startable(js, now)
   if #first > 0 then out[#out + 1] = run_action(js, id, first) end
+  if js.running == 0 and js.next > #combos then   -- every strategy reused
+    _M.attempt_ended(st, model, id, attempt_context(model, id, js, now), now, out)
+  end
 end
 
 --- job_context(jobdef, combos, results, t0, now) -> the job context of
@@ -304,9 +327,6 @@ function _M.job_context(jobdef, combos, results, t0, now)
   return jctx
 end
 
-local function attempt_context(model, id, js, now)
-  return _M.job_context(model.jobs[id], js.combos, js.results, js.ta, now)
-end
 
 -- An attempt ended with jctx: retry it, or the job is done.
 function _M.attempt_ended(st, model, id, jctx, now, out)
@@ -353,6 +373,30 @@ end
 -- The run
 ---------------------------------------------------------------------------
 
+-- A job about to start: its key, and what an ended run of it may give.
+-- -> true when the job is done (its earlier record taken as is)
+local function reuse(st, model, id, records, now, out)
+  local js = st.jobs[id]
+  js.key = fingerprint.job(model, id, st.params, records, st.runner)
+  local old = st.cache and st.cache[id]
+  if not (old and old.key == js.key and type(old.record) == "table") then return false end
+  local rec = old.record
+  if rec.status == "SUCCESS" or rec.status == "SKIP" then
+    js.t0 = now
+    job_done(st, id, rec, now, out, true)
+    return true
+  end
+  local keep
+  for sid, srec in pairs(type(rec.strategies) == "table" and rec.strategies or {}) do
+    if type(srec) == "table" and srec.status == "SUCCESS" then
+      keep = keep or {}
+      keep[sid] = srec
+    end
+  end
+  js.reuse = keep
+  return false
+end
+
 -- Start every job whose needs are settled (repeat: a skip settles more).
 local function start_ready(st, model, now, out)
   local again = true
@@ -382,6 +426,8 @@ local function start_ready(st, model, now, out)
           elseif rule == "SKIP" then
             js.t0 = now
             job_done(st, id, _M.skip_record(jobdef), now, out)
+            records, again = nil, true
+          elseif reuse(st, model, id, records, now, out) then
             records, again = nil, true
           else
             js.state, js.t0, js.attempt = "preparing", now, 0
