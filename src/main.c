@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -143,6 +144,19 @@ static int le_isatty(lua_State *L) {
     return 1;
 }
 
+/* term_width([fd]) -> columns of the terminal on fd (default 1), or nil
+ * when fd is not a terminal or its size is unknown. */
+static int le_term_width(lua_State *L) {
+    struct winsize ws;
+    int fd = (int)luaL_optinteger(L, 1, 1);
+    if (isatty(fd) && ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) {
+        lua_pushinteger(L, (lua_Integer)ws.ws_col);
+        return 1;
+    }
+    lua_pushnil(L);
+    return 1;
+}
+
 /* interrupt_mode("error" | "flag"): what SIGINT does to running Lua code.
  * "error" raises "interrupted!" (scripts, REPL); "flag" only sets the
  * flag that long operations poll (commands that clean up after Ctrl-C,
@@ -159,6 +173,7 @@ static const luaL_Reg lineedit_funcs[] = {
     {"read_history", le_read_history},
     {"write_history", le_write_history},
     {"isatty", le_isatty},
+    {"term_width", le_term_width},
     {"ensure_dir", le_ensure_dir},
     {"interrupt_mode", le_interrupt_mode},
     {NULL, NULL},

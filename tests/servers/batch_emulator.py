@@ -29,7 +29,14 @@ a new session), with the job definition's and the overrides' environment,
 AWS_CONTAINER_CREDENTIALS_FULL_URI/AWS_CONTAINER_AUTHORIZATION_TOKEN set
 (AWS_* variables of the emulator's own environment are not passed on), and
 walk SUBMITTED -> PENDING -> RUNNABLE -> STARTING -> RUNNING ->
-SUCCEEDED/FAILED.  Output lines (stdout and stderr, merged) become log
+SUCCEEDED/FAILED.  A job's MEMORY (resourceRequirements, else memory;
+MiB) is its container's hard limit, as on EC2: when the resident memory of
+its processes goes over it, they get SIGKILL and the attempt ends with
+exitCode 137 and the container reason "OutOfMemoryError: Container killed
+due to memory usage" (statusReason "Essential container in task exited").
+A job that outlives its timeout.attemptDurationSeconds (times
+timeout_scale) is killed the same way and ends with "Job attempt duration
+exceeded timeout".  Output lines (stdout and stderr, merged) become log
 events in /aws/batch/job (or the awslogs-group option), stream
 <jobDefinitionName>/default/<taskId> (one per attempt).
 
@@ -96,6 +103,7 @@ STATES = ["SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED"
 TERMINAL = ("SUCCEEDED", "FAILED")
 ESSENTIAL = "Essential container in task exited"
 TIMEOUT_REASON = "Job attempt duration exceeded timeout"
+OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
 DEP_FAILED = "Dependent Job failed"
 DEFAULT_LOG_GROUP = "/aws/batch/job"
 
@@ -557,6 +565,8 @@ class Job:
         self.proc = None
         self.deadline = None
         self.timed_out = False
+        self.oom = False
+        self.mem_limit = None   # bytes (the job's MEMORY), checked while it runs
         self.terminate_reason = None
         self.cancel_reason = None
         self.is_cancelled = False
@@ -952,6 +962,8 @@ class Emulator:
             j.status = "RUNNING"
             j.started = now_ms()
             j.timed_out = False
+            j.oom = False
+            j.mem_limit = self._memory_limit(j)
         att = {"container": {"containerInstanceArn": ci_arn, "taskArn": task_arn, "logStreamName": stream,
                              "networkInterfaces": []}, "startedAt": j.started}
         fail_reason = None
@@ -1012,6 +1024,9 @@ class Emulator:
             if j.timed_out:
                 att["statusReason"] = TIMEOUT_REASON
                 return att, "timeout"
+            if j.oom:
+                att["container"]["reason"] = OOM_REASON
+                j.runtime["reason"] = OOM_REASON
             return att, ("ok" if code == 0 else "failed")
 
     def _kill(self, j, sig):
@@ -1032,16 +1047,58 @@ class Emulator:
                         pass
             threading.Thread(target=later, daemon=True).start()
 
+    def _memory_limit(self, j):
+        """The job's MEMORY in bytes (overrides first), or None."""
+        c = self.container_detail(j)
+        mib = None
+        for r in c.get("resourceRequirements") or []:
+            if r.get("type") == "MEMORY":
+                mib = _num(r.get("value"))
+        if mib is None:
+            mib = _num(c.get("memory"))
+        return int(mib * 1024 * 1024) if mib else None
+
+    @staticmethod
+    def _rss_by_session():
+        """{session id: resident bytes} of every process (one /proc pass)."""
+        out = {}
+        page = os.sysconf("SC_PAGE_SIZE")
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % name, "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            rest = data[data.rfind(b")") + 2:].split()
+            if len(rest) > 21:
+                sid = int(rest[3])
+                out[sid] = out.get(sid, 0) + int(rest[21]) * page
+        return out
+
     def _watchdog(self):
+        tick = 0
         while not self.stopping:
             time.sleep(0.02)
+            tick += 1
             t = time.time()
             with self.lock:
                 late = [j for j in self.running if j.deadline is not None and t >= j.deadline and not j.timed_out]
                 for j in late:
                     j.timed_out = True
+                limited = [j for j in self.running if j.mem_limit and j.proc is not None and not j.oom]
             for j in late:
                 self._kill(j, signal.SIGKILL)
+            if limited and tick % 5 == 0:
+                # each job runs in its own session (start_new_session): its processes
+                rss = self._rss_by_session()
+                for j in limited:
+                    p = j.proc
+                    if p is not None and rss.get(p.pid, 0) > j.mem_limit:
+                        with self.lock:
+                            j.oom = True
+                        self._kill(j, signal.SIGKILL)
             if self.args.parent_pid:
                 try:
                     os.kill(self.args.parent_pid, 0)

@@ -38,7 +38,7 @@ describe("luabatch runs #unit", function()
     local lines = {}
     for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
     assert.equal(3, #lines)
-    assert.matches("^RUN%s+WORKFLOW%s+STARTED%s+DURATION%s+STATUS%s+JOBS OK/FAILED$", lines[1])
+    assert.matches("^RUN%s+WORKFLOW%s+STARTED%s+DURATION%s+STATUS%s+JOBS OK/FAILED%s+CLEANED$", lines[1])
     assert.matches("^20261202%-100000%-bbbbbbbb%s+train%s+1970%-01%-01T00:33:20Z%s+%S+%s+RUNNING%s+%-$", lines[2])
     assert.matches("^20261201%-100000%-aaaaaaaa%s+etl%s+1970%-01%-01T00:16:40Z%s+2m05s%s+FAILED%s+2/1$", lines[3])
   end)
@@ -56,6 +56,24 @@ describe("luabatch runs #unit", function()
     assert.equal(2, #list)
     assert.same({ ok = 2, failed = 1, skipped = 0, cancelled = 0 }, list[2].jobs)
     assert.equal(1125, list[2].ended)
+  end)
+
+  it("a run whose files `luabatch cleanup` deleted is marked cleaned (table and --json)", function()
+    local a = assert(journal.open("20261201-100000-aaaaaaaa", { home = home }))
+    -- a runner's own cleanup of a job's files (no scope) does not count
+    assert(a:append({ ev = "cleanup", bucket = "b", prefix = "p/x/", deleted = 2, at = 1130 }))
+    local _, out = cli(runs_cli, { "--home", home })
+    assert.matches("\n20261201%-100000%-aaaaaaaa%s+etl%s+%S+%s+2m05s%s+FAILED%s+2/1\n", out)
+    assert(a:append({ ev = "cleanup", scope = "run", deleted = 3, terminated = 0, at = 1200 }))
+    local code
+    code, out = cli(runs_cli, { "--home", home })
+    assert.equal(0, code)
+    assert.matches("\n20261201%-100000%-aaaaaaaa%s+etl%s+%S+%s+2m05s%s+FAILED%s+2/1%s+1970%-01%-01T00:20:00Z\n", out)
+    local list = json.decode(select(2, cli(runs_cli, { "--home", home, "--json" })))
+    local by = {}
+    for _, r in ipairs(list) do by[r.run_id] = r end
+    assert.equal(1200, by["20261201-100000-aaaaaaaa"].cleaned)
+    assert.is_nil(by["20261202-100000-bbbbbbbb"].cleaned)
   end)
 
   it("bad usage is exit 2; an empty home says so", function()

@@ -1,16 +1,21 @@
--- luabatch.cli.cleanup: `luabatch cleanup RUN_ID | --older-than AGE [--dry-run] [--force] [--home DIR]`
+-- luabatch.cli.cleanup: `luabatch cleanup RUN_ID | --older-than AGE [--purge] [--dry-run] [--force] [--home DIR]`
 --
 --   local code = require("luabatch.cli.cleanup").run({ "--older-than", "7d" }, env)
 --
--- Deletes what a run left behind: its S3 prefix (the bucket and prefix
--- recorded in the journal's "config" events; everything under
--- "<prefix>/" and nothing else) and then its local journal directory.
--- A prefix that is not the run's own (it must end with "/<run_id>") is
--- refused and the run is kept.  --older-than AGE (Nd, Nh or Nm) picks every
--- run whose journal was last written longer ago than AGE (an ended run, or
--- one nobody touched since).  A single RUN_ID that has not ended is refused
--- without --force (it may still be running: `luabatch cancel` it first).
--- --dry-run prints what would be deleted and deletes nothing.
+-- Deletes what a run left behind: its Batch jobs still queued or running
+-- (TerminateJob, journaled as "terminate" events; job definitions are
+-- shared by content between runs and stay) and its S3 prefix (the bucket
+-- and prefix recorded in the journal's "config" events; everything under
+-- "<prefix>/" and nothing else).  The journal stays, with a "cleanup" event
+-- { scope = "run", deleted, terminated, prefixes }, so `luabatch runs` and
+-- `status` still show the run, marked cleaned; --purge removes the journal
+-- directory too.  A prefix that is not the run's own (it must end with
+-- "/<run_id>") is refused and the run is kept.  --older-than AGE (Nd, Nh or
+-- Nm) picks every run whose journal was last written longer ago than AGE
+-- (an ended run, or one nobody touched since) and not cleaned yet (with
+-- --purge: cleaned ones too).  A single RUN_ID that has not ended is
+-- refused without --force (it may still be running: `luabatch cancel` it
+-- first).  --dry-run prints what would be done and does nothing.
 --
 -- Exit codes: 0 cleaned (or nothing to clean), 1 something could not be
 -- deleted or was refused, 2 bad usage or unknown run.
@@ -32,16 +37,21 @@ local str_match = string.match
 local os_time = os.time
 
 _M.usage = [==[
-usage: luabatch cleanup RUN_ID [--dry-run] [--force] [--home DIR]
-       luabatch cleanup --older-than AGE [--dry-run] [--home DIR]
+usage: luabatch cleanup RUN_ID [--purge] [--dry-run] [--force] [--home DIR]
+       luabatch cleanup --older-than AGE [--purge] [--dry-run] [--home DIR]
 
-Delete a run's S3 prefix (<s3_prefix>/<run_id>/, as recorded in its
-journal; nothing outside it) and then its local journal.
+Delete what a run left behind: its S3 prefix (<s3_prefix>/<run_id>/, as
+recorded in its journal; nothing outside it) and its Batch jobs still
+queued or running (terminated).  The journal is kept and records the
+cleanup: `luabatch runs` and `luabatch status` still show the run, marked
+cleaned.
 
 options:
-  --older-than AGE  every run whose journal was last written more than AGE
-                    ago: Nd (days), Nh (hours) or Nm (minutes)
-  --dry-run         print what would be deleted, delete nothing
+  --purge           remove the run's journal too (the run is forgotten)
+  --older-than AGE  every run not cleaned yet (with --purge: every run)
+                    whose journal was last written more than AGE ago:
+                    Nd (days), Nh (hours) or Nm (minutes)
+  --dry-run         print what would be done, do nothing
   --force           clean RUN_ID even though its run has not ended
   --home DIR        the journal home (default LUABATCH_HOME, else ~/.luabatch)
   -h, --help        this text
@@ -57,6 +67,38 @@ function _M.parse_age(s)
   local n, u = str_match(s or "", "^(%d+)([dhm])$")
   if not n then return nil end
   return tonumber(n) * UNITS[u]
+end
+
+-- Terminate the run's Batch jobs that are still queued or running -> n | nil
+local function terminate_leftovers(j, st, ops, clients_for, o, out, err)
+  local ok, rmsg = ops.refresh(st, clients_for)
+  if not ok then
+    err("luabatch cleanup: run " .. j.run_id .. ": DescribeJobs failed: " .. log.redact(rmsg) .. "\n")
+    return nil
+  end
+  local n, failed = 0, false
+  for _, key in ipairs(st.order) do
+    local js = st.jobs[key]
+    local c = clients_for(js.job_id)
+    if js.batch_job_id and c and not ops.TERMINAL[js.status or ""] then
+      if o.dry_run then
+        out(str_format("would terminate %s (%s, %s)\n", key, js.batch_job_id, js.status or "SUBMITTED"))
+      else
+        local reason = "luabatch: cleanup of run " .. j.run_id
+        local tok, msg = ops.terminate(c, js, reason)
+        if tok then
+          j:append({ ev = "terminate", key = key, batch_job_id = js.batch_job_id, reason = reason })
+          out(str_format("terminated %s (%s, was %s)\n", key, js.batch_job_id, js.status or "SUBMITTED"))
+          n = n + 1
+        else
+          err(str_format("luabatch cleanup: %s (%s): %s\n", key, js.batch_job_id, log.redact(msg)))
+          failed = true
+        end
+      end
+    end
+  end
+  if failed then return nil end
+  return n
 end
 
 -- Clean one run; returns true when everything went.
@@ -76,6 +118,9 @@ local function clean_run(run_id, home, o, env, out, err)
   end
   local clients_for = ops.clients_for(st, env)
   local ok = true
+  local terminated = terminate_leftovers(j, st, ops, clients_for, o, out, err)
+  if not terminated then ok = false end
+  local deleted, where_list = 0, {}
   for _, p in ipairs(pre) do
     local c = clients_for(p.job_id)
     local where = str_format("s3://%s/%s/", p.bucket, p.prefix)
@@ -97,6 +142,8 @@ local function clean_run(run_id, home, o, env, out, err)
         ok = false
       else
         out(str_format("deleted %d objects under %s\n", n, where))
+        deleted = deleted + n
+        where_list[#where_list + 1] = where
         if #errs > 0 then
           err(str_format("luabatch cleanup: %s: %d objects not deleted (first: %s %s)\n", where, #errs,
             tostring(errs[1].key), tostring(errs[1].code)))
@@ -111,7 +158,18 @@ local function clean_run(run_id, home, o, env, out, err)
   end
   local dir = j.dir
   if o.dry_run then
-    out(str_format("would remove journal %s\n", dir))
+    out(str_format(o.purge and "would remove journal %s\n" or "would keep journal %s (marked cleaned)\n", dir))
+    return true
+  end
+  if not o.purge then
+    local aok, amsg = j:append({ ev = "cleanup", scope = "run", deleted = deleted, terminated = terminated,
+      prefixes = where_list })
+    if not aok then
+      err(str_format("luabatch cleanup: run %s: cleaned, but the journal could not record it: %s\n", run_id,
+        tostring(amsg)))
+      return false
+    end
+    out(str_format("kept journal %s (marked cleaned; --purge removes it)\n", dir))
     return true
   end
   local rok, rmsg = j:remove()
@@ -127,7 +185,7 @@ function _M.run(argv, env)
   env = env or {}
   local out, err = store.io(env)
   local o, pos = args.parse(argv, { ["--older-than"] = "value", ["--dry-run"] = "flag",
-    ["--force"] = "flag", ["--home"] = "value" })
+    ["--force"] = "flag", ["--purge"] = "flag", ["--home"] = "value" })
   if not o then
     err("luabatch cleanup: " .. pos .. "\n" .. _M.usage)
     return 2
@@ -160,7 +218,7 @@ function _M.run(argv, env)
   local cutoff = now - age
   local rc, n = 0, 0
   for _, r in ipairs(journal.list(home)) do
-    if r.mtime < cutoff then
+    if r.mtime < cutoff and (o.purge or not store.cleaned_at(r.path)) then
       n = n + 1
       if not clean_run(r.run_id, home, o, env, out, err) then rc = 1 end
     end

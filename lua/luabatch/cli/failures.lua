@@ -13,6 +13,16 @@
 -- failed stage in its record (a stage without id, a Batch job that never
 -- ran its stages) shows its own error, whole: a Batch failure already
 -- holds its exit code, reason and last log lines.
+--
+-- The cause is named when it is a signal, an out-of-memory kill or a
+-- timeout: a stage's return_code -N ("killed by signal 9 (SIGKILL, often
+-- out of memory)"), an exit code 128+N ("exit code 137, killed (SIGKILL,
+-- often out of memory)"), and for a Batch job (record.info.aws_batch, set
+-- by the Batch runner) its container or status reason ("OutOfMemoryError:
+-- Container killed due to memory usage", "Job attempt duration exceeded
+-- timeout").  The first failure also says where its whole output is: for
+-- a Batch job `luabatch logs RUN --job KEY` and the CloudWatch stream, for
+-- a local stage the --json context (and the journal of a journaled run).
 
 local stage = require "luabatch.workflow.stage"
 local job = require "luabatch.workflow.job"
@@ -93,13 +103,16 @@ local function entries_of(ctx, model, caught)
     local label = _M.label(job_id, rec)
     local stages = failed_stages(rec)
     if #stages == 0 and caught then stages = caught.by[tostring(job_id) .. "\0" .. tostring(sid)] or {} end
+    local info = type(rec.info) == "table" and rec.info or {}
+    local b = type(info.aws_batch) == "table" and info.aws_batch or nil
+    local where = { job = job_id, strategy = sid ~= "EMPTY" and sid or nil }
     if #stages == 0 then
-      list[#list + 1] = { label = label, error = first_error(rec.errors) or "FAILED" }
+      list[#list + 1] = { label = label, error = first_error(rec.errors) or "FAILED", batch = b, where = where }
       return
     end
     for _, st in ipairs(stages) do
       local o = type(st.outputs) == "table" and st.outputs or {}
-      list[#list + 1] = { label = label, stage = st.key, code = o.return_code,
+      list[#list + 1] = { label = label, stage = st.key, code = o.return_code, batch = b, where = where,
         stderr = o.stderr, stdout = o.stdout, error = first_error(st.errors) or "FAILED" }
     end
   end
@@ -133,13 +146,72 @@ local function entries_of(ctx, model, caught)
   return list
 end
 
+-- Signal names (Linux numbering, the signals a job is killed with).
+local SIGNALS = { [1] = "SIGHUP", [2] = "SIGINT", [3] = "SIGQUIT", [4] = "SIGILL", [6] = "SIGABRT",
+  [7] = "SIGBUS", [8] = "SIGFPE", [9] = "SIGKILL", [11] = "SIGSEGV", [13] = "SIGPIPE", [14] = "SIGALRM",
+  [15] = "SIGTERM", [24] = "SIGXCPU", [25] = "SIGXFSZ" }
+
+local function signal_name(n)
+  local name = SIGNALS[n] or ("signal " .. n)
+  if n == 9 then name = name .. ", often out of memory" end
+  return name
+end
+
+--- exit_text(code) -> "exit code 3" | "killed by signal 9 (SIGKILL, often
+-- out of memory)" (code -N: a stage killed by signal N) | "exit code 137,
+-- killed (SIGKILL, often out of memory)" (128+N: what a shell or a
+-- container reports for a child killed by signal N) | nil (not a number)
+function _M.exit_text(code)
+  if type(code) ~= "number" then return nil end
+  if code < 0 then return str_format("killed by signal %d (%s)", -code, signal_name(-code)) end
+  if code > 128 and code <= 128 + 64 then
+    return str_format("exit code %d, killed (%s)", code, signal_name(code - 128))
+  end
+  return str_format("exit code %d", code)
+end
+
+--- batch_cause(b) -> text | nil: the reason Batch gave when it is the
+-- cause (out of memory, a timeout), else the exit code's meaning.
+-- b: record.info.aws_batch { kind, exit_code, status_reason, container_reason, ... }
+function _M.batch_cause(b)
+  if type(b) ~= "table" then return nil end
+  if b.kind == "oom" then
+    return b.container_reason or b.status_reason or "out of memory"
+  elseif b.kind == "timeout" then
+    local r = b.status_reason or b.attempt_reason or ""
+    return str_match(r, "exceeded timeout") and r or "Job attempt duration exceeded timeout"
+  end
+  return _M.exit_text(b.exit_code)
+end
+
 local function headline(e)
   local what = e.stage and str_format("stage '%s'", e.stage) or "FAILED"
-  local code = ""
-  if type(e.code) == "number" then
-    code = e.code < 0 and str_format(": killed by signal %d", -e.code) or str_format(": exit code %d", e.code)
+  local why = _M.exit_text(e.code)
+  if not e.stage and e.batch then
+    what = "AWS Batch job " .. tostring(e.batch.job_id or "?")
+    why = _M.batch_cause(e.batch)
   end
-  return str_format("job %s, %s%s", e.label, what, code)
+  return str_format("job %s, %s%s", e.label, what, why and (": " .. why) or "")
+end
+
+--- log_hint(e, run_id) -> where the whole output of failure e is
+function _M.log_hint(e, run_id)
+  local b = e.batch
+  if b then
+    local stream = b.log_stream and str_format("CloudWatch %s %s", tostring(b.log_group or "/aws/batch/job"),
+      b.log_stream) or nil
+    if run_id and b.key then
+      return str_format("full log: luabatch logs %s --job %s%s", run_id, b.key,
+        stream and (" (" .. stream .. ")") or "")
+    end
+    return stream and ("full log: " .. stream) or nil
+  end
+  if not e.stage then return nil end
+  local w = e.where or {}
+  local path = str_format("jobs.%s.%sstages.%s.outputs", tostring(w.job),
+    w.strategy and ("strategies." .. w.strategy .. ".") or "", e.stage)
+  return str_format("full output: stdout and stderr are in the --json context (%s)%s", path,
+    run_id and (" and in the journal of run " .. run_id) or "")
 end
 
 --- report(ctx, model [, opts]) -> text ("" when nothing failed).
@@ -163,6 +235,8 @@ function _M.report(ctx, model, opts)
   local msg = tostring(e.error)
   if e.stage then msg = str_match(msg, "^[^\n]*") end
   out[#out + 1] = "  error: " .. msg:gsub("\n", "\n    ")
+  local hint = _M.log_hint(e, opts.run_id)
+  if hint then out[#out + 1] = "  " .. hint end
   for i = 2, math.min(#list, limit + 1) do
     local x = list[i]
     local last = tail(x.stderr, 1) or tail(x.stdout, 1)

@@ -3,9 +3,10 @@
 --   local code = require("luabatch.cli.runs").run({ "--json" }, env)
 --
 -- The runs of the journal home, newest first: id, workflow, started,
--- duration, status (RUNNING while no end is journaled) and the jobs
--- ok/failed.  With --json: [ { run_id, workflow, started, ended, status,
--- jobs } ] on stdout.  Only the journals are read.  Exit codes: 0, 2 bad
+-- duration, status (RUNNING while no end is journaled), the jobs
+-- ok/failed and when `luabatch cleanup` deleted its files (CLEANED; its
+-- journal kept).  With --json: [ { run_id, workflow, started, ended,
+-- status, jobs, cleaned } ] on stdout.  Only the journals are read.  Exit codes: 0, 2 bad
 -- usage.  env: as luabatch.cli.store.
 
 local args = require "luabatch.cli.args"
@@ -16,16 +17,15 @@ local _M = { _VERSION = "0.1.0" }
 
 local type = type
 local ipairs = ipairs
-local tostring = tostring
 local tonumber = tonumber
 local str_format = string.format
-local tbl_concat = table.concat
 
 _M.usage = [==[
 usage: luabatch runs [--json] [--limit N] [--home DIR]
 
 List the runs journaled under the journal home (runs with Batch jobs),
-newest first: id, workflow, start, duration, status, jobs ok/failed.
+newest first: id, workflow, start, duration, status, jobs ok/failed, and
+when `luabatch cleanup` deleted the run's files (CLEANED).
 
 options:
   --json        print them as JSON on stdout
@@ -68,6 +68,7 @@ function _M.run(argv, env)
     rows[#rows + 1] = {
       run_id = r.run_id, workflow = r.workflow, started = r.started, ended = r.ended_at,
       status = r.ended_status or "RUNNING", jobs = r.jobs, duration = duration(r),
+      cleaned = store.cleaned_at(r.path),
     }
   end
   if o.json then
@@ -75,7 +76,7 @@ function _M.run(argv, env)
     local list_out = json.list({})
     for i, r in ipairs(rows) do
       list_out[i] = { run_id = r.run_id, workflow = r.workflow, started = r.started, ended = r.ended,
-                      status = r.status, jobs = r.jobs }
+                      status = r.status, jobs = r.jobs, cleaned = r.cleaned }
     end
     out(json.encode(list_out, { indent = "  " }) .. "\n")
     return 0
@@ -84,15 +85,16 @@ function _M.run(argv, env)
     out("no runs under " .. store.home(o, env) .. "/runs\n")
     return 0
   end
-  local lines = { str_format("%-26s  %-20s  %-20s  %8s  %-8s  %s", "RUN", "WORKFLOW", "STARTED", "DURATION",
-    "STATUS", "JOBS OK/FAILED") }
+  local tabular = require "luabatch.cli.tabular"
+  local cells = {}
   for _, r in ipairs(rows) do
     local jobs = type(r.jobs) == "table" and str_format("%d/%d", tonumber(r.jobs.ok) or 0, tonumber(r.jobs.failed) or 0)
       or "-"
-    lines[#lines + 1] = str_format("%-26s  %-20s  %-20s  %8s  %-8s  %s", r.run_id, tostring(r.workflow or "-"),
-      store.iso(r.started), r.duration, r.status, jobs)
+    cells[#cells + 1] = { r.run_id, tabular.cell(r.workflow), store.iso(r.started), r.duration, r.status, jobs,
+      r.cleaned and store.iso(r.cleaned) or "" }
   end
-  out(tbl_concat(lines, "\n") .. "\n")
+  out(tabular.render({ "RUN", "WORKFLOW", "STARTED", "DURATION", "STATUS", "JOBS OK/FAILED", "CLEANED" }, cells,
+    { width = tabular.width(env), shrink = { 2 }, ellipsis = tabular.ellipsis(env) }))
   return 0
 end
 

@@ -18,10 +18,14 @@ local journal = require "luabatch.journal"
 local _M = { _VERSION = "0.1.0" }
 
 local type = type
+local pcall = pcall
 local pairs = pairs
+local ipairs = ipairs
+local tonumber = tonumber
 local require = require
 local tostring = tostring
 local str_format = string.format
+local str_find = string.find
 local os_date = os.date
 local floor = math.floor
 
@@ -71,5 +75,31 @@ function _M.iso(t)
   return os_date("!%Y-%m-%dT%H:%M:%SZ", floor(t))
 end
 
+--- cleaned(st) -> the last "cleanup" event `luabatch cleanup` journaled
+-- (scope "run": the run's files are gone, its journal kept), or nil
+function _M.cleaned(st)
+  local last
+  for _, e in ipairs(st.cleanups or {}) do
+    if type(e) == "table" and e.scope == "run" then last = e end
+  end
+  return last
+end
+
+--- cleaned_at(path) -> `at` of the last such event in the journal file at
+-- path, or nil (for listings: journal.list does not fold the events)
+function _M.cleaned_at(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local at
+  local json = require "luabatch.json"
+  for line in f:lines() do
+    if str_find(line, '"cleanup"', 1, true) and str_find(line, '"run"', 1, true) then
+      local ok, e = pcall(json.decode, line)
+      if ok and type(e) == "table" and e.ev == "cleanup" and e.scope == "run" then at = tonumber(e.at) or at end
+    end
+  end
+  f:close()
+  return at
+end
 
 return _M

@@ -262,7 +262,7 @@ function Run:find_by_name(name)
 end
 
 -- Submit (or adopt) the Batch job of a journal key -> job id | nil, msg
-function Run:submit(key, name, sid, array_size)
+function Run:submit(key, name, sid, array_size, matrix)
   local s, c = self.s, self.c
   local js = s.state and s.state.jobs and s.state.jobs[key]
   if js and js.batch_job_id then
@@ -280,7 +280,7 @@ function Run:submit(key, name, sid, array_size)
   if not ok then return nil, perr end
   local req = self:submit_request(name, sid, array_size)
   s:append({ ev = "submit", key = key, job_id = self.job_id, strategy_id = sid, attempt = self.attempt_of[key],
-             job_name = name, array_size = array_size })
+             job_name = name, array_size = array_size, matrix = matrix })
   local last
   for try = 1, SUBMIT_TRIES do
     local tok, tmsg, tcode = c.poller:take()
@@ -340,16 +340,30 @@ function Run:cancel_reason()
   return p.terminate_reason
 end
 
+-- The Batch side of a strategy record, kept in its info (beside the
+-- timings, which comparisons leave out): the job, its journal key, its log
+-- stream and what Batch said -- failure reports name the cause and the log.
+local function batch_info(rec, w, key, f)
+  if type(rec.info) ~= "table" then rec.info = {} end
+  rec.info.aws_batch = { job_id = w.id, key = key, log_group = f.log_group, log_stream = f.log_stream,
+    exit_code = f.exit_code, kind = f.kind, status_reason = f.status_reason,
+    attempt_reason = f.attempt_reason, container_reason = f.container_reason }
+  return rec
+end
+
 -- Read result.json or explain the failure -> strategy record.
 function Run:collect(w, combo, t0, key)
   local s, c, cfg = self.s, self.c, self.cfg
   local rkey = self:s3key(combo.id, "result.json")
   local body, msg, code = c.s3:get_object(cfg.bucket, rkey)
   local note
+  local f = reason_mod.facts(w.job or { status = w.status, statusReason = w.reason, jobId = w.id })
+  if w.status == "MISSING" then f.status = "MISSING"; f.kind = "missing" end
+  if cfg.log_group and f.log_group == "/aws/batch/job" then f.log_group = cfg.log_group end
   if body then
     local rec, derr = json().decode(body, "s3://" .. cfg.bucket .. "/" .. rkey)
     if type(rec) == "table" and type(rec.status) == "string" then
-      return rec
+      return batch_info(rec, w, key, f)
     end
     note = "result.json is not a strategy record: " .. tostring(derr)
   elseif code ~= "NoSuchKey" and code ~= "NotFound" then
@@ -357,13 +371,10 @@ function Run:collect(w, combo, t0, key)
   elseif w.status == "SUCCEEDED" then
     note = "the job succeeded but wrote no result.json"
   end
-  local f = reason_mod.facts(w.job or { status = w.status, statusReason = w.reason, jobId = w.id })
-  if w.status == "MISSING" then f.status = "MISSING"; f.kind = "missing" end
-  if cfg.log_group and f.log_group == "/aws/batch/job" then f.log_group = cfg.log_group end
   local lines, lnote = reason_mod.log_tail(c.logs, f.log_group, f.log_stream, s.policy.log_lines)
   if lnote then note = (note and (note .. "; ") or "") .. lnote end
-  return failed_record(combo, t0, reason_mod.error(f, lines, {
-    job_name = w.name, batch_job_id = w.id, note = note, key = key }))
+  return batch_info(failed_record(combo, t0, reason_mod.error(f, lines, {
+    job_name = w.name, batch_job_id = w.id, note = note, key = key })), w, key, f)
 end
 
 function Run:record_result(key, rec)
@@ -431,7 +442,7 @@ function Run:strategy(combo, wctx, senv, group)
     -- a result.json left by an earlier attempt must not be read as this one's
     pcall(self.c.s3.delete_object, self.c.s3, self.cfg.bucket, self:s3key(sid, "result.json"))
   end
-  local id, how = self:submit(key, name, sid, nil)
+  local id, how = self:submit(key, name, sid, nil, combo.values)
   if not id then
     rec = failed_record(combo, t0, error_of(str_format("job '%s' strategy %s: %s", self.job_id, sid, tostring(how))))
     self:record_result(key, rec)
