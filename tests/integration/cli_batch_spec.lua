@@ -21,9 +21,18 @@ local logs_cli = require "luabatch.cli.logs"
 local cancel_cli = require "luabatch.cli.cancel"
 local cleanup_cli = require "luabatch.cli.cleanup"
 local attach_cli = require "luabatch.cli.attach"
+local failures = require "luabatch.cli.failures"
+local reason = require "luabatch.runner.aws_batch.reason"
 
 local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 local function pat(s) return (s:gsub("%p", "%%%0")) end
+-- logs lines start with their event's time: check it is there, then drop it
+local TS = "%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ "
+local function untimed(out)
+  local n_lines, n_ts = select(2, out:gsub("\n", "")), select(2, out:gsub("%f[^\n%z]" .. TS, ""))
+  assert.equal(n_lines, n_ts, out)
+  return (out:gsub("%f[^\n%z]" .. TS, ""))
+end
 
 describe("luabatch status/logs/cancel/cleanup against the emulator and RGW #integration", function()
   local emu, rgw, key, secret
@@ -142,16 +151,17 @@ describe("luabatch status/logs/cancel/cleanup against the emulator and RGW #inte
       assert.equal("", err)
       assert.equal(1, emu:calls().counts.DescribeJobs)
       assert.truthy(out:find("run " .. run_id .. "  workflow wf-cli", 1, true), out)
-      assert.truthy(out:find("KEY%s+JOB NAME%s+BATCH ID%s+STATUS%s+EXIT%s+REASON"), out)
+      assert.truthy(out:find("JOB%s+BATCH ID%s+STATUS%s+EXIT%s+STARTED%s+DURATION%s+REASON\n"), out)
       local rows = {}
       for line in out:gmatch("[^\n]+") do
-        local k = line:match("^(%S+/EMPTY/0)%s")
+        local k = line:match("^([abc])%s")
         if k then rows[k] = line end
       end
-      assert.truthy(rows["a/EMPTY/0"]:find(ida, 1, true))
-      assert.truthy(rows["a/EMPTY/0"]:find("RUNNING", 1, true), rows["a/EMPTY/0"])
-      assert.truthy(rows["b/EMPTY/0"]:find(pat("cli-b-" .. tag) .. "%s+" .. pat(idb) .. "%s+SUCCEEDED%s+0%s"), rows["b/EMPTY/0"])
-      assert.truthy(rows["c/EMPTY/0"]:find("FAILED%s+3%s+%S"), rows["c/EMPTY/0"])
+      assert.truthy(rows.a:find("^a%s+" .. pat(ida) .. "%s+RUNNING%s+%-%s+%d%d:%d%d:%d%d%s+%S+$"), rows.a)
+      -- a success: no reason (Batch's "Essential container in task exited" is noise there)
+      assert.truthy(rows.b:find("^b%s+" .. pat(idb) .. "%s+SUCCEEDED%s+0%s+%d%d:%d%d:%d%d%s+%S+$"), rows.b)
+      assert.truthy(rows.c:find("^c%s+" .. pat(idc) .. "%s+FAILED%s+3%s+%S+%s+%S+%s+Essential container in task exited$"),
+        rows.c)
     end)
 
     it("status --json gives the same states; the journal is only read", function()
@@ -192,6 +202,7 @@ describe("luabatch status/logs/cancel/cleanup against the emulator and RGW #inte
     it("logs prints every job's stream, each line prefixed with its key", function()
       local code, out, err = cli(logs_cli, { run_id })
       assert.equal(0, code, err)
+      out = untimed(out)
       assert.truthy(out:find("[a/EMPTY/0] hello-a\n", 1, true), out)
       assert.truthy(out:find("[b/EMPTY/0] hello-b\n[b/EMPTY/0] second-b\n", 1, true), out)
       assert.truthy(out:find("[c/EMPTY/0] oops\n", 1, true), out)
@@ -201,11 +212,26 @@ describe("luabatch status/logs/cancel/cleanup against the emulator and RGW #inte
       for _, sel in ipairs({ "b/EMPTY/0", "b", idb }) do
         local code, out, err = cli(logs_cli, { run_id, "--job", sel })
         assert.equal(0, code, err)
-        assert.equal("hello-b\nsecond-b\n", out)
+        assert.equal("hello-b\nsecond-b\n", untimed(out))
       end
       local code, _, err = cli(logs_cli, { run_id, "--job", "nope" })
       assert.equal(2, code)
       assert.truthy(err:find("no job 'nope'", 1, true))
+    end)
+
+    it("logs --since is GetLogEvents' startTime: a later time shows nothing, an hour back everything", function()
+      local code, out, err = cli(logs_cli, { run_id, "--job", "b", "--since", "1h" })
+      assert.equal(0, code, err)
+      assert.equal("hello-b\nsecond-b\n", untimed(out))
+      -- the event times, read back: the same day as now
+      assert.truthy(out:find("^" .. pat(os.date("!%Y-%m-%d")) .. "T"), out)
+      code, out, err = cli(logs_cli, { run_id, "--job", "b", "--since", os.date("!%Y-%m-%dT%H:%M:%SZ", os.time() + 3600) })
+      assert.equal(0, code, err)
+      assert.equal("", out)
+      code, out, err = cli(logs_cli, { run_id, "--since", "last tuesday" })
+      assert.equal(2, code)
+      assert.equal("", out)
+      assert.truthy(err:find("got 'last tuesday'", 1, true), err)
     end)
 
     it("cancel terminates the unfinished job only, with the reason, and journals it", function()
@@ -251,7 +277,7 @@ describe("luabatch status/logs/cancel/cleanup against the emulator and RGW #inte
     local run_id = make_run({ { key = "arr/@array/0", name = "cli-arr-" .. tag, id = ans.jobId } })
     local code, out, err = cli(logs_cli, { run_id })
     assert.equal(0, code, err)
-    assert.equal("[arr/@array/0:0] child-0\n[arr/@array/0:1] child-1\n", out)
+    assert.equal("[arr/@array/0:0] child-0\n[arr/@array/0:1] child-1\n", untimed(out))
   end)
 
   it("logs -f follows a running job until it ends", function()
@@ -260,7 +286,7 @@ describe("luabatch status/logs/cancel/cleanup against the emulator and RGW #inte
     local t0 = core.monotime()
     local code, out, err = cli(logs_cli, { run_id, "-f" }, { interval = 0.2 })
     assert.equal(0, code, err)
-    assert.equal("one\ntwo\n", out)
+    assert.equal("one\ntwo\n", untimed(out))
     assert.is_true(core.monotime() - t0 >= 0.9)
     assert.equal("SUCCEEDED", assert(batch:describe_jobs({ id })).jobs[1].status)
   end)
@@ -285,7 +311,7 @@ describe("luabatch status/logs/cancel/cleanup against the emulator and RGW #inte
       put(p .. "/a/EMPTY/output.log")
     end
 
-    it("deletes exactly the run's prefix, then its journal (--dry-run first)", function()
+    it("deletes exactly the run's prefix and keeps the journal, marked cleaned (--dry-run first)", function()
       local run_id, j = make_run({ { key = "a/EMPTY/0", name = "n" } })
       seed(run_id)
       local sibling = "luabatch/runs/" .. run_id .. "0/keep.json"   -- shares the prefix's characters
@@ -303,24 +329,57 @@ describe("luabatch status/logs/cancel/cleanup against the emulator and RGW #inte
 
       code, out, err = cli(cleanup_cli, { run_id, "--dry-run" })
       assert.equal(0, code, err)
-      assert.equal(("would delete 3 objects under s3://%s/luabatch/runs/%s/\nwould remove journal %s\n")
+      assert.equal(("would delete 3 objects under s3://%s/luabatch/runs/%s/\nwould keep journal %s (marked cleaned)\n")
         :format(bucket, run_id, home .. "/runs/" .. run_id), out)
       assert.is_true(exists("luabatch/runs/" .. run_id .. "/a/EMPTY/result.json"))
       assert.truthy(journal.open(run_id, { home = home }))
 
       code, out, err = cli(cleanup_cli, { run_id })
       assert.equal(0, code, err)
-      assert.equal(("deleted 3 objects under s3://%s/luabatch/runs/%s/\nremoved journal %s\n")
-        :format(bucket, run_id, home .. "/runs/" .. run_id), out)
+      assert.equal(("deleted 3 objects under s3://%s/luabatch/runs/%s/\nkept journal %s (marked cleaned; --purge "
+        .. "removes it)\n"):format(bucket, run_id, home .. "/runs/" .. run_id), out)
       assert.is_false(exists("luabatch/runs/" .. run_id .. "/a/bundle.json"))
       assert.is_false(exists("luabatch/runs/" .. run_id .. "/a/EMPTY/result.json"))
       assert.is_true(exists(sibling))
       assert.is_true(exists("luabatch/runs/" .. other .. "/a/bundle.json"))
       assert.is_true(exists("outside/keep.txt"))
+      -- the journal stays and says so: runs and status show the run, cleaned
+      local ev = j:state().cleanups
+      assert.equal("run", ev[#ev].scope)
+      assert.equal(3, ev[#ev].deleted)
+      local _, rout = cli(require("luabatch.cli.runs"), { "--limit", "0" })
+      assert.truthy(rout:find(pat(run_id) .. "%s+wf%-cli%s+.-SUCCESS%s+%S+%s+%d%d%d%d%-%d%d%-%d%dT%S+Z\n"), rout)
+      local _, sout = cli(status_cli, { run_id })
+      assert.truthy(sout:find("ended SUCCESS  cleaned %d%d%d%d%-"), sout)
+      -- --purge: the journal goes too
+      code, out, err = cli(cleanup_cli, { run_id, "--purge" })
+      assert.equal(0, code, err)
+      assert.truthy(out:find("deleted 0 objects under", 1, true), out)
+      assert.truthy(out:find("removed journal " .. home .. "/runs/" .. run_id .. "\n", 1, true), out)
       assert.is_nil(lfs.attributes(home .. "/runs/" .. run_id))
       code, _, err = cli(cleanup_cli, { run_id })
       assert.equal(2, code)
       assert.truthy(err:find("no run '" .. run_id .. "'", 1, true))
+    end)
+
+    it("terminates the run's Batch jobs still running (--force on a run that has not ended)", function()
+      local name = "cli-left-" .. tag
+      local id = submit(name, "sleep 30")
+      local run_id, j = make_run({ { key = "l/EMPTY/0", name = name, id = id } })
+      seed(run_id)
+      wait_job(id, running)
+      local code, out, err = cli(cleanup_cli, { run_id, "--force", "--dry-run" })
+      assert.equal(0, code, err)
+      assert.truthy(out:find("would terminate l/EMPTY/0 (" .. id .. ", RUNNING)\n", 1, true), out)
+      assert.equal("RUNNING", assert(batch:describe_jobs({ id })).jobs[1].status)
+      code, out, err = cli(cleanup_cli, { run_id, "--force" })
+      assert.equal(0, code, err)
+      assert.truthy(out:find("terminated l/EMPTY/0 (" .. id .. ", was RUNNING)\n", 1, true), out)
+      local d = wait_job(id, terminal, 20)
+      assert.equal("FAILED", d.status)
+      assert.equal("luabatch: cleanup of run " .. run_id, d.statusReason)
+      assert.is_true(j:state().jobs["l/EMPTY/0"].terminated)
+      assert.is_false(exists("luabatch/runs/" .. run_id .. "/a/bundle.json"))
     end)
 
     it("refuses a recorded prefix that is not the run's own", function()
@@ -358,6 +417,18 @@ describe("luabatch status/logs/cancel/cleanup against the emulator and RGW #inte
       assert.is_false(exists("luabatch/runs/" .. old_id .. "/a/bundle.json"))
       assert.is_false(exists("luabatch/runs/" .. dead_id .. "/a/EMPTY/output.log"))
       assert.is_true(exists("luabatch/runs/" .. new_id .. "/a/bundle.json"))
+      assert.truthy(out:find("kept journal " .. home .. "/runs/" .. old_id, 1, true))
+      assert.equal("run", jo:state().cleanups[1].scope)
+      assert.equal("run", jd:state().cleanups[1].scope)
+      assert.equal(0, #jn:state().cleanups)
+
+      -- cleaned runs are not cleaned again; --purge removes their journals
+      for _, jj in ipairs({ jo, jd }) do assert(lfs.touch(jj:path(), now - 3 * 86400, now - 3 * 86400)) end
+      code, out = cli(cleanup_cli, { "--older-than", "2d" })
+      assert.equal(0, code)
+      assert.equal("no run older than 2d in " .. home .. "\n", out)
+      code, out, err = cli(cleanup_cli, { "--older-than", "2d", "--purge" })
+      assert.equal(0, code, err)
       assert.is_nil(journal.open(old_id, { home = home }))
       assert.is_nil(journal.open(dead_id, { home = home }))
       assert.truthy(journal.open(new_id, { home = home }))
@@ -375,6 +446,67 @@ describe("luabatch status/logs/cancel/cleanup against the emulator and RGW #inte
     end)
   end)
 
+  describe("failure causes as Batch reports them", function()
+    -- the report of a failed strategy from the job's description, as the
+    -- Batch runner builds it (reason.facts, reason.error, reason.info)
+    local function report(d, run_id, key)
+      local f = reason.facts(d)
+      local lines = reason.log_tail(nil, f.log_group, f.log_stream, 0)
+      local rec = { status = "FAILED", matrix = { region = "eu" }, stages = {},
+        errors = reason.error(f, lines, { batch_job_id = d.jobId }), info = { aws_batch = reason.info(f, d.jobId, key) } }
+      local ctx = { jobs = { fan = { status = "FAILED", strategies = { s1 = rec } } } }
+      return failures.report(ctx, { job_order = { "fan" } }, { run_id = run_id }), f
+    end
+
+    it("a job over its MEMORY is killed: OutOfMemoryError, exit 137; the report names it and its log", function()
+      local ans = assert(batch:submit_job({ jobName = "cli-oom-" .. tag, jobQueue = QUEUE, jobDefinition = def_arn,
+        containerOverrides = { resourceRequirements = { { type = "MEMORY", value = "16" } },
+          command = { "sh", "-c", "echo allocating; x=$(head -c 100000000 /dev/zero | tr '\\0' a); sleep 20; echo kept" } } }))
+      local d = wait_job(ans.jobId, terminal, 30)
+      assert.equal("FAILED", d.status)
+      assert.equal("Essential container in task exited", d.statusReason)
+      assert.equal("OutOfMemoryError: Container killed due to memory usage", d.container.reason)
+      assert.equal(137, d.container.exitCode)
+      assert.equal("OutOfMemoryError: Container killed due to memory usage", d.attempts[1].container.reason)
+      local run_id = make_run({ { key = "fan/s1/0", name = "cli-oom-" .. tag, id = ans.jobId } })
+      local text, f = report(d, run_id, "fan/s1/0")
+      assert.equal("oom", f.kind)
+      assert.truthy(text:find("^FAILED job fan%[region=eu%], AWS Batch job " .. pat(ans.jobId)
+        .. ": OutOfMemoryError: Container killed due to memory usage\n"), text)
+      local hint = ("\n  full log: luabatch logs %s --job fan/s1/0 (CloudWatch /aws/batch/job %s)\n")
+        :format(run_id, d.container.logStreamName)
+      assert.truthy(text:find(hint, 1, true), text)
+      -- the command the report names prints that log
+      local code, out, err = cli(logs_cli, { run_id, "--job", "fan/s1/0" })
+      assert.equal(0, code, err)
+      assert.equal("allocating\n", untimed(out))
+    end)
+
+    it("a job past its timeout: 'Job attempt duration exceeded timeout' is the cause", function()
+      emu:config({ timeout_scale = 0.02 })      -- 60 s -> 1.2 s
+      finally(function() emu:config({ timeout_scale = 1 }) end)
+      local ans = assert(batch:submit_job({ jobName = "cli-tmo-" .. tag, jobQueue = QUEUE, jobDefinition = def_arn,
+        timeout = { attemptDurationSeconds = 60 }, containerOverrides = { command = { "sh", "-c", "echo slow; sleep 30" } } }))
+      local d = wait_job(ans.jobId, terminal, 30)
+      assert.equal("FAILED", d.status)
+      assert.equal("Job attempt duration exceeded timeout", d.statusReason)
+      local text, f = report(d, "R", "fan/s1/0")
+      assert.equal("timeout", f.kind)
+      assert.truthy(text:find("^FAILED job fan%[region=eu%], AWS Batch job " .. pat(ans.jobId)
+        .. ": Job attempt duration exceeded timeout\n"), text)
+    end)
+
+    it("a job killed by SIGKILL without a memory reason: exit 137, 'killed (SIGKILL, often out of memory)'", function()
+      local id = submit("cli-k9-" .. tag, "echo bye; kill -9 $$")
+      local d = wait_job(id, terminal, 30)
+      assert.equal(137, d.container.exitCode)
+      assert.is_nil(d.container.reason)
+      local text = report(d, "R", "fan/s1/0")
+      assert.truthy(text:find("^FAILED job fan%[region=eu%], AWS Batch job " .. pat(id)
+        .. ": exit code 137, killed %(SIGKILL, often out of memory%)\n"), text)
+    end)
+  end)
+
   it("attach checks the run before handing over to run --resume", function()
     local code, _, err = cli(attach_cli, { "20200101-000000-00000000" })
     assert.equal(2, code)
@@ -387,12 +519,13 @@ describe("luabatch status/logs/cancel/cleanup against the emulator and RGW #inte
     local have = io.open(exe, "rb")
     if have then have:close() end
 
-    local function run_exe(args)
+    local function run_exe(args, more)
       local envs = { "LUABATCH_HOME=" .. home, "HOME=" .. home, "AWS_ACCESS_KEY_ID=" .. key,
         "AWS_SECRET_ACCESS_KEY=" .. secret, "AWS_REGION=" .. REGION,
         "AWS_CONFIG_FILE=/nonexistent/config", "AWS_SHARED_CREDENTIALS_FILE=/nonexistent/creds",
         "AWS_ENDPOINT_URL_BATCH=" .. emu.endpoint, "AWS_ENDPOINT_URL_LOGS=" .. emu.endpoint,
         "AWS_ENDPOINT_URL_S3=" .. rgw }
+      for _, e in ipairs(more or {}) do envs[#envs + 1] = e end
       local q = {}
       for i, e in ipairs(envs) do q[i] = sh_quote(e) end
       local a = {}
@@ -419,10 +552,17 @@ describe("luabatch status/logs/cancel/cleanup against the emulator and RGW #inte
       assert(j:append({ ev = "submitted", key = "x/EMPTY/0", batch_job_id = id, job_name = "cli-x-" .. tag }))
       local rc, out = run_exe({ "status", run_id })
       assert.equal(0, rc, out)
-      assert.truthy(out:find("x/EMPTY/0%s+" .. pat("cli-x-" .. tag) .. "%s+" .. pat(id) .. "%s+SUCCEEDED%s+0%s"), out)
+      assert.truthy(out:find("\nx%s+" .. pat(id) .. "%s+SUCCEEDED%s+0%s"), out)
       rc, out = run_exe({ "logs", run_id })
       assert.equal(0, rc, out)
-      assert.equal("from-the-exe\n", out)
+      assert.equal("from-the-exe\n", untimed(out))
+      -- stdout is a pipe: whole lines, whatever COLUMNS says
+      rc, out = run_exe({ "status", run_id }, { "COLUMNS=30" })
+      assert.equal(0, rc, out)
+      assert.truthy(out:find("\nx%s+" .. pat(id) .. "%s+SUCCEEDED%s+0%s+%d%d:%d%d:%d%d%s+%S+\n"), out)
+      rc, out = run_exe({ "logs", run_id, "--since", "yesterday-ish" })
+      assert.equal(2, rc)
+      assert.truthy(out:find("--since: .*got 'yesterday%-ish'"), out)
       rc, out = run_exe({ "status", "nope-run" })
       assert.equal(2, rc)
       assert.equal("luabatch status: no run 'nope-run' in " .. home .. "\n", out)

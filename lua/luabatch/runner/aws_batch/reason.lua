@@ -8,6 +8,7 @@
 --   local lines = reason.log_tail(logs, facts.log_group, facts.log_stream, 20)
 --   local err = reason.error(facts, lines [, ctx])
 --   -- { name = "AWSBatchJobError", message = "..." }
+--   record.info.aws_batch = reason.info(facts, batch_job_id, key)
 --
 -- kind classifies the failure: "image" (CannotPullContainerError, ...),
 -- "oom", "timeout", "host" (EC2 host / Spot task lost), "misconfiguration"
@@ -143,6 +144,16 @@ function _M.message(f, lines, ctx)
     text = text .. "\n(no log stream: the container never ran)"
   end
   return text
+end
+
+--- info(facts, batch_job_id, key) -> the Batch side of a strategy record
+-- (record.info.aws_batch): { job_id, key (the journal's), log_group,
+-- log_stream, exit_code, kind, status_reason, attempt_reason,
+-- container_reason } -- what failure reports name the cause and the log by.
+function _M.info(f, id, key)
+  return { job_id = id, key = key, log_group = f.log_group, log_stream = f.log_stream, exit_code = f.exit_code,
+    kind = f.kind, status_reason = f.status_reason, attempt_reason = f.attempt_reason,
+    container_reason = f.container_reason }
 end
 
 --- error(facts, lines [, ctx]) -> { name = "AWSBatchJobError", message }

@@ -345,9 +345,7 @@ end
 -- stream and what Batch said -- failure reports name the cause and the log.
 local function batch_info(rec, w, key, f)
   if type(rec.info) ~= "table" then rec.info = {} end
-  rec.info.aws_batch = { job_id = w.id, key = key, log_group = f.log_group, log_stream = f.log_stream,
-    exit_code = f.exit_code, kind = f.kind, status_reason = f.status_reason,
-    attempt_reason = f.attempt_reason, container_reason = f.container_reason }
+  rec.info.aws_batch = reason_mod.info(f, w.id, key)
   return rec
 end
 
