@@ -298,13 +298,20 @@ jobs:
     })
     assert.equal(0, code)
     local text = table.concat(lines)
-    assert.matches("job first: running", text, 1, true)
+    -- the live table, redrawn in place; the stage lines scroll above it
+    assert.matches("JOB%s+STATE%s+STRATEGIES%s+ELAPSED%s+NOTE", text)
+    assert.matches("first%s+running%s+1 RUNNING", text)
+    assert.matches("\27%[%d+A\27%[J", text)
     assert.matches("first%s+say%s+SUCCESS%s+%d+%.%d+s", text)
-    assert.matches("job first: SUCCESS %(%d+%.%d+s%)", text)
-    -- not a terminal: quiet on stderr
+    assert.matches("first%s+SUCCESS%s+1 SUCCESS%s+%d+%.%d+s\n$", text)    -- the last table stays
+    -- not a terminal: a timestamped line per state change, no terminal codes
     lines = {}
     runcli.run({ f, "--job", "first" }, { stdout = function() end,
       stderr = function(s) lines[#lines + 1] = s end, isatty = function() return false end })
-    assert.equal("", table.concat(lines))
+    text = table.concat(lines)
+    assert.matches("^%d%d:%d%d:%d%d job first: running\n", text)
+    assert.matches("\n%d%d:%d%d:%d%d first: RUNNING\n", text)
+    assert.matches("\n%d%d:%d%d:%d%d job first: SUCCESS %(%d+%.%d+s%)\n$", text)
+    assert.is_nil(text:find("\27", 1, true))
   end)
 end)

@@ -129,34 +129,39 @@ end
 local fmt_secs = require("luabatch.pretty").secs
 local first_error = require("luabatch.workflow.stage").first_error
 
-local function progress_printer(err_w)
-  return function(event, info)
-    if event == "job-start" then
-      err_w(str_format("job %s: running\n", info.job))
-    elseif event == "job" then
-      local how = info.cached and "reused" or fmt_secs(info.seconds or 0)
-      if info.reused then how = str_format("%s, %d strateg%s reused", how, info.reused, info.reused == 1 and "y" or "ies") end
-      local line = str_format("job %s: %s (%s)", info.job, info.status, how)
-      local m = info.status == "FAILED" and first_error(info.errors)
-      if m then line = line .. ": " .. (m:match("^[^\n]*") or m) end
-      err_w(line .. "\n")
-    elseif event == "job-retry" then
-      err_w(str_format("job %s: FAILED, retry %d\n", info.job, info.attempt))
-    elseif event == "stage" then
-      local who = info.key or info.name or "?"
-      local where = info.job or "?"
-      if info.strategy and info.strategy ~= "EMPTY" then where = where .. "[" .. info.strategy .. "]" end
-      local line = str_format("  %s  %-24s %-7s %s", where, tostring(who), info.status, fmt_secs(info.seconds or 0))
-      local m = (info.status == "FAILED" or info.status == "CANCEL") and first_error(info.errors)
-      if m then line = line .. "  " .. (m:match("^[^\n]*") or m) end
-      err_w(line .. "\n")
-    end
+-- The line of a stage that ended (a terminal shows them above the live
+-- table) -> text
+local function stage_line(info, model)
+  local who = info.key or info.name or "?"
+  local where = tostring(info.job or "?")
+  if info.strategy and info.strategy ~= "EMPTY" then
+    local jobdef = model.jobs and model.jobs[info.job]
+    local combo = jobdef and require("luabatch.workflow.job").strategy(jobdef, info.strategy)
+    where = require("luabatch.cli.failures").label(where, { matrix = combo and combo.values })
+    if where == tostring(info.job) then where = where .. "[" .. tostring(info.strategy) .. "]" end
   end
+  local line = str_format("  %s  %-24s %-7s %s", where, tostring(who), tostring(info.status), fmt_secs(info.seconds or 0))
+  local m = (info.status == "FAILED" or info.status == "CANCEL") and first_error(info.errors)
+  if m then line = line .. "  " .. (m:match("^[^\n]*") or m) end
+  return line .. "\n"
 end
 
 ---------------------------------------------------------------------------
 -- Entry
 ---------------------------------------------------------------------------
+
+-- The columns the live table on stderr may use: COLUMNS, else the terminal's.
+local function live_width(env, getenv)
+  local cols = tonumber(getenv("COLUMNS") or "")
+  if cols and cols > 0 then return math.floor(cols) end
+  local tw = env.term_width
+  if not tw then
+    local ok, le = pcall(require, "luabatch.lineedit")
+    tw = ok and type(le) == "table" and le.term_width or nil
+  end
+  cols = tw and tw(2)
+  return type(cols) == "number" and cols > 0 and cols or 80
+end
 
 local function absolute(path)
   if path == nil or path:sub(1, 1) == "/" then return path end
@@ -358,15 +363,18 @@ function _M.run(args, env)
   local failures = require "luabatch.cli.failures"
   local caught = failures.catcher()
   local record_failure = caught.progress
-  ropts.progress = record_failure
+  -- the live view: a table redrawn in place on a terminal, else a line per change
+  local view = require("luabatch.cli.live").new({ write = err_w, tty = tty, now = require("luabatch.workflow.stage").now,
+    workflow = model.name, order = o.job and { o.job } or require("luabatch.workflow.plan").order(model),
+    width = tty and live_width(env, getenv) or nil, ellipsis = require("luabatch.cli.tabular").ellipsis({ getenv = getenv }) })
+  ropts.progress = function(event, info)
+    record_failure(event, info)
+    view.progress(event, info)
+    if tty and event == "stage" then view.line(stage_line(info, model)) end
+  end
   if tty then
-    local show = progress_printer(err_w)
-    ropts.progress = function(event, info)
-      record_failure(event, info)
-      show(event, info)
-    end
-    ropts.log = function(line) err_w("      | " .. tostring(line):gsub("\n", "\n      | ") .. "\n") end
-    ropts.output_line = function(line) err_w("      | " .. tostring(line) .. "\n") end
+    ropts.log = function(line) view.line("      | " .. tostring(line):gsub("\n", "\n      | ") .. "\n") end
+    ropts.output_line = function(line) view.line("      | " .. tostring(line) .. "\n") end
   elseif o.follow then
     ropts.log = function(line) err_w(tostring(line) .. "\n") end
   end
@@ -395,7 +403,8 @@ function _M.run(args, env)
   if jr then
     ropts.runner_opts.journal = jr
     -- `luabatch cancel RUN` from another process: its reason, or nil
-    ropts.cancelled = function() return jr:cancel_requested() end
+    local jr_now = jr
+    ropts.cancelled = function() return jr_now:cancel_requested() end
     ropts.jobs, ropts.on_job_done = journaled_jobs(jr, attach, tally)
     -- every plan event is journaled; a resume rebuilds the plan from them
     -- (a journal without any, from an older client: the local jobs' records)
@@ -414,7 +423,15 @@ function _M.run(args, env)
       err_w(str_format("run %s%s\n", run_id, attach and " (resumed)" or prev and (" (resumes " .. prev.id .. ")") or ""))
     end
   end
+  -- the engine asks cancelled() at every wait (<= 1 s): the view's clock too
+  local asked = ropts.cancelled
+  ropts.cancelled = function()
+    view.tick()
+    if asked then return asked() end
+    return false
+  end
   local ctx, rerr = engine.run(model, ropts)
+  view.close()
   if jr then
     -- the run's summary for `luabatch runs`: its jobs counted by status
     local counts = { ok = 0, failed = 0, skipped = 0, cancelled = 0 }

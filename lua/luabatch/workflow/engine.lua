@@ -17,8 +17,13 @@
 --   on_event   function(event) for each plan event (not ticks): a journal of them
 --   replay     such events of an earlier client of the run: resume from them
 --   getenv     function(name) -> value for ${VAR} (default os.getenv)
---   progress   function(event, info): "job-start", "job", "job-retry",
---              "stage-start", "stage" (see luabatch.cli.run for the fields)
+--   progress   function(event, info): "job-start" {job, runs_on}, "job",
+--              "job-retry", "stage-start", "stage" (see luabatch.cli.run),
+--              "strategy" {job, strategy, values, state, attempt}: state
+--              "started", then its record's status; a runner may send its
+--              own states between (Batch: RUNNABLE, RUNNING, ... with
+--              reason, hint).  A job run elsewhere (not local) gets its
+--              "stage" events from its strategy records as they end.
 --   log        function(line) for stage output lines (echo, ...)
 --   output_line  function(line, fd) for the output of bash stages while they run
 --   registry   directory list for call stages (default LUABATCH_REGISTRY or ./registry)
@@ -54,6 +59,7 @@ local ipairs = ipairs
 local pcall = pcall
 local require = require
 local tostring = tostring
+local tonumber = tonumber
 local setmetatable = setmetatable
 local str_format = string.format
 local os_getenv = os.getenv
@@ -228,9 +234,38 @@ local function prepare(d, a)
            now = stage.now() }
 end
 
+-- Progress of a strategy that ended: its state, and for a job run
+-- elsewhere its stage lines (a local one sent them as they ran).
+local function strategy_progress(d, id, combo, k, rec)
+  local progress = d.env.progress
+  if not progress then return end
+  if d.types[id] ~= "local" and type(rec.stages) == "table" then
+    local list = {}
+    for key, srec in pairs(rec.stages) do
+      if type(srec) == "table" then
+        list[#list + 1] = { key = key, rec = srec, info = type(srec.info) == "table" and srec.info or {} }
+      end
+    end
+    table.sort(list, function(x, y)       -- in the order they ran
+      return tostring(x.info.exec_start or "") .. x.key < tostring(y.info.exec_start or "") .. y.key
+    end)
+    for _, e in ipairs(list) do
+      progress("stage", { key = e.key, status = e.rec.status, seconds = tonumber(e.info.exec_latency) or 0,
+                          errors = e.rec.errors, outputs = e.rec.outputs, job = id, strategy = combo.id,
+                          remote = true })
+    end
+  end
+  progress("strategy", { job = id, strategy = combo.id, values = combo.values, state = rec.status, attempt = k })
+end
+
 -- Start the strategies of a "run" action, each a scheduler task.
 local function run_strategies(d, a)
   local id, k, h, jenv = a.job, a.attempt, d.handles[a.job], d.jenv[a.job]
+  if d.env.progress then
+    for _, combo in ipairs(a.combos) do
+      d.env.progress("strategy", { job = id, strategy = combo.id, values = combo.values, state = "started", attempt = k })
+    end
+  end
   local function stopped(sid)
     return function() return d.stops[id .. "/" .. k .. "/" .. sid] or jenv.cancelled() end
   end
@@ -248,6 +283,7 @@ local function run_strategies(d, a)
       local by_sid = {}
       for i, combo in ipairs(a.combos) do
         by_sid[combo.id] = recs and recs[i] or job.failed_strategy(combo, err or "no record")
+        strategy_progress(d, id, combo, k, by_sid[combo.id])
       end
       d.push({ type = "ended", job = id, attempt = k, records = by_sid, now = stage.now() })
     end)
@@ -258,8 +294,9 @@ local function run_strategies(d, a)
       local senv = setmetatable({ strategy = combo.id, attempt = k, cancelled = stopped(combo.id) },
         { __index = jenv })
       local rec, err = guarded(h.run_strategy, h, combo, a.wctx, senv)
-      d.push({ type = "ended", job = id, attempt = k, sid = combo.id, now = stage.now(),
-               record = rec or job.failed_strategy(combo, err) })
+      rec = rec or job.failed_strategy(combo, err)
+      strategy_progress(d, id, combo, k, rec)
+      d.push({ type = "ended", job = id, attempt = k, sid = combo.id, now = stage.now(), record = rec })
     end)
   end
 end
@@ -268,7 +305,10 @@ local function act(d, a)
   local env = d.env
   local op = a.op
   if op == "prepare" then
-    if env.progress then env.progress("job-start", { job = a.job }) end
+    if env.progress then
+      local jobdef = d.model.jobs[a.job]
+      env.progress("job-start", { job = a.job, runs_on = d.opts.runs_on or (jobdef.runs_on and jobdef.runs_on.type) or "local" })
+    end
     d.push(prepare(d, a))
   elseif op == "run" then
     run_strategies(d, a)
