@@ -8,7 +8,8 @@
 -- matrix values, as failure reports name it: cli/failures.lua's label; a
 -- retry says "try N"), Batch job id, status, exit code, when it was
 -- submitted, how long it took (until now while it runs) and, unless it
--- succeeded, the reason.  The table fits the terminal (tabular.lua: COLUMNS
+-- succeeded, the reason (the container's own when Batch's is only
+-- "Essential container in task exited").  The table fits the terminal (tabular.lua: COLUMNS
 -- or the terminal's width; long cells end in an ellipsis; no limit when
 -- stdout is not a terminal).  A run whose files `luabatch cleanup` deleted
 -- says "cleaned".  With --json: { run_id, workflow, started, ended,
@@ -144,6 +145,9 @@ function _M.rows(st, events, ops, now)
     local reason = js.reason
     if js.terminated and not reason then reason = js.terminate_reason end
     if status == "SUCCEEDED" then reason = nil end
+    -- "Essential container in task exited" says only that it ended: the
+    -- container's own reason (out of memory, ...) is the one to see
+    if type(reason) == "string" then reason = reason:gsub("^Essential container in task exited; ", "") end
     local t0, t1 = span(js, x, ops)
     list[#list + 1] = { key = key, label = _M.label(js, matrix), status = status, reason = reason,
       started_at = t0, ended_at = t1, running = not t1 and not ops.TERMINAL[status] or nil, js = js,
