@@ -11,6 +11,8 @@
 #   make check           fast unit tests (C core + busted unit specs, Lua 5.4)
 #   make test            the whole suite, Lua 5.4 and LuaJIT, sanitizers, valgrind
 #   make bench           benchmarks against the anchors
+#   make fuzz            libFuzzer targets, FUZZ_S seconds each (default 60), ASan+UBSan
+#   make test-fresh      make run + make test on a clean clone in a minimal Debian 12 container
 #   make install         install into PREFIX (default /usr/local)
 
 LUA        ?= lua5.4
@@ -66,7 +68,8 @@ else
 all: $(MODULE) $(EXE) luabatch
 endif
 
-.PHONY: all deps deps-run run demo check test bench lint install clean ctests rock install-rock
+.PHONY: all deps deps-run run demo check test bench lint install clean ctests rock install-rock \
+        fuzz fuzz-build test-fresh
 .DELETE_ON_ERROR:
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/obj
@@ -127,6 +130,11 @@ bench: deps
 	@$(MAKE) --no-print-directory -s all
 	@$(MAKE) --no-print-directory -s LUA=luajit all
 	@tests/bench/run
+
+# The README's set-up on a clean clone of HEAD in a debootstrap-minbase
+# Debian 12 container on a private Docker daemon (20-30 min).
+test-fresh:
+	@tools/test-fresh.sh
 
 lint:
 	@for f in $(LUA_SRC); do luajit -bl $$f >/dev/null || exit 1; done
