@@ -10,7 +10,9 @@
 --      + AWS_CONTAINER_AUTHORIZATION_TOKEN; the S3 endpoint from the config,
 --      e.g. AWS_ENDPOINT_URL_S3) and checks it (luabatch.runner.aws_batch.bundle);
 --   2. picks the strategy: an id, or "@array"/nil -> the index in
---      AWS_BATCH_JOB_ARRAY_INDEX (default 0) -> strategies[index + 1];
+--      AWS_BATCH_JOB_ARRAY_INDEX, else the ":N" suffix of AWS_BATCH_JOB_ID
+--      -> strategies[index + 1]; no index at all is strategy 0 of a one-
+--      strategy bundle, and an error (exit 2) when it has several;
 --   3. runs it with job.run_strategy on an engine environment (stage kinds
 --      as on the host), printing each stage's progress and output lines on
 --      stdout as they happen (they become CloudWatch log events).  The
@@ -119,16 +121,39 @@ local function register_secrets(getenv)
   end
 end
 
--- The combo to run -> combo | nil, msg
+-- The array index of this child -> index | nil (none given) | nil, msg:
+-- AWS_BATCH_JOB_ARRAY_INDEX, else the ":N" suffix of AWS_BATCH_JOB_ID
+-- (an array child's id is "<array job id>:<index>").
+local function array_index(getenv)
+  local raw = getenv("AWS_BATCH_JOB_ARRAY_INDEX")
+  local what = "AWS_BATCH_JOB_ARRAY_INDEX"
+  if raw == nil or raw == "" then
+    local id = getenv("AWS_BATCH_JOB_ID")
+    raw = id and id:match(":([^:]*)$")
+    if raw == nil then return nil end
+    what = "the index suffix of AWS_BATCH_JOB_ID"
+  end
+  local idx = tonumber(raw)
+  if idx == nil or idx < 0 or idx ~= floor(idx) or not raw:match("^%d+$") then
+    return nil, str_format("%s=%q is not an index", what, raw)
+  end
+  return idx
+end
+
+-- The combo to run -> combo | nil, msg.  "@array" (or none) without any
+-- index is strategy 0 only when the bundle has just one: with several,
+-- running one of them silently would lose the others.
 local function pick(t, sel, getenv)
   if sel == nil or sel == "" or sel == "@array" then
-    local raw = getenv("AWS_BATCH_JOB_ARRAY_INDEX")
-    local idx = 0
-    if raw ~= nil and raw ~= "" then
-      idx = tonumber(raw)
-      if idx == nil or idx < 0 or idx ~= floor(idx) then
-        return nil, str_format("AWS_BATCH_JOB_ARRAY_INDEX=%q is not an index", raw)
+    local idx, ierr = array_index(getenv)
+    if ierr then return nil, ierr end
+    if idx == nil then
+      if #t.strategies > 1 then
+        return nil, str_format("the bundle has %d strategies and no array index was given "
+          .. "(AWS_BATCH_JOB_ARRAY_INDEX and AWS_BATCH_JOB_ID without a ':N' suffix): "
+          .. "pass --strategy ID or run it as an array child", #t.strategies)
       end
+      idx = 0
     end
     return bundle.strategy(t, idx)
   end

@@ -272,7 +272,7 @@ describe("luabatch task #integration", function()
     assert.is_truthy(assert(get("runs/r1/work/" .. sid .. "/output.log")):find("failing now", 1, true))
   end)
 
-  it("picks the strategy from AWS_BATCH_JOB_ARRAY_INDEX (with @array or no option)", function()
+  it("picks the strategy from AWS_BATCH_JOB_ARRAY_INDEX or the :N of AWS_BATCH_JOB_ID; no index with several strategies is exit 2", function()
     local _, bt = upload(model, "work", "r2", { params = ctx.params, jobs = ctx.jobs })
     local u = url("runs/r2/work/bundle.json")
     local base = { AWS_ACCESS_KEY_ID = key, AWS_SECRET_ACCESS_KEY = secret }
@@ -283,9 +283,26 @@ describe("luabatch task #integration", function()
     assert.are.same({ "runs/r2/work/" .. bt.strategies[2].id .. "/output.log",
                       "runs/r2/work/" .. bt.strategies[2].id .. "/result.json",
                       "runs/r2/work/bundle.json" }, keys_under("runs/r2/"))
-    out, err, rc = task({ u }, base)   -- no index: 0
+    -- no AWS_BATCH_JOB_ARRAY_INDEX: the ":N" suffix of an array child's job id
+    local envid = { AWS_BATCH_JOB_ID = "4c1e-77aa:0" }
+    for k, v in pairs(base) do envid[k] = v end
+    out, err, rc = task({ u }, envid)
     assert.are.equal(0, rc, err .. out)
     assert.is_truthy(get("runs/r2/work/" .. bt.strategies[1].id .. "/result.json"))
+    envid.AWS_BATCH_JOB_ID = "4c1e-77aa:x1"
+    out, err, rc = task({ u }, envid)
+    assert.are.equal(2, rc, err .. out)
+    assert.is_truthy(err:find("AWS_BATCH_JOB_ID=\"x1\" is not an index", 1, true), err)
+    -- no index at all with two strategies: an error, nothing more uploaded
+    local before = keys_under("runs/r2/")
+    envid.AWS_BATCH_JOB_ID = "4c1e-77aa"
+    out, err, rc = task({ u }, envid)
+    assert.are.equal(2, rc, err .. out)
+    assert.is_truthy(err:find("the bundle has 2 strategies and no array index", 1, true), err)
+    assert.is_truthy(err:find(u, 1, true), err)
+    out, err, rc = task({ u, "--strategy", "@array" }, base)
+    assert.are.equal(2, rc, err .. out)
+    assert.are.same(before, keys_under("runs/r2/"))
     local env9 = { AWS_BATCH_JOB_ARRAY_INDEX = "9" }
     for k, v in pairs(base) do env9[k] = v end
     out, err, rc = task({ u, "--strategy", "@array" }, env9)

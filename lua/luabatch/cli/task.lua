@@ -26,7 +26,9 @@ the bundle's results prefix, and exit with its status.
 
 options:
   --strategy ID     the strategy id to run; "@array" (or no option) takes
-                    the index in AWS_BATCH_JOB_ARRAY_INDEX (default 0)
+                    the index in AWS_BATCH_JOB_ARRAY_INDEX, else the ":N"
+                    suffix of AWS_BATCH_JOB_ID (an array child's id); with
+                    neither, a bundle of several strategies is an error
   -h, --help        this text
 
 Credentials come from the default chain (in Batch: the job role through
