@@ -13,6 +13,7 @@
 #   make bench           benchmarks against the anchors
 #   make fuzz            libFuzzer targets, FUZZ_S seconds each (default 60), ASan+UBSan
 #   make test-fresh      make run + make test on a clean clone in a minimal Debian 12 container
+#   make image           the task image (examples/container/Dockerfile) as IMAGE (luabatch:latest)
 #   make install         install into PREFIX (default /usr/local)
 
 LUA        ?= lua5.4
@@ -139,6 +140,16 @@ test-fresh:
 lint:
 	@for f in $(LUA_SRC); do luajit -bl $$f >/dev/null || exit 1; done
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --suppress=missingIncludeSystem -Isrc src
+
+# The image every Batch job (and the docker runner) runs, built from the
+# Dockerfile as written; offline, its base comes from debootstrap (see
+# tools/image.sh); a private dockerd under build/docker when DOCKER_HOST
+# does not answer.
+IMAGE      ?= luabatch:latest
+.PHONY: image
+image:
+	@tools/deps.sh image
+	@tools/image.sh $(IMAGE)
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/luabatch $(DESTDIR)$(LUADIR)

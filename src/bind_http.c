@@ -19,7 +19,8 @@
  *        (return false to stop: ECANCELED),
  *   on_progress = function(dlnow, dltotal, ulnow, ultotal) (false stops),
  *   connect_timeout = 10, timeout = none, read_timeout = 60 (seconds),
- *   verify = true, ca_bundle = path (default: $AWS_CA_BUNDLE; false = none) }
+ *   verify = true, ca_bundle = path (default: $AWS_CA_BUNDLE; false = none),
+ *   unix_socket = path (connect there, not to the URL's host: Docker) }
  * resp = { status, headers = { [lowercase name] = value (repeats joined by
  *   ", ") }, header_list = { {"Name","value"}, ... }, body = string (memory
  *   sink; with output_file/on_data only for a non-2xx status, whose body
@@ -295,6 +296,7 @@ static void parse_request(lua_State *L, call *k, size_t i, int t, int argn, int 
         lua_pop(L, 1);
         r->ca_bundle = opt_string(L, &p, "ca_bundle", 0, NULL);
     }
+    r->unix_socket = opt_string(L, &p, "unix_socket", 0, NULL);
     r->cancel = &k->cancel;
 }
 

@@ -114,6 +114,9 @@ typedef struct lb_http_request {
                                        0 = libcurl's default (16 KiB) */
     long send_buffer_size;          /* bytes per body read (CURLOPT_UPLOAD_
                                        BUFFERSIZE); 0 = default (64 KiB) */
+    const char *unix_socket;        /* connect to this unix socket instead
+                                       of the URL's host (the Docker Engine
+                                       API); no proxy then; NULL = TCP */
 } lb_http_request;
 
 /* A response; zero-initialised by the perform calls, owned by the caller,

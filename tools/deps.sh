@@ -5,18 +5,22 @@
 # LuaJIT comes as OpenResty's fork (luajit2), the one nginx's lua module
 # needs; it replaces Debian's plain luajit (same headers, same `luajit`).
 set -e
-# tools/deps.sh [run|test]: "run" installs what building and running need
-# (make run); "test" (the default) adds the test and benchmark stack: LuaJIT,
-# busted, Ceph RGW, nginx, valgrind, clang, awscli, boto3 (~1.5 GB).
+# tools/deps.sh [run|image|test]: "run" installs what building and running need
+# (make run); "image" adds Docker (Debian's engine and CLI) and debootstrap,
+# what `make image` needs; "test" (the default) adds those and the test and
+# benchmark stack: LuaJIT, busted, Ceph RGW, nginx, valgrind, clang, awscli,
+# boto3 (~1.7 GB).
 RUN_PKGS="build-essential pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev
 libyaml-dev libexpat1-dev lua-cjson lua-cjson-dev libedit-dev python3 ca-certificates"
 TEST_PKGS="luajit2 libluajit2-5.1-dev lua-busted luarocks python3-botocore python3-boto3 awscli curl
 valgrind libclang-rt-14-dev clang openssl ceph-mon ceph-osd radosgw time
 nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache wrk procps"
+IMAGE_PKGS="docker.io debootstrap"
 case "${1:-test}" in
   run) PKGS="$RUN_PKGS" ;;
-  test) PKGS="$RUN_PKGS $TEST_PKGS" ;;
-  *) echo "usage: tools/deps.sh [run|test]" >&2; exit 2 ;;
+  image) PKGS="$RUN_PKGS $IMAGE_PKGS" ;;
+  test) PKGS="$RUN_PKGS $IMAGE_PKGS $TEST_PKGS" ;;
+  *) echo "usage: tools/deps.sh [run|image|test]" >&2; exit 2 ;;
 esac
 missing=""
 for p in $PKGS; do

@@ -107,6 +107,45 @@ describe("luabatch.transport.curl #unit", function()
       end)
     end)
 
+    it("connects through unix_socket instead of the URL's host; a pooled handle forgets it", function()
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert(core.mkdir(dir, 448))
+      local sock = dir .. "/api.sock"
+      local py = "import sys, socketserver, http.server\n"
+        .. "class H(http.server.BaseHTTPRequestHandler):\n"
+        .. "    def do_GET(self):\n"
+        .. "        b = ('unix ' + self.path + ' ' + self.headers.get('Host', '')).encode()\n"
+        .. "        self.send_response(200); self.send_header('Content-Length', str(len(b)))\n"
+        .. "        self.end_headers(); self.wfile.write(b)\n"
+        .. "    def log_message(self, *a): pass\n"
+        .. "    def address_string(self): return 'unix'\n"
+        .. "s = socketserver.UnixStreamServer(sys.argv[1], H); print('ready', flush=True); s.serve_forever()\n"
+      local f = assert(io.open(dir .. "/srv.py", "w"))
+      f:write(py)
+      f:close()
+      local srv = assert(io.popen("echo $$; exec /usr/bin/python3 " .. dir .. "/srv.py " .. sock))
+      local spid = assert(tonumber(srv:read("*l")))
+      assert.are.equal("ready", srv:read("*l"))
+      local t = curl.new()
+      local ok, err = pcall(function()
+        local resp = assert(t:request({ url = "http://docker/v1.41/containers/json?all=1", unix_socket = sock }))
+        assert.are.equal(200, resp.status)
+        assert.are.equal("unix /v1.41/containers/json?all=1 docker", resp.body)
+        -- the same pool, TCP again: the socket path is not left on the handle
+        resp = assert(t:request({ url = url("/bytes/10") }))
+        assert.are.equal(pattern(0, 10), resp.body)
+        local r2, msg, code = t:request({ url = "http://docker/_ping", unix_socket = dir .. "/none.sock" })
+        assert.is_nil(r2)
+        assert.are.equal("ECONNECT", code, msg)
+      end)
+      t:close()
+      os.execute("kill " .. spid)
+      srv:close()
+      os.execute("rm -rf " .. dir)
+      assert(ok, err)
+    end)
+
     it("writes a download into a file at an offset", function()
       local path = os.tmpname()
       finally(function() os.remove(path) end)

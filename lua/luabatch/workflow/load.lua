@@ -560,7 +560,11 @@ end
 -- otherwise TARGET is a workflow name searched in opts.conf.
 function _M.resolve(target, opts)
   opts = opts or {}
-  local f = io.open(target, "r")
+  local st = core.stat(target)
+  -- anything there but a directory is meant as a file: load.file refuses a
+  -- device or FIFO without opening it for long (a FIFO's open must not block)
+  if st and st.type ~= "directory" and st.type ~= "link" then return _M.file(target, opts) end
+  local f = st and io.open(target, "r")   -- a symlink: follow it
   if f then
     local got, err = f:read(1)
     f:close()
