@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <yaml.h>
@@ -114,8 +115,10 @@ typedef struct builder {
     frame *stack;
     size_t depth, stack_cap;
     htab anchors;            /* name (owned, lb_strdup) -> node */
-    size_t max_nodes;
+    size_t max_nodes, max_written;
     size_t nreal;            /* nodes parsed so far (aliases not counted) */
+    size_t max_bytes;
+    size_t breal;            /* scalar bytes parsed so far (aliases not counted) */
     int max_depth;
     char *err;
 } builder;
@@ -167,6 +170,7 @@ static lb_yaml_node *new_node(builder *b, int type, const char *tag, const char 
     n->line = (int)mark->line + 1;
     n->col = (int)mark->column + 1;
     n->weight_ = 1;
+    n->bytes_ = text ? len : 0;
     n->height_ = 1;
     if (tag) { memcpy(p, tag, tl); n->tag = p; p += tl; }
     if (text) {
@@ -178,6 +182,7 @@ static lb_yaml_node *new_node(builder *b, int type, const char *tag, const char 
     n->next_ = b->doc->nodes;
     b->doc->nodes = n;
     b->nreal++;
+    b->breal += n->bytes_;
     return n;
 }
 
@@ -269,6 +274,9 @@ static int limit_check(builder *b, lb_yaml_node *n, const yaml_mark_t *m) {
     if (n->weight_ > b->max_nodes + b->nreal)
         return fail_at(b, (int)m->line + 1, (int)m->column + 1,
                        "aliases expand to more than %zu extra nodes", b->max_nodes);
+    if (n->bytes_ > b->max_bytes + b->breal)
+        return fail_at(b, (int)m->line + 1, (int)m->column + 1,
+                       "text added by aliases exceeds the limit of %zu bytes", b->max_bytes);
     if (n->height_ > b->max_depth)
         return fail_at(b, (int)m->line + 1, (int)m->column + 1,
                        "nesting deeper than %d levels after alias expansion", b->max_depth);
@@ -296,6 +304,7 @@ static int add_node(builder *b, lb_yaml_node *n, const yaml_mark_t *m) {
     p->n = p->type == LB_YAML_MAP ? f->nk / 2 : f->nk;
     if (p->type == LB_YAML_SEQ) {   /* mappings are measured when they close */
         p->weight_ += n->weight_;
+        p->bytes_ += n->bytes_;
         if (n->height_ + 1 > p->height_) p->height_ = n->height_ + 1;
         return limit_check(b, p, m);
     }
@@ -446,6 +455,7 @@ static int finish_map(builder *b, lb_yaml_node *m, const yaml_mark_t *mark) {
     }
     for (i = 0; i < 2 * m->n; i++) {
         m->weight_ += m->kids[i]->weight_;
+        m->bytes_ += m->kids[i]->bytes_;
         if (m->kids[i]->height_ + 1 > m->height_) m->height_ = m->kids[i]->height_ + 1;
         if ((rc = limit_check(b, m, mark)) != LB_OK) goto done;
     }
@@ -481,6 +491,10 @@ static int on_event(builder *b, const yaml_event_t *ev, int *ndocs, int *done) {
     hent *e;
     int rc;
     char t[64];
+    if ((ev->type == YAML_SCALAR_EVENT || ev->type == YAML_SEQUENCE_START_EVENT ||
+         ev->type == YAML_MAPPING_START_EVENT) && b->nreal >= b->max_written)
+        return fail_at(b, (int)ev->start_mark.line + 1, (int)ev->start_mark.column + 1,
+                       "node count exceeds the limit of %zu nodes", b->max_written);
     switch (ev->type) {
     case YAML_DOCUMENT_START_EVENT:
         if (++*ndocs > 1)
@@ -521,6 +535,10 @@ static int on_event(builder *b, const yaml_event_t *ev, int *ndocs, int *done) {
     }
 }
 
+static size_t max_input(const lb_yaml_limits *lim) {
+    return lim && lim->max_input ? lim->max_input : (size_t)LB_YAML_MAX_INPUT;
+}
+
 int lb_yaml_load(const char *data, size_t len, const char *name, const lb_yaml_limits *lim,
                  lb_yaml_doc **out, char *err) {
     builder b;
@@ -536,6 +554,11 @@ int lb_yaml_load(const char *data, size_t len, const char *name, const lb_yaml_l
     b.err = err;
     b.max_nodes = lim && lim->max_nodes ? lim->max_nodes : LB_YAML_MAX_NODES;
     b.max_depth = lim && lim->max_depth > 0 ? lim->max_depth : LB_YAML_MAX_DEPTH;
+    b.max_bytes = lim && lim->max_bytes ? lim->max_bytes : LB_YAML_MAX_BYTES;
+    b.max_written = lim && lim->max_written ? lim->max_written : LB_YAML_MAX_NODES;
+    if (len > max_input(lim))
+        return lb_err_set(err, LB_EINVAL, "%s: %zu bytes exceeds the limit of %zu bytes for YAML",
+                          b.name, len, max_input(lim));
     if (!(b.doc = lb_calloc(1, sizeof *b.doc))) return oom(&b);
     if (!yaml_parser_initialize(&parser)) { lb_free(b.doc); return oom(&b); }
     yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
@@ -558,37 +581,55 @@ int lb_yaml_load(const char *data, size_t len, const char *name, const lb_yaml_l
     return LB_OK;
 }
 
-int lb_yaml_load_file(const char *path, const lb_yaml_limits *lim, lb_yaml_doc **out, char *err) {
-    char *data = NULL, *p;
-    size_t len = 0, cap = 0;
-    int fd, rc;
-    *out = NULL;
-    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+/* Read a regular file of at most `cap` bytes into *data (NUL-terminated). */
+static int read_regular(const char *path, size_t cap, char **data, size_t *len, char *err) {
+    struct stat st;
+    size_t have = 0, room = 0;
+    char *p;
+    int fd, rc = LB_OK;
+    *data = NULL;
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer */
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0)
         return lb_err_set(err, LB_EIO, "open '%s': %s", path, strerror(errno));
-    for (;;) {
-        ssize_t r;
-        if (cap - len < 4096) {
-            size_t nc = cap ? cap * 2 : 16384;
-            if (!(p = lb_realloc(data, nc))) {
-                close(fd);
-                lb_free(data);
-                return lb_err_set(err, LB_ENOMEM, "%s: out of memory", path);
-            }
-            data = p;
-            cap = nc;
-        }
-        r = read(fd, data + len, cap - len);
+    if (fstat(fd, &st) != 0) {
+        rc = lb_err_set(err, LB_EIO, "stat '%s': %s", path, strerror(errno));
+    } else if (!S_ISREG(st.st_mode)) {
+        rc = lb_err_set(err, LB_EINVAL, "%s: not a regular file (a %s cannot be read as YAML)", path,
+                        S_ISDIR(st.st_mode) ? "directory" : S_ISFIFO(st.st_mode) ? "FIFO"
+                        : S_ISSOCK(st.st_mode) ? "socket" : "device");
+    } else if ((unsigned long long)st.st_size > cap) {
+        rc = lb_err_set(err, LB_EINVAL, "%s: %lld bytes exceeds the limit of %zu bytes for YAML",
+                        path, (long long)st.st_size, cap);
+    } else if (!(*data = lb_malloc((room = (size_t)st.st_size + 1) + 1))) {
+        rc = lb_err_set(err, LB_ENOMEM, "%s: out of memory", path);
+    }
+    while (rc == LB_OK) {   /* read one byte past the size seen: a growing file is caught */
+        ssize_t r = read(fd, *data + have, room - have);
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            rc = lb_err_set(err, LB_EIO, "read '%s': %s", path, strerror(errno));
-            close(fd);
-            lb_free(data);
-            return rc;
+        if (r < 0) rc = lb_err_set(err, LB_EIO, "read '%s': %s", path, strerror(errno));
+        else if (r == 0) break;
+        else if ((have += (size_t)r) > cap) {
+            rc = lb_err_set(err, LB_EINVAL, "%s: more than %zu bytes exceeds the limit for YAML", path, cap);
+        } else if (have == room) {   /* grew since fstat: read on, up to the cap */
+            room = room * 2 < cap + 1 ? room * 2 : cap + 1;
+            if (room == have) room++;
+            if (!(p = lb_realloc(*data, room + 1))) rc = lb_err_set(err, LB_ENOMEM, "%s: out of memory", path);
+            else *data = p;
         }
-        if (r == 0) break;
-        len += (size_t)r;
     }
     close(fd);
+    if (rc != LB_OK) { lb_free(*data); *data = NULL; return rc; }
+    (*data)[have] = '\0';
+    *len = have;
+    return LB_OK;
+}
+
+int lb_yaml_load_file(const char *path, const lb_yaml_limits *lim, lb_yaml_doc **out, char *err) {
+    char *data;
+    size_t len = 0;
+    int rc;
+    *out = NULL;
+    if ((rc = read_regular(path, max_input(lim), &data, &len, err)) != LB_OK) return rc;
     rc = lb_yaml_load(data, len, path, lim, out, err);
     lb_free(data);
     return rc;

@@ -22,9 +22,12 @@
  * Anchors/aliases: an alias shares the anchored node (the tree is a DAG; a
  * consumer that copies must expect the same node more than once).  What
  * aliases add to the expanded size (every alias counted as a full copy) is
- * capped (max_nodes: expanded nodes <= parsed nodes + max_nodes), as is
- * the expanded nesting depth (max_depth), so a consumer that copies does
- * work bounded by the input size plus max_nodes.
+ * capped in nodes (max_nodes: expanded nodes <= parsed nodes + max_nodes)
+ * and in scalar bytes (max_bytes: expanded text <= parsed text +
+ * max_bytes), as is the expanded nesting depth (max_depth), so a consumer
+ * that copies does work and allocation bounded by the input size plus
+ * those caps.  The input itself is capped too: max_input bytes, and at
+ * most max_written nodes as written.
  * Merge keys `<<` (plain, untagged or !!merge) take a mapping or a sequence
  * of mappings: explicit keys win over merged ones and earlier merged
  * mappings win over later ones (YAML 1.1).  Merged pairs are placed where
@@ -62,6 +65,8 @@ enum {                   /* scalar style as written */
 
 #define LB_YAML_MAX_NODES 1000000   /* default cap on nodes added by alias expansion */
 #define LB_YAML_MAX_DEPTH 512       /* default cap on the expanded depth */
+#define LB_YAML_MAX_BYTES (64u << 20)  /* default cap on scalar bytes added by aliases */
+#define LB_YAML_MAX_INPUT (16u << 20)  /* default cap on the input (a file's size) */
 
 typedef struct lb_yaml_node lb_yaml_node;
 struct lb_yaml_node {
@@ -80,6 +85,7 @@ struct lb_yaml_node {
     lb_yaml_node **kids;     /* SEQ: kids[0..n-1]; MAP: key kids[2i], value kids[2i+1] */
     /* private to lb_yaml.c */
     size_t weight_;          /* expanded node count of this subtree */
+    size_t bytes_;           /* expanded scalar bytes of this subtree */
     int height_;             /* expanded depth of this subtree */
     int open_;               /* container still being built */
     lb_yaml_node *next_;     /* allocation list of the document */
@@ -90,19 +96,25 @@ typedef struct lb_yaml_doc lb_yaml_doc;   /* owns every node */
 typedef struct lb_yaml_limits {
     size_t max_nodes;        /* extra nodes aliases may add; 0: LB_YAML_MAX_NODES */
     int max_depth;           /* 0: LB_YAML_MAX_DEPTH */
+    size_t max_bytes;        /* extra scalar bytes aliases may add; 0: LB_YAML_MAX_BYTES */
+    size_t max_input;        /* input bytes; 0: LB_YAML_MAX_INPUT */
+    size_t max_written;      /* nodes as written; 0: LB_YAML_MAX_NODES */
 } lb_yaml_limits;
 
 /* Parse len bytes of YAML.  `name` (file or chunk name, NULL = "yaml")
  * prefixes error messages; `lim` may be NULL.  On LB_OK *out receives a
  * document the caller frees with lb_yaml_free.  Returns LB_EPARSE (syntax,
  * unknown/recursive alias, bad merge, duplicate or non-scalar key, bad tag
- * value, second document, limits exceeded) or LB_ENOMEM; *out is then
+ * value, second document, a limit exceeded) or LB_ENOMEM; *out is then
  * NULL, err is filled and nothing is leaked.  `data` is not kept. */
 int lb_yaml_load(const char *data, size_t len, const char *name,
                  const lb_yaml_limits *lim, lb_yaml_doc **out, char *err);
 
 /* Read the file at `path` and lb_yaml_load it with name = path.  An
- * unreadable file is LB_EIO ("open 'path': <strerror>"). */
+ * unreadable file is LB_EIO ("open 'path': <strerror>"); anything but a
+ * regular file (a device, FIFO, socket, directory: opened without blocking,
+ * never read) and a file over max_input bytes are LB_EINVAL
+ * ("path: not a regular file ...", "path: N bytes exceeds ..."). */
 int lb_yaml_load_file(const char *path, const lb_yaml_limits *lim,
                       lb_yaml_doc **out, char *err);
 

@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "lb_alloc.h"
 #include "lb_buf.h"
@@ -264,7 +266,7 @@ static void test_limits(void) {
     lb_buf b = {0};
     int i, j;
     lb_yaml_doc *doc = NULL;
-    lb_yaml_limits lim = {1000, 8};
+    lb_yaml_limits lim = {1000, 8, 0, 0, 0};
     lb_buf_puts(&b, "l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n");
     for (i = 1; i < 10; i++) {
         lb_buf_printf(&b, "l%d: &l%d [", i, i);
@@ -284,10 +286,10 @@ static void test_limits(void) {
     lb_buf_free(&b);
     /* small explicit limits */
     /* each alias of a adds 5 nodes: 15 extra pass a budget of 10 (found when the root closes) */
-    CHECK(lb_yaml_load("a: &a [1, 2, 3, 4]\nb: [*a, *a, *a]\n", 34, "t", &(lb_yaml_limits){10, 0}, &doc, err)
+    CHECK(lb_yaml_load("a: &a [1, 2, 3, 4]\nb: [*a, *a, *a]\n", 34, "t", &(lb_yaml_limits){10, 0, 0, 0, 0}, &doc, err)
           == LB_EPARSE);
     CHECK_STR("t:3:1: aliases expand to more than 10 extra nodes", err);
-    CHECK(lb_yaml_load("a: &a [1, 2, 3, 4]\nb: [*a, *a, *a]\n", 34, "t", &(lb_yaml_limits){15, 0}, &doc, err)
+    CHECK(lb_yaml_load("a: &a [1, 2, 3, 4]\nb: [*a, *a, *a]\n", 34, "t", &(lb_yaml_limits){15, 0, 0, 0, 0}, &doc, err)
           == LB_OK);
     lb_yaml_free(doc);
     {   /* a big document without aliases is not capped */
@@ -295,7 +297,7 @@ static void test_limits(void) {
         lb_buf_puts(&big, "[");
         for (i = 0; i < 3000; i++) lb_buf_puts(&big, "1, ");
         lb_buf_puts(&big, "1]");
-        CHECK(lb_yaml_load(big.data, big.len, "t", &(lb_yaml_limits){10, 0}, &doc, err) == LB_OK);
+        CHECK(lb_yaml_load(big.data, big.len, "t", &(lb_yaml_limits){10, 0, 0, 0, 0}, &doc, err) == LB_OK);
         lb_yaml_free(doc);
         lb_buf_free(&big);
     }
@@ -322,13 +324,63 @@ static void test_limits(void) {
     lb_buf_free(&b);
 }
 
+/* What the input may hold: bytes, nodes as written, text added by aliases;
+ * a file must be a regular file. */
+static void test_input_limits(void) {
+    lb_buf b = {0};
+    lb_yaml_doc *doc = NULL;
+    int i, j, fd;
+    char path[] = "/tmp/lb_test_yaml_XXXXXX";
+    FILE *f;
+    /* a 1 KiB string aliased ten times per level: few nodes, many bytes */
+    lb_buf_puts(&b, "a0: &a0 \"");
+    for (i = 0; i < 1024; i++) lb_buf_putc(&b, 'x');
+    lb_buf_puts(&b, "\"\n");
+    for (i = 1; i < 7; i++) {
+        lb_buf_printf(&b, "a%d: &a%d [", i, i);
+        for (j = 0; j < 10; j++) lb_buf_printf(&b, "%s*a%d", j ? ", " : "", i - 1);
+        lb_buf_puts(&b, "]\n");
+    }
+    CHECK(lb_yaml_load(b.data, b.len, "laughs.yml", NULL, &doc, err) == LB_EPARSE && !doc);
+    CHECK(strstr(err, "laughs.yml:6:") == err);
+    CHECK(strstr(err, "text added by aliases exceeds the limit of 67108864 bytes") != NULL);
+    CHECK(lb_yaml_load(b.data, b.len, "t", &(lb_yaml_limits){0, 0, 2000, 0, 0}, &doc, err) == LB_EPARSE);
+    CHECK_STR("t:2:20: text added by aliases exceeds the limit of 2000 bytes", err);
+    lb_buf_free(&b);
+    /* nodes as written */
+    CHECK(lb_yaml_load("[1, 2, 3]", 9, "t", &(lb_yaml_limits){0, 0, 0, 0, 4}, &doc, err) == LB_OK);
+    lb_yaml_free(doc);
+    CHECK(lb_yaml_load("[1, 2, 3, 4]", 12, "t", &(lb_yaml_limits){0, 0, 0, 0, 4}, &doc, err) == LB_EPARSE);
+    CHECK_STR("t:1:11: node count exceeds the limit of 4 nodes", err);
+    /* input bytes, in memory and in a file */
+    CHECK(lb_yaml_load("[1, 2, 3]", 9, "t", &(lb_yaml_limits){0, 0, 0, 8, 0}, &doc, err) == LB_EINVAL);
+    CHECK_STR("t: 9 bytes exceeds the limit of 8 bytes for YAML", err);
+    CHECK((fd = mkstemp(path)) >= 0 && (f = fdopen(fd, "w")) != NULL);
+    fputs("[1, 2, 3]", f);
+    fclose(f);
+    CHECK(lb_yaml_load_file(path, &(lb_yaml_limits){0, 0, 0, 8, 0}, &doc, err) == LB_EINVAL && !doc);
+    CHECK(strstr(err, ": 9 bytes exceeds the limit of 8 bytes for YAML") != NULL);
+    CHECK(lb_yaml_load_file(path, &(lb_yaml_limits){0, 0, 0, 9, 0}, &doc, err) == LB_OK);
+    lb_yaml_free(doc);
+    unlink(path);
+    /* a device is refused before a byte is read (and a FIFO without blocking) */
+    CHECK(lb_yaml_load_file("/dev/zero", NULL, &doc, err) == LB_EINVAL && !doc);
+    CHECK_STR("/dev/zero: not a regular file (a device cannot be read as YAML)", err);
+    strcpy(path, "/tmp/lb_test_yaml_XXXXXX");
+    CHECK((fd = mkstemp(path)) >= 0 && close(fd) == 0 && unlink(path) == 0 && mkfifo(path, 0600) == 0);
+    CHECK(lb_yaml_load_file(path, NULL, &doc, err) == LB_EINVAL && !doc);
+    CHECK(strstr(err, ": not a regular file (a FIFO cannot be read as YAML)") != NULL);
+    unlink(path);
+}
+
 static void test_files(void) {
     lb_yaml_doc *doc = NULL;
     const lb_yaml_node *wf, *jobs, *ex, *tr, *p;
     CHECK(lb_yaml_load_file("tests/fixtures/yaml/no-such.yml", NULL, &doc, err) == LB_EIO);
     CHECK(doc == NULL);
     CHECK_STR("open 'tests/fixtures/yaml/no-such.yml': No such file or directory", err);
-    CHECK(lb_yaml_load_file("tests/fixtures/yaml", NULL, &doc, err) == LB_EIO);   /* a directory */
+    CHECK(lb_yaml_load_file("tests/fixtures/yaml", NULL, &doc, err) == LB_EINVAL);   /* a directory */
+    CHECK_STR("tests/fixtures/yaml: not a regular file (a directory cannot be read as YAML)", err);
     CHECK(lb_yaml_load_file("tests/fixtures/yaml/workflow.yml", NULL, &doc, err) == LB_OK);
     if (!doc) { fprintf(stderr, "%s\n", err); return; }
     wf = lb_yaml_get(lb_yaml_root(doc), "wf-etl");
@@ -408,6 +460,7 @@ int main(void) {
     test_anchors_and_merge();
     test_errors();
     test_limits();
+    test_input_limits();
     test_files();
     test_alloc_failures();
     CHECK(lb_alloc_live() == 0);

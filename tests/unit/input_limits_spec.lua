@@ -1,0 +1,95 @@
+-- Every workflow input is bounded: `luabatch run` refuses a device, a FIFO,
+-- an oversized file, too many nodes and an alias "billion laughs" counted in
+-- bytes, each with exit 2 and a message naming the file, before memory goes
+-- (peak RSS of the child measured with /usr/bin/time, bound generous).
+
+local ROOT = os.getenv("ROOT") or os.getenv("PWD") or "."
+local EXE = ROOT .. "/build/lua5.4/bin/luabatch"   -- the executable embeds Lua 5.4
+local RSS_BOUND_KB = 300 * 1024
+
+-- Run argv words (already shell-quoted) with a hard timeout; return rc,
+-- stderr, peak RSS in KB.
+local function run(args)
+  local errf, timef = os.tmpname(), os.tmpname()
+  local p = io.popen(("timeout -s KILL 60 /usr/bin/time -o %s -f %%M %s %s >/dev/null 2>%s; echo $?")
+    :format(timef, EXE, args, errf))
+  local rc = tonumber(p:read("a"):match("(%d+)%s*$"))
+  p:close()
+  local f = io.open(errf); local err = f:read("a"); f:close()
+  f = io.open(timef); local t = f:read("a"); f:close()
+  os.remove(errf); os.remove(timef)
+  return rc, err, tonumber(t:match("(%d+)%s*$"))
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+-- A 1 KiB string anchored once, then `levels` lists of `fan` aliases of the
+-- level below: few nodes, fan^levels KiB of text once expanded.
+local function laughs(levels, fan)
+  local out = { "a0: &a0 \"" .. ("x"):rep(1024) .. "\"" }
+  for i = 1, levels do
+    local refs = {}
+    for j = 1, fan do refs[j] = "*a" .. (i - 1) end
+    out[#out + 1] = ("a%d: &a%d [%s]"):format(i, i, table.concat(refs, ", "))
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+describe("workflow input limits", function()
+  local tmp
+  before_each(function() tmp = os.tmpname() end)
+  after_each(function() os.remove(tmp) end)
+
+  it("refuses a device without reading it", function()
+    local rc, err, rss = run("run /dev/urandom")
+    assert.are.equal(2, rc)
+    assert.matches("luabatch run: /dev/urandom: not a regular file %(a device", err)
+    assert.is_true(rss < RSS_BOUND_KB, "peak RSS " .. rss .. " KB")
+  end)
+
+  it("refuses a FIFO without waiting for a writer", function()
+    os.remove(tmp)
+    local ok = os.execute("mkfifo " .. tmp)
+    assert.is_true(ok == true or ok == 0)
+    local rc, err = run("run " .. tmp)
+    assert.are.equal(2, rc)
+    assert.matches(tmp:gsub("%p", "%%%0") .. ": not a regular file %(a FIFO", err)
+  end)
+
+  it("refuses a file over 16 MiB", function()
+    write(tmp, "a: 1\n" .. ("#" .. ("x"):rep(1023) .. "\n"):rep(16 * 1024))
+    local rc, err, rss = run("run " .. tmp)
+    assert.are.equal(2, rc)
+    assert.matches(": 16793605 bytes exceeds the limit of 16777216 bytes for YAML", err, 1, true)
+    assert.is_true(rss < RSS_BOUND_KB, "peak RSS " .. rss .. " KB")
+  end)
+
+  it("refuses more than a million nodes as written", function()
+    write(tmp, "x: [" .. ("0,"):rep(1000001) .. "0]\n")
+    local rc, err, rss = run("run " .. tmp)
+    assert.are.equal(2, rc)
+    assert.matches("node count exceeds the limit of 1000000 nodes", err, 1, true)
+    assert.is_true(rss < RSS_BOUND_KB, "peak RSS " .. rss .. " KB")
+  end)
+
+  it("counts the bytes aliases expand to, not only their nodes", function()
+    for _, case in ipairs({ { 6, 10 }, { 4, 64 } }) do   -- 4.5 KB and 66 KB of YAML
+      write(tmp, laughs(case[1], case[2]))
+      local rc, err, rss = run("run " .. tmp)
+      assert.are.equal(2, rc)
+      assert.matches(tmp:gsub("%p", "%%%0") .. ":%d+:%d+: text added by aliases exceeds the limit of 67108864 bytes", err)
+      assert.is_true(rss < RSS_BOUND_KB, "peak RSS " .. rss .. " KB")
+    end
+  end)
+
+  it("loads a file with aliases under the limits", function()
+    write(tmp, laughs(3, 10) .. "type: Workflow\njobs: {j: {stages: [{name: s, echo: hi}]}}\n")
+    local rc, err = run("run " .. tmp .. " --job nosuch")   -- loaded, then nothing run
+    assert.are.equal(2, rc)
+    assert.matches(": no job 'nosuch' %(jobs: j%)", err)
+  end)
+end)
