@@ -9,7 +9,8 @@
  *     evaluation), a hook that raises "interrupted!" at the next Lua
  *     instruction -- the handler never touches the state otherwise;
  *   - line editing for the REPL (libedit, BSD licence), exposed to Lua as the
- *     preloaded module `luabatch.lineedit`. */
+ *     preloaded module `luabatch.lineedit`, with Tab completion asking a
+ *     Lua function (luabatch.repl.complete) for its candidates. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -69,6 +70,84 @@ static void set_sigint(void) {
 
 /* --- luabatch.lineedit: the REPL's terminal I/O ------------------------- */
 
+/* Tab completion: readline calls complete_word() with the word before the
+ * cursor; it asks the Lua completer (set_completer(fn), kept in the registry
+ * under COMPLETER_KEY) for its candidates -- fn(word) -> { "full.word", ... }
+ * -- and hands them to readline through rl_completion_matches().  Lua runs
+ * inside le_readline's call (readline_L), protected: an error means no
+ * candidates.  No filename completion, and no space after a match (a field
+ * is usually followed by "." or "("). */
+static const char COMPLETER_KEY[] = "luabatch.lineedit.completer";
+static lua_State *readline_L;        /* the state inside readline(), or NULL */
+static char **candidates;            /* the completer's answer, NULL-ended */
+static size_t next_candidate;
+
+static void free_candidates(void) {
+    size_t i;
+    for (i = 0; candidates && candidates[i]; i++) free(candidates[i]);
+    free(candidates);
+    candidates = NULL;
+}
+
+/* Ask the Lua completer for the candidates of `word` into `candidates`. */
+static void fetch_candidates(lua_State *L, const char *word) {
+    int top = lua_gettop(L);
+    size_t n, i, k = 0;
+    free_candidates();
+    lua_getfield(L, LUA_REGISTRYINDEX, COMPLETER_KEY);
+    lua_pushstring(L, word);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_istable(L, -1)) goto done;
+    n = (size_t)lua_rawlen(L, -1);
+    candidates = calloc(n + 1, sizeof *candidates);
+    if (!candidates) goto done;
+    for (i = 1; i <= n; i++) {
+        const char *c;
+        lua_rawgeti(L, -1, (lua_Integer)i);
+        c = lua_tostring(L, -1);
+        if (c && (candidates[k] = strdup(c)) != NULL) k++;
+        lua_pop(L, 1);
+    }
+done:
+    lua_settop(L, top);
+}
+
+/* rl_compentry_func_t: the next candidate (malloc'ed) or NULL. */
+static char *next_match(const char *word, int state) {
+    (void)word;
+    if (state == 0) next_candidate = 0;
+    if (!candidates || !candidates[next_candidate]) return NULL;
+    return strdup(candidates[next_candidate++]);
+}
+
+static char **complete_word(const char *word, int start, int end) {
+    char **matches = NULL;
+    (void)start; (void)end;
+    rl_attempted_completion_over = 1;      /* never fall back to file names */
+    rl_completion_append_character = '\0';
+    if (!readline_L) return NULL;
+    lua_getfield(readline_L, LUA_REGISTRYINDEX, COMPLETER_KEY);
+    if (lua_isfunction(readline_L, -1)) {
+        lua_pop(readline_L, 1);
+        fetch_candidates(readline_L, word);
+        if (candidates && candidates[0]) matches = rl_completion_matches(word, next_match);
+        free_candidates();
+    } else {
+        lua_pop(readline_L, 1);
+    }
+    return matches;
+}
+
+/* set_completer(fn | nil): fn(word) -> array of candidates for word. */
+static int le_set_completer(lua_State *L) {
+    if (!lua_isnoneornil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_settop(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, COMPLETER_KEY);
+    static char breaks[] = " \t\n\"\\'`@$><=;|&{(,[]+-*/%^~#";
+    rl_completer_word_break_characters = breaks;  /* "." and ":" stay in a word */
+    rl_attempted_completion_function = complete_word;
+    return 0;
+}
+
 /* readline(prompt) -> line | nil (end of input) | false (Ctrl-C) */
 static int le_readline(lua_State *L) {
     const char *prompt = luaL_optstring(L, 1, "> ");
@@ -76,7 +155,9 @@ static int le_readline(lua_State *L) {
     sig_atomic_t mode = raise_in_lua;
     lb_intr_clear();
     raise_in_lua = 0;   /* Ctrl-C here ends readline() with EINTR, no hook */
+    readline_L = L;
     line = readline(prompt);
+    readline_L = NULL;
     raise_in_lua = mode;
     if (!line) {
         if (lb_intr_pending()) {
@@ -176,6 +257,7 @@ static const luaL_Reg lineedit_funcs[] = {
     {"term_width", le_term_width},
     {"ensure_dir", le_ensure_dir},
     {"interrupt_mode", le_interrupt_mode},
+    {"set_completer", le_set_completer},
     {NULL, NULL},
 };
 
@@ -268,5 +350,13 @@ int main(int argc, char **argv) {
         code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 0;
     }
     lua_close(L);
+    /* What Lua left in stdout's buffer: a failed flush (a full disk, a
+     * closed pipe) is a failed command, never a silent truncation. */
+    errno = 0;
+    if ((fflush(stdout) != 0 || ferror(stdout)) && code == 0) {
+        int e = errno ? errno : EIO;
+        fprintf(stderr, "luabatch: write stdout: %s (errno %d)\n", strerror(e), e);
+        code = 1;
+    }
     return code;
 }

@@ -9,6 +9,9 @@
 --   luabatch.request      the signed, retried AWS request path
 --   luabatch.log          levelled, redacted logging
 --   luabatch.s3           S3: objects, listings, streaming transfers, presigned URLs
+--   luabatch.batch        AWS Batch: submit, describe, terminate jobs
+--   luabatch.logs         CloudWatch Logs: a job's log events
+--   luabatch.pretty       values printed for people (the REPL's printer)
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -19,7 +22,13 @@ local SUBMODULES = {
   batch = "luabatch.batch", logs = "luabatch.logs",
 }
 
+-- __lazy lets luabatch.pretty and the REPL's completion list the submodules
+-- without loading them: printing `luabatch` shows `s3 = <module luabatch.s3,
+-- not loaded>`.  Listing never loads: loading is a side effect (the modules
+-- pull in the C core, credentials, HTTP) and a printed module would bury
+-- the list under its functions; `luabatch.s3` (or Tab after it) loads one.
 setmetatable(_M, {
+  __lazy = SUBMODULES,
   __index = function(t, k)
     local name = SUBMODULES[k]
     if not name then return nil end

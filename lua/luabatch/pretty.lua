@@ -9,6 +9,11 @@
 -- (log.secret_name: secret_key, session_token, password, ...) prints as
 -- <redacted>, and every other string passes through log.redact (registered
 -- credentials, Authorization headers, ...).  Access key ids are shown.
+--
+-- Lazily loaded modules: a table whose metatable has __lazy = { key =
+-- "module.name" } (the luabatch entry point) lists those keys too, as
+-- <module NAME, not loaded> before first use and <module NAME> after,
+-- never loading one and never printing a whole module inside another.
 
 local log = require "luabatch.log"
 
@@ -47,6 +52,15 @@ local function scalar(v)
   return tostring(v)
 end
 
+local NO_LAZY = {}
+
+-- { key = module name } of a table's lazily loaded submodules, or {}.
+local function lazy_modules(t)
+  local mt = getmetatable(t)
+  local lazy = type(mt) == "table" and rawget(mt, "__lazy")
+  return type(lazy) == "table" and lazy or NO_LAZY
+end
+
 local function key_order(a, b)
   local ta, tb = type(a), type(b)
   if ta ~= tb then return ta < tb end
@@ -65,6 +79,10 @@ local function render(v, indent, depth, seen, opts, out)
   local keys = {}
   for k in pairs(v) do
     if not (type(k) == "number" and k >= 1 and k <= n and k % 1 == 0) then keys[#keys + 1] = k end
+  end
+  local lazy = lazy_modules(v)
+  for k in pairs(lazy) do
+    if rawget(v, k) == nil then keys[#keys + 1] = k end
   end
   if n == 0 and #keys == 0 then out[#out + 1] = "{}"; return end
   tbl_sort(keys, key_order)
@@ -85,8 +103,11 @@ local function render(v, indent, depth, seen, opts, out)
     out[#out + 1] = pad
     out[#out + 1] = is_identifier(k) and k or ("[" .. scalar(k) .. "]")
     out[#out + 1] = " = "
-    local x = v[k]
-    if secret_name(k) and type(x) == "string" and x ~= "" then
+    local x
+    if lazy[k] then x = rawget(v, k) else x = v[k] end
+    if lazy[k] then
+      out[#out + 1] = str_format("<module %s%s>", lazy[k], x == nil and ", not loaded" or "")
+    elseif secret_name(k) and type(x) == "string" and x ~= "" then
       out[#out + 1] = REDACTED
     else
       render(x, pad, depth + 1, seen, opts, out)

@@ -8,17 +8,51 @@
 -- kept in $XDG_STATE_HOME/luabatch/history (~/.local/state/...).
 -- Values print through luabatch.pretty and errors through log.redact, so
 -- credentials show as <redacted>.
+--
+-- Like lua(1) and the better REPLs: every result prints, nil included
+-- (`nil` prints "nil"; a statement prints nothing); `=expr` is `return
+-- expr`; `:help` lists what the prompt offers; `luabatch` is a global (the
+-- library, submodules loaded on first use); Tab completes globals, fields
+-- and methods (`luabatch.s3.` Tab Tab lists the module's fields) through
+-- _M.complete, which main.c's libedit hook calls.
 
 local log = require "luabatch.log"
 local pretty = require "luabatch.pretty"
 
 local _M = { _VERSION = "0.1.0" }
 
+local getmetatable = getmetatable
+local ipairs = ipairs
 local load = load
 local os_getenv = os.getenv
+local pairs = pairs
+local pcall = pcall
 local select = select
+local type = type
+local str_find = string.find
+local str_sub = string.sub
 local tbl_concat = table.concat
+local tbl_sort = table.sort
 local unpack = table.unpack or unpack
+
+local HELP = [[
+luabatch REPL: Lua with the luabatch library.
+  luabatch            the library, a global: luabatch.s3, luabatch.batch, ...
+                      load on first use (printing `luabatch` lists them)
+  EXPR  or  =EXPR     print the value(s) of EXPR, nil included
+  STATEMENTS          run them (`local` names last for one entry); an
+                      unfinished chunk continues on the ">>" prompt
+  Tab                 complete a global, field or method: luabatch.s3.<Tab>
+  :help               this text
+  Ctrl-C              drop the input, or stop the running code
+  Ctrl-D              leave (history: $XDG_STATE_HOME/luabatch/history)
+]]
+
+local KEYWORDS = {
+  "and", "break", "do", "else", "elseif", "end", "false", "for", "function",
+  "goto", "if", "in", "local", "nil", "not", "or", "repeat", "return", "then",
+  "true", "until", "while",
+}
 
 
 local function history_path(env)
@@ -39,12 +73,18 @@ local function incomplete(err)
 end
 
 
---- Compile the text of one entry: an expression (printed) or statements.
+--- Compile the text of one entry: an expression (printed) or statements;
+-- "=EXPR" is an expression only.
 -- Returns fn, nil | nil, err, is_incomplete
 function _M.compile(text)
-  local fn = load("return " .. text .. ";", "=stdin", "t")
+  local fn, err
+  if str_sub(text, 1, 1) == "=" then
+    fn, err = load("return " .. str_sub(text, 2) .. ";", "=stdin", "t")
+    if fn then return fn end
+    return nil, err, incomplete(err)
+  end
+  fn = load("return " .. text .. ";", "=stdin", "t")
   if fn then return fn end
-  local err
   fn, err = load(text, "=stdin", "t")
   if fn then return fn end
   return nil, err, incomplete(err)
@@ -59,15 +99,100 @@ function _M.render(n, ...)
 end
 
 
+-- Add to `set` the string keys of v usable after "." (identifiers),
+-- following metatables' __index tables (methods) and __lazy (luabatch's
+-- submodules, not loaded by this).
+local function collect(v, set, depth)
+  if type(v) == "table" then
+    for k in pairs(v) do
+      if type(k) == "string" and str_find(k, "^[%a_][%w_]*$") then set[k] = true end
+    end
+  end
+  local mt = depth < 4 and getmetatable(v)
+  if type(mt) ~= "table" then return end
+  local lazy = rawget(mt, "__lazy")
+  if type(lazy) == "table" then
+    for k in pairs(lazy) do set[k] = true end
+  end
+  local index = rawget(mt, "__index")
+  if type(index) == "table" then collect(index, set, depth + 1) end
+end
+
+
+-- The value of a dotted name ("luabatch.s3") from the globals, or nil.
+local function resolve(path)
+  local v = _G
+  for part in (path .. "."):gmatch("([^.]*)%.") do
+    if not str_find(part, "^[%a_][%w_]*$") then return nil end
+    local ok, x = pcall(function() return v[part] end)
+    if not ok or x == nil then return nil end
+    v = x
+  end
+  return v
+end
+
+
+--- complete(word) -> sorted array of completions of `word`, each the whole
+-- word: globals and keywords ("pri" -> "print"), fields after "."
+-- ("luabatch.s" -> "luabatch.s3"), methods after ":" ("s:up" -> "s:upper").
+function _M.complete(word)
+  local head, sep, tail = word:match("^(.-)([.:])([%w_]*)$")
+  local set, prefix = {}, ""
+  if head then
+    local v = resolve(head)
+    if v == nil then return {} end
+    collect(v, set, 0)
+    prefix = head .. sep
+    if sep == ":" then          -- methods only
+      for k in pairs(set) do
+        local ok, f = pcall(function() return v[k] end)
+        if not ok or type(f) ~= "function" then set[k] = nil end
+      end
+    end
+  elseif str_find(word, "^[%w_]*$") then
+    tail = word
+    collect(_G, set, 0)
+    for _, k in ipairs(KEYWORDS) do set[k] = true end
+  else
+    return {}
+  end
+  local res = {}
+  for k in pairs(set) do
+    if str_sub(k, 1, #tail) == tail then res[#res + 1] = prefix .. k end
+  end
+  tbl_sort(res)
+  return res
+end
+
+
+-- Results with their count (nil values kept: `nil` prints "nil").
+local function pack(...)
+  return { n = select("#", ...), ... }
+end
+
+
 local function evaluate(le, fn, out)
   le.interrupt_mode("error")
-  local res = { xpcall(fn, debug.traceback) }
+  local res = pack(xpcall(fn, debug.traceback))
   if not res[1] then
     out:write(log.redact(res[2]), "\n")
     return
   end
-  local n = #res - 1
+  local n = res.n - 1
   if n > 0 then out:write(_M.render(n, unpack(res, 2, n + 1)), "\n") end
+end
+
+
+-- A ":command" line: true when handled.
+local function command(line, out)
+  local name = line:match("^:(%a+)%s*$")
+  if not name and not str_find(line, "^:%a") then return false end
+  if name == "help" or name == "h" then
+    out:write(HELP)
+  else
+    out:write("unknown REPL command '", line, "' (:help lists them)\n")
+  end
+  return true
 end
 
 
@@ -78,14 +203,19 @@ function _M.run(le, opts)
   local out = opts.out or io.stdout
   local dir, hist = history_path(env)
   if hist and le.ensure_dir(dir) then le.read_history(hist) end
-  out:write("luabatch ", require("luabatch")._VERSION, " (", _VERSION,
-    (jit and (", " .. jit.version) or ""), ")  Ctrl-D exits, Ctrl-C cancels\n")
+  local luabatch = require "luabatch"
+  if rawget(_G, "luabatch") == nil then _G.luabatch = luabatch end
+  if le.set_completer then le.set_completer(_M.complete) end
+  out:write("luabatch ", luabatch._VERSION, " (", _VERSION,
+    (jit and (", " .. jit.version) or ""), ")  :help for help, Tab completes, Ctrl-D exits\n")
   local buffer
   while true do
     local line = le.readline(buffer and ">> " or "> ")
     if line == nil then break end
     if line == false then
       buffer = nil
+    elseif not buffer and command(line, out) then
+      le.add_history(line)
     else
       buffer = buffer and (buffer .. "\n" .. line) or line
       local fn, err, more = _M.compile(buffer)

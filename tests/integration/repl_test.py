@@ -6,7 +6,9 @@ Checks: expressions print (tables pretty-printed), multi-line input
 continues with '>>', Ctrl-C at the prompt drops the pending input, Ctrl-C
 during evaluation stops the code and returns to the prompt, Ctrl-D leaves
 with status 0, history is written to $XDG_STATE_HOME/luabatch/history,
-credentials print as <redacted>, never their secret.
+credentials print as <redacted>, never their secret; `luabatch` is a global
+listing its submodules unloaded, Tab completes a field and Tab Tab lists a
+module's fields, a nil result prints "nil", `=expr` prints, `:help` answers.
 Prints 'TEST repl: N passed, M failed'."""
 import os
 import pty
@@ -96,6 +98,27 @@ send(b"{ c, c:get(), c:get().secret_key, tostring(c) }\r")
 check(read_until(b"AKIDEXAMPLE") and read_until(b"<redacted>") and read_until(b"> "),
       "credentials printed with <redacted>")
 check(SECRET not in seen, "secret never printed")
+send(b"luabatch\r")
+check(read_until(b"s3 = <module luabatch.s3, not loaded>") and read_until(b"> "),
+      "luabatch is a global listing its submodules")
+send(b"luabatch.pre\t")
+check(read_until(b"luabatch.pretty"), "Tab completes a field")
+send(b".fo\t\r")
+check(read_until(b"luabatch.pretty.format") and read_until(b"function: ") and read_until(b"> "),
+      "Tab completes a nested field, the line runs")
+send(b"luabatch.log.\t\t")
+mark = len(seen)
+ok = read_until(b"luabatch.log.warn")      # the last field, listed in columns
+check(ok and b"luabatch.log.redact" in seen[mark:] and b"luabatch.log.set_level" in seen[mark:],
+      "Tab Tab lists a module's fields")
+send(b"\x15")                     # Ctrl-U: drop the line
+time.sleep(0.3)
+send(b"nil\r")
+check(read_until(b"nil\r\nnil") and read_until(b"> "), "a nil result prints nil")
+send(b"=40 + 2\r")
+check(read_until(b"42") and read_until(b"> "), "=expr prints")
+send(b":help\r")
+check(read_until(b"complete a global") and read_until(b"> "), ":help answers")
 send(b"'still alive'\r")
 check(read_until(b"still alive"), "REPL usable after interrupt")
 # libedit flushes input typed before it switches the terminal to raw mode,
