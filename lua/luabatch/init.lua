@@ -9,6 +9,8 @@
 --   luabatch.request      the signed, retried AWS request path
 --   luabatch.log          levelled, redacted logging
 --   luabatch.s3           S3: objects, listings, streaming transfers, presigned URLs
+--   luabatch.workflow     load and run workflows, as `luabatch run` (luabatch.api.workflow)
+--   luabatch.runs         the journaled runs: list, get, cancel, resume (luabatch.api.runs)
 --   luabatch.batch        AWS Batch: submit, describe, terminate jobs
 --   luabatch.logs         CloudWatch Logs: a job's log events
 --   luabatch.pretty       values printed for people (the REPL's printer)
@@ -20,6 +22,7 @@ local SUBMODULES = {
   retry = "luabatch.retry", request = "luabatch.request", log = "luabatch.log",
   pretty = "luabatch.pretty", s3 = "luabatch.s3",
   batch = "luabatch.batch", logs = "luabatch.logs",
+  workflow = "luabatch.api.workflow", runs = "luabatch.api.runs",
 }
 
 -- __lazy lets luabatch.pretty and the REPL's completion list the submodules

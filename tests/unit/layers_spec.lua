@@ -6,7 +6,7 @@
 --             clients, s3, batch, logs, poller
 --   workflow  workflow.*, journal    (the runners reach it through
 --                                     load/engine.use_runners, never a require)
---   runner    runner, runner.*, task
+--   runner    runner, runner.*, task, api.* (the Lua API: workflows, runs)
 --   ngx       ngx.*
 --   cli       cli, cli.*, repl, luabatch (the public entry)
 -- A new module must be placed here; a file over 700 lines fails too.
@@ -19,7 +19,7 @@ local PLACE = {
   ["luabatch.s3"] = "aws", ["luabatch.batch"] = "aws", ["luabatch.logs"] = "aws", ["luabatch.clients"] = "aws",
   ["luabatch.poller"] = "aws", ["luabatch.journal"] = "workflow",
   ["luabatch.workflow"] = "workflow",
-  ["luabatch.runner"] = "runner", ["luabatch.task"] = "runner",
+  ["luabatch.runner"] = "runner", ["luabatch.task"] = "runner", ["luabatch.api"] = "runner",
   ["luabatch.ngx"] = "ngx",
   ["luabatch.cli"] = "cli", ["luabatch.repl"] = "cli", ["luabatch"] = "cli",
 }

@@ -11,7 +11,6 @@
 
 local args = require "luabatch.cli.args"
 local store = require "luabatch.cli.store"
-local journal = require "luabatch.journal"
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -41,7 +40,7 @@ local function check_limit(v)
 end
 
 local function duration(r)
-  local t0, t1 = tonumber(r.started), tonumber(r.ended_at or r.last_at)
+  local t0, t1 = tonumber(r.started), tonumber(r.ended or r.last)
   if not t0 or not t1 then return "-" end
   return require("luabatch.pretty").secs(t1 - t0)
 end
@@ -60,17 +59,8 @@ function _M.run(argv, env)
     err("luabatch runs: unexpected argument '" .. pos[1] .. "' (luabatch status RUN_ID shows one run)\n")
     return 2
   end
-  local list = journal.list(store.home(o, env))
-  local limit = o.limit or 50
-  local rows = {}
-  for i, r in ipairs(list) do
-    if limit > 0 and i > limit then break end
-    rows[#rows + 1] = {
-      run_id = r.run_id, workflow = r.workflow, started = r.started, ended = r.ended_at,
-      status = r.ended_status or "RUNNING", jobs = r.jobs, duration = duration(r),
-      cleaned = store.cleaned_at(r.path),
-    }
-  end
+  local rows = require("luabatch.api.runs").list({ home = store.home(o, env), limit = o.limit or 50 })
+  for _, r in ipairs(rows) do r.duration = duration(r) end
   if o.json then
     local json = require "luabatch.json"
     local list_out = json.list({})

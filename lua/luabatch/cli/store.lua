@@ -18,14 +18,11 @@ local journal = require "luabatch.journal"
 local _M = { _VERSION = "0.1.0" }
 
 local type = type
-local pcall = pcall
 local pairs = pairs
 local ipairs = ipairs
-local tonumber = tonumber
 local require = require
 local tostring = tostring
 local str_format = string.format
-local str_find = string.find
 local os_date = os.date
 local floor = math.floor
 
@@ -60,14 +57,8 @@ function _M.open_run(cmd, run_id, home, err)
   return j, j:state()
 end
 
---- ops(st) -> the run's runner hooks (luabatch.runner.ops of the runner
--- that journaled its jobs: the config events say which; aws_batch before
--- they did)
-function _M.ops(st)
-  local t
-  for _, cfg in pairs(st.configs) do t = t or cfg.runner end
-  return require("luabatch.runner").ops(t or "aws_batch")
-end
+--- ops(st) -> the run's runner hooks (luabatch.api.runs.ops)
+function _M.ops(st) return require("luabatch.api.runs").ops(st) end
 
 --- A readable time (UTC) of epoch seconds.
 function _M.iso(t)
@@ -85,21 +76,8 @@ function _M.cleaned(st)
   return last
 end
 
---- cleaned_at(path) -> `at` of the last such event in the journal file at
--- path, or nil (for listings: journal.list does not fold the events)
-function _M.cleaned_at(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local at
-  local json = require "luabatch.json"
-  for line in f:lines() do
-    if str_find(line, '"cleanup"', 1, true) and str_find(line, '"run"', 1, true) then
-      local ok, e = pcall(json.decode, line)
-      if ok and type(e) == "table" and e.ev == "cleanup" and e.scope == "run" then at = tonumber(e.at) or at end
-    end
-  end
-  f:close()
-  return at
-end
+--- cleaned_at(path) -> when `luabatch cleanup` deleted the run's files
+-- (luabatch.api.runs.cleaned_at), or nil
+function _M.cleaned_at(path) return require("luabatch.api.runs").cleaned_at(path) end
 
 return _M

@@ -1,0 +1,157 @@
+-- luabatch.api.runs: the journaled runs from Lua (`require("luabatch").runs`),
+-- what `luabatch runs`, `status`, `cancel` and `run --resume` do.
+--
+--   local runs = require("luabatch").runs
+--   for _, r in ipairs(runs.list()) do print(r.run_id, r.workflow, r.status) end
+--   local r = runs.get(run_id)            -- { run_id, workflow, file, status, jobs = { id = record }, ... }
+--   local n = runs.cancel(run_id, { reason = "superseded" })
+--   local ctx, info = runs.resume("last", { file = "wf.yml" })   -- = luabatch.workflow.resume
+--
+-- o (all optional): home (default LUABATCH_HOME, else ~/.luabatch),
+-- getenv, clients = function(config event) -> { batch, logs, s3 } (tests).
+-- Errors: nil, message, code ("ENOENT": no such run).
+
+local journal = require "luabatch.journal"
+
+local _M = { _VERSION = "0.1.0" }
+
+local type = type
+local pcall = pcall
+local pairs = pairs
+local ipairs = ipairs
+local tonumber = tonumber
+local tostring = tostring
+local require = require
+local str_find = string.find
+
+local function home_of(o)
+  o = o or {}
+  if o.home and o.home ~= "" then return o.home end
+  return journal.home(o.getenv)
+end
+
+--- cleaned_at(path) -> `at` of the last run-wide "cleanup" event in the
+-- journal file at path (`luabatch cleanup` deleted the run's files, kept
+-- its journal), or nil
+function _M.cleaned_at(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local at
+  local json = require "luabatch.json"
+  for line in f:lines() do
+    if str_find(line, '"cleanup"', 1, true) and str_find(line, '"run"', 1, true) then
+      local ok, e = pcall(json.decode, line)
+      if ok and type(e) == "table" and e.ev == "cleanup" and e.scope == "run" then at = tonumber(e.at) or at end
+    end
+  end
+  f:close()
+  return at
+end
+
+--- list([o]) -> { { run_id, workflow, file, started, ended, status
+-- (RUNNING while no end is journaled), jobs = { ok, failed, skipped,
+-- cancelled }?, cleaned }, ... } newest first; o.limit: the newest N.
+function _M.list(o)
+  o = o or {}
+  local out = {}
+  for i, r in ipairs(journal.list(home_of(o))) do
+    if o.limit and o.limit > 0 and i > o.limit then break end
+    out[#out + 1] = { run_id = r.run_id, workflow = r.workflow, file = r.file, started = r.started,
+                      ended = r.ended_at, last = r.last_at, status = r.ended_status or "RUNNING", jobs = r.jobs,
+                      cleaned = _M.cleaned_at(r.path) }
+  end
+  return out
+end
+
+--- get(run_id [, o]) -> { run_id, workflow, file, params, status, started,
+-- ended, resumed_from, jobs = { [job_id] = record }, cancel = reason? } |
+-- nil, message, code
+function _M.get(run_id, o)
+  local j, msg, code = journal.open(run_id, { home = home_of(o) })
+  if not j then return nil, msg, code end
+  local st = j:state()
+  local run = st.run or {}
+  local jobs = {}
+  for id, f in pairs(st.finished) do jobs[id] = f.record end
+  for id, rec in pairs(st.local_jobs) do if jobs[id] == nil then jobs[id] = rec end end
+  return { run_id = run_id, workflow = run.workflow, file = run.file, params = run.params, started = run.at,
+           ended = st.ended and st.ended.at, status = st.ended and st.ended.status or "RUNNING",
+           resumed_from = run.resumed_from, jobs = jobs, cancel = st.cancel and st.cancel.reason }
+end
+
+--- ops(st) -> the run's runner hooks (luabatch.runner.ops of the runner
+-- that journaled its jobs: its config events say which; aws_batch before
+-- they did)
+function _M.ops(st)
+  local t
+  for _, cfg in pairs(st.configs) do t = t or cfg.runner end
+  return require("luabatch.runner").ops(t or "aws_batch")
+end
+
+--- cancel(run_id [, o]) -> terminated, failed | nil, message, code.
+-- The run's live client (if any) is asked to stop (a "cancel" event and a
+-- marker beside the journal: it submits nothing more and ends the run
+-- CANCEL), then every unfinished Batch job is terminated (DescribeJobs
+-- first: a finished one is left alone; one whose SubmitJob answer was lost
+-- is found by name), each recorded as a "terminate" event.
+-- o.reason (default the policy's terminate_reason); o.on_job(key, batch_id,
+-- was) after each TerminateJob, o.on_error(message) for each failure;
+-- o.ended: true when the run had already ended (nothing asked of it).
+function _M.cancel(run_id, o)
+  o = o or {}
+  local j, msg, code = journal.open(run_id, { home = home_of(o) })
+  if not j then return nil, msg, code end
+  local st = j:state()
+  local reason = o.reason or require("luabatch.runner.aws_batch.policy").defaults.terminate_reason
+  local core = require "luabatch.core"
+  if core.clear_interrupt then core.clear_interrupt() end
+  if not st.ended then
+    local ok, cmsg = j:request_cancel(reason)
+    if not ok then return nil, tostring(cmsg), "EIO" end
+  end
+  local report = o.on_error or function() end
+  local ops = _M.ops(st)
+  local clients_for = ops.clients_for(st, o)
+  local rok, rmsg = ops.refresh(st, clients_for)
+  if not rok then
+    report("DescribeJobs failed, terminating every job not recorded as finished: "
+      .. require("luabatch.log").redact(rmsg))
+  end
+  local done, failed = 0, 0
+  for _, key in ipairs(st.order) do
+    local js = st.jobs[key]
+    local c, cfg = clients_for(js.job_id)
+    if not js.batch_job_id and c and not js.status then
+      local id, s = ops.find_by_name(c, cfg, js)
+      if id then
+        js.batch_job_id, js.status = id, s
+        j:append({ ev = "submitted", key = key, batch_job_id = id, job_name = js.job_name })
+      end
+    end
+    if js.batch_job_id and not ops.TERMINAL[js.status or ""] then
+      if not c then
+        report(key .. ": the journal has no config event (region, endpoints)")
+        failed = failed + 1
+      else
+        local ans, tmsg = ops.terminate(c, js, reason)
+        if ans then
+          local aok, amsg = j:append({ ev = "terminate", key = key, batch_job_id = js.batch_job_id, reason = reason })
+          if not aok then report("journal: " .. tostring(amsg)) end
+          if o.on_job then o.on_job(key, js.batch_job_id, js.status or "SUBMITTED") end
+          done = done + 1
+        else
+          report(key .. " (" .. tostring(js.batch_job_id) .. "): " .. require("luabatch.log").redact(tmsg))
+          failed = failed + 1
+        end
+      end
+    end
+  end
+  return done, failed, st.ended ~= nil
+end
+
+--- resume(which [, o]) -> ctx, info | nil, message, code: luabatch.workflow.resume
+function _M.resume(which, o)
+  return require("luabatch.api.workflow").resume(which, o)
+end
+
+return _M
