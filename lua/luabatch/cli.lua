@@ -7,6 +7,10 @@
 --   luabatch COMMAND [args…]       a subcommand (see COMMANDS)
 --   -v / -vv before anything else raise the log level to info / debug.
 --
+-- A first word that is neither a command nor a script (a path that exists,
+-- or ends in .lua, or "-") is an unknown command: "luabatch: unknown
+-- command 'stauts' (did you mean 'status'?)", exit 2 -- never "cannot open".
+--
 -- Exit codes: 0 success, 1 failure, 2 bad usage or bad input.
 
 local log = require "luabatch.log"
@@ -54,6 +58,59 @@ local function find_command(name)
   for _, c in ipairs(COMMANDS) do
     if c[1] == name then return c[2] end
   end
+end
+
+
+-- Edit distance with adjacent transpositions (optimal string alignment):
+-- "stauts" -> "status" is 1.
+local function distance(a, b)
+  local d = {}
+  for i = 0, #a do d[i] = { [0] = i } end
+  for j = 1, #b do d[0][j] = j end
+  for i = 1, #a do
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      local v = math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+      if i > 1 and j > 1 and a:byte(i) == b:byte(j - 1) and a:byte(i - 1) == b:byte(j) then
+        v = math.min(v, d[i - 2][j - 2] + 1)
+      end
+      d[i][j] = v
+    end
+  end
+  return d[#a][#b]
+end
+
+
+--- suggest(word, names) -> the name `word` was most likely meant to be, or
+-- nil: the closest by edit distance (at most 1 for names of up to 4
+-- letters, else 2), else the only name that starts with `word`.
+function _M.suggest(word, names)
+  local best, best_d
+  local starts = {}
+  for _, name in ipairs(names) do
+    local d = distance(word:lower(), name)
+    if d <= (#name <= 4 and 1 or 2) and (not best_d or d < best_d) then best, best_d = name, d end
+    if #word >= 2 and name:sub(1, #word) == word then starts[#starts + 1] = name end
+  end
+  if best then return best end
+  if #starts == 1 then return starts[1] end
+end
+
+
+--- The command names, in --help order.
+function _M.commands()
+  local names = {}
+  for i, c in ipairs(COMMANDS) do names[i] = c[1] end
+  return names
+end
+
+
+-- Is `a` meant as a script?  "-" (stdin), a path ending in .lua, or a file.
+local function is_script(a)
+  if a == "-" or a:find("%.lua$") then return true end
+  local f = io.open(a, "r")
+  if f then f:close() return true end
+  return false
 end
 
 
@@ -132,6 +189,13 @@ function _M.main(argv)
   end
   if a:sub(1, 1) == "-" and a ~= "-" then
     io_stderr:write("luabatch: unknown option ", a, "\n", usage())
+    return 2
+  end
+  if not is_script(a) then
+    local guess = _M.suggest(a, _M.commands())
+    io_stderr:write("luabatch: unknown command '", a, "'",
+      guess and (" (did you mean '" .. guess .. "'?)") or "",
+      "\nrun 'luabatch --help' for the commands; a script must exist or end in .lua\n")
     return 2
   end
   return run_script(argv, i)

@@ -62,6 +62,23 @@ describe("luabatch executable #integration", function()
     assert.is_truthy(err:find("unknown option --no-such-option", 1, true))
   end)
 
+  it("refuses a mistyped command with a suggestion (exit 2), and still runs an existing script", function()
+    local out, err, rc = in_tmp(EXE .. " stauts")
+    assert.are.equal(2, rc)
+    assert.are.equal("", out)
+    assert.is_truthy(err:find("luabatch: unknown command 'stauts' (did you mean 'status'?)", 1, true), err)
+    assert.is_nil(err:find("cannot open", 1, true))
+    _, err, rc = in_tmp(EXE .. " xyzzy")
+    assert.are.equal(2, rc)
+    assert.is_truthy(err:find("unknown command 'xyzzy'\n", 1, true), err)
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir " .. dir .. " && printf 'return 5' > " .. dir .. "/stauts"))
+    _, err, rc = run("cd " .. dir .. " && " .. EXE .. " stauts")   -- a file of that name: a script
+    os.execute("rm -rf " .. dir)
+    assert.are.equal(5, rc, err)
+  end)
+
   it("signs the AWS test-suite vanilla request with `sign`", function()
     local out, err, rc = in_tmp("env -u AWS_SESSION_TOKEN -u AWS_PROFILE AWS_ACCESS_KEY_ID=AKIDEXAMPLE "
       .. "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY "

@@ -47,17 +47,17 @@ headers to send) or, with --presign, the presigned URL.  URL is the full URL
 as sent on the wire (path and query already percent-encoded).
 
 options:
-  --header 'Name: value'   add a request header (repeatable; also -H)
-  --body TEXT              request body
-  --body-file FILE         request body read from FILE (hashed incrementally)
-  --service NAME           signing service (default: from the host, e.g.
-                           batch.us-east-1.amazonaws.com -> batch; s3 hosts -> s3)
-  --region NAME            signing region (default: from the host, else
-                           AWS_REGION, AWS_DEFAULT_REGION, us-east-1)
-  --date YYYYMMDDTHHMMSSZ  signing time (default: now)
-  --presign SECONDS        presigned URL valid for SECONDS (1..604800)
-  --unsigned-payload       sign UNSIGNED-PAYLOAD instead of the body hash
-  -h, --help               this text
+  -H, --header 'Name: value'  add a request header (repeatable)
+  --body TEXT                 request body
+  --body-file FILE            request body read from FILE (hashed incrementally)
+  --service NAME              signing service (default: from the host, e.g.
+                              batch.us-east-1.amazonaws.com -> batch; s3 hosts -> s3)
+  --region NAME               signing region (default: from the host, else
+                              AWS_REGION, AWS_DEFAULT_REGION, us-east-1)
+  --date YYYYMMDDTHHMMSSZ     signing time (default: now)
+  --presign SECONDS           presigned URL valid for SECONDS (1..604800)
+  --unsigned-payload          sign UNSIGNED-PAYLOAD instead of the body hash
+  -h, --help                  this text
 
 Credentials come from the luabatch credential chain (environment, profile,
 container or instance role).  The secret key and session token are never

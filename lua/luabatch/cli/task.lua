@@ -25,11 +25,11 @@ AWS Batch container runs), upload its result.json and output.log next to
 the bundle's results prefix, and exit with its status.
 
 options:
-  --strategy ID     the strategy id to run; "@array" (or no option) takes
-                    the index in AWS_BATCH_JOB_ARRAY_INDEX, else the ":N"
-                    suffix of AWS_BATCH_JOB_ID (an array child's id); with
-                    neither, a bundle of several strategies is an error
-  -h, --help        this text
+  -s, --strategy ID  the strategy id to run; "@array" (or no option) takes
+                     the index in AWS_BATCH_JOB_ARRAY_INDEX, else the ":N"
+                     suffix of AWS_BATCH_JOB_ID (an array child's id); with
+                     neither, a bundle of several strategies is an error
+  -h, --help         this text
 
 Credentials come from the default chain (in Batch: the job role through
 the ECS container endpoint); AWS_ENDPOINT_URL_S3 sets another S3 endpoint.
