@@ -20,7 +20,8 @@
  *   on_progress = function(dlnow, dltotal, ulnow, ultotal) (false stops),
  *   connect_timeout = 10, timeout = none, read_timeout = 60 (seconds),
  *   verify = true, ca_bundle = path (default: $AWS_CA_BUNDLE; false = none),
- *   unix_socket = path (connect there, not to the URL's host: Docker) }
+ *   unix_socket = path (connect there, not to the URL's host: Docker),
+ *   max_body = 64 MiB (a body kept in memory: more fails with EHTTP) }
  * resp = { status, headers = { [lowercase name] = value (repeats joined by
  *   ", ") }, header_list = { {"Name","value"}, ... }, body = string (memory
  *   sink; with output_file/on_data only for a non-2xx status, whose body
@@ -280,6 +281,10 @@ static void parse_request(lua_State *L, call *k, size_t i, int t, int argn, int 
     if (lb_l_opt_number(L, &p.o, "connect_timeout", &d)) r->connect_timeout = d;
     if (lb_l_opt_number(L, &p.o, "timeout", &d)) r->timeout = d;
     if (lb_l_opt_number(L, &p.o, "read_timeout", &d)) r->read_timeout = d > 0 ? d : -1;
+    if (lb_l_opt_number(L, &p.o, "max_body", &d)) {
+        if (!(d >= 1 && d <= 9.2e18)) lb_l_opt_error(L, &p.o, "max_body", "a byte count >= 1 expected");
+        r->max_body = (size_t)d;
+    }
     r->verify_off = !lb_l_opt_bool(L, &p.o, "verify", 1);
     lua_getfield(L, t, "ca_bundle");
     if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {

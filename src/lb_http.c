@@ -58,6 +58,7 @@ typedef struct xfer {
     lb_buf body;
     lb_http_header *h;              /* response headers so far */
     size_t nh, caph;
+    size_t header_bytes;            /* this response's header lines so far */
     int64_t bytes_in;
     /* progress and failures */
     int abort_code;                 /* set by a callback or the loop */
@@ -191,7 +192,15 @@ static size_t on_header(char *p, size_t size, size_t nmemb, void *ud) {
     x->t_last = mono();
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {   /* a new response begins */
         clear_headers(x);
+        x->header_bytes = 0;
         return n;
+    }
+    if ((x->header_bytes += n) > LB_HTTP_MAX_HEADER_BYTES) {
+        char msg[LB_ERR_LEN];
+        snprintf(msg, sizeof msg, "response headers larger than %zu bytes (limit)",
+                 (size_t)LB_HTTP_MAX_HEADER_BYTES);
+        set_abort(x, LB_EHTTP, msg);
+        return 0;
     }
     while (len && (p[len - 1] == '\n' || p[len - 1] == '\r')) len--;
     if (!len) return n;
@@ -247,6 +256,13 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *ud) {
     if (!x->sink_decided && decide_sink(x) != LB_OK) return 0;
     x->bytes_in += (int64_t)n;
     if (x->divert) {
+        size_t cap = x->req->max_body ? x->req->max_body : LB_HTTP_MAX_BODY;
+        if (n > cap || x->body.len > cap - n) {   /* kept in memory: bounded */
+            char msg[LB_ERR_LEN];
+            snprintf(msg, sizeof msg, "response body larger than %zu bytes (limit)", cap);
+            set_abort(x, LB_EHTTP, msg);
+            return 0;
+        }
         if (lb_buf_append(&x->body, p, n) != LB_OK) {
             set_abort(x, LB_ENOMEM, "out of memory buffering the response body");
             return 0;

@@ -117,7 +117,15 @@ typedef struct lb_http_request {
     const char *unix_socket;        /* connect to this unix socket instead
                                        of the URL's host (the Docker Engine
                                        API); no proxy then; NULL = TCP */
+    size_t max_body;                /* bytes a body kept in memory may hold
+                                       (memory sink or diverted non-2xx);
+                                       0 = LB_HTTP_MAX_BODY; more fails the
+                                       request with LB_EHTTP "response body
+                                       larger than N bytes (limit)" */
 } lb_http_request;
+
+#define LB_HTTP_MAX_BODY ((size_t)64 << 20)   /* default cap of a body in memory */
+#define LB_HTTP_MAX_HEADER_BYTES ((size_t)256 << 10) /* response headers, all lines */
 
 /* A response; zero-initialised by the perform calls, owned by the caller,
  * released with lb_http_response_free. */

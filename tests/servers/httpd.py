@@ -27,6 +27,9 @@ killed.  Endpoints (any method unless said otherwise):
   /redirect           302 to /echo
   /reject             413 at once, without reading the request body, then
                       closes the connection
+  /huge?n=N&status=S  status S (default 200), Content-Length N, N zero bytes
+                      streamed in 1 MiB writes (stops when the client hangs up)
+  /fat-headers?n=N    200 with N headers of 1000 bytes each, body "ok"
 A request body may come with Content-Length or chunked encoding.
 """
 import argparse
@@ -121,6 +124,24 @@ class Handler(BaseHTTPRequestHandler):
                 return self.send(206, pattern(a, b + 1), extra=[
                     ("Content-Range", "bytes %d-%d/%d" % (a, b, n))])
             return self.send(200, pattern(0, n))
+        if path == "/huge":
+            n, code = int(q.get("n", ["0"])[0]), int(q.get("status", ["200"])[0])
+            self.close_connection = True
+            self.send_response(code)
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            chunk = bytes(1 << 20)
+            try:
+                while n > 0:
+                    self.wfile.write(chunk[:min(n, len(chunk))])
+                    n -= len(chunk)
+            except OSError:
+                pass
+            return None
+        if path == "/fat-headers":
+            n = int(q.get("n", ["1"])[0])
+            return self.send(200, b"ok", "text/plain",
+                             [("X-Fat-%d" % i, "v" * 1000) for i in range(n)])
         if path.startswith("/status/"):
             code = int(path[len("/status/"):])
             return self.send(code, ("status %d" % code).encode(), "text/plain")
