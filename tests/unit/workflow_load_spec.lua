@@ -103,7 +103,9 @@ describe("luabatch.workflow.load #unit", function()
       bad_string("jobs:\n  a:\n    runs-on:\n      type: aws_batch\n      with:\n        s3_bucket: b\n        job_queue_arn: q\n        memory: lots\n",
         8, 17, "'memory' must be a positive integer, got \"lots\"")
       bad_string("jobs:\n  a:\n    runs-on:\n      type: aws_batch\n      with:\n        s3_bucket: b\n        job_queue_arn: q\n        secrets: {TOKEN: arn}\n",
-        8, 9, "runs-on.with key 'secrets' is not a field of aws_batch (fields: array, ")
+        8, 18, "'secrets.TOKEN' must be the ARN of a Secrets Manager secret")
+      bad_string("jobs:\n  a:\n    runs-on:\n      type: aws_batch\n      with:\n        s3_bucket: b\n        job_queue_arn: q\n        volumez: []\n",
+        8, 9, "runs-on.with key 'volumez' is not a field of aws_batch (fields: array, ")
       bad_string("jobs:\n  a:\n    runs-on:\n      type: aws_batch\n      with:\n        s3_bucket: b\n        job_queue_arn: q\n        timeout: 5\n",
         8, 18, "AWS Batch minimum")
     end)

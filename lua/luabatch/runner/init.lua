@@ -71,8 +71,13 @@ end
 --- known(type) -> true when the type is registered
 function _M.known(t) return REGISTRY[t] ~= nil end
 
---- value(kind, v): luabatch.runner.schema's, for the loader
-_M.value = require("luabatch.runner.schema").value
+--- value(kind, v [, spec]): luabatch.runner.schema's, for the loader (a
+-- kind of the runner's own: spec.kinds[kind])
+function _M.value(kind, v, spec)
+  local own = spec and spec.kinds and spec.kinds[kind]
+  if own then return own(v) end
+  return require("luabatch.runner.schema").value(kind, v)
+end
 
 -- The workflow layer learns of the runners here (it never requires them).
 require("luabatch.workflow.load").use_runners(_M)

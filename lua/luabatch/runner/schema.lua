@@ -7,7 +7,9 @@
 --   local out, field, msg = schema.check(spec, with) -- out | nil, field, message
 --
 -- spec = { fields = { <name> = kind }, required = { name | { name, alias } },
---          secrets = { name... }, ignored = { <name> = why } } (a runner's).
+--          secrets = { name... }, ignored = { <name> = why },
+--          kinds = { <kind> = fn(v) -> v | nil, expect [, bad key] } } (a
+--          runner's: kinds of its own, for structured fields).
 -- Kinds: str (a non-empty string; a number is turned into one), posnum,
 -- posint, nonnegint, timeout (whole seconds >= 60, AWS Batch's minimum),
 -- attempts (1..10), platform (EC2 | FARGATE, any case), bool (true/false or
@@ -100,7 +102,9 @@ function _M.check(spec, with)
       return nil, tostring(k), "is not a field of this runner"
     end
     if kind and v ~= nil then
-      local nv, expect, sub = _M.value(kind, v)
+      local own = spec.kinds and spec.kinds[kind]
+      local nv, expect, sub
+      if own then nv, expect, sub = own(v) else nv, expect, sub = _M.value(kind, v) end
       if nv == nil then
         return nil, sub and (k .. "." .. tostring(sub)) or k, "must be " .. expect
       end

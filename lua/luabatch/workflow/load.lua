@@ -78,10 +78,11 @@ local RUNS_ON_KNOWN = set({ "self_hosted", "docker", "container", "gcp_batch", "
 local function check_with_field(cx, spec, k, v, p, what)
   local kind = spec.fields[k]
   if type(v) == "string" and template.has(v) then return v end
-  local nv, expect, sub = runners.value(kind, v)
+  local nv, expect, sub = runners.value(kind, v, spec)
   if nv == nil then
     if sub ~= nil then
-      fail(cx, valpos(cx, v, sub) or p, "%s: '%s.%s' must be a string, got %s", what, k, tostring(sub), show(v[sub]))
+      local at = type(v) == "table" and v[sub] ~= nil and valpos(cx, v, sub) or nil
+      fail(cx, at or p, "%s: '%s.%s' must be %s", what, k, tostring(sub), expect)
     end
     fail(cx, p, "%s: '%s' must be %s, got %s", what, k, expect, show(v))
   end

@@ -14,7 +14,8 @@
 --         ... } (sorted by name), tags = { k = v }, prefix (with.s3_prefix /
 --         policy.s3_prefix, no leading or trailing /), run_prefix (prefix ..
 --         "/" .. run_id, or run_id), array (bool), keep_on_failure (bool),
---         log_group }
+--         log_group, share_identifier?, scheduling_priority? (SubmitJob's
+--         fair-share fields), nodes? ({ count, main }: a multi-node job) }
 -- A rejected field gives nil and "job '<job>': runs-on aws_batch: with.<field>
 -- <what is wrong>; nothing was submitted".  with.environment refuses
 -- AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,
@@ -101,6 +102,11 @@ local function check(with, job_id, p, getenv, run_id)
   end
   sort(names)
   for _, k in ipairs(names) do envlist[#envlist + 1] = { name = k, value = w.environment[k] } end
+  for k in pairs(w.secrets or {}) do
+    if CREDENTIAL_ENV[k:upper()] or k:sub(1, 9) == "AWS_BATCH" then
+      return bad("secrets." .. k, "must not be set: the name is reserved (credentials, AWS Batch)")
+    end
+  end
   local prefix = w.s3_prefix or p.s3_prefix or ""
   prefix = str_gsub(str_gsub(prefix, "^/+", ""), "/+$", "")
   local run_prefix = prefix == "" and run_id or (prefix .. "/" .. run_id)
@@ -113,6 +119,7 @@ local function check(with, job_id, p, getenv, run_id)
     attempts = w.retry_attempts or 1, environment = envlist, tags = w.tags or {}, prefix = prefix,
     run_prefix = run_prefix, array = array == true or array == "true",
     keep_on_failure = keep == true or keep == "true", log_group = w.log_group or p.log_group,
+    share_identifier = w.share_identifier, scheduling_priority = w.scheduling_priority, nodes = spec.nodes,
   }
 end
 

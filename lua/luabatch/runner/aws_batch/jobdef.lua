@@ -190,8 +190,78 @@ local function public_ip(v)
   return nil, "with.assign_public_ip must be true or false, got " .. tostring(v)
 end
 
---- spec(with, policy) -> { name, hash, platform, image, request } | nil, msg
--- (msg names the with: field at fault).
+-- Secrets, storage and shared memory (with: as aws_batch/kinds.lua
+-- normalised it) into the container properties -> true | nil, msg
+local function extras(with, props, platform)
+  local fargate = platform == "FARGATE"
+  if with.secrets ~= nil then
+    if not props.executionRoleArn then
+      return nil, "with.execution_role_arn is required with secrets (the ECS task execution role reads them: "
+        .. "secretsmanager:GetSecretValue, ssm:GetParameters)"
+    end
+    local names = {}
+    for k in pairs(with.secrets) do names[#names + 1] = k end
+    sort(names)
+    local list = {}
+    for i, k in ipairs(names) do
+      if with.environment and with.environment[k] ~= nil then
+        return nil, "with.secrets." .. k .. " is also in with.environment (one source per name)"
+      end
+      list[i] = { name = k, valueFrom = with.secrets[k] }
+    end
+    props.secrets = list
+  end
+  local vols = {}
+  for i, v in ipairs(with.volumes or {}) do
+    vols[v.name] = true
+    if v.host then
+      if fargate then return nil, "with.volumes." .. i .. ".host is not available on FARGATE (use efs)" end
+      props.volumes = props.volumes or {}
+      props.volumes[i] = { name = v.name, host = { sourcePath = v.host } }
+    else
+      local e = v.efs
+      local auth
+      if e.access_point_id or e.iam then
+        auth = { accessPointId = e.access_point_id, iam = e.iam and "ENABLED" or "DISABLED" }
+      end
+      props.volumes = props.volumes or {}
+      props.volumes[i] = { name = v.name, efsVolumeConfiguration = { fileSystemId = e.file_system_id,
+        rootDirectory = e.root_directory, transitEncryption = e.transit_encryption and "ENABLED" or "DISABLED",
+        authorizationConfig = auth } }
+    end
+  end
+  for i, m in ipairs(with.mount_points or {}) do
+    if not vols[m.volume] then
+      return nil, str_format("with.mount_points.%d.volume '%s' is not in with.volumes", i, tostring(m.volume))
+    end
+    props.mountPoints = props.mountPoints or {}
+    props.mountPoints[i] = { sourceVolume = m.volume, containerPath = m.path, readOnly = m.read_only }
+  end
+  if with.shared_memory ~= nil or with.tmpfs ~= nil then
+    if fargate then
+      return nil, str_format("with.%s is not available on FARGATE (linuxParameters: EC2 only)",
+        with.shared_memory ~= nil and "shared_memory" or "tmpfs")
+    end
+    local lp = {}
+    lp.sharedMemorySize = with.shared_memory
+    for i, t in ipairs(with.tmpfs or {}) do
+      lp.tmpfs = lp.tmpfs or {}
+      lp.tmpfs[i] = { containerPath = t.path, size = t.size, mountOptions = t.options }
+    end
+    props.linuxParameters = lp
+  end
+  if with.ephemeral_storage ~= nil then
+    if not fargate then
+      return nil, "with.ephemeral_storage is for FARGATE (on EC2 the instance's volume decides)"
+    end
+    props.ephemeralStorage = { sizeInGiB = with.ephemeral_storage }
+  end
+  return true
+end
+
+--- spec(with, policy) -> { name, hash, platform, image, nodes?, request } |
+-- nil, msg (msg names the with: field at fault).  with.nodes: a multinode
+-- definition (every node runs the container; EC2 only).
 function _M.spec(with, p)
   p = p or policy_mod.merge()
   local platform = tostring(with.platform or p.platform or "EC2"):upper()
@@ -242,19 +312,28 @@ function _M.spec(with, p)
     props.networkConfiguration = { assignPublicIp = ip }
     props.fargatePlatformConfiguration = { platformVersion = pv }
   end
-  local hash = core.sha256(_M.canonical({ platform = platform, containerProperties = props }))
+  local ok, xerr = extras(with, props, platform)
+  if not ok then return nil, xerr end
+  local nodes = with.nodes
+  local request = { type = "container", platformCapabilities = { platform } }
+  local shape
+  if nodes then
+    if platform == "FARGATE" then return nil, "with.nodes is not available on FARGATE (multi-node jobs run on EC2)" end
+    if with.array == true or with.array == "true" then return nil, "with.nodes and with.array do not go together" end
+    request.type = "multinode"
+    request.nodeProperties = { numNodes = nodes.count, mainNode = nodes.main,
+                               nodeRangeProperties = { { targetNodes = "0:", container = props } } }
+    shape = { platform = platform, nodeProperties = request.nodeProperties }
+  else
+    request.containerProperties = props
+    shape = { platform = platform, containerProperties = props }
+  end
+  local hash = core.sha256(_M.canonical(shape))
   local name = policy_mod.jobdef_name(p, { image = image, platform = platform })
-  return {
-    name = name, hash = hash, platform = platform, image = image,
-    request = {
-      jobDefinitionName = name,
-      type = "container",
-      platformCapabilities = { platform },
-      containerProperties = props,
-      parameters = { bundle = "", strategy = "", luabatch_hash = hash },
-      tags = { ["luabatch:hash"] = hash },
-    },
-  }
+  request.jobDefinitionName = name
+  request.parameters = { bundle = "", strategy = "", luabatch_hash = hash }
+  request.tags = { ["luabatch:hash"] = hash }
+  return { name = name, hash = hash, platform = platform, image = image, nodes = nodes, request = request }
 end
 
 

@@ -13,7 +13,12 @@ return {
     execution_role_arn = "str", platform = "platform", platform_version = "str", assign_public_ip = "bool",
     timeout = "timeout", retry_attempts = "attempts", environment = "strmap", tags = "strmap",
     array = "bool", keep_on_failure = "bool", log_group = "str",
+    -- secrets, fair share, storage, multi-node (aws_batch/kinds.lua)
+    secrets = "secrets", share_identifier = "str", scheduling_priority = "priority",
+    volumes = "volumes", mount_points = "mount_points", shared_memory = "posint", tmpfs = "tmpfs",
+    ephemeral_storage = "ephemeral_storage", nodes = "nodes",
   },
+  kinds = require("luabatch.runner.aws_batch.kinds"),
   required = { { "job_queue_arn", "job_queue" }, "s3_bucket" },
   secrets = { "aws_secret_access_key", "aws_session_token" },
   -- keys ddeutil-workflow's AWS Batch docstring shows that mean nothing for
