@@ -132,6 +132,47 @@ bench: deps
 	@$(MAKE) --no-print-directory -s LUA=luajit all
 	@tests/bench/run
 
+# --- fuzzing (tests/fuzz/, README "Fuzzing") ------------------------------
+# libFuzzer targets built with clang, ASan and UBSan into build/fuzz: the C
+# parsers link the core's objects (built again, instrumented); the Lua
+# targets embed lua/ and tests/fuzz/driver.lua in a Lua 5.4 state.
+FUZZ_CC     ?= clang
+FUZZ_BUILD   = build/fuzz
+FUZZ_S      ?= 60
+FUZZ_C       = yaml xml sigv4 s3part
+FUZZ_LUA     = template expr json
+FUZZ_SAN     = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS  = -std=gnu11 $(WARN) $(FUZZ_SAN) -Isrc
+FUZZ_OBJ    := $(CORE_SRC:src/%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_BINS    = $(FUZZ_C:%=$(FUZZ_BUILD)/fuzz_%) $(FUZZ_LUA:%=$(FUZZ_BUILD)/fuzz_%)
+
+$(FUZZ_BUILD)/obj:
+	mkdir -p $@
+
+$(FUZZ_BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) | $(FUZZ_BUILD)/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_C:%=$(FUZZ_BUILD)/fuzz_%): $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(CORE_LIBS)
+
+$(FUZZ_BUILD)/embed.c: $(LUA_SRC) tools/embed.lua | $(FUZZ_BUILD)/obj
+	lua5.4 tools/embed.lua lua $(LUA_SRC) > $@
+
+$(FUZZ_BUILD)/driver.c: tests/fuzz/driver.lua tests/fuzz/to_c.lua | $(FUZZ_BUILD)/obj
+	lua5.4 tests/fuzz/to_c.lua fuzz_driver < $< > $@
+
+$(FUZZ_LUA:%=$(FUZZ_BUILD)/fuzz_%): $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_lua.c $(FUZZ_BUILD)/embed.c $(FUZZ_BUILD)/driver.c
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -I/usr/include/lua5.4 -DFUZZ_LUA_TARGET='"$*"' -o $@ \
+	    $< $(FUZZ_BUILD)/embed.c $(FUZZ_BUILD)/driver.c $(CJSON_LIB) -llua5.4 -lm -ldl
+
+fuzz-build: $(FUZZ_BINS)
+
+# Each target FUZZ_S seconds (default 60) from its corpus; a crash leaves
+# its input in build/fuzz/artifacts/ (add it to tests/fuzz/corpus/<target>/).
+fuzz: deps
+	@$(MAKE) --no-print-directory -s fuzz-build
+	@tests/fuzz/run $(FUZZ_S)
+
 # The README's set-up on a clean clone of HEAD in a debootstrap-minbase
 # Debian 12 container on a private Docker daemon (20-30 min).
 test-fresh:
