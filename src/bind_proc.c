@@ -2,18 +2,22 @@
  *
  *   core.proc_spawn{argv = {...}, env = {K = "v"} | {"K=v", ...} | nil (inherit),
  *                   env_add = {K = "v"} (merged over env or the inherited one),
- *                   cwd = dir, stdin = bytes} -> proc | nil, msg, code
+ *                   cwd = dir, stdin = bytes,
+ *                   max_output = 8 MiB (the last bytes of each stream kept)}
+ *                   -> proc | nil, msg, code
  *   core.proc_wait({proc, ...}, timeout) -> {done procs...} (empty on timeout)
  *                                         | nil, msg, "ECANCELED" (SIGINT)
  *   proc:poll() -> result | false      non-blocking progress
  *   proc:result() -> result | nil      once done
  *   proc:kill([sig = 15 | "TERM"|"KILL"|"INT"|"HUP"|"QUIT"|"USR1"|"USR2"]) -> true
  *   proc:terminate([grace = 5]) -> true   SIGTERM now, SIGKILL after grace s
- *   proc:output(fd [, from = 0]) -> bytes, total   what fd 1 (stdout) or 2
- *                                    (stderr) captured from byte `from` on, so far
- *                                    (live output of a running child)
+ *   proc:output(fd [, from = 0]) -> bytes, total, dropped   what fd 1 (stdout)
+ *                                    or 2 (stderr) captured from stream byte
+ *                                    `from` on, so far (live output of a running
+ *                                    child); bytes dropped before that are skipped
  *   proc:pid(), proc:done(), proc:close()
- *   result = {exit = n | nil, signal = n | nil, stdout = s, stderr = s, pid = n} */
+ *   result = {exit = n | nil, signal = n | nil, stdout = s, stderr = s, pid = n,
+ *             stdout_dropped = n, stderr_dropped = n (only when bytes were dropped)} */
 #include "bind.h"
 
 #include <signal.h>
@@ -105,6 +109,13 @@ static int p_spawn(lua_State *L) {
     }
     o.cwd = lb_l_opt_string(L, &opts, "cwd", 0, NULL);           /* kept on the stack */
     o.stdin_data = lb_l_opt_string(L, &opts, "stdin", 0, &o.stdin_len);
+    lua_getfield(L, 1, "max_output");
+    if (!lua_isnil(L, -1)) {
+        luaL_argcheck(L, lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) >= 1, 1,
+                      "max_output must be a byte count >= 1");
+        o.max_output = (size_t)lua_tonumber(L, -1);
+    }
+    lua_pop(L, 1);
     b = lb_newuserdata(L, sizeof *b);   /* closed until the spawn succeeds */
     b->p = NULL;
     luaL_setmetatable(L, PROC_MT);
@@ -128,6 +139,14 @@ static void push_result(lua_State *L, lb_proc *p) {
     lua_setfield(L, -2, "stdout");
     lua_pushlstring(L, e->data ? e->data : "", e->len);
     lua_setfield(L, -2, "stderr");
+    if (lb_proc_dropped(p, 1)) {
+        lua_pushinteger(L, (lua_Integer)lb_proc_dropped(p, 1));
+        lua_setfield(L, -2, "stdout_dropped");
+    }
+    if (lb_proc_dropped(p, 2)) {
+        lua_pushinteger(L, (lua_Integer)lb_proc_dropped(p, 2));
+        lua_setfield(L, -2, "stderr_dropped");
+    }
     lua_pushinteger(L, lb_proc_pid(p));
     lua_setfield(L, -2, "pid");
 }
@@ -192,13 +211,17 @@ static int p_output(lua_State *L) {
     lua_Integer fd = luaL_checkinteger(L, 2);
     lua_Integer from = luaL_optinteger(L, 3, 0);
     const lb_buf *o;
+    size_t drop, at;
     luaL_argcheck(L, fd == 1 || fd == 2, 2, "1 (stdout) or 2 (stderr) expected");
     luaL_argcheck(L, from >= 0, 3, "offset must be >= 0");
     o = lb_proc_output(b->p, (int)fd);
-    if ((size_t)from < o->len) lua_pushlstring(L, o->data + from, o->len - (size_t)from);
+    drop = lb_proc_dropped(b->p, (int)fd);   /* offsets count from the stream's start */
+    at = (size_t)from > drop ? (size_t)from - drop : 0;
+    if (at < o->len) lua_pushlstring(L, o->data + at, o->len - at);
     else lua_pushliteral(L, "");
-    lua_pushinteger(L, (lua_Integer)o->len);
-    return 2;
+    lua_pushinteger(L, (lua_Integer)(drop + o->len));
+    lua_pushinteger(L, (lua_Integer)drop);
+    return 3;
 }
 
 static int p_pid(lua_State *L) {

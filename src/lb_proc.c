@@ -33,6 +33,8 @@ struct lb_proc {
     char *in;                   /* copy of the stdin bytes */
     size_t in_len, in_off;
     lb_buf out, err;
+    size_t max_output;          /* tail kept per stream */
+    size_t drop_out, drop_err;  /* bytes dropped from each stream's front */
     int reaped, status;         /* raw waitpid status once reaped */
     double kill_at;             /* SIGKILL deadline (monotonic), 0 = none */
 };
@@ -136,6 +138,7 @@ int lb_proc_spawn(const lb_proc_opts *o, lb_proc **out, char *err) {
     if (!p) return lb_err_set(err, LB_ENOMEM, "spawn '%s': out of memory", o->argv[0]);
     p->pid = -1;
     p->pidfd = p->fd_in = p->fd_out = p->fd_err = -1;
+    p->max_output = o->max_output ? o->max_output : LB_PROC_MAX_OUTPUT;
     if (o->stdin_data && o->stdin_len) {
         p->in = lb_malloc(o->stdin_len);
         if (!p->in) { lb_free(p); return lb_err_set(err, LB_ENOMEM, "spawn '%s': out of memory", o->argv[0]); }
@@ -248,22 +251,43 @@ fail_early:
     return code;
 }
 
-/* Read everything available on *fd into b; EOF closes it. */
-static int drain(int *fd, lb_buf *b, char *err) {
+/* Keep the last `keep` bytes of b, counting what goes in *dropped. */
+static void keep_tail(lb_buf *b, size_t keep, size_t *dropped) {
+    size_t cut;
+    if (b->len <= keep) return;
+    cut = b->len - keep;
+    memmove(b->data, b->data + cut, keep);
+    b->len = keep;
+    b->data[keep] = '\0';
+    *dropped += cut;
+}
+
+/* Read everything available on *fd into b, which keeps at most twice `keep`
+ * bytes (then its last `keep`); EOF closes it and trims b to `keep`. */
+static int drain(int *fd, lb_buf *b, size_t keep, size_t *dropped, char *err) {
     char chunk[LB_PROC_READ];
     while (*fd >= 0) {
         ssize_t n = read(*fd, chunk, sizeof chunk);
         if (n > 0) {
+            if (b->len + (size_t)n > 2 * keep) keep_tail(b, keep > (size_t)n ? keep - (size_t)n : 0, dropped);
+            if ((size_t)n > 2 * keep) {   /* a chunk bigger than the whole budget */
+                *dropped += (size_t)n - keep;
+                if (lb_buf_append(b, chunk + (size_t)n - keep, keep) != LB_OK)
+                    return lb_err_set(err, LB_ENOMEM, "capture child output: out of memory");
+                continue;
+            }
             if (lb_buf_append(b, chunk, (size_t)n) != LB_OK)
                 return lb_err_set(err, LB_ENOMEM, "capture child output: out of memory");
         } else if (n == 0) {
             close_fd(fd);
+            keep_tail(b, keep, dropped);
         } else if (errno == EINTR) {
             continue;
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
             break;
         } else {
             close_fd(fd);   /* EIO etc.: treat as end of output */
+            keep_tail(b, keep, dropped);
         }
     }
     return LB_OK;
@@ -316,8 +340,8 @@ static void reap(lb_proc *p) {
 int lb_proc_step(lb_proc *p, char *err) {
     int rc;
     feed(p);
-    if ((rc = drain(&p->fd_out, &p->out, err)) != LB_OK) return rc;
-    if ((rc = drain(&p->fd_err, &p->err, err)) != LB_OK) return rc;
+    if ((rc = drain(&p->fd_out, &p->out, p->max_output, &p->drop_out, err)) != LB_OK) return rc;
+    if ((rc = drain(&p->fd_err, &p->err, p->max_output, &p->drop_err, err)) != LB_OK) return rc;
     reap(p);
     if (p->reaped && p->fd_in >= 0) close_fd(&p->fd_in);
     if (p->kill_at > 0 && !lb_proc_done(p) && now_mono() >= p->kill_at) {
@@ -399,6 +423,7 @@ int lb_proc_term_signal(const lb_proc *p) {
 }
 
 const lb_buf *lb_proc_output(const lb_proc *p, int fd) { return fd == 2 ? &p->err : &p->out; }
+size_t lb_proc_dropped(const lb_proc *p, int fd) { return fd == 2 ? p->drop_err : p->drop_out; }
 
 int lb_proc_kill(lb_proc *p, int sig, char *err) {
     if (sig <= 0 || sig >= NSIG) return lb_err_set(err, LB_EINVAL, "kill: bad signal %d", sig);

@@ -2,7 +2,9 @@
  *
  * lb_proc_spawn starts a program (posix_spawn, no shell) in its own process
  * group with an exact environment, a working directory and stdin bytes;
- * stdout and stderr are captured through non-blocking pipes into lb_bufs.
+ * stdout and stderr are captured through non-blocking pipes into lb_bufs,
+ * each keeping only its last max_output bytes (the front is dropped and
+ * counted: lb_proc_dropped), so a chatty child cannot exhaust memory.
  * lb_proc_wait makes progress on a whole set of children at once: one poll()
  * over every pipe (and, on Linux >= 5.3, every pidfd, so an exit wakes it),
  * reaping with waitpid(WNOHANG) for the child's own pid only (other
@@ -30,7 +32,11 @@ typedef struct lb_proc_opts {
     const char *cwd;         /* working directory; NULL = ours */
     const char *stdin_data;  /* bytes fed to stdin, then closed; NULL = /dev/null */
     size_t stdin_len;
+    size_t max_output;       /* bytes of each stream kept (the last ones);
+                                0 = LB_PROC_MAX_OUTPUT */
 } lb_proc_opts;
+
+#define LB_PROC_MAX_OUTPUT ((size_t)8 << 20)   /* default tail kept per stream */
 
 /* Start a child.  On LB_OK *out owns the process (free with lb_proc_free).
  * The child gets default signal dispositions, an empty signal mask and a new
@@ -59,8 +65,13 @@ int lb_proc_pid(const lb_proc *p);
 int lb_proc_exit_code(const lb_proc *p);
 /* After reaping: the signal that killed the child, else 0. */
 int lb_proc_term_signal(const lb_proc *p);
-/* The captured stdout (fd 1) or stderr (fd 2) so far; never NULL. */
+/* The captured stdout (fd 1) or stderr (fd 2) so far; never NULL.  While
+ * the child runs it holds up to twice max_output bytes (trimming is
+ * amortised); once done, at most max_output: the stream's last bytes. */
 const lb_buf *lb_proc_output(const lb_proc *p, int fd);
+/* Bytes dropped from the front of stdout (fd 1) or stderr (fd 2): the
+ * buffer holds stream bytes [dropped, dropped + len). */
+size_t lb_proc_dropped(const lb_proc *p, int fd);
 
 /* Send `sig` to the child's process group (a no-op once it is done).
  * LB_OK or LB_EINVAL (bad signal; err filled). */

@@ -243,9 +243,41 @@ static void test_sleep_only(void) {
     CHECK(lb_proc_wait(NULL, 0, -1, err) == LB_EINVAL);
 }
 
+/* Only the last max_output bytes of each stream stay; the front is counted. */
+static void test_output_tail(void) {
+    /* 2.7 MB of numbered lines on stdout, 10 bytes on stderr, kept: 1 MiB */
+    char *argv[] = {"sh", "-c", "seq 1 400000; printf 'stderr-end' >&2", NULL};
+    lb_proc_opts o;
+    lb_proc *p = NULL;
+    char err[LB_ERR_LEN];
+    const lb_buf *b;
+    memset(&o, 0, sizeof o);
+    o.argv = argv;
+    o.max_output = 1 << 20;
+    CHECK(lb_proc_spawn(&o, &p, err) == LB_OK);
+    if (!p) return;
+    CHECK(run(p) == LB_OK);
+    b = lb_proc_output(p, 1);
+    CHECK(b->len == 1 << 20);
+    CHECK(lb_proc_dropped(p, 1) + b->len == 2688895);   /* wc -c of seq 1 400000 */
+    CHECK(b->len >= 14 && memcmp(b->data + b->len - 14, "399999\n400000\n", 14) == 0);
+    CHECK_STR("stderr-end", lb_proc_output(p, 2)->data);
+    CHECK(lb_proc_dropped(p, 2) == 0);
+    lb_proc_free(p);
+    /* a budget smaller than one read */
+    o.max_output = 5;
+    CHECK(lb_proc_spawn(&o, &p, err) == LB_OK);
+    if (!p) return;
+    CHECK(run(p) == LB_OK);
+    CHECK_STR("0000\n", lb_proc_output(p, 1)->data);
+    CHECK(lb_proc_dropped(p, 1) == 2688890);
+    lb_proc_free(p);
+}
+
 int main(void) {
     long live = lb_alloc_live();
     test_capture();
+    test_output_tail();
     test_env_cwd();
     test_big_stdin();
     test_spawn_errors();

@@ -9,16 +9,17 @@ local RSS_BOUND_KB = 300 * 1024
 
 -- Run argv words (already shell-quoted) with a hard timeout; return rc,
 -- stderr, peak RSS in KB.
-local function run(args)
-  local errf, timef = os.tmpname(), os.tmpname()
-  local p = io.popen(("timeout -s KILL 60 /usr/bin/time -o %s -f %%M %s %s >/dev/null 2>%s; echo $?")
-    :format(timef, EXE, args, errf))
+local function run(args, env)
+  local errf, timef, outf = os.tmpname(), os.tmpname(), os.tmpname()
+  local p = io.popen(("%s timeout -s KILL 60 /usr/bin/time -o %s -f %%M %s %s >%s 2>%s; echo $?")
+    :format(env or "", timef, EXE, args, outf, errf))
   local rc = tonumber(p:read("a"):match("(%d+)%s*$"))
   p:close()
   local f = io.open(errf); local err = f:read("a"); f:close()
+  f = io.open(outf); local out = f:read("a"); f:close()
   f = io.open(timef); local t = f:read("a"); f:close()
-  os.remove(errf); os.remove(timef)
-  return rc, err, tonumber(t:match("(%d+)%s*$"))
+  os.remove(errf); os.remove(timef); os.remove(outf)
+  return rc, err, tonumber(t:match("(%d+)%s*$")), out
 end
 
 local function write(path, text)
@@ -91,5 +92,35 @@ describe("workflow input limits", function()
     local rc, err = run("run " .. tmp .. " --job nosuch")   -- loaded, then nothing run
     assert.are.equal(2, rc)
     assert.matches(": no job 'nosuch' %(jobs: j%)", err)
+  end)
+end)
+
+describe("captured stage output", function()
+  it("keeps the last 8 MiB of a stream, with a note of what was dropped", function()
+    local home, wf = os.tmpname(), os.tmpname()
+    os.remove(home)
+    write(wf, [[
+type: Workflow
+jobs:
+  j:
+    stages:
+      - name: big
+        id: big
+        bash: |
+          head -c 20000000 /dev/zero | tr '\0' 'x'; echo; echo last-line
+          echo err-line >&2
+]])
+    local rc, err, rss, out = run("run " .. wf .. " --json", "LUABATCH_HOME=" .. home)
+    os.remove(wf)
+    os.execute("rm -rf " .. home)
+    assert.are.equal(0, rc, err)
+    local ctx = require("cjson").decode(out)
+    local o = ctx.jobs.j.stages.big.outputs
+    assert.are.equal("[luabatch: 11611403 bytes of stdout dropped, the last 8388608 kept]\n",
+      o.stdout:sub(1, 68))
+    assert.are.equal(68 + 8388608 - 1, #o.stdout)   -- the final newline stripped
+    assert.are.equal("xx\nlast-line", o.stdout:sub(-12))
+    assert.are.equal("err-line", o.stderr)
+    assert.is_true(rss < RSS_BOUND_KB, "peak RSS " .. rss .. " KB")
   end)
 end)

@@ -10,7 +10,9 @@
 --   sched.sleep(sec)                    -> true | nil, msg, "ECANCELED"
 --   sched.exec(argv, {env = {K = V}, clear_env = bool, cwd = dir, stdin = s,
 --                     on_output = function(fd, chunk)})
---       -> {exit = n | nil, signal = n | nil, stdout = s, stderr = s}
+--       -> {exit = n | nil, signal = n | nil, stdout = s, stderr = s,
+--           stdout_dropped = n, stderr_dropped = n}  (each stream keeps its
+--           last 8 MiB; *_dropped: bytes lost from its front, when any)
 --        | nil, msg, code ("EIO" spawn failure, "ECANCELED" cancelled)
 --       env is added over the inherited environment (replaces it with
 --       clear_env); on_output gets output while the child runs (fd 1, 2;

@@ -13,14 +13,17 @@
 -- is written to a temporary file and run as `sh <file>` through the
 -- scheduler (other tasks run meanwhile), inheriting the environment.
 -- Outputs: { return_code = n, stdout = s, stderr = s }, each text stripped of
--- surrounding newlines, empty -> null; kept on a failure too (return_code
+-- surrounding newlines, empty -> null; past 8 MiB only the last 8 MiB kept,
+-- after a line "[luabatch: N bytes of stdout dropped, the last 8388608
+-- kept]" (bash.dropped_note); kept on a failure too (return_code
 -- -N when killed by signal N).  Exit code > 0 -> FAILED
 --   { name = "StageError", message = "Subprocess: <stderr>\n\t```bash\n\t<script>\n\t```" }
 -- (script lines joined by "\n\t"); killed by a signal -> FAILED too
 -- (ddeutil-workflow counts it as SUCCESS), "Subprocess: killed by signal N...".
 -- Cancelled (fail-fast, Ctrl-C) -> CANCEL.
 --
--- Helpers for other kinds: bash.dedent(s), bash.shell_quote(s), bash.strip_nl(s).
+-- Helpers for other kinds: bash.dedent(s), bash.shell_quote(s), bash.strip_nl(s),
+-- bash.dropped_note(r, "stdout"|"stderr") -> "" | the note line.
 
 local stage = require "luabatch.workflow.stage"
 
@@ -73,6 +76,14 @@ end
 --- Strip leading and trailing newlines.
 function _M.strip_nl(s)
   return (str_gsub(str_gsub(s, "^\n+", ""), "\n+$", ""))
+end
+
+--- The line that says a stream lost its front (sched.exec keeps the last
+-- 8 MiB of each), or "" when nothing was dropped.
+function _M.dropped_note(r, which)
+  local n = r[which .. "_dropped"]
+  if not n then return "" end
+  return str_format("[luabatch: %d bytes of %s dropped, the last %d kept]\n", n, which, #r[which])
 end
 
 --- Single-quote a string for sh: every byte but ' is literal inside '...'.
@@ -179,8 +190,9 @@ function _M.execute(st, rctx, env)
     return nil, { name = "StageError", message = "Subprocess: " .. tostring(msg) }
   end
   local body = "```bash\n\t" .. str_gsub(script, "\n", "\n\t") .. "\n\t```"
-  local stderr = str_gsub(r.stderr, "\n+$", "")
-  local out, errs = _M.strip_nl(r.stdout), _M.strip_nl(r.stderr)
+  local stderr = _M.dropped_note(r, "stderr") .. str_gsub(r.stderr, "\n+$", "")
+  local out = _M.dropped_note(r, "stdout") .. _M.strip_nl(r.stdout)
+  local errs = _M.dropped_note(r, "stderr") .. _M.strip_nl(r.stderr)
   -- the outputs, kept on a failure too (as ddeutil-workflow keeps them);
   -- killed by signal N: return_code -N, as Python's subprocess says
   local outputs = stage.object({
