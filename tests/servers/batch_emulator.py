@@ -40,6 +40,17 @@ exceeded timeout".  Output lines (stdout and stderr, merged) become log
 events in /aws/batch/job (or the awslogs-group option), stream
 <jobDefinitionName>/default/<taskId> (one per attempt).
 
+Container mode (--docker [SOCKET], or LUABATCH_EMULATOR_DOCKER=SOCKET|1; no
+SOCKET: DOCKER_HOST, else /var/run/docker.sock): each attempt is a container
+of the job definition's image (tests/servers/batch_docker.py) instead of a
+local process: its command with Ref:: substituted, only the job's environment
+(nothing of the emulator's) plus the AWS_BATCH_* / credentials variables, its
+user, the image's working directory, vCPU and MEMORY as Docker limits (no
+swap), volumes/mountPoints as binds, the host's network (the credentials
+endpoint and test servers on 127.0.0.1 answer); log events from its output;
+exit code and OOM kill (OOMKilled -> the same reason) from Docker; an image
+the daemon lacks fails the attempt with CannotPullContainerError.
+
 Test controls (JSON, unsigned):
   POST   /__faults   {"operation": "DescribeJobs" | "*", "action": "throttle" |
                       "error" | "slow" | "drop" | "reset", "times": 1 (-1 = always),
@@ -66,7 +77,7 @@ Test controls (JSON, unsigned):
 
 Usage: batch_emulator.py [--port 0] [--host 127.0.0.1] [--access-key LBTESTKEY]
   [--secret-key LBTESTSECRET] [--region us-east-1] [--delay 0.05]
-  [--timeout-scale 1.0] [--queue NAME[:EC2|FARGATE]]... [--parent-pid PID]
+  [--timeout-scale 1.0] [--queue NAME[:EC2|FARGATE]]... [--parent-pid PID] [--docker [SOCKET]]
 Prints the port on the first stdout line, then serves until SIGTERM/SIGINT;
 shutdown kills every job process.
 """
@@ -98,6 +109,9 @@ import botocore.awsrequest
 import botocore.credentials
 import botocore.loaders
 import botocore.model
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import batch_docker  # noqa: E402  (container mode)
 
 STATES = ["SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED", "FAILED"]
 TERMINAL = ("SUCCEEDED", "FAILED")
@@ -616,6 +630,11 @@ class Emulator:
         self.stopping = False
         self.workroot = tempfile.mkdtemp(prefix="lb-batch-emu-")
         self.running = set()
+        self.docker = None
+        if args.docker is not None:
+            self.docker = batch_docker.DockerAPI(batch_docker.socket_path(args.docker))
+            if not self.docker.ping():
+                raise SystemExit("batch_emulator: --docker: no Docker daemon answers on %s" % self.docker.path)
         for spec in args.queue or ["lb-queue:EC2", "lb-fargate-queue:FARGATE"]:
             name, _, platform = spec.partition(":")
             self._add_queue(name, (platform or "EC2").upper())
@@ -921,7 +940,9 @@ class Emulator:
         return True
 
     def _env(self, j, attempt_no, cred_id, token):
-        if self.args.clean_env:
+        if self.docker is not None:
+            env = {}        # a container sees the job's environment only
+        elif self.args.clean_env:
             env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")}
         else:
             env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
@@ -973,7 +994,14 @@ class Emulator:
         elif not j.command:
             fail_reason = "CannotStartContainerError: Error response from daemon: no command specified"
         proc = None
-        if fail_reason is None:
+        if fail_reason is None and self.docker is not None:
+            props = self.container_detail(j)
+            body = batch_docker.container_spec(props, j.command, self._env(j, attempt_no, cred_id, token))
+            try:
+                proc = batch_docker.ContainerProc.start(self.docker, body, "lb-batch-%s" % task_id[:12])
+            except (batch_docker.StartError, OSError) as e:
+                fail_reason = str(e)
+        elif fail_reason is None:
             j.workdir = j.workdir or tempfile.mkdtemp(prefix="job-", dir=self.workroot)
             try:
                 proc = subprocess.Popen(j.command, env=self._env(j, attempt_no, cred_id, token), cwd=j.workdir,
@@ -1024,6 +1052,8 @@ class Emulator:
             if j.timed_out:
                 att["statusReason"] = TIMEOUT_REASON
                 return att, "timeout"
+            if getattr(proc, "oom_killed", False):
+                j.oom = True
             if j.oom:
                 att["container"]["reason"] = OOM_REASON
                 j.runtime["reason"] = OOM_REASON
@@ -1032,6 +1062,15 @@ class Emulator:
     def _kill(self, j, sig):
         p = j.proc
         if p is None:
+            return
+        if isinstance(p, batch_docker.ContainerProc):
+            p.signal(sig)
+            if sig == signal.SIGTERM and self.kill_grace >= 0:
+                def later_c(proc=p):
+                    time.sleep(self.kill_grace)
+                    if proc.returncode is None:
+                        proc.signal(signal.SIGKILL)
+                threading.Thread(target=later_c, daemon=True).start()
             return
         try:
             os.killpg(p.pid, sig)
@@ -1087,7 +1126,9 @@ class Emulator:
                 late = [j for j in self.running if j.deadline is not None and t >= j.deadline and not j.timed_out]
                 for j in late:
                     j.timed_out = True
-                limited = [j for j in self.running if j.mem_limit and j.proc is not None and not j.oom]
+                # (Docker enforces a container's memory itself)
+                limited = [j for j in self.running if j.mem_limit and j.proc is not None and not j.oom
+                           and self.docker is None]
             for j in late:
                 self._kill(j, signal.SIGKILL)
             if limited and tick % 5 == 0:
@@ -1114,11 +1155,17 @@ class Emulator:
                 j.event.set()
             self.cond.notify_all()
         for p in procs:
+            if isinstance(p, batch_docker.ContainerProc):
+                p.signal(signal.SIGKILL)
+                p.remove()
+                continue
             try:
                 os.killpg(p.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
         for p in procs:
+            if isinstance(p, batch_docker.ContainerProc):
+                continue
             try:
                 p.wait(timeout=5)
             except Exception:
@@ -1992,6 +2039,11 @@ def main():
     ap.add_argument("--role-credentials", default=None,
                     help="KEY:SECRET[:TOKEN] handed out by the credentials endpoint (default: fresh per call)")
     ap.add_argument("--parent-pid", type=int, default=0, help="exit when this process is gone")
+    env_docker = os.environ.get("LUABATCH_EMULATOR_DOCKER") or None
+    ap.add_argument("--docker", nargs="?", const="", default=None if env_docker is None else
+                    ("" if env_docker == "1" else env_docker), metavar="SOCKET",
+                    help="run jobs as containers of their image (Docker Engine API on SOCKET; "
+                         "default DOCKER_HOST)")
     args = ap.parse_args()
 
     threading.stack_size(512 * 1024)
