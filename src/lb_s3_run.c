@@ -26,14 +26,25 @@
 
 int s3_fail(s3x *x, int code, const char *fmt, ...) {
     char what[LB_ERR_LEN];
+    const char *op = x->ph ? x->ph->op : "S3", *t = x->target ? x->target : "";
+    size_t tl = strlen(t), room;
+    int keep;
     va_list ap;
     if (x->rc) return code;         /* the first failure is the story */
     x->rc = code;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    lb_err_set(x->err, code, "%s %s: %s", x->ph ? x->ph->op : "S3", x->target ? x->target : "",
-               what);
+    /* A long key must not push the reason (with the S3 error code) out of
+     * the LB_ERR_LEN message: the target gives way, its middle cut to "...". */
+    room = LB_ERR_LEN - 1 - strlen(op) - 3;
+    room = room > strlen(what) + 40 ? room - strlen(what) : 40;
+    if (tl <= room) {
+        lb_err_set(x->err, code, "%s %s: %s", op, t, what);
+    } else {
+        keep = (int)(room - 3) / 2;
+        lb_err_set(x->err, code, "%s %.*s...%s: %s", op, keep, t, t + tl - ((room - 3) - (size_t)keep), what);
+    }
     return code;
 }
 

@@ -449,6 +449,39 @@ static void test_head_sizes(const char *dir) {
     }
 }
 
+/* A long key gives way in the message: the S3 error code stays in it. */
+static void test_long_key_keeps_code(const char *dir) {
+    static const char answer[] = "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\n"
+        "Content-Length: 95\r\nConnection: close\r\n\r\n"
+        "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>no</Message></Error>\n\n\n\n\n\n\n\n\n\n\n\n\n";
+    char ep[64], err[LB_ERR_LEN], key[901], small[600];
+    canned c;
+    lb_s3_opts o;
+    lb_s3_result r;
+    FILE *f;
+    memset(key, 'k', 900);
+    key[900] = '\0';
+    snprintf(small, sizeof small, "%s/small", dir);
+    if ((f = fopen(small, "w")) != NULL) { fputs("hello", f); fclose(f); }
+    c.answer = answer;
+    if (canned_listen(&c) != 0 || pthread_create(&c.t, NULL, canned_serve, &c) != 0) {
+        CHECK(!"local server");
+        return;
+    }
+    snprintf(ep, sizeof ep, "http://127.0.0.1:%d", c.port);
+    base_opts(&o, ep);
+    o.key = key;
+    o.file = small;
+    CHECK(lb_s3_upload(&o, &r, err) == LB_ESERVICE);
+    pthread_join(c.t, NULL);
+    close(c.fd);
+    CHECK(strstr(err, "HTTP 403 AccessDenied: no") != NULL);
+    CHECK(strstr(err, "PutObject s3://bkt/kkkk") == err && strstr(err, "k...k") != NULL);
+    if (!strstr(err, "AccessDenied")) fprintf(stderr, "long key: %s\n", err);
+    lb_s3_result_free(&r);
+    unlink(small);
+}
+
 /* An invalid bucket is refused before anything is sent. */
 static void test_bad_bucket_sends_nothing(const char *src) {
     static const char *bad[] = { "aud?tagging=", "aud?policy=", "aud#x", "a/b", "a%3Fb", "a b",
@@ -571,6 +604,7 @@ int main(void) {
     test_options(src);
     test_alloc_offline(src);
     test_head_sizes(dir);
+    test_long_key_keeps_code(dir);
     test_bad_bucket_sends_nothing(src);
     if (ep && *ep) test_rgw(ep, dir, src);
     else printf("test_s3: LUABATCH_TEST_S3_ENDPOINT unset, RGW round trips skipped\n");
