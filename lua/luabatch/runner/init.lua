@@ -3,7 +3,7 @@
 --   local runner = require "luabatch.runner"
 --   local mod, msg = runner.get("aws_batch")     -- the runner module | nil, msg
 --   local spec = runner.schema("aws_batch")      -- its with: schema | nil (free-form)
---   runner.types()                               -- { "local", "aws_batch" }
+--   runner.types()                               -- { "local", "aws_batch", "docker" }
 --   runner.max_parallel("aws_batch")             -- 10000 (nil: the local bound, 9)
 --
 -- A runner is one folder (or file) under luabatch/runner/ and one line
@@ -20,11 +20,12 @@ local _M = { _VERSION = "0.1.0" }
 local ipairs = ipairs
 
 -- In the order messages list them.
-local ORDER = { "local", "aws_batch" }
+local ORDER = { "local", "aws_batch", "docker" }
 local REGISTRY = {
   ["local"] = { module = "luabatch.runner.local" },
   aws_batch = { module = "luabatch.runner.aws_batch", schema = "luabatch.runner.aws_batch.schema",
                 ops = "luabatch.runner.aws_batch.ops", max_parallel = 10000 },
+  docker = { module = "luabatch.runner.docker", schema = "luabatch.runner.docker.schema" },
 }
 
 local require = require

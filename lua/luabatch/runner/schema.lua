@@ -20,6 +20,7 @@ local _M = { _VERSION = "0.1.0" }
 local type = type
 local pairs = pairs
 local ipairs = ipairs
+local next = next
 local tostring = tostring
 local tonumber = tonumber
 local floor = math.floor
@@ -70,6 +71,15 @@ local KINDS = {
     if v == "true" then return true elseif v == "false" then return false end
     if type(v) ~= "boolean" then return nil, "true or false" end
     return v
+  end,
+  strlist = function(v)
+    if type(v) ~= "table" or (next(v) ~= nil and v[1] == nil) then return nil, "a list of strings" end
+    local out = {}
+    for i, x in pairs(v) do
+      if type(i) ~= "number" or type(x) ~= "string" or x == "" then return nil, "a list of non-empty strings" end
+      out[i] = x
+    end
+    return out
   end,
   strmap = function(v)
     if type(v) ~= "table" or v[1] ~= nil then return nil, "a mapping of names to strings" end
