@@ -121,6 +121,18 @@ describe("luabatch.workflow.template #unit", function()
       assert.is_nil(v)
       assert.matches("out of range", err)
     end)
+
+    -- found by tests/fuzz (template): a NaN key raised "table index is NaN"
+    it("dict refuses keys a map cannot hold (NaN) or Python cannot hash (list), cleanly", function()
+      local d = template.render("${{ s | dict }}", { s = list({ list({ "k", 1 }) }) })
+      assert.are.same({ k = 1 }, d)
+      for _, pair in ipairs({ list({ 0 / 0, 1 }), list({ list({ 1 }), 2 }), list({ { a = 1 }, 2 }) }) do
+        local v, err, code = template.render("${{ s | dict }}", { s = list({ pair }) })
+        assert.is_nil(v)
+        assert.matches("^The post%-filter: 'dict' does not fit with", err)
+        assert.are.equal("UtilError", code)
+      end
+    end)
   end)
 
   describe("environment substitution (§1, decision 2)", function()

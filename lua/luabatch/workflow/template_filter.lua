@@ -162,7 +162,10 @@ FILTERS.dict = function(v)
     for i = 1, #v do
       local p = v[i]
       if type(p) ~= "table" or #p ~= 2 then return BAD end
-      out[p[1]] = p[2]
+      local k = p[1]
+      -- a key Lua cannot hold (NaN) or Python cannot hash (list, dict)
+      if k ~= k or type(k) == "table" then return BAD end
+      out[k] = p[2]
     end
     return out
   end
