@@ -23,8 +23,14 @@
 --   slash), @ROOT@ (the repo root) and @PORT@ (the listen port) are replaced.
 -- ng = { port, url = "http://127.0.0.1:PORT", prefix, pid (master), conf (path),
 --        stop() (TERM to this master only, waits for it; idempotent),
---        error_log() -> text, worker_pids() -> { pid, ... } }
+--        error_log() -> text, worker_pids() -> { pid, ... },
+--        reload() -> true | nil, msg (HUP to the master: new workers, same shared dicts; waits
+--        until none of the old workers is left and the port answers) }
 -- nginx.available() -> true | nil, reason   (nginx + the lua module installed?)
+-- nginx.runs_opts(p, o) -> start() opts of a server of luabatch.ngx.runs (package.loaded.lbruns,
+--   routed at /runs and /) against the aws_peers p (its emulator's queue and endpoint, the bucket,
+--   RGW, the credentials), poll_interval 0.2 s; o.fields = Lua text of more runs.new{} fields
+--   ("dir = '...', policy = ..."), o.workers (2), o.main_extra, o.access_log
 local _M = {}
 
 local MODULE_DIRS = { "/usr/lib/nginx/modules", "/usr/share/nginx/modules" }
@@ -157,6 +163,42 @@ local function worker_pids(master)
   return pids
 end
 
+function _M.runs_opts(p, o)
+  o = o or {}
+  local function str(v) return ("%q"):format(v) end
+  local emu = p.emu
+  local conf = table.concat({
+    "package.loaded.lbruns = require('luabatch.ngx.runs').new({ poll_interval = 0.2,",
+    o.fields and (o.fields .. ",") or "",
+    "  with = { job_queue_arn = " .. str(emu.queue) .. ", s3_bucket = " .. str(p.bucket) .. ",",
+    "    region_name = " .. str(emu.region) .. ", batch_endpoint = " .. str(emu.endpoint) .. ",",
+    "    logs_endpoint = " .. str(emu.endpoint) .. ", s3_endpoint = " .. str(p.s3_endpoint) .. " },",
+    "})",
+  }, "\n")
+  local env = {}
+  for _, k in ipairs({ "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
+                       "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_EC2_METADATA_DISABLED" }) do
+    env[k] = p.env[k]
+  end
+  return {
+    workers = o.workers or 2,
+    access_log = o.access_log,
+    env = env,
+    main_extra = o.main_extra,
+    http_extra = table.concat({
+      "init_by_lua_block {", conf, "}",
+      "init_worker_by_lua_block { assert(require('lbruns'):init_worker()) }",
+      "server { listen unix:@PREFIX@/luabatch.sock; include @ROOT@/lua/luabatch/ngx/loopback.conf; }",
+    }, "\n"),
+    server_extra = table.concat({
+      "include @ROOT@/lua/luabatch/ngx/locations.conf;",
+      "client_body_buffer_size 1m;",
+      "location /runs { content_by_lua_block { require('lbruns'):handle() } }",
+      "location = / { content_by_lua_block { require('lbruns'):handle() } }",
+    }, "\n"),
+  }
+end
+
 function _M.start(opts)
   local o = opts or {}
   local ok, why = _M.available()
@@ -227,6 +269,24 @@ function _M.start(opts)
     return true
   end
   function ng.worker_pids() return worker_pids(ng.pid) end
+  function ng.reload()
+    local old = {}
+    for _, w in ipairs(ng.worker_pids()) do old[w] = true end
+    if not sh_ok("kill -HUP " .. ng.pid .. " 2>/dev/null") then return nil, "nginx: HUP failed" end
+    local until_t = os.time() + (o.timeout or 10) + 10
+    repeat
+      local fresh, stale = 0, 0
+      for _, w in ipairs(ng.worker_pids()) do
+        if old[w] then stale = stale + 1 else fresh = fresh + 1 end
+      end
+      if stale == 0 and fresh >= (o.workers or 1) and sh_ok(("curl -s -o /dev/null --max-time 1 %s/_ngx_helper_ping")
+          :format(ng.url)) then
+        return true
+      end
+      sh_ok("sleep 0.05")
+    until os.time() > until_t
+    return nil, "nginx: the reload did not finish\n" .. ng.error_log()
+  end
 
   -- wait until the port answers (and the workers are up)
   local ping = ("curl -s -o /dev/null --max-time 1 %s/_ngx_helper_ping"):format(ng.url)

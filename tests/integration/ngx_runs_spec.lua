@@ -188,38 +188,11 @@ describe("luabatch.ngx.runs in nginx #integration", function()
     local f = assert(io.open(wfdir .. "/matrix.yml", "w"))
     f:write(WF)
     f:close()
-    local emu = p.emu
-    local conf = table.concat({
-      "package.loaded.lbruns = require('luabatch.ngx.runs').new({",
+    ng = assert(nginx.start(nginx.runs_opts(p, { access_log = true, fields = table.concat({
       "  dir = " .. lua_str(wfdir) .. ",",
-      "  poll_interval = 0.2,",
       "  policy = (function() local pol = dofile(" .. lua_str(POLICY) .. "); pol.deadline_margin = -57;",
-      "    return pol end)(),",
-      "  with = { job_queue_arn = " .. lua_str(emu.queue) .. ", s3_bucket = " .. lua_str(p.bucket) .. ",",
-      "    region_name = " .. lua_str(emu.region) .. ", batch_endpoint = " .. lua_str(emu.endpoint) .. ",",
-      "    logs_endpoint = " .. lua_str(emu.endpoint) .. ", s3_endpoint = " .. lua_str(p.s3_endpoint) .. " },",
-      "})",
-    }, "\n")
-    local env = {}
-    for _, k in ipairs({ "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
-                         "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_EC2_METADATA_DISABLED" }) do
-      env[k] = p.env[k]
-    end
-    ng = assert(nginx.start({
-      workers = 2,
-      access_log = true,
-      env = env,
-      http_extra = table.concat({
-        "init_by_lua_block {", conf, "}",
-        "init_worker_by_lua_block { assert(require('lbruns'):init_worker()) }",
-        "server { listen unix:@PREFIX@/luabatch.sock; include @ROOT@/lua/luabatch/ngx/loopback.conf; }",
-      }, "\n"),
-      server_extra = table.concat({
-        "include @ROOT@/lua/luabatch/ngx/locations.conf;",
-        "client_body_buffer_size 1m;",
-        "location /runs { content_by_lua_block { require('lbruns'):handle() } }",
-      }, "\n"),
-    }))
+      "    return pol end)()",
+    }, "\n") })))
   end)
 
   teardown(function()
@@ -321,7 +294,7 @@ describe("luabatch.ngx.runs in nginx #integration", function()
     assert.equal(201, st, body)
     local ans = cjson.decode(body)
     local done = wait_done(ans.run_id)
-    assert.equal("SUCCESS", done.status)
+    assert.equal("SUCCESS", done.status, cjson.encode(done))
     assert.equal("Hello", done.result.params.greeting)
   end)
 

@@ -31,12 +31,19 @@
 -- policy's margin) is the plan's: its stop terminates the Batch job, whose
 -- record then names the deadline.  on_submit(id, ok, msg, code) hears
 -- how each job's submission went ("EWITH", "EJOB", "ESUBMIT").
+-- Each entry also keeps what a view shows: matrix (its values), and once
+-- its record is in, result (the status), failure (why, in one line:
+-- luabatch.ngx.view.failure) and ended_at.  meta.cancel = reason (set by the caller) feeds
+-- the plan a cancel event once.  The journal: app:journal_event(run_id,
+-- ev) when the app has it, for the CLI's plan, job, state and result
+-- events (luabatch.ngx.journal).
 
 local log = require "luabatch.log"
 local stage = require "luabatch.workflow.stage"
 local job = require "luabatch.workflow.job"
 local plan = require "luabatch.workflow.plan"
 local ngx_poller = require "luabatch.ngx.poller"
+local view = require "luabatch.ngx.view"
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -60,6 +67,11 @@ local function run_mod() return require "luabatch.runner.aws_batch.run" end
 
 local function ngx_() return rawget(_G, "ngx") end
 
+-- One event for the run's journal (when the app keeps one).
+local function journal(app, meta, ev)
+  if app.journal_event then app:journal_event(meta.run_id, ev) end
+end
+
 -- Epoch seconds: app.clock (specs), else ngx.now, else the wall clock.
 local function now_of(app)
   if type(app.clock) == "function" then return app.clock() end
@@ -81,7 +93,7 @@ function _M.new_run(app, model, o)
   local jobs = {}
   for _, id in ipairs(order) do jobs[id] = { state = "pending", attempt = 0 } end
   return { run_id = o.run_id, source = o.source, name = o.name, params = o.params, job = o.job,
-           created = now_of(app), order = stage.array(order), jobs = jobs }
+           workflow = model.name, created = now_of(app), order = stage.array(order), jobs = jobs }
 end
 
 -- The job's engine env (with: rendered against wctx) -> jenv | nil, msg
@@ -152,15 +164,17 @@ local function ended_events(app, meta, model, id, js, evq)
       local bid = e.batch_job_id
       local late = bid and (js.expired or {})[bid]
       local s = bid and ngx_poller.get(d, bid, { prefix = app.prefix })
-      local rec
+      local rec, own
       if late then
         local sc = js.submitted.config
         rec = run_mod().deadline_record(job.strategy(model.jobs[id], e.strategy_id), tonumber(e.at) or stage.now(),
           merged_policy(app, meta), e.job_name, bid, sc.timeout, sc.attempts)
+        own = true
       elseif e.error or (s and TERMINAL[s.status]) then
         local why = bid and (js.terminated or {})[bid]
         if why and s.status ~= "SUCCEEDED" then
           rec = run_mod().terminated_record(job.strategy(model.jobs[id], e.strategy_id), stage.now(), e.job_name, bid, why)
+          own = true
         else
           local ok, r = pcall(aws_batch().collect_strategy, js.submitted, e, s or {},
             { model = model, getenv = app.getenv, runner_opts = ro })
@@ -176,6 +190,13 @@ local function ended_events(app, meta, model, id, js, evq)
       if rec then
         e.done = true
         js.collect_error = nil
+        e.result, e.ended_at = rec.status, now_of(app)
+        if rec.status ~= "SUCCESS" and rec.status ~= "SKIP" then e.failure = view.failure(rec) end
+        if s and bid then
+          journal(app, meta, { ev = "state", key = e.key, batch_job_id = bid, status = s.status, reason = s.reason,
+            exit_code = s.exit_code, log_stream = s.log_stream })
+        end
+        if own and e.key then journal(app, meta, { ev = "result", key = e.key, status = rec.status, record = rec }) end
         evq[#evq + 1] = { type = "ended", job = id, attempt = js.attempt, sid = e.strategy_id, record = rec }
       end
     end
@@ -208,12 +229,13 @@ local function run(app, meta, model, a, evq, on_submit)
     local hist = js.history or stage.array({})
     for _, e in ipairs(js.submitted.jobs) do
       hist[#hist + 1] = { key = e.key, strategy_id = e.strategy_id, batch_job_id = e.batch_job_id,
-                          job_name = e.job_name, error = e.error }
+                          job_name = e.job_name, error = e.error, matrix = e.matrix, at = e.at,
+                          result = e.result, failure = e.failure, ended_at = e.ended_at }
     end
     js.history, js.submitted, js.terminated, js.expired = hist, nil, nil, nil
   end
-  local sids = {}
-  for i, combo in ipairs(a.combos) do sids[i] = combo.id end
+  local sids, values = {}, {}
+  for i, combo in ipairs(a.combos) do sids[i], values[combo.id] = combo.id, combo.values end
   local sub, serr, scode
   local jenv, werr = job_env(app, meta, model, id, a.wctx, app:runner_opts(meta.run_id))
   if jenv then
@@ -226,6 +248,7 @@ local function run(app, meta, model, a, evq, on_submit)
   if sub then
     entries = sub.jobs
     stamp(app, entries)
+    for _, e in ipairs(entries) do e.matrix = values[e.strategy_id] end
     if js.submitted then
       for _, e in ipairs(entries) do js.submitted.jobs[#js.submitted.jobs + 1] = e end
     else
@@ -236,7 +259,7 @@ local function run(app, meta, model, a, evq, on_submit)
     -- nothing went out: each strategy is FAILED with the reason
     entries = {}
     for _, sid in ipairs(sids) do
-      entries[#entries + 1] = { strategy_id = sid,
+      entries[#entries + 1] = { strategy_id = sid, matrix = values[sid],
         error = str_format("job '%s' strategy %s: %s", id, sid, tostring(serr)) }
     end
     if not js.submitted then
@@ -254,7 +277,7 @@ local function run(app, meta, model, a, evq, on_submit)
   local t0 = stage.now()
   for _, e in ipairs(entries) do
     if e.error and not e.done then
-      e.done = true
+      e.done, e.result, e.failure, e.ended_at = true, "FAILED", tostring(e.error), now_of(app)
       evq[#evq + 1] = { type = "ended", job = id, attempt = a.attempt, sid = e.strategy_id,
         record = rm.failed_record(job.strategy(model.jobs[id], e.strategy_id), t0, rm.error_of(e.error)) }
     end
@@ -293,7 +316,8 @@ local function stop(app, meta, a)
   if not js.submitted then return end
   local p = merged_policy(app, meta)
   if a.why == "deadline" then return expire(app, meta, js, a.sids, p.deadline_reason) end
-  local reason = a.why == "fail-fast" and p.fail_fast_reason or p.terminate_reason
+  local reason = a.why == "fail-fast" and p.fail_fast_reason
+    or (a.why == "cancel" and type(meta.cancel) == "string" and meta.cancel) or p.terminate_reason
   local want = {}
   for _, sid in ipairs(a.sids) do want[sid] = true end
   local d = app:dict()
@@ -315,6 +339,8 @@ end
 local function job_done(app, meta, model, a, on_submit)
   local js = meta.jobs[a.job]
   js.record = a.record
+  journal(app, meta, { ev = "job", job_id = a.job, status = a.record.status, record = a.record,
+    runs_on = "aws_batch", key = a.key })
   local sub = js.submitted
   if on_submit and a.record.status == "FAILED" and not sub and not js.refused then
     -- refused before any SubmitJob: a bad if:, max-parallel or matrix
@@ -371,6 +397,10 @@ function _M.step(app, meta, model, on_submit)
       if #evq > n then changed = true end
     end
   end
+  if meta.cancel and not meta.plan.cancel then
+    evq[#evq + 1] = { type = "cancel", reason = meta.cancel }
+    changed = true
+  end
   evq[#evq + 1] = { type = "tick" }
   local env = engine().make_env(model, { getenv = app.getenv, run_id = meta.run_id,
     runner_opts = app:runner_opts(meta.run_id), log = function(line) log.info("%s", line) end })
@@ -378,6 +408,7 @@ function _M.step(app, meta, model, on_submit)
   while i <= #evq do
     local ev = evq[i]
     ev.now = now
+    if ev.type ~= "tick" then journal(app, meta, { ev = "plan", event = ev }) end
     for _, a in ipairs(plan.step(meta.plan, model, ev, env)) do
       changed = true
       if a.op == "prepare" then

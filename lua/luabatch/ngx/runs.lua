@@ -2,13 +2,21 @@
 --
 --   POST /runs[?file=NAME][&job=ID][&param.K=V...]   body: workflow YAML (or ?file=)
 --        -> 201 GET's answer without result, status "SUBMITTED" | final, results?
---   GET  /runs/ID      -> 200 { run_id, job?, status, jobs = [ { job, key, strategy_id,
---                         job_id (Batch), job_name, status, reason?, exit_code?, log_stream? } ],
+--   GET  /runs         -> 200 [ { run_id, workflow, started, ended, duration, status, jobs =
+--                         { ok, failed, skipped, cancelled } } ] newest first (?limit=N, 50;
+--                         as `luabatch runs --json`: read from the journals)
+--   GET  /runs/ID      -> 200 { run_id, workflow, started, status, jobs = [ { job, key, label
+--                         (matrix values), status, reason?, result?, failure?, ... } ],
 --                         workflow_jobs = [ { job, state = "pending" | "submitted" | "retry"
---                         | "done", queued, strategies, attempt, status?, error? } ],
+--                         | "done", queued, strategies, attempt, status?, reason?, error? } ],
 --                         result = <final context, as `luabatch run --json`> (when done) }
+--                         (luabatch.ngx.view; a run not in the dict: from its journal)
+--   DELETE /runs/ID    -> 202 the view (cancel: nothing more submitted, its running Batch
+--                         jobs terminated, the run ends CANCEL); 404 unknown, 409 ended
 --   GET  /runs/ID/logs -> 200 text/plain, streamed "[<key>] <line>\n", job after job
---   errors: { "error": "..." } with 400 (bad input), 404 (no such run), 405,
+--   GET  /runs/ID/logs?key=KEY[&tail=N] -> 200 { key, log_stream, lines = [ { t, m } ] }
+--   GET  /             -> the dashboard (luabatch.ngx.dashboard: HTML polling this API)
+--   errors: { "error": "..." } with 400 (bad input), 404 (no such run), 405, 409,
 --           502 (AWS said no / could not be reached)
 --
 --   -- nginx.conf (http level)
@@ -23,14 +31,18 @@
 -- (aws_batch's; also paces the poller), poll_interval (1 s), credentials (a
 -- provider with :get()), transport (luabatch.transport.ngx), clients =
 -- function(with, region) -> { batch, s3, logs }, getenv (os.getenv; nginx passes
--- a variable only with `env NAME;`), ttl (86400 s), max_body (1 MiB), prefix ("").
+-- a variable only with `env NAME;`), ttl (86400 s), max_body (1 MiB), prefix (""),
+-- home (the journal home: journal.home(getenv)), thread_pool (a `thread_pool`
+-- name for the journal's file I/O: luabatch.ngx.journal).  Every run is
+-- journaled as the CLI journals it (run, plan, job, state, result, cancel,
+-- end events), so `luabatch runs` / `luabatch status ID` read it.
 -- A run is the whole workflow as `luabatch run` runs it (same final context);
 -- ?job=ID runs that job only.  How a run moves: docs/design.md.
 
 local log = require "luabatch.log"
-local stage = require "luabatch.workflow.stage"
 local ngx_poller = require "luabatch.ngx.poller"
 local drive = require "luabatch.ngx.drive"
+local view = require "luabatch.ngx.view"
 require "luabatch.runner"     -- the runners, registered with the loader and the engine
 
 local _M = { _VERSION = "0.1.0" }
@@ -78,6 +90,8 @@ function _M.new(conf)
     clients_fn = conf.clients, getenv = conf.getenv or os.getenv, ttl = conf.ttl or 86400,
     max_body = conf.max_body or 1048576, prefix = conf.prefix or "", conf = conf,
     _groups = {},
+    journal = require("luabatch.ngx.journal").new({ home = conf.home, pool = conf.thread_pool,
+      getenv = conf.getenv }),
   }, mt)
 end
 
@@ -136,11 +150,22 @@ function _M:clients(with, region)
   return g
 end
 
+--- clients_of(config) -> the clients of a submitted job (aws_batch.submit's
+-- config: its with: endpoints, config.client, over conf.with; its region)
+function _M:clients_of(config)
+  config = config or {}
+  local with = {}
+  for k, v in pairs(self.with) do with[k] = v end
+  for k, v in pairs(config.client or {}) do with[k] = v end
+  return self:clients(with, config.region)
+end
+
 function _M:runner_opts(run_id)
   local me = self
   local n = ngx_()
   return { clients = function(with, region) return me:clients(with, region) end, policy = self.policy,
-           sleep = n and n.sleep or nil, clock = n and n.now or nil, run_id = run_id }
+           sleep = n and n.sleep or nil, clock = n and n.now or nil, run_id = run_id,
+           journal = run_id and self.journal:handle(run_id) or nil }
 end
 
 ---------------------------------------------------------------------------
@@ -288,6 +313,8 @@ function _M:post_runs()
   local run_id = require("luabatch.journal").new_run_id(n.time())
   local meta = drive.new_run(self, model, { run_id = run_id, params = params, job = job_id, source = source,
     name = name })
+  self:journal_event(run_id, { ev = "run", run_id = run_id, workflow = model.name, params = params, job = job_id,
+    runs_on = "aws_batch", with = self.with, server = "nginx", name = name, jobs = meta.order })
   -- the first step here, under the run's lock (a poller hook firing
   -- meanwhile marks the run dirty; we step again below)
   local d = self:dict()
@@ -300,6 +327,9 @@ function _M:post_runs()
   if not ok or first_err then
     -- nothing of a refused run stays running
     self:terminate_run(meta, "luabatch: run refused at submission")
+    self:journal_event(run_id, { ev = "end", status = "FAILED", refused = tostring(first_err or serr),
+      jobs = { ok = 0, failed = 0, skipped = 0, cancelled = 0 } })
+    self.journal:flush(run_id)
     d:delete(lock)
     if not ok then
       log.error("luabatch.ngx.runs: POST /runs: %s", tostring(serr))
@@ -307,7 +337,9 @@ function _M:post_runs()
     end
     return fail(status_of_submit(first_code), tostring(first_err))
   end
+  self:journal_end(meta)
   local sok, sset = self:save_run(meta)
+  self.journal:flush(run_id)
   d:delete(lock)
   if not sok then
     self:terminate_run(meta, "luabatch: run not kept")
@@ -318,7 +350,7 @@ function _M:post_runs()
     self:drive(run_id)
     meta = self:load_run(run_id) or meta
   end
-  local body = self:view(meta)
+  local body = view.live(self, meta)
   local only = meta.job or (#order == 1 and order[1]) or nil
   local js = only and meta.jobs[only]
   if js and js.submitted then body.results = js.submitted.results end
@@ -348,6 +380,28 @@ function _M:save_run(meta)
     d:delete(wk)
   end
   return true
+end
+
+--- journal_event(run_id, ev): queue one event for the run's journal (the
+-- holder of the run's lock flushes it before letting go).
+function _M:journal_event(run_id, ev)
+  local ok, err = self.journal:append(run_id, ev)
+  if not ok then log.warn("luabatch.ngx.runs: run %s: journal: %s", run_id, tostring(err)) end
+end
+
+-- The run's end event once it is done (its jobs counted by status, as the
+-- CLI's; the final context kept for GET after a restart).
+function _M:journal_end(meta)
+  if not meta.done or meta.ended_at then return end
+  meta.ended_at = drive.now(self)
+  local counts = { ok = 0, failed = 0, skipped = 0, cancelled = 0 }
+  local NAMES = { SUCCESS = "ok", FAILED = "failed", SKIP = "skipped", CANCEL = "cancelled" }
+  local final = meta.final or {}
+  for _, rec in pairs(type(final.jobs) == "table" and final.jobs or {}) do
+    local nm = NAMES[type(rec) == "table" and rec.status or ""]
+    if nm then counts[nm] = counts[nm] + 1 end
+  end
+  self:journal_event(meta.run_id, { ev = "end", status = final.status or "ERROR", jobs = counts, context = final })
 end
 
 --- tick_runs(fresh): the elected poller's tick (its on_tick hook): drive
@@ -397,9 +451,6 @@ function _M:terminate_run(meta, reason)
     local sub = js and js.submitted
     if sub then
       local sc = sub.config or {}
-      local with = {}
-      for k, v in pairs(self.with) do with[k] = v end
-      for k, v in pairs(sc.client or {}) do with[k] = v end
       local ids = {}
       if sub.array then ids[1] = sub.array.batch_job_id end
       for _, j in ipairs(sub.jobs or {}) do
@@ -408,7 +459,7 @@ function _M:terminate_run(meta, reason)
       for _, bid in ipairs(ids) do
         local s = ngx_poller.get(d, bid, { prefix = self.prefix })
         if not (s and TERMINAL[s.status]) then
-          local ok, c = pcall(self.clients, self, with, sc.region)
+          local ok, c = pcall(self.clients_of, self, sc)
           local tok, msg = false, c
           if ok then tok, msg = c.batch:terminate_job(bid, reason) end
           if not tok then log.warn("luabatch.ngx.runs: TerminateJob %s: %s", bid, tostring(msg)) end
@@ -429,12 +480,19 @@ function _M:step_run(run_id)
   local load = require "luabatch.workflow.load"
   local model, lerr = load.string(meta.source, meta.name, { getenv = self.getenv })
   if not model then error("run " .. run_id .. ": reloading the workflow: " .. tostring(lerr), 0) end
+  local cancel = self:dict():get(key(self, "cancel:" .. run_id))
+  if cancel and not meta.cancel then
+    meta.cancel = cancel
+    self:journal_event(run_id, { ev = "cancel", reason = cancel })
+  end
   local ok, changed = pcall(drive.step, self, meta, model)
+  if ok then self:journal_end(meta) end
   -- whatever happened before an error (jobs submitted...) is kept
   if not ok or changed or meta.wake ~= meta.wake_sent then
     local sok, serr = self:save_run(meta)
     if not sok then log.error("luabatch.ngx.runs: run %s: %s", run_id, tostring(serr)) end
   end
+  self.journal:flush(run_id)
   if not ok then error(changed, 0) end
 end
 
@@ -484,71 +542,24 @@ function _M:load_run(id)
   return meta
 end
 
--- The run's Batch jobs with their summaries (every workflow job, in order).
-function _M:states(meta)
-  local d = self:dict()
-  local out = {}
-  for _, id in ipairs(meta.order or {}) do
-    local js = meta.jobs[id]
-    local list = {}
-    -- earlier attempts (job-level retry:) first, then the current one
-    for _, j in ipairs(js.history or {}) do list[#list + 1] = j end
-    for _, j in ipairs(js.submitted and js.submitted.jobs or {}) do list[#list + 1] = j end
-    for _, j in ipairs(list) do
-      local e = { job = id, key = j.key, strategy_id = j.strategy_id, job_id = j.batch_job_id,
-                  job_name = j.job_name }
-      if j.error then
-        e.status, e.reason = "FAILED", j.error
-      else
-        local s = ngx_poller.get(d, j.batch_job_id, { prefix = self.prefix })
-        if s then
-          e.status, e.reason, e.exit_code, e.log_stream = s.status, s.reason, s.exit_code, s.log_stream
-        else
-          e.status = "SUBMITTED"
-        end
-      end
-      e.config = js.submitted and js.submitted.config
-      out[#out + 1] = e
-    end
-  end
-  return out
-end
+-- The run's Batch jobs with their summaries (luabatch.ngx.view.states).
+function _M:states(meta) return view.states(self, meta) end
 
--- The answer of GET /runs/ID (and POST's).
-function _M:view(meta)
-  local jobs = self:states(meta)
-  local wjobs = {}
-  local running = false
-  for _, j in ipairs(jobs) do
-    if j.status == "RUNNING" or TERMINAL[j.status] then running = true end
-    j.config = nil
-  end
-  for _, id in ipairs(meta.order or {}) do
-    local js = meta.jobs[id]
-    local e = { job = id, state = js.state, queued = js.queued and #js.queued or 0,
-                strategies = js.submitted and #js.submitted.jobs or 0, attempt = tonumber(js.attempt) or 0 }
-    if js.state == "done" then
-      e.status = js.record and js.record.status
-      running = true
-    end
-    if js.collect_error then e.error = js.collect_error end
-    wjobs[#wjobs + 1] = e
-  end
-  local order = meta.order or {}
-  local body = { run_id = meta.run_id, job = meta.job or (#order == 1 and order[1]) or nil,
-                 jobs = stage.array(jobs), workflow_jobs = stage.array(wjobs) }
-  if meta.done and meta.final then
-    body.status, body.result = meta.final.status, meta.final
-  else
-    body.status = running and "RUNNING" or "SUBMITTED"
-  end
-  return body
-end
+-- The answer of GET /runs/ID (and POST's): luabatch.ngx.view.live.
+function _M:view(meta) return view.live(self, meta) end
 
---- get_run(id): the GET /runs/ID handler.
+--- get_run(id): the GET /runs/ID handler (a run not in the dict: its journal).
 function _M:get_run(id)
   local meta, st, msg = self:load_run(id)
-  if not meta then return fail(st, msg) end
+  if not meta then
+    if st ~= 404 then return fail(st, msg) end
+    local events, jerr, code = self.journal:events(id)
+    if not events then
+      if code == "ENOENT" then return fail(404, "no run '" .. id .. "'") end
+      return fail(500, "run " .. id .. ": journal: " .. tostring(jerr))
+    end
+    return reply(200, view.journaled(id, events))
+  end
   if not meta.done then
     -- normally the poller's hook drives the run; a GET helps along (a lost
     -- timer, a collect to try again) and answers the newest state
@@ -556,7 +567,7 @@ function _M:get_run(id)
     if ok == nil then log.warn("luabatch.ngx.runs: GET /runs/%s: %s", id, tostring(derr)) end
     meta = self:load_run(id) or meta
   end
-  return reply(200, self:view(meta))
+  return reply(200, view.live(self, meta))
 end
 
 ---------------------------------------------------------------------------
@@ -574,10 +585,7 @@ function _M:get_logs(id)
   n.header["Cache-Control"] = "no-store"
   for _, j in ipairs(jobs) do
     local sc = j.config or {}
-    local with = {}
-    for k, v in pairs(self.with) do with[k] = v end
-    for k, v in pairs(sc.client or {}) do with[k] = v end
-    local c = self:clients(with, sc.region)
+    local c = self:clients_of(sc)
     local group = sc.log_group or "/aws/batch/job"
     local label = "[" .. tostring(j.key) .. "] "
     if not j.log_stream then
@@ -603,23 +611,37 @@ end
 -- Routing
 ---------------------------------------------------------------------------
 
---- handle([uri]): route POST /runs, GET /runs/ID, GET /runs/ID/logs (the
--- location may sit under a prefix: the part from "/runs" on is matched).
+_M.reply, _M.fail = reply, fail
+
+--- handle([uri]): route POST and GET /runs, GET and DELETE /runs/ID, GET
+-- /runs/ID/logs, and GET / (the dashboard).  The location may sit under a
+-- prefix: the part from "/runs" on is matched.
 function _M:handle(uri)
   local n = ngx_()
   uri = uri or n.var.uri
   local rest = str_match(uri, "/runs(/?.*)$")
   local method = n.req.get_method()
-  if rest == nil then return fail(404, "no such endpoint: " .. uri) end
+  local api = require "luabatch.ngx.api"
+  if rest == nil then
+    if str_sub(uri, -1) == "/" and (method == "GET" or method == "HEAD") then return api.dashboard(self) end
+    return fail(404, "no such endpoint: " .. uri)
+  end
   if rest == "" or rest == "/" then
-    if method ~= "POST" then return fail(405, "POST /runs submits a run; GET /runs/ID reads one") end
-    return self:post_runs()
+    if method == "POST" then return self:post_runs() end
+    if method == "GET" or method == "HEAD" then return api.list(self) end
+    return fail(405, method .. " /runs: POST submits a run, GET lists them")
   end
   local id, tail = str_match(rest, "^/([^/]+)(/?[^/]*)$")
   if not id then return fail(404, "no such endpoint: " .. uri) end
-  if method ~= "GET" and method ~= "HEAD" then return fail(405, method .. " " .. uri .. ": only GET") end
+  if (tail == "" or tail == "/") and method == "DELETE" then return api.cancel(self, id) end
+  if method ~= "GET" and method ~= "HEAD" then
+    return fail(405, method .. " " .. uri .. ": GET reads a run, DELETE cancels it")
+  end
   if tail == "" or tail == "/" then return self:get_run(id) end
-  if tail == "/logs" then return self:get_logs(id) end
+  if tail == "/logs" then
+    if n.req.get_uri_args().key ~= nil then return api.tail(self, id) end
+    return self:get_logs(id)
+  end
   return fail(404, "no such endpoint: " .. uri)
 end
 
