@@ -14,15 +14,19 @@
 #   make fuzz            libFuzzer targets, FUZZ_S seconds each (default 60), ASan+UBSan
 #   make test-fresh      make run + make test on a clean clone in a minimal Debian 12 container
 #   make image           the task image (examples/container/Dockerfile) as IMAGE (luabatch:latest)
-#   make install         install into PREFIX (default /usr/local)
+#   make install         install into PREFIX (default /usr/local): the executable,
+#                        the modules, the man page and the bash completion
+#   make rock            luabatch.core for LuaRocks (see "LuaRocks" below)
 
 LUA        ?= lua5.4
 ifeq ($(LUA),luajit)
 LUA_INCDIR ?= /usr/include/luajit-2.1
 LUA_IMPL    = luajit
+LUA_VERSION ?= 5.1
 else
 LUA_INCDIR ?= /usr/include/lua5.4
 LUA_IMPL    = lua5.4
+LUA_VERSION ?= 5.4
 endif
 BUILD      ?= build/$(LUA_IMPL)
 SAN        ?=
@@ -49,8 +53,10 @@ CORE_LIBS   = $(CURL_LIBS) $(SSL_LIBS) $(YAML_LIBS) $(EXPAT_LIBS) -lpthread -lm
 
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
-LIBDIR     ?= $(PREFIX)/lib/lua/5.4
-LUADIR     ?= $(PREFIX)/share/lua/5.4
+LIBDIR     ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
+LUADIR     ?= $(PREFIX)/share/lua/$(LUA_VERSION)
+MANDIR     ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 
 CORE_SRC   := $(sort $(wildcard src/lb_*.c))
 BIND_SRC   := $(sort $(wildcard src/bind_*.c))
@@ -69,12 +75,19 @@ else
 all: $(MODULE) $(EXE) luabatch
 endif
 
-.PHONY: all deps deps-run run demo check test bench lint install clean ctests rock install-rock \
+.PHONY: all deps deps-run run demo check test bench lint install clean ctests rock install-rock FORCE \
         fuzz fuzz-build test-fresh
 .DELETE_ON_ERROR:
 
-$(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/obj
+$(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) $(BUILD)/flags | $(BUILD)/obj
 	$(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR) -c -o $@ $<
+
+# What the objects of $(BUILD) were compiled with; rewritten (and so the
+# objects rebuilt) only when that changes: other headers, other CFLAGS.
+COMPILE_LINE = $(CC) $(ALL_CFLAGS) -I$(LUA_INCDIR)
+$(BUILD)/flags: FORCE | $(BUILD)/obj
+	@echo '$(COMPILE_LINE)' | cmp -s - $@ || echo '$(COMPILE_LINE)' > $@
+FORCE:
 
 $(BUILD)/obj $(BUILD)/luabatch $(BUILD)/tests $(BUILD)/bin:
 	mkdir -p $@
@@ -197,15 +210,27 @@ install: all
 	install -m 755 $(EXE) $(DESTDIR)$(BINDIR)/luabatch
 	install -m 755 $(MODULE) $(DESTDIR)$(LIBDIR)/luabatch/core.so
 	cd lua && find luabatch -name '*.lua' -exec install -D -m 644 {} $(DESTDIR)$(LUADIR)/{} \;
+	install -D -m 644 man/luabatch.1 $(DESTDIR)$(MANDIR)/man1/luabatch.1
+	install -D -m 644 completions/luabatch.bash $(DESTDIR)$(BASHCOMPDIR)/luabatch
 
-# LuaRocks (`luarocks make`): the module against the Lua LuaRocks targets
-# (LUA_INCDIR from LuaRocks), plus the Lua files; the executable is `make`'s.
+# LuaRocks: `luarocks --lua-version 5.4 make` (Lua 5.4), or for LuaJIT and
+# OpenResty `luarocks --lua-version 5.1 make LUA_INCDIR=/usr/include/luajit-2.1`.
+# The module is built against the headers LuaRocks gives (LUA_INCDIR), in
+# a build directory named by their LUA_VERSION_NUM and directory
+# (build/rock-504-lua5.4, build/rock-501-luajit-2.1, ...) whose flags stamp
+# rebuilds the objects if anything else changed: a build for one Lua is
+# never reused for another.  The executable is `make`'s (Lua 5.4 embedded).
+ROCK_LUA   = $(shell sed -n 's/^\#define LUA_VERSION_NUM[[:space:]]*\([0-9]*\).*/\1/p' $(LUA_INCDIR)/lua.h 2>/dev/null)
+ROCK_BUILD = build/rock-$(ROCK_LUA)-$(notdir $(LUA_INCDIR))
+
 rock:
-	$(MAKE) BUILD=build/rock LUA_INCDIR=$(LUA_INCDIR) build/rock/luabatch/core.so
+	@case "$(ROCK_LUA)" in 501|504) ;; "") echo "no lua.h in LUA_INCDIR=$(LUA_INCDIR)" >&2; exit 1 ;; \
+	  *) echo "luabatch builds for Lua 5.4, or 5.1 (LuaJIT 2.1); $(LUA_INCDIR)/lua.h is $(ROCK_LUA)" >&2; exit 1 ;; esac
+	$(MAKE) BUILD=$(ROCK_BUILD) LUA_INCDIR=$(LUA_INCDIR) $(ROCK_BUILD)/luabatch/core.so
 
 install-rock: rock
 	install -d $(DESTDIR)$(LIBDIR)/luabatch $(DESTDIR)$(LUADIR)
-	install -m 755 build/rock/luabatch/core.so $(DESTDIR)$(LIBDIR)/luabatch/core.so
+	install -m 755 $(ROCK_BUILD)/luabatch/core.so $(DESTDIR)$(LIBDIR)/luabatch/core.so
 	cd lua && find luabatch -name '*.lua' -exec install -D -m 644 {} $(DESTDIR)$(LUADIR)/{} \;
 
 clean:

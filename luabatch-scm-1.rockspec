@@ -1,7 +1,14 @@
--- luarocks make   (Debian's luarocks works offline with this rockspec)
+-- luarocks --lua-version 5.4 make                  (Lua 5.4)
+-- luarocks --lua-version 5.1 make LUA_INCDIR=/usr/include/luajit-2.1
+--                                                  (LuaJIT 2.1, OpenResty)
 --
--- type "make": the Makefile builds both the luabatch.core module and the
--- luabatch executable (which builtin cannot), taking LuaRocks' variables.
+-- Debian's luarocks works offline with this rockspec; without
+-- --lua-version it targets Lua 5.1 (the module then loads in lua5.1 and
+-- LuaJIT, not in lua5.4).  type "make": the Makefile's `rock` target builds
+-- luabatch.core against the headers LuaRocks gives (LUA_INCDIR), in a
+-- build directory of their version's own (never one built for another
+-- Lua); Lua 5.2 and 5.3 are refused.  The `luabatch`
+-- executable (Lua 5.4 embedded) comes from `make install`.
 rockspec_format = "3.0"
 package = "luabatch"
 version = "scm-1"
@@ -19,7 +26,7 @@ description = {
   license = "MIT",
 }
 dependencies = {
-  "lua >= 5.1",
+  "lua >= 5.1",   -- 5.1 (LuaJIT 2.1's API) or 5.4; the Makefile refuses 5.2 and 5.3
 }
 external_dependencies = {
   CURL = { library = "curl" },  -- header under the multiarch include dir on Debian
@@ -37,7 +44,10 @@ build = {
     LUA = "$(LUA)",
   },
   install_target = "install-rock",
-  install_variables = {
+  install_variables = {           -- the build's too: install-rock finds its build directory
+    CFLAGS = "$(CFLAGS)",
+    LIBFLAG = "$(LIBFLAG)",
+    LUA_INCDIR = "$(LUA_INCDIR)",
     PREFIX = "$(PREFIX)",
     BINDIR = "$(BINDIR)",
     LIBDIR = "$(LIBDIR)",

@@ -8,13 +8,14 @@ set -e
 # tools/deps.sh [run|image|test]: "run" installs what building and running need
 # (make run); "image" adds Docker (Debian's engine and CLI) and debootstrap,
 # what `make image` needs; "test" (the default) adds those and the test and
-# benchmark stack: LuaJIT, busted, Ceph RGW, nginx, valgrind, clang, awscli,
+# benchmark stack: LuaJIT, busted, Ceph RGW, nginx, Chromium (the nginx
+# dashboard spec renders its page headless), valgrind, clang, awscli,
 # boto3 (~1.7 GB).
 RUN_PKGS="build-essential pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev libssl-dev
 libyaml-dev libexpat1-dev lua-cjson lua-cjson-dev libedit-dev python3 ca-certificates"
 TEST_PKGS="luajit2 libluajit2-5.1-dev lua-busted luarocks python3-botocore python3-boto3 awscli curl
 valgrind libclang-rt-14-dev clang openssl ceph-mon ceph-osd radosgw time
-nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache wrk procps"
+nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache wrk procps chromium"
 IMAGE_PKGS="docker.io debootstrap"
 case "${1:-test}" in
   run) PKGS="$RUN_PKGS" ;;

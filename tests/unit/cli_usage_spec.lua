@@ -1,7 +1,9 @@
 -- Every command's --help lists exactly the options its parser takes: the
 -- option lines of each usage text (two spaces, then "-") are read and
 -- compared with the spec handed to luabatch.cli.args.parse, so the two
--- cannot drift.  Also: a mistyped command gets a suggestion.
+-- cannot drift; the man page (man/luabatch.1) names each and the bash
+-- completion (completions/luabatch.bash) offers exactly them.  Also: a
+-- mistyped command gets a suggestion.
 
 local args = require "luabatch.cli.args"
 local cli = require "luabatch.cli"
@@ -81,6 +83,70 @@ describe("luabatch command usage texts #unit", function()
       .. "  --header 'N: v'   a (also -H)\n                 -r: not an option line\n  cp SRC DST  no\n")
     assert.are.same({ "--follow", "--header", "-f" }, sorted(set))
   end)
+end)
+
+-- The options each command takes, as its --help lists them (run: its
+-- parser's, aliases its text leaves out included).
+local function options_of(name)
+  local options, usage = parser_spec(name)
+  local set = documented(usage)
+  if name ~= "attach" then for opt in pairs(options) do set[opt] = true end end
+  return set
+end
+
+local function read(path)
+  local f = assert(io.open(path))
+  local text = f:read("*a")
+  f:close()
+  return text
+end
+
+-- The man page's text of `name`'s section(s): from its first .SS to the
+-- next .SS of another command (or .SH), escapes undone.
+local function man_section(man, name)
+  local lines, inside = {}, false
+  for line in man:gmatch("[^\n]*") do
+    local ss = line:match('^%.SS "?([%w%-]+)')
+    if ss then inside = (ss == name)
+    elseif line:find("^%.SH") then inside = false end
+    if inside then lines[#lines + 1] = line end
+  end
+  local text = table.concat(lines, "\n"):gsub("\\f[BIRP]", ""):gsub("\\%-", "-")
+  return text
+end
+
+describe("the man page and the bash completion #unit", function()
+  local man = read("man/luabatch.1")
+  local bash = read("completions/luabatch.bash")
+
+  for _, name in ipairs(cli.commands()) do
+    it("man/luabatch.1 has a section for " .. name .. " naming each of its options", function()
+      local text = man_section(man, name)
+      assert.is_true(#text > 0, "no .SS section for " .. name)
+      local missing = {}
+      for opt in pairs(options_of(name)) do
+        if opt ~= "-h" and opt ~= "--help"
+          and not (" " .. text .. " "):find("[^%w%-]" .. opt:gsub("%-", "%%-") .. "[^%w%-]") then
+          missing[opt] = true
+        end
+      end
+      assert.are.same({}, sorted(missing))
+    end)
+
+    it("the bash completion offers " .. name .. " and each of its options", function()
+      assert.is_truthy(bash:match('_luabatch_commands="([^"]*)"'):find("%f[%w]" .. name .. "%f[^%w]"))
+      local words = bash:match("\n%s+" .. name .. '%)%s+echo "([^"]*)"')
+      assert.is_truthy(words, "no options line for " .. name)
+      local offered = {}
+      for w in words:gmatch("%S+") do offered[w] = true end
+      local missing = {}
+      for opt in pairs(options_of(name)) do
+        if not offered[opt] then missing[opt] = true end
+      end
+      assert.are.same({}, sorted(missing))
+      assert.is_true(offered["-h"] and offered["--help"])
+    end)
+  end
 end)
 
 describe("luabatch.cli.suggest #unit", function()
