@@ -406,7 +406,7 @@ static void test_concurrency(void) {
         lb_http_response_free(&res[i].resp);
     }
     CHECK(ok);
-    CHECK(dt < 4.0);
+    CHECK(dt < 8.0);                /* one at a time would take 10 s */
     lb_http_client_free(c);
 
     o.max_concurrency = 2;          /* 4 x 0.3 s, 2 at a time: >= 0.6 s */
@@ -415,7 +415,7 @@ static void test_concurrency(void) {
     t0 = now();
     CHECK(lb_http_perform_all(c, rq, 4, res) == LB_OK);
     dt = now() - t0;
-    CHECK(dt >= 0.59 && dt < 3.0);
+    CHECK(dt >= 0.59 && dt < 30.0); /* the bound only catches a hang */
     for (i = 0; i < 4; i++) lb_http_response_free(&res[i].resp);
     lb_http_client_free(c);
 }

@@ -103,7 +103,7 @@ describe("luabatch executable #integration", function()
     -- 30 s request and the script promptly.
     local out, err, rc = run(("%s -e %q & pid=$!; sleep 1; kill -INT $pid; wait $pid"):format(EXE, code))
     local took = core.monotime() - t0
-    assert.is_true(took < 5, "took " .. took .. " s")
+    assert.is_true(took < 20, "took " .. took .. " s (the request alone: 30 s)")
     assert.are_not.equal(0, rc)
     assert.is_truthy((out .. err):find("interrupted", 1, true), out .. err)
   end)

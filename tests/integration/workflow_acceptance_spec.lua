@@ -475,7 +475,7 @@ jobs:
     local dt = core.monotime() - t0
     assert.same({ status = "SUCCESS", params = {},
       jobs = { j = { status = "SUCCESS", stages = { flaky = S({ attempt = 2 }) } } } }, got)
-    assert.is_true(dt >= 1.4 and dt < 3, "took " .. dt)
+    assert.is_true(dt >= 1.4 and dt < 20, "took " .. dt)   -- the backoff was waited; an upper bound only for a hang
   end)
 
   it("c15 SKIP-only jobs", function()

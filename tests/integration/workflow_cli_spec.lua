@@ -264,7 +264,7 @@ jobs:
       assert.equal(("%d"):format(s.matrix.i), s.stages.nap.outputs.stdout)
     end
     assert.equal(8, n)
-    assert.is_true(dt >= 1.5 and dt <= 4, ("took %.2f s"):format(dt))
+    assert.is_true(dt >= 1.5 and dt < 7, ("took %.2f s (one at a time: 8 s)"):format(dt))
   end)
 
   it("a bash env value with quotes, $ and newlines arrives intact", function()
