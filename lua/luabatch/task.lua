@@ -24,7 +24,11 @@
 --      search when the bundle has workflows (then only it: a templated
 --      trigger finds only bundled workflows), else "."; removed at the end;
 --   4. uploads <results><sid>/result.json (the strategy record, luabatch.json)
---      and <results><sid>/output.log (everything it printed).
+--      and <results><sid>/output.log (everything it printed); on a node of a
+--      multi-node job other than the main one (AWS_BATCH_JOB_NODE_INDEX !=
+--      AWS_BATCH_JOB_MAIN_NODE_INDEX) only <results><sid>/node-N.log: the
+--      job's result is its main node's.  The stages see the node's index,
+--      count and the main node's address in the AWS_BATCH_JOB_* variables.
 -- Returns the exit code: 0 when the record's status is SUCCESS or SKIP, 1 for
 -- FAILED / CANCEL or when the result cannot be uploaded, 2 for a bad URL, a
 -- bundle that cannot be read or is not valid, or an unknown strategy (nothing
@@ -349,10 +353,21 @@ function _M.run(opts)
   if was_interrupted then line = line .. " (interrupted)" end
   say(line)
 
-  -- 4. upload
+  -- 4. upload: a multi-node job's result is its main node's; the other
+  -- nodes keep their output beside it (node-N.log)
   local json = require "luabatch.json"
   local rkey = rprefix .. sid .. "/result.json"
   local lkey = rprefix .. sid .. "/output.log"
+  local node, main = getenv("AWS_BATCH_JOB_NODE_INDEX"), getenv("AWS_BATCH_JOB_MAIN_NODE_INDEX")
+  if node and main and node ~= main then
+    local nkey = rprefix .. sid .. "/node-" .. node .. ".log"
+    local okn, nmsg, ncode = s3:put_object(rbucket, nkey, tbl_concat(printed, "\n") .. "\n",
+      { content_type = "text/plain; charset=utf-8" })
+    if not okn then
+      return fail(1, "s3://%s/%s: cannot upload the node's output: %s (%s)", rbucket, nkey, tostring(nmsg), tostring(ncode))
+    end
+    return (rec.status == "SUCCESS" or rec.status == "SKIP") and 0 or 1
+  end
   local text = json.encode(redact_all(rec))
   local code = (rec.status == "SUCCESS" or rec.status == "SKIP") and 0 or 1
   local okp, pmsg, pcode = s3:put_object(rbucket, rkey, text, { content_type = "application/json" })

@@ -589,6 +589,9 @@ class Job:
         self.exited_at = None
         self.runtime = {}       # exitCode, reason, taskArn, containerInstanceArn, logStreamName
         self.workdir = None
+        self.nodes = None       # a multi-node parent: {"numNodes", "mainNode"}
+        self.node_index = None  # a node of one
+        self.secret_env = {}    # resolved container secrets (name -> value)
 
     @property
     def final(self):
@@ -625,6 +628,7 @@ class Emulator:
         self.creds = {}         # cred id -> {"token", "job", "role"}
         self.queues = {}
         self.ces = {}
+        self.secrets = {}       # ARN -> value: the Secrets Manager / SSM Parameter Store the jobs read
         self.port = None
         self.host = args.host
         self.stopping = False
@@ -708,6 +712,15 @@ class Emulator:
             self.logs_page_limit = int(c["logs_page_limit"])
         if "creds_ttl" in c:
             self.creds_ttl = int(c["creds_ttl"])
+        if "secrets" in c:
+            self.secrets = dict(c["secrets"] or {})
+        if "fair_share_queues" in c:      # these queues get a scheduling policy, the others none
+            fair = set(c["fair_share_queues"] or [])
+            for name, q in self.queues.items():
+                if name in fair:
+                    q["schedulingPolicyArn"] = self.arn("scheduling-policy", name + "-policy")
+                else:
+                    q.pop("schedulingPolicyArn", None)
 
     # -- job definitions ---------------------------------------------------
     def find_def(self, ref, active_only=True):
@@ -736,8 +749,16 @@ class Emulator:
             counts[c.status] += 1
         return counts
 
+    @staticmethod
+    def cprops(jd):
+        """The container properties of a definition: a multinode one's node range's."""
+        if jd.get("containerProperties") is not None:
+            return jd["containerProperties"]
+        ranges = (jd.get("nodeProperties") or {}).get("nodeRangeProperties") or [{}]
+        return ranges[0].get("container") or {}
+
     def container_detail(self, j):
-        cp = j.jobdef.get("containerProperties") or {}
+        cp = self.cprops(j.jobdef)
         c = {}
         for k in ("image", "vcpus", "memory", "jobRoleArn", "executionRoleArn", "volumes", "mountPoints",
                   "readonlyRootFilesystem", "ulimits", "privileged", "user", "instanceType", "linuxParameters",
@@ -785,6 +806,10 @@ class Emulator:
             d["arrayProperties"] = {"statusSummary": self.summary(j), "size": j.size}
         elif j.index is not None:
             d["arrayProperties"] = {"index": j.index}
+        if j.nodes:
+            d["nodeProperties"] = dict(j.nodes)
+        elif j.node_index is not None:
+            d["nodeDetails"] = {"nodeIndex": j.node_index, "isMainNode": j.node_index == j.parent.nodes["mainNode"]}
         if not j.size:
             d["container"] = self.container_detail(j)
         if j.is_cancelled:
@@ -821,6 +846,8 @@ class Emulator:
             if reason is not None:
                 j.status_reason = reason
             p = j.parent
+            if p is not None and p.nodes is not None:
+                return self._node_set(j, p, status)
             if p is not None and status == "RUNNABLE" and p.status == "SUBMITTED":
                 p.status = "PENDING"
             if status in TERMINAL:
@@ -838,6 +865,32 @@ class Emulator:
                         p.event.set()
                 self.cond.notify_all()
             return True
+
+    def _node_set(self, j, p, status):
+        """A node moved (lock held): the parent is its main node's state; when
+        the main node ends, the job ends and the other nodes are stopped."""
+        if status in TERMINAL:
+            j.stopped = now_ms()
+            j.event.set()
+            self.running.discard(j)
+        if j.node_index == p.nodes["mainNode"] and not p.final:
+            p.status, p.status_reason, p.runtime = status, j.status_reason, j.runtime
+            if p.started is None and status == "RUNNING":
+                p.started = j.started
+            if status in TERMINAL:
+                p.attempts = list(j.attempts)
+                p.stopped = now_ms()
+                p.event.set()
+                for c in p.children:
+                    if c is not j and not c.final:
+                        c.terminate_reason = "Essential container in main node exited"
+                        if c.proc is not None:
+                            threading.Thread(target=self._kill, args=(c, signal.SIGTERM), daemon=True).start()
+                        elif c.status != "RUNNING":
+                            c.status, c.stopped = "SUCCEEDED", now_ms()
+                            c.event.set()
+        self.cond.notify_all()
+        return True
 
     def _sleep(self, j, state):
         """Wait the state's delay; False if the job ended meanwhile."""
@@ -865,9 +918,10 @@ class Emulator:
     def _run_job(self, j):
         if not self._sleep(j, "SUBMITTED"):
             return
-        if j.size:
+        if j.size or j.nodes:
             # The parent is a pointer: PENDING once a child is RUNNABLE, final
-            # when every child is (see _set).
+            # when every child is (see _set); a multi-node job follows its
+            # main node (_node_set).
             return
         if not self._set(j, "PENDING"):
             return
@@ -947,6 +1001,7 @@ class Emulator:
         else:
             env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(j.user_env)
+        env.update(j.secret_env)
         env.update({
             "AWS_BATCH_JOB_ID": j.id, "AWS_BATCH_JOB_ATTEMPT": str(attempt_no),
             "AWS_BATCH_JQ_NAME": j.queue["jobQueueName"], "AWS_BATCH_CE_NAME": j.queue["ceName"],
@@ -957,14 +1012,37 @@ class Emulator:
         })
         if j.index is not None:
             env["AWS_BATCH_JOB_ARRAY_INDEX"] = str(j.index)
+        if j.node_index is not None:
+            nodes = j.parent.nodes
+            env.update({"AWS_BATCH_JOB_NODE_INDEX": str(j.node_index),
+                        "AWS_BATCH_JOB_NUM_NODES": str(nodes["numNodes"]),
+                        "AWS_BATCH_JOB_MAIN_NODE_INDEX": str(nodes["mainNode"])})
+            if j.node_index != nodes["mainNode"]:       # set on the other nodes only, as Batch does
+                env["AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS"] = "127.0.0.1"
         return env
+
+    def _resolve_secrets(self, j):
+        """The container's secrets from the store -> None, or the reason the
+        task fails to start (an ARN the store does not have), as Batch says it."""
+        env = {}
+        for sec in self.cprops(j.jobdef).get("secrets") or []:
+            arn = sec.get("valueFrom", "")
+            if arn not in self.secrets:
+                where = "ssm" if ":ssm:" in arn else "asm"
+                what = ("ParameterNotFound: invalid parameters: %s" % arn if where == "ssm" else
+                        "ResourceNotFoundException: Secrets Manager can't find the specified secret.")
+                return ("ResourceInitializationError: unable to pull secrets or registry auth: execution resource "
+                        "retrieval failed: unable to retrieve secret from %s: %s" % (where, what))
+            env[sec["name"]] = self.secrets[arn]
+        j.secret_env = env
+        return None
 
     def _attempt(self, j):
         """Run one attempt; returns (AttemptDetail, kind) or None when the job ended."""
         attempt_no = len(j.attempts) + 1
         task_id = uuid.uuid4().hex
         jd = j.jobdef
-        lc = ((jd.get("containerProperties") or {}).get("logConfiguration") or {})
+        lc = (self.cprops(jd).get("logConfiguration") or {})
         group = (lc.get("options") or {}).get("awslogs-group", DEFAULT_LOG_GROUP)
         prefix = (lc.get("options") or {}).get("awslogs-stream-prefix", jd["jobDefinitionName"])
         stream = "%s/default/%s" % (prefix, task_id)
@@ -972,13 +1050,12 @@ class Emulator:
         ci_arn = "arn:aws:ecs:%s:%s:container-instance/%s" % (self.region, self.account, uuid.uuid4().hex)
         cred_id = uuid.uuid4().hex
         token = base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
-        image = (jd.get("containerProperties") or {}).get("image", "")
+        image = self.cprops(jd).get("image", "")
         self.logs.create_stream(group, stream)
         with self.lock:
             if j.final:
                 return None
-            self.creds[cred_id] = {"token": token, "job": j.id, "role": (jd.get("containerProperties") or {})
-                                   .get("jobRoleArn")}
+            self.creds[cred_id] = {"token": token, "job": j.id, "role": self.cprops(jd).get("jobRoleArn")}
             j.runtime = {"taskArn": task_arn, "containerInstanceArn": ci_arn, "logStreamName": stream}
             j.status = "RUNNING"
             j.started = now_ms()
@@ -993,6 +1070,8 @@ class Emulator:
                            "failed to resolve ref %s: not found" % image)
         elif not j.command:
             fail_reason = "CannotStartContainerError: Error response from daemon: no command specified"
+        else:
+            fail_reason = self._resolve_secrets(j)
         proc = None
         if fail_reason is None and self.docker is not None:
             props = self.container_detail(j)
@@ -1180,9 +1259,18 @@ class Emulator:
                                "hyphens, and underscores.")
         if p["type"] == "container" and not p.get("containerProperties") and not p.get("eksProperties"):
             raise client_error("Container properties should not be empty")
-        cp = p.get("containerProperties")
+        if p["type"] == "multinode":
+            np_ = p.get("nodeProperties") or {}
+            n, main = np_.get("numNodes"), np_.get("mainNode")
+            if not n or main is None or not (0 <= main < n) or not np_.get("nodeRangeProperties"):
+                raise client_error("Node properties must have numNodes, a mainNode below it and nodeRangeProperties")
+            if "FARGATE" in (p.get("platformCapabilities") or []):
+                raise client_error("Multi-node parallel jobs are not supported on Fargate resources")
+        cp = p.get("containerProperties") or (self.cprops(p) if p["type"] == "multinode" else None)
         if cp is not None and not cp.get("image"):
             raise client_error("Container properties should have an image")
+        if cp is not None and cp.get("secrets") and not cp.get("executionRoleArn"):
+            raise client_error("An executionRoleArn is required when secrets are specified")
         to = (p.get("timeout") or {}).get("attemptDurationSeconds")
         if to is not None and to < 60:
             raise client_error("timeout.attemptDurationSeconds must be at least 60 seconds")
@@ -1327,6 +1415,20 @@ class Emulator:
             jd = self.find_def(p["jobDefinition"])
             if jd is None:
                 raise client_error("Job definition %s does not exist or is not ACTIVE" % p["jobDefinition"])
+            if q.get("schedulingPolicyArn") and not p.get("shareIdentifier"):
+                raise client_error("Job queue %s has a scheduling policy: a shareIdentifier is required"
+                                   % q["jobQueueName"])
+            if p.get("shareIdentifier") and not q.get("schedulingPolicyArn"):
+                raise client_error("shareIdentifier can only be used with a job queue that has a scheduling policy")
+            multinode = jd.get("type") == "multinode"
+            if multinode:
+                if p.get("containerOverrides"):
+                    raise client_error("containerOverrides is not supported for multi-node parallel jobs; "
+                                       "use nodeOverrides")
+                if size:
+                    raise client_error("Array properties are not supported for multi-node parallel jobs")
+                for npo in (p.get("nodeOverrides") or {}).get("nodePropertyOverrides") or []:
+                    ov = npo.get("containerOverrides") or ov
             cap = (jd.get("platformCapabilities") or ["EC2"])[0]
             qplat = "FARGATE" if q["platform"] in ("FARGATE", "FARGATE_SPOT") else "EC2"
             if cap != qplat:
@@ -1353,7 +1455,7 @@ class Emulator:
                     dep_jobs.append(dj)
             params = dict(jd.get("parameters") or {})
             params.update(p.get("parameters") or {})
-            cp = jd.get("containerProperties") or {}
+            cp = self.cprops(jd)
             command = list(ov.get("command") if ov.get("command") is not None else cp.get("command") or [])
 
             def sub(arg):
@@ -1393,7 +1495,15 @@ class Emulator:
 
             job = make(jid)
             job.dep_spec = [dict(d) for d in deps]
-            if size:
+            if multinode:
+                np_ = jd["nodeProperties"]
+                job.nodes = {"numNodes": np_["numNodes"], "mainNode": np_["mainNode"]}
+                job.deps = dep_jobs
+                for i in range(np_["numNodes"]):
+                    c = make("%s#%d" % (jid, i))
+                    c.parent, c.node_index, c.deps = job, i, list(dep_jobs)
+                    job.children.append(c)
+            elif size:
                 job.size = size
                 job.remaining = size
                 job.dep_spec = [dict(d) for d in deps]

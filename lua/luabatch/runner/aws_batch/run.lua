@@ -156,6 +156,11 @@ function Run:prepare()
       return nil, self.prepare_error
     end
   end
+  local qok, qerr = self:check_queue()
+  if not qok then
+    self.prepare_error = qerr
+    return nil, qerr
+  end
   local def, msg = jobdef_mod.ensure(c.batch, cfg.spec, s.jobdefs)
   if not def then
     self.prepare_error = str_format("job '%s': job definition %s: %s", self.job_id, cfg.spec.name, tostring(msg))
@@ -244,7 +249,39 @@ function Run:submit_request(name, sid, array_size)
     req.timeout = { attemptDurationSeconds = t }
   end
   if array_size then req.arrayProperties = { size = array_size } end
+  if cfg.nodes then       -- a multi-node job: the overrides go to every node
+    req.nodeOverrides = { nodePropertyOverrides = { { targetNodes = "0:", containerOverrides = req.containerOverrides } } }
+    req.containerOverrides = nil
+  end
+  req.shareIdentifier = cfg.share_identifier
+  req.schedulingPriorityOverride = cfg.scheduling_priority
   return req
+end
+
+-- A fair-share queue (one with a scheduling policy) wants a share
+-- identifier, and only such a queue takes one: known before the job's first
+-- SubmitJob (DescribeJobQueues, once per queue and session) -> true | nil,
+-- msg.  A queue that cannot be described is left to SubmitJob.
+function Run:check_queue()
+  local s, c, cfg = self.s, self.c, self.cfg
+  s.queues = s.queues or {}
+  local q = s.queues[cfg.queue]
+  if q == nil then
+    local ok, ans = pcall(c.batch.describe_job_queues, c.batch, { cfg.queue })
+    q = ok and type(ans) == "table" and type(ans.jobQueues) == "table" and ans.jobQueues[1] or false
+    s.queues[cfg.queue] = q
+  end
+  if not q then return true end
+  local fair = q.schedulingPolicyArn ~= nil and q.schedulingPolicyArn ~= ""
+  if fair and not cfg.share_identifier then
+    return nil, str_format("job '%s': runs-on aws_batch: with.share_identifier is required: queue %s is a fair-share "
+      .. "queue (scheduling policy %s); nothing was submitted", self.job_id, tostring(q.jobQueueName or cfg.queue),
+      tostring(q.schedulingPolicyArn))
+  elseif not fair and cfg.share_identifier then
+    return nil, str_format("job '%s': runs-on aws_batch: with.share_identifier is only for fair-share queues: queue "
+      .. "%s has no scheduling policy; nothing was submitted", self.job_id, tostring(q.jobQueueName or cfg.queue))
+  end
+  return true
 end
 
 -- ListJobs JOB_NAME on the queue -> job id | nil
