@@ -147,6 +147,29 @@ describe("Batch features end to end #integration", function()
     assert.equal(1, #with_shm(512))
   end)
 
+  it("a stage's timeout: on Batch too, the stage killed and FAILED 'timed out after N s'", function()
+    n = n + 1
+    local path = p.dir .. "/timeout.yml"
+    local f = assert(io.open(path, "w"))
+    f:write(([=[
+type: Workflow
+name: stage-timeout
+jobs:
+  one:
+    runs-on: {type: aws_batch, with: {job_queue_arn: "${AWS_BATCH_JOB_QUEUE_ARN}", s3_bucket: "${AWS_S3_BUCKET}"}}
+    stages:
+      - {name: Slow, id: slow, bash: 'echo begun; sleep 60', timeout: 2}
+]=]))
+    f:close()
+    local out, err, code = p:run({ "run", path, "--policy", POLICY, "--json" })
+    assert.equal(1, code, err)
+    local ctx = cjson.decode(out)
+    local st = ctx.jobs.one.stages.slow
+    assert.equal("FAILED", st.status)
+    assert.truthy(st.errors.message:find("bash stage timed out after 2 s", 1, true), st.errors.message)
+    assert.equal("begun", st.outputs.stdout)
+  end)
+
   it("multi-node: every node runs the strategy, the main node's record is the job's result", function()
     -- the main node ends last (when it ends, Batch stops the others), as an MPI main would
     local bash = '[ "$AWS_BATCH_JOB_NODE_INDEX" != 1 ] || sleep 3; '

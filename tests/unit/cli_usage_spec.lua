@@ -10,7 +10,7 @@ local cli = require "luabatch.cli"
 
 -- Options an existing usage text is known to leave out (run.lua's text is
 -- owned elsewhere); listed ones may be missing, nothing else may.
-local KNOWN_MISSING = { run = { ["-j"] = true, ["-c"] = true, ["-p"] = true } }
+local KNOWN_MISSING = {}
 
 -- The option names in a usage text's option lines ("  -f, --follow  ...").
 local function documented(usage)

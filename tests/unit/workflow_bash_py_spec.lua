@@ -264,3 +264,61 @@ describe("luabatch.workflow.stages.py #unit", function()
     assert.matches("ended without a result %(exit code 9%)", err.message)
   end)
 end)
+
+describe("stage timeout: #unit", function()
+  -- the bound (timeout: 1) is what is checked; "well before the 30 s the
+  -- children would sleep" is as loose as a loaded machine needs
+  local function timed(fn)
+    local t0 = core.monotime()
+    local a, b, c = fn()
+    return core.monotime() - t0, a, b, c
+  end
+
+  it("a bash stage past its timeout: its process group killed, FAILED 'timed out after N s', outputs kept", function()
+    local marker = os.tmpname()
+    local secs, out, err, outputs = timed(function()
+      return bash.execute({ bash = "echo started; (sleep 30; touch " .. marker .. ") & sleep 30", timeout = 1 }, {}, fake_env())
+    end)
+    assert.is_nil(out)
+    assert.equal("StageTimeoutError", err.name)
+    assert.truthy(err.message:find("bash stage timed out after 1 s", 1, true), err.message)
+    assert.equal("started", outputs.stdout)
+    assert.is_true(secs < 25, "took " .. secs .. " s")
+    os.remove(marker)
+    core.sleep(0.3)
+    assert.is_nil(io.open(marker), "the background grandchild outlived the stage")
+  end)
+
+  it("inside the scheduler too, and a stage within its timeout is untouched", function()
+    local s = sched.new()
+    local slow, quick
+    s:spawn(function()
+      slow = { bash.execute({ bash = "sleep 30", timeout = 1 }, {}, fake_env()) }
+    end)
+    s:spawn(function()
+      quick = { bash.execute({ bash = "echo fine", timeout = 20 }, {}, fake_env()) }
+    end)
+    local secs = timed(function() return s:run() end)
+    assert.equal("StageTimeoutError", slow[2].name)
+    assert.equal("fine", quick[1].stdout)
+    assert.is_true(secs < 25, "took " .. secs .. " s")
+  end)
+
+  it("a py stage past its timeout", function()
+    local _, out, err = timed(function()
+      return py.execute({ run = "import time\ntime.sleep(30)", timeout = 1 }, {}, fake_env())
+    end)
+    assert.is_nil(out)
+    assert.equal("StageTimeoutError", err.name)
+    assert.truthy(err.message:find("py stage timed out after 1 s", 1, true), err.message)
+  end)
+
+  it("timeout: is checked at load: bash and py only, 1..604800 s", function()
+    local load = require "luabatch.workflow.load"
+    assert(load.string("jobs:\n  a:\n    stages: [{name: s, bash: 'true', timeout: 5}]\n", "t.yml", {}))
+    local _, err = load.string("jobs:\n  a:\n    stages: [{name: s, bash: 'true', timeout: 0}]\n", "t.yml", {})
+    assert.truthy(err:find("'timeout' must be between 1 and 604800", 1, true), err)
+    _, err = load.string("jobs:\n  a:\n    stages: [{name: s, echo: x, timeout: 5}]\n", "t.yml", {})
+    assert.truthy(err and err:find("timeout", 1, true), err)
+  end)
+end)

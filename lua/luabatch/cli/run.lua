@@ -37,18 +37,18 @@ Run a workflow (ddeutil-workflow YAML): jobs run where their runs-on says
 (local: this machine; aws_batch: AWS Batch), or where --runs-on says.
 
 options:
-  --job ID          run only this job (its needs are not run)
-  --param K=V       a workflow param (repeatable); V is coerced to the
+  -j, --job ID      run only this job (its needs are not run)
+  -p, --param K=V   a workflow param (repeatable); V is coerced to the
                     declared type (JSON for map and array params)
-  --conf DIR        search DIR for workflows: FILE may then be a workflow
+  -c, --conf DIR    search DIR for workflows: FILE may then be a workflow
                     name; trigger stages search it too
   --json            print the final context as JSON on stdout
-  --runs-on TYPE    run every job on TYPE: local or aws_batch
+  --runs-on TYPE    run every job on TYPE: local, aws_batch or docker
   --with K=V        a runs-on `with:` field for every job (repeatable; the
                     job's own with: wins), e.g. --with s3_bucket=my-bucket
   --policy FILE     a Lua file returning a table that overrides the AWS
                     Batch policy (naming, retries, cleanup, ...)
-  --follow, -f      print the log lines of running Batch jobs
+  -f, --follow      print the log lines of running Batch jobs
   --run-id ID       the run's id (default: a new one)
   --resume RUN_ID   a run that ended (FAILED, CANCEL, or not): run it again
                     as a new run, reusing every job and strategy whose

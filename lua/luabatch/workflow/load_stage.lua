@@ -32,8 +32,8 @@ local check_keys, set = check.check_keys, check.set
 local COMMON = { "name", "id", "desc", "if", "extras", "type" }
 local KIND_KEYS = {
   empty = { "echo", "sleep" },
-  bash = { "bash", "env", "retry" },
-  py = { "run", "vars", "retry" },
+  bash = { "bash", "env", "retry", "timeout" },
+  py = { "run", "vars", "retry", "timeout" },
   lua = { "lua", "vars", "retry" },
   call = { "uses", "with", "retry" },
   trigger = { "trigger", "params", "retry" },
@@ -163,6 +163,8 @@ local function parse_stage(cx, raw, p, job_what)
     st["if"] = cond
   end
   st.retry = want_int(cx, raw, "retry", what, 0, 19, 0)
+  -- bash and py: the process group is killed after `timeout` seconds (one week at most)
+  st.timeout = want_int(cx, raw, "timeout", what, 1, 604800, nil)
 
   if kind == "empty" then
     st.echo = want_text(cx, raw, "echo", what)

@@ -9,10 +9,12 @@
 --   inside a task (outside one they block the whole thread instead):
 --   sched.sleep(sec)                    -> true | nil, msg, "ECANCELED"
 --   sched.exec(argv, {env = {K = V}, clear_env = bool, cwd = dir, stdin = s,
---                     on_output = function(fd, chunk)})
+--                     on_output = function(fd, chunk), timeout = sec})
 --       -> {exit = n | nil, signal = n | nil, stdout = s, stderr = s,
---           stdout_dropped = n, stderr_dropped = n}  (each stream keeps its
---           last 8 MiB; *_dropped: bytes lost from its front, when any)
+--           stdout_dropped = n, stderr_dropped = n, timed_out = sec | nil}
+--          (each stream keeps its last 8 MiB; *_dropped: bytes lost from
+--          its front, when any; timed_out: the child's process group got
+--          SIGTERM after `timeout` seconds, SIGKILL KILL_GRACE later)
 --        | nil, msg, code ("EIO" spawn failure, "ECANCELED" cancelled)
 --       env is added over the inherited environment (replaces it with
 --       clear_env); on_output gets output while the child runs (fd 1, 2;
@@ -81,6 +83,7 @@ function _M.new()
     nprocs = 0,
     watched = {},                       -- proc -> { fn, [1] = stdout offset, [2] = stderr offset }
     timers = {},                        -- task -> deadline (monotonic)
+    limits = {},                        -- proc -> { at, secs, fired }: exec's timeout
     alive = 0,                          -- tasks not finished
     failed = {},                        -- failed tasks, in order
     seq = 0,
@@ -192,6 +195,9 @@ function Sched:run()
       for _, at in pairs(self.timers) do
         if not first or at < first then first = at end
       end
+      for _, l in pairs(self.limits) do
+        if not first or l.at < first then first = l.at end
+      end
       if n == 0 and not first then
         error(("sched: deadlock: %d task(s) wait on each other or on a limiter, nothing else to wait for")
           :format(self.alive), 0)
@@ -219,11 +225,20 @@ function Sched:run()
             if t.cancelled then
               push_ready(self, t, nil, "cancelled", "ECANCELED")
             else
-              push_ready(self, t, p:result())
+              local r, l = p:result(), self.limits[p]
+              if l and l.fired and type(r) == "table" then r.timed_out = l.secs end
+              push_ready(self, t, r)
             end
+            self.limits[p] = nil
           end
         end
         local now = core.monotime()
+        for p, l in pairs(self.limits) do
+          if self.procs[p] and now >= l.at then
+            p:kill(l.fired and "KILL" or "TERM")     -- the child's process group
+            l.fired, l.at = true, now + KILL_GRACE
+          end
+        end
         for t, at in pairs(self.timers) do
           if at <= now then
             self.timers[t] = nil
@@ -276,9 +291,12 @@ function _M.sleep(sec)
   return block(t, "sleep")
 end
 
-local function exec_blocking(p, w)
+local function exec_blocking(p, w, timeout)
+  local at, fired = timeout and core.monotime() + timeout, false
   while true do
-    local done, msg, code = core.proc_wait({ p }, w and OUTPUT_SLICE or nil)
+    local wait = w and OUTPUT_SLICE or nil
+    if at then wait = math.max(0, math.min(wait or math.huge, at - core.monotime())) end
+    local done, msg, code = core.proc_wait({ p }, wait)
     if w then deliver_output(p, w) end
     if not done then
       p:close()
@@ -287,7 +305,12 @@ local function exec_blocking(p, w)
     if done[1] then
       local r = p:result()
       p:close()
+      if fired and type(r) == "table" then r.timed_out = timeout end
       return r
+    end
+    if at and core.monotime() >= at then
+      p:kill(fired and "KILL" or "TERM")
+      fired, at = true, core.monotime() + KILL_GRACE
     end
   end
 end
@@ -309,13 +332,17 @@ function _M.exec(argv, opts)
   local p, msg, code = core.proc_spawn(spec)
   if not p then return nil, msg, code end
   local w = opts.on_output and { opts.on_output, 0, 0 } or nil
-  if not t then return exec_blocking(p, w) end
+  local timeout = tonumber(opts.timeout)
+  if timeout and timeout <= 0 then timeout = nil end
+  if not t then return exec_blocking(p, w, timeout) end
   local s = t.sched
   s.procs[p] = t
   s.nprocs = s.nprocs + 1
   if w then s.watched[p] = w end
+  if timeout then s.limits[p] = { at = core.monotime() + timeout, secs = timeout } end
   local r
   r, msg, code = block(t, "exec")
+  s.limits[p] = nil
   if w then
     s.watched[p] = nil
     deliver_output(p, w)

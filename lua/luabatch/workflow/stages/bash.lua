@@ -182,7 +182,7 @@ function _M.execute(st, rctx, env)
   f:write(tbl_concat(parts))
   f:close()
   local on_output, flush = line_splitter(env.output_line)
-  local r, msg, code = sched.exec({ "sh", path }, { cwd = env.cwd, on_output = on_output })
+  local r, msg, code = sched.exec({ "sh", path }, { cwd = env.cwd, on_output = on_output, timeout = st.timeout })
   if flush then flush() end
   os_remove(path)
   if not r then
@@ -200,6 +200,10 @@ function _M.execute(st, rctx, env)
     stdout = out ~= "" and out or NULL,
     stderr = errs ~= "" and errs or NULL,
   })
+  if r.timed_out then
+    return nil, { name = "StageTimeoutError", message = str_format("bash stage timed out after %s s (killed by signal %d)%s",
+      tostring(r.timed_out), r.signal or 0, stderr ~= "" and (": " .. stderr) or "") }, outputs
+  end
   if r.signal then
     return nil, { name = "StageError",
       message = str_format("Subprocess: killed by signal %d%s\n\t%s", r.signal,

@@ -182,7 +182,7 @@ function _M.execute(st, rctx, env)
   local python = getenv("LUABATCH_PYTHON") or "python3"
   if python == "" then python = "python3" end
   local r, msg, ecode = sched.exec({ python, "-c", _M.WRAPPER },
-    { stdin = input, cwd = env.cwd, env = { PYTHONIOENCODING = "utf-8" } })
+    { stdin = input, cwd = env.cwd, env = { PYTHONIOENCODING = "utf-8" }, timeout = st.timeout })
   if not r then
     if ecode == "ECANCELED" then
       return nil, { name = "StageCancelError", message = "Execution was canceled: " .. tostring(msg), status = "CANCEL" }
@@ -193,6 +193,10 @@ function _M.execute(st, rctx, env)
   local at = str_find(r.stdout, "\n" .. marker .. "\n", 1, true)
   log_lines(env, at and str_sub(r.stdout, 1, at - 1) or r.stdout)
   log_lines(env, r.stderr)
+  if r.timed_out then
+    return nil, { name = "StageTimeoutError", message = str_format("py stage timed out after %s s (killed by signal %d)",
+      tostring(r.timed_out), r.signal or 0) }
+  end
   if not at then
     local how = r.signal and ("killed by signal " .. r.signal) or ("exit code " .. tostring(r.exit))
     local tail = bash.strip_nl(r.stderr)
