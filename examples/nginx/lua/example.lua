@@ -26,6 +26,8 @@
 --   LUABATCH_EXAMPLES                         directory of ?file=NAME workflows
 --   LUABATCH_POLICY                           optional: a Lua file returning an
 --                                             aws_batch policy table (poll pacing)
+--   LUABATCH_HOME                             the runs' journal home (default
+--                                             $HOME/.luabatch, as the CLI's)
 local _M = { _VERSION = "0.1.0" }
 
 local os_getenv = os.getenv
@@ -47,6 +49,8 @@ function _M.init()
   app = require("luabatch.ngx.runs").new({
     dir = env("LUABATCH_EXAMPLES"),
     policy = policy,
+    home = env("LUABATCH_HOME"),        -- nil: journal.home() ($HOME/.luabatch)
+    thread_pool = "luabatch",           -- nginx.conf.in's thread_pool
     with = {
       job_queue_arn = env("LUABATCH_QUEUE"),
       s3_bucket = env("LUABATCH_BUCKET"),
