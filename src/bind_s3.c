@@ -9,7 +9,8 @@
  *   concurrency = 8, max_attempts = 5, on_progress = function(done, total)
  *   (total nil when unknown; return false to cancel), verify = true,
  *   ca_bundle = path (default $AWS_CA_BUNDLE; false = none),
- *   connect_timeout =, read_timeout = (seconds)
+ *   connect_timeout =, read_timeout = (seconds), time_offset = seconds added
+ *   to this machine's clock when signing (the measured clock skew)
  * upload: file = path | reader = function() -> chunk, or "" / nil at the
  *   end; content_type =, metadata = { name = value }, multipart_threshold =,
  *   unsigned_payload = false
@@ -191,6 +192,11 @@ static void read_common(lua_State *L, lb_s3_opts *o, l_call *k) {
     }
     if (opt_number(L, "connect_timeout", &d, 0)) o->connect_timeout = d;
     if (opt_number(L, "read_timeout", &d, 0)) o->read_timeout = d > 0 ? d : -1;
+    if (opt_number(L, "time_offset", &d, 0)) {
+        if (!(d >= -31622400.0 && d <= 31622400.0))        /* NaN too: a year at most */
+            luaL_argerror(L, 1, "field 'time_offset': seconds within a year expected");
+        o->time_offset = (int64_t)d;
+    }
     o->verify_off = !opt_bool(L, "verify", 1);
     lua_getfield(L, 1, "ca_bundle");
     if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {

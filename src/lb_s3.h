@@ -92,6 +92,7 @@ typedef struct lb_s3_opts {
     const char *ca_bundle;
     double connect_timeout, read_timeout;   /* seconds; 0 = lb_http defaults */
     volatile int *cancel;           /* optional: set non-zero to stop */
+    int64_t time_offset;            /* seconds added to time() when signing (clock skew) */
     const char *file;               /* upload source / download destination */
     /* upload only */
     lb_s3_read_fn reader;           /* stream source (when file is NULL) */

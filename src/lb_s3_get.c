@@ -67,8 +67,9 @@ static int on_data(void *ud, const char *p, size_t n) {
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) {
             s->why = LB_EIO;
-            snprintf(s->why_msg, sizeof s->why_msg, "write %.160s: %s", x->o->file,
-                     w < 0 ? strerror(errno) : "short write");
+            int e = w < 0 ? errno : ENOSPC;     /* a 0-byte pwrite: the disk is full */
+            snprintf(s->why_msg, sizeof s->why_msg, "write %.160s: %s (errno %d)", x->o->file,
+                     strerror(e), e);
             return LB_EIO;
         }
         done += (size_t)w;
@@ -232,7 +233,7 @@ static int temp_open(s3x *x, char **tmp) {
     }
     {
         int e = errno;
-        int rc = s3_fail(x, LB_EIO, "create %.200s: %s", b.data, strerror(e));
+        int rc = s3_fail(x, LB_EIO, "create %.200s: %s (errno %d)", b.data, strerror(e), e);
         lb_buf_free(&b);
         return rc;
     }
@@ -347,11 +348,13 @@ static int download(s3x *x) {
                          (long long)end, (long long)h.size);
     }
     if (rc == LB_OK && o->fsync && fsync(x->fd) != 0)
-        rc = s3_fail(x, LB_EIO, "fsync %s: %s", tmp, strerror(errno));
+        rc = s3_fail(x, LB_EIO, "fsync %s: %s (errno %d)", tmp, strerror(errno), errno);
     if (rc == LB_OK) {
-        close(x->fd);
+        int c = close(x->fd);      /* NFS and quotas report late write errors here */
         x->fd = -1;
-        if (rename(tmp, o->file) != 0) rc = s3_fail(x, LB_EIO, "rename to %s: %s", o->file, strerror(errno));
+        if (c != 0) rc = s3_fail(x, LB_EIO, "close %s: %s (errno %d)", tmp, strerror(errno), errno);
+        else if (rename(tmp, o->file) != 0)
+            rc = s3_fail(x, LB_EIO, "rename to %s: %s (errno %d)", o->file, strerror(errno), errno);
     }
     if (rc != LB_OK) unlink(tmp);
     else {

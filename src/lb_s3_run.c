@@ -162,6 +162,7 @@ int s3_sign(s3x *x, s3_slot *s, const char *method, const char *query,
     sr.session_token = o->session_token && *o->session_token ? o->session_token : NULL;
     sr.s3 = 1;
     sr.content_sha256_header = 1;
+    if (o->time_offset) sr.time = (int64_t)time(NULL) + o->time_offset;
     if ((rc = lb_sigv4_sign(&sr, &s->sig, serr)) != LB_OK) return s3_fail(x, rc, "%s", serr);
     s->kv = lb_malloc(s->sig.nheaders * sizeof *s->kv);
     if (!s->kv) return s3_fail(x, LB_ENOMEM, "out of memory");

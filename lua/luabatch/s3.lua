@@ -254,6 +254,13 @@ local function send(self, bucket, key, req)
 end
 
 
+--- request(bucket, key, req) -> resp | nil, msg, code, resp: one request on
+-- bucket[/key] through luabatch.request (for luabatch.s3.* helpers).
+function _M:request(bucket, key, req)
+  return send(self, bucket, key, req)
+end
+
+
 local function parse_xml(self, body, op, res)
   local root, msg = self:core().xml_parse(body or "")
   if not root then
@@ -367,7 +374,8 @@ end
 
 --- get_object(bucket, key [, opts]) -> body, meta | nil, msg, code
 -- meta as head_object.  opts.range = "bytes=0-99" (or { first, last });
--- opts.on_data = function(chunk) streams the body instead (body is then "").
+-- opts.on_data = function(chunk) streams the body instead (body is then "");
+-- opts.if_match = ETag (unquoted).  A failure also returns the answer, if any.
 function _M:get_object(bucket, key, opts)
   check_bucket(bucket, "get_object")
   check_key(key, "get_object")
@@ -378,10 +386,21 @@ function _M:get_object(bucket, key, opts)
     range = "bytes=" .. tostring(range[1]) .. "-" .. (range[2] and tostring(range[2]) or "")
   end
   if range then headers[#headers + 1] = { "Range", range } end
-  local resp, msg, code = send(self, bucket, key, { method = "GET", operation = "GetObject",
+  if opts.if_match then headers[#headers + 1] = { "If-Match", '"' .. opts.if_match .. '"' } end
+  local resp, msg, code, failed = send(self, bucket, key, { method = "GET", operation = "GetObject",
     headers = headers, on_data = opts.on_data, on_progress = opts.on_progress })
-  if not resp then return nil, msg, code end
+  if not resp then return nil, msg, code, failed end
   return resp.body or "", wire.meta_from_headers(resp.headers)
+end
+
+
+--- get_stream(bucket, key, write [, opts]) -> { bytes, etag, resumed } | nil, msg, code
+-- The object into write(chunk), resumed with a Range after a reset, a
+-- timeout or a 5xx (luabatch.s3.stream); a failed write stops it ("EWRITE").
+function _M:get_stream(bucket, key, write, opts)
+  check_bucket(bucket, "get_stream")
+  check_key(key, "get_stream")
+  return require("luabatch.s3.stream").get(self, bucket, key, write, opts)
 end
 
 
@@ -391,6 +410,13 @@ function _M:head_object(bucket, key)
   check_bucket(bucket, "head_object")
   check_key(key, "head_object")
   local resp, msg, code = send(self, bucket, key, { method = "HEAD", operation = "HeadObject" })
+  if code == "HTTP_403" then
+    -- a bodiless 403 names no cause: a one-byte GET has a body (and its
+    -- RequestTimeTooSkewed corrects the clock); then the HEAD once more
+    local _, gmsg, gcode = self:get_object(bucket, key, { range = "bytes=0-0" })
+    resp, msg, code = send(self, bucket, key, { method = "HEAD", operation = "HeadObject" })
+    if code == "HTTP_403" and gcode then msg, code = gmsg, gcode end
+  end
   if not resp then
     if code == "NotFound" then code = "NoSuchKey" end
     return nil, msg, code
@@ -571,6 +597,24 @@ local function prepare_transfer(self, name, op, bucket, key, opts)
 end
 
 
+-- The engine signs with time() + offset: the request path's clock
+-- (core.now) and the skew it measured, in whole seconds; the probe is a
+-- one-byte GET, which measures the skew when the server refuses the clock;
+-- refresh drops the cached credentials (ExpiredToken) and fetches new ones.
+local function engine_hooks(self, bucket, key)
+  local function offset()
+    local c = target(self, bucket)
+    local skew = c and c:skew() or 0
+    return floor(self:core().now() + skew - os.time() + 0.5)
+  end
+  return { offset = offset, probe = function() self:get_object(bucket, key, { range = "bytes=0-0" }) end,
+    refresh = function()
+      if self._creds.invalidate then self._creds:invalidate() end
+      return (self._creds:get())
+    end }
+end
+
+
 --- upload_file(path, bucket, key [, opts]) -> res | nil, msg, code
 -- Through core.s3_upload: single PUT up to opts.multipart_threshold (16 MiB),
 -- multipart above, parts SHA-256-signed.  opts: content_type, metadata,
@@ -588,7 +632,7 @@ function _M:upload_file(path, bucket, key, opts)
   if not f then return nil, t, code end
   if type(path) == "function" then t.reader = path else t.file = path end
   local res, msg
-  res, msg, code = f(t)
+  res, msg, code = transfer.run(f, t, engine_hooks(self, bucket, key))
   if res then res.etag = unquote(res.etag) end
   return res, msg, code
 end
@@ -621,7 +665,7 @@ function _M:download_file(bucket, key, path, opts)
   if not f then return nil, t, code end
   t.file = path
   local res, msg
-  res, msg, code = f(t)
+  res, msg, code = transfer.run(f, t, engine_hooks(self, bucket, key))
   if res then res.etag = unquote(res.etag) end
   if res and res.note then log.debug("s3: GetObject %s: %s", resource(bucket, key), res.note) end
   return res, msg, code

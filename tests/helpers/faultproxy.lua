@@ -15,15 +15,8 @@ local cjson = require "cjson.safe"
 local _M = {}
 local mt = { __index = _M }
 
-local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local files = require "helpers.files"
+local sh_quote, read_file = files.sh_quote, files.read_all
 
 function _M.start(upstream)
   local base = os.tmpname()

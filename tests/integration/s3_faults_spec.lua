@@ -14,50 +14,10 @@ local faultproxy = require "helpers.faultproxy"
 local MiB = 1024 * 1024
 local PART = 5 * MiB
 
-local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-local function sh(cmd)
-  local p = io.popen(cmd)
-  local out = p:read("a")
-  p:close()
-  return out
-end
-
-local function sha256_file(path)
-  return sh("sha256sum " .. sh_quote(path) .. " 2>/dev/null"):match("^(%x+)")
-end
-
-local function read_all(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write_all(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-end
-
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() return true end
-  return false
-end
-
--- Names in a directory (".", ".." excluded), sorted.
-local function ls(dir)
-  local out = {}
-  for name in sh("ls -A " .. sh_quote(dir)):gmatch("[^\n]+") do out[#out + 1] = name end
-  table.sort(out)
-  return out
-end
-
-local function mkdtemp()
-  return (sh("mktemp -d"):gsub("%s+$", ""))
-end
+local files = require "helpers.files"
+local sh_quote, read_all, write_all, exists, ls, mkdtemp =
+  files.sh_quote, files.read_all, files.write_all, files.exists, files.ls, files.mkdtemp
+local sha256_file = files.sha256
 
 describe("S3 transfers under injected faults #integration", function()
   local endpoint, key, secret, proxy
@@ -65,32 +25,10 @@ describe("S3 transfers under injected faults #integration", function()
   local work                   -- scratch directory
   local big, big_sha           -- 22 MiB + 123 B source: 5 parts of 5 MiB
   local small, small_sha       -- 3 MiB source: one PUT / one GET
-  local created = {}           -- keys to delete at the end
 
-  -- A signed request straight to RGW (not through the proxy, not through
-  -- the transfer code): the independent check of what the server holds.
-  local function direct(method, path, opts)
-    opts = opts or {}
-    local signed = assert(core.sigv4_sign({ method = method, url = endpoint .. path, headers = {},
-      body = opts.body or "", region = "us-east-1", service = "s3", access_key = key, secret_key = secret }))
-    return core.http_request({ method = method, url = signed.url, headers = signed.headers, body = opts.body,
-      output_file = opts.output_file, timeout = 300 })
-  end
-
-  local function open_uploads()
-    local r = assert(direct("GET", "/" .. bucket .. "?uploads="))
-    assert.are.equal(200, r.status, r.body)
-    local doc = assert(core.xml_parse(r.body))
-    local out = {}
-    for _, el in ipairs(doc) do
-      if el.name == "Upload" then
-        local u = {}
-        for _, f in ipairs(el) do u[f.name] = f.text end
-        out[#out + 1] = u
-      end
-    end
-    return out
-  end
+  local rgw                    -- the bucket, seen straight from RGW (helpers.rgw_bucket)
+  local function direct(method, path, opts) return rgw:direct(method, path, opts) end
+  local function open_uploads() return rgw:open_uploads() end
 
   -- SHA-256 of the object as RGW serves it (nil when there is none).
   local function object_sha(k)
@@ -111,7 +49,6 @@ describe("S3 transfers under injected faults #integration", function()
   end
 
   local function upload(k, file, extra)
-    created[#created + 1] = k
     local o = transfer_opts(extra)
     o.key, o.file = k, file
     return core.s3_upload(o)
@@ -183,19 +120,12 @@ describe("S3 transfers under injected faults #integration", function()
     assert(os.execute(("head -c %d /dev/urandom > %s"):format(4 * PART + 2 * MiB + 123, sh_quote(big))))
     assert(os.execute(("head -c %d /dev/urandom > %s"):format(3 * MiB, sh_quote(small))))
     big_sha, small_sha = sha256_file(big), sha256_file(small)
-    local r = assert(direct("PUT", "/" .. bucket))
-    assert.are.equal(200, r.status, r.body)
+    rgw = require("helpers.rgw_bucket").create(endpoint, key, secret, bucket)
   end)
 
   lazy_teardown(function()
     if proxy then proxy:stop() end
-    if endpoint and key then
-      for _, u in ipairs(open_uploads()) do
-        direct("DELETE", "/" .. bucket .. "/" .. u.Key .. "?uploadId=" .. u.UploadId)
-      end
-      for _, k in ipairs(created) do direct("DELETE", "/" .. bucket .. "/" .. k) end
-      direct("DELETE", "/" .. bucket)
-    end
+    if rgw then rgw:purge() end
     if work then os.execute("rm -rf " .. sh_quote(work)) end
     servers.stop_all()
   end)
@@ -474,7 +404,6 @@ describe("S3 transfers under injected faults #integration", function()
         bytes = 2 * MiB })
       local f = assert(io.open(big, "rb"))
       local reader = function() return f:read(MiB + 7) end
-      created[#created + 1] = "up-stream"
       local res, msg = s3:upload_reader(reader, bucket, "up-stream", { part_size = PART, concurrency = 3,
         max_attempts = 4, read_timeout = 3 })
       f:close()

@@ -23,8 +23,9 @@ Control endpoints (the "__" prefix cannot be an S3 bucket name):
   DELETE /__fault   removes all rules
   GET    /__stats   {"requests": n, "fired": n, "connections": n (client
                      connections accepted), "by_rule": {id: n},
-                     "log": [{method, target, status, fault, conn}, ...]}
-                    (conn: a number unique to the client connection)
+                     "log": [{method, target, status, fault, conn, range}, ...]}
+                    (conn: a number unique to the client connection; range:
+                     the request's Range header, or null)
   DELETE /__stats   resets the counters and the log
 
 A rule:
@@ -128,10 +129,11 @@ def pick_rule(method, path, query):
 
 def log_request(method, target, status, fault):
     conn = getattr(threading.current_thread(), "conn_id", None)
+    rng = getattr(threading.current_thread(), "req_range", None)
     with LOCK:
         STATS["requests"] += 1
         STATS["log"].append({"method": method, "target": target, "status": status, "fault": fault,
-                             "conn": conn})
+                             "conn": conn, "range": rng})
         if len(STATS["log"]) > LOG_MAX:
             del STATS["log"][: len(STATS["log"]) - LOG_MAX]
 
@@ -349,6 +351,7 @@ class Handler(socketserver.BaseRequestHandler):
         if path.startswith("/__fault") or path.startswith("/__stats"):
             return self.control(method, path, headers)
 
+        threading.current_thread().req_range = hget(headers, "Range")
         expect = (hget(headers, "Expect") or "").lower() == "100-continue"
         if expect:
             headers = [(k, v) for k, v in headers if k.lower() != "expect"]

@@ -554,6 +554,9 @@ describe("luabatch.s3 #unit", function()
       local progress = function() return true end
       assert(s:upload_file("/tmp/f", "bkt", "a b/ü", { content_type = "x/y", metadata = { a = "1" },
         part_size = 8388608, on_progress = progress, bogus = true }))
+      -- signed at the request path's clock (core.now, here a fixed time) plus the measured skew
+      assert.are.equal(math.floor(NOW - os.time() + 0.5), got.up.time_offset)
+      got.up.time_offset = nil
       assert.are.same({
         endpoint = "http://127.0.0.1:7480", bucket = "bkt", key = "a b/ü", region = "us-east-1",
         access_key = "AKIDEXAMPLE", secret_key = "SECRETEXAMPLEKEY", session_token = "TOK",
@@ -570,6 +573,38 @@ describe("luabatch.s3 #unit", function()
       assert.is_false(got.up.path_style)
       assert.are.equal("https://s3.eu-west-1.amazonaws.com", got.up.endpoint)
       assert.are.equal("function", type(got.up.reader))
+    end)
+
+    it("re-runs the engine once with the server's clock or fresh credentials, and hints when skew stays", function()
+      local transfer = require "luabatch.s3.transfer"
+      local offset, probes, seen = 0, 0, {}
+      local clock = { offset = function() return offset end,
+        probe = function() probes = probes + 1; offset = -1200 end }
+      local f = function(t)
+        seen[#seen + 1] = t.time_offset
+        if t.time_offset ~= -1200 then return nil, "PutObject s3://b/k: HTTP 403 RequestTimeTooSkewed", "RequestTimeTooSkewed" end
+        return { bytes = 1 }
+      end
+      assert(transfer.run(f, { file = "/tmp/f" }, clock))
+      assert.are.same({ 0, -1200 }, seen)
+      assert.are.equal(1, probes)
+      -- a stream cannot be re-sent: one attempt, and a hint naming the measured skew
+      offset, seen = 0, {}
+      local r, msg, code = transfer.run(f, { reader = function() end }, clock)
+      assert.is_nil(r)
+      assert.are.equal("RequestTimeTooSkewed", code)
+      assert.are.same({ 0 }, seen)
+      assert.is_truthy(msg:find("differs from the server's by -1200 s", 1, true), msg)
+      -- ExpiredToken: once more with the credentials refresh() fetched
+      local keys = {}
+      local g = function(t)
+        keys[#keys + 1] = t.access_key
+        if t.access_key == "OLD" then return nil, "UploadPart: HTTP 400 ExpiredToken", "ExpiredToken" end
+        return { bytes = 1 }
+      end
+      clock.refresh = function() return { access_key = "NEW", secret_key = "s" } end
+      assert(transfer.run(g, { file = "/tmp/f", access_key = "OLD" }, clock))
+      assert.are.same({ "OLD", "NEW" }, keys)
     end)
 
     it("reports a build without the transfer engine", function()

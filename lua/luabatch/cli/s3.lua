@@ -1,4 +1,4 @@
--- luabatch.cli.s3: `luabatch s3 cp|ls|rm|mb|presign` -- S3 from the shell.
+-- luabatch.cli.s3: `luabatch s3 cp|ls|rm|mb|presign|abort-uploads` -- S3 from the shell.
 --
 --   local code = require("luabatch.cli.s3").run({ "cp", "data.bin", "s3://bucket/dir/" }, env)
 --
@@ -50,6 +50,10 @@ commands:
                          prefix KEY/ (in batches of 1,000)
   mb s3://B              create a bucket (in --region)
   presign s3://B/KEY     print a presigned URL
+  abort-uploads s3://B[/PREFIX]
+                         abort the incomplete multipart uploads under PREFIX
+                         (an upload killed midway leaves one); --local DIR
+                         also removes download temporaries (*.lbpart-*)
 
 options:
   -r, --recursive        directories and prefixes (cp, ls, rm)
@@ -60,6 +64,9 @@ options:
   --concurrency N        parts in flight at once (default 8)
   --expires N            presign: seconds the URL is valid (1..604800, default 3600)
   --method M             presign: GET (default) or PUT
+  --local DIR            abort-uploads: also remove DIR's *.lbpart-* files
+  --older-than AGE       abort-uploads: only those older than AGE (Nd, Nh, Nm)
+  --dry-run              abort-uploads: list, remove nothing
   --region NAME          region (default: AWS_REGION, profile, us-east-1)
   --endpoint-url URL     S3 endpoint (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS)
   --addressing STYLE     auto (default), path or virtual
@@ -144,7 +151,7 @@ local function parse_size(v)
 end
 
 
-local COMMAND_NAMES = { cp = true, ls = true, rm = true, mb = true, presign = true }
+local COMMAND_NAMES = { cp = true, ls = true, rm = true, mb = true, presign = true, ["abort-uploads"] = true }
 local function check_part_size(v)
   local n = parse_size(v)
   if not n or n < 1 or n > MAX_PART then return nil, "--part-size wants 1..5G (S3's largest part), got '" .. v .. "'" end
@@ -191,6 +198,7 @@ local SPEC = {
   ["--part-size"] = { "value", check = check_part_size }, ["--concurrency"] = { "value", check = check_concurrency },
   ["--expires"] = { "value", check = check_expires }, ["--method"] = { "value", check = check_method },
   ["--addressing"] = { "value", check = check_addressing }, ["--metadata"] = { "map", check = check_metadata },
+  ["--local"] = { "value", key = "local_dir" }, ["--older-than"] = "value", ["--dry-run"] = "flag",
 }
 
 -- Parse argv -> opts | nil, msg.
@@ -200,13 +208,13 @@ function _M.parse(argv)
   o.pos = pos
   if o.help then return o end
   o.command = table.remove(o.pos, 1)
-  if not o.command then return nil, "expected a command (cp, ls, rm, mb, presign)" end
+  if not o.command then return nil, "expected a command (cp, ls, rm, mb, presign, abort-uploads)" end
   if not COMMAND_NAMES[o.command] then return nil, "unknown command '" .. o.command .. "'" end
   local npos = #o.pos
   local c = o.command
   if c == "cp" and npos ~= 2 then return nil, "cp wants SRC and DST" end
   if c == "ls" and npos > 1 then return nil, "ls wants at most one s3:// URL" end
-  if (c == "rm" or c == "mb" or c == "presign") and npos ~= 1 then
+  if (c == "rm" or c == "mb" or c == "presign" or c == "abort-uploads") and npos ~= 1 then
     return nil, c .. " wants one s3:// URL"
   end
   return o
@@ -355,9 +363,14 @@ local function download(ctx, bucket, key, dst)
   local label = "s3://" .. bucket .. "/" .. key .. " -> " .. dst
   if dst == "-" then
     local out = ctx.stdout
-    local _, msg = s3:get_object(bucket, key, { on_data = function(chunk) out:write(chunk) end })
+    local _, msg = s3:get_stream(bucket, key, function(chunk) return out:write(chunk) end,
+      { sink_name = "stdout" })
     if not _ then return fail(ctx, msg) end
-    out:flush()
+    local ok, ferr, errno = out:flush()
+    if not ok then
+      return fail(ctx, "GetObject s3://" .. bucket .. "/" .. key .. ": write stdout: " .. tostring(ferr)
+        .. " (errno " .. tostring(errno) .. ")")
+    end
     return true
   end
   local ok, merr = mkdir_p(dirname(dst))
@@ -525,7 +538,13 @@ local function cmd_presign(ctx)
 end
 
 
-local COMMANDS = { cp = cmd_cp, ls = cmd_ls, rm = cmd_rm, mb = cmd_mb, presign = cmd_presign }
+local function cmd_abort_uploads(ctx)
+  return require("luabatch.cli.s3_uploads").run(ctx, fail)
+end
+
+
+local COMMANDS = { cp = cmd_cp, ls = cmd_ls, rm = cmd_rm, mb = cmd_mb, presign = cmd_presign,
+  ["abort-uploads"] = cmd_abort_uploads }
 
 
 local function default_isatty(fd)
@@ -559,7 +578,8 @@ function _M.run(args, env)
   local ctx = {
     opts = o, command = o.command, s3 = s3, out = out, err = err, failed = 0,
     tty = isatty(2) and true or false, quiet = o.quiet,
-    stdout = env.stdout and { write = function(_, s) out(s) end, flush = function() end } or io.stdout,
+    stdout = env.stdout and { write = function(_, s) out(s) return true end, flush = function() return true end }
+      or io.stdout,
     stdin = env.stdin or io.stdin,
   }
   local ok, code = COMMANDS[o.command](ctx)

@@ -18,8 +18,12 @@
 
 local _M = { _VERSION = "0.1.0" }
 
+local SKEW_CODES = require("luabatch.retry").SKEW_CODES
+local EXPIRED = { ExpiredToken = true, ExpiredTokenException = true, TokenRefreshRequired = true }
+
 local type = type
 local ipairs = ipairs
+local tostring = tostring
 
 local OPTIONS = { "part_size", "concurrency", "max_attempts", "on_progress", "verify",
   "connect_timeout", "read_timeout", "content_type", "metadata", "multipart_threshold",
@@ -45,6 +49,40 @@ function _M.options(conn, bucket, key, opts)
     if opts[k] ~= nil then t[k] = opts[k] end
   end
   return t
+end
+
+
+--- run(f, t, hooks) -> f(t)'s results, signed with the corrected clock and
+-- live credentials.  hooks = { offset = function() -> seconds to add to
+-- time() when signing, probe = function() (a request through
+-- luabatch.request, which measures the skew from the server's Date when the
+-- server says the clock is off), refresh = function() -> fresh credentials
+-- | nil }.  On RequestTimeTooSkewed/RequestExpired (or a bodiless 403, a
+-- HEAD's) the engine runs once more if the probe measured a new offset, on ExpiredToken once more with fresh credentials
+-- (never for a reader: its bytes are gone); a skew that stays says so.
+function _M.run(f, t, hooks)
+  t.time_offset = hooks.offset()
+  local res, msg, code = f(t)
+  if not res and EXPIRED[code] and not t.reader then
+    local c = hooks.refresh()
+    if c then
+      t.access_key, t.secret_key, t.session_token = c.access_key, c.secret_key, c.session_token
+      res, msg, code = f(t)
+    end
+  end
+  if not res and (SKEW_CODES[code] or code == "HTTP_403") then   -- a HEAD's 403 has no code
+    hooks.probe()
+    local off = hooks.offset()
+    if off ~= t.time_offset and not t.reader then
+      t.time_offset = off
+      res, msg, code = f(t)
+    end
+    if not res and SKEW_CODES[code] then
+      msg = tostring(msg) .. " (hint: the clock of this machine differs from the server's by "
+        .. off .. " s; synchronise it (NTP)" .. (t.reader and "; a stream cannot be re-sent" or "") .. ")"
+    end
+  end
+  return res, msg, code
 end
 
 
