@@ -41,7 +41,7 @@ describe("luabatch.workflow.load #unit", function()
     end)
 
     it("an unknown stage key names the key and lists the allowed ones", function()
-      bad_file("bad_stage_key.yml", 7, 9, "unknown key 'timeout' in bash stage 'Build' (allowed: bash, desc, env")
+      bad_file("bad_stage_key.yml", 7, 9, "unknown key 'timeuot' in bash stage 'Build' (allowed: bash, desc, env")
     end)
 
     it("a stage that validates as nothing (the reference's silent Empty fallback, c19)", function()
@@ -51,7 +51,7 @@ describe("luabatch.workflow.load #unit", function()
 
     it("an unsupported runs-on type", function()
       bad_file("bad_runs_on.yml", 5, 13,
-        "runs-on type 'docker' is not supported by this build (supported: local, aws_batch)")
+        "runs-on type 'gcp_batch' is not supported by this build (supported: local, aws_batch, docker)")
     end)
 
     it("a needs cycle names the cycle at the need that closes it", function()
@@ -92,7 +92,7 @@ describe("luabatch.workflow.load #unit", function()
   describe("bad input: more cases", function()
     it("other runs-on types", function()
       bad_string("jobs:\n  a:\n    runs-on: self_hosted\n", 3, 14, "runs-on type 'self_hosted' is not supported")
-      bad_string("jobs:\n  a:\n    runs-on: {type: k8s}\n", 3, 21, "unknown runs-on type 'k8s' (supported: local, aws_batch)")
+      bad_string("jobs:\n  a:\n    runs-on: {type: k8s}\n", 3, 21, "unknown runs-on type 'k8s' (supported: local, aws_batch, docker)")
     end)
 
     it("aws_batch with: required fields and types", function()
