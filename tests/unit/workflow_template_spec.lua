@@ -122,6 +122,17 @@ describe("luabatch.workflow.template #unit", function()
       assert.matches("out of range", err)
     end)
 
+    -- found probing the template fuzz contract: nil without a message
+    it("getindex refuses an index that is not a whole number, cleanly", function()
+      for _, src in ipairs({ "${{ params.items | getindex(0.5) }}", "${{ params.items | getindex(index=-1.5) }}" }) do
+        local v, err, code = render(src)
+        assert.is_nil(v)
+        assert.matches("^The post%-filter: 'getindex' does not fit with %['x', 'y'%] %(type: list%)%.$", err)
+        assert.are.equal("UtilError", code)
+      end
+      assert.are.equal("y", render("${{ params.items | getindex(1.0) }}"))
+    end)
+
     -- found by tests/fuzz (template): a NaN key raised "table index is NaN"
     it("dict refuses keys a map cannot hold (NaN) or Python cannot hash (list), cleanly", function()
       local d = template.render("${{ s | dict }}", { s = list({ list({ "k", 1 }) }) })

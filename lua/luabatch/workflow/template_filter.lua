@@ -216,7 +216,8 @@ FILTERS.getindex = function(v, args, kwargs)
   if type(v) ~= "table" or not is_list(v) and next(v) ~= nil then return BAD end
   local i = args[1]
   if i == nil then i = kwargs.index end
-  if type(i) ~= "number" then return BAD end
+  -- not a whole number (0.5, NaN): no item, Python's TypeError
+  if type(i) ~= "number" or i ~= math.floor(i) then return BAD end
   local n = #v
   local j = i < 0 and n + i + 1 or i + 1
   if j < 1 or j > n then
