@@ -168,6 +168,11 @@ jobs:
       "--with", "memory=abc" }, env)
     assert.equal(2, code, err)
     assert.truthy(err:find("with.memory must be a positive integer (from --with)", 1, true), err)
+    -- rules across fields too: a Fargate task size, before anything starts
+    _, err, code = cli({ f, "--runs-on", "aws_batch", "--with", "job_queue_arn=q", "--with", "s3_bucket=b",
+      "--with", "platform=FARGATE", "--with", "execution_role_arn=arn:aws:iam::1:role/x", "--with", "memory=1024" }, env)
+    assert.equal(2, code, err)
+    assert.truthy(err:find("preflight.yml:4:3: job 'a': runs-on aws_batch: with.memory 1024 MiB is not a FARGATE size", 1, true), err)
     assert.is_nil(err:find("^run "), err)                   -- no run id was printed
     assert.is_nil(io.open(home .. "/runs"))                  -- no journal
     assert.is_nil(io.open(marker))                           -- nothing ran

@@ -128,10 +128,17 @@ local function preflight(model, o)
         if type(v) == "string" and v:find("${{", 1, true) then with[k], later[k] = nil, true end
       end
       local ok, field, msg = schema.check(spec, with)
+      local p = jd.pos or {}
       if not ok and not later[field] then
-        local p = jd.pos or {}
         return nil, str_format("%s:%d:%d: job '%s': runs-on %s: with.%s %s%s", file, p.line or 1, p.col or 1,
           id, t, field, msg, given[field] and " (from --with)" or ""), "EWITH"
+      end
+      -- the rules across fields, when no field waits for a template
+      local vok, verr = true, nil
+      if ok and spec.validate and next(later) == nil then vok, verr = spec.validate(ok, o.policy) end
+      if not vok then
+        return nil, str_format("%s:%d:%d: job '%s': runs-on %s: %s", file, p.line or 1, p.col or 1, id, t,
+          tostring(verr)), "EWITH"
       end
     end
   end
@@ -204,12 +211,13 @@ local function run(model, o, jr, prev)
   local engine = require "luabatch.workflow.engine"
   local getenv = o.getenv or os.getenv
   local home = o.home or journal.home(getenv)
-  local ok, msg, code = preflight(model, o)
-  if not ok then return nil, msg, code end
+  local ok, msg, code
   if o.policy == nil and o.policy_file then
     o.policy, msg = _M.load_policy(o.policy_file)
     if not o.policy then return nil, msg, "EPOLICY" end
   end
+  ok, msg, code = preflight(model, o)
+  if not ok then return nil, msg, code end
   local attach = jr ~= nil
   local run_id = o.run_id or journal.new_run_id()
   local tally = { jobs = 0, reused = 0 }

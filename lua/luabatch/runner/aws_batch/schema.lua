@@ -27,4 +27,13 @@ return {
     compute_environment_type = "the job queue's compute environments decide the platform's capacity",
     instance_types = "the job queue's compute environments decide the instance types",
   },
+  -- the rules across fields (Fargate task sizes, what needs the execution
+  -- role, mounts naming volumes, ...): the job definition built, nothing
+  -- sent -> true | nil, "with.<field> ..." (checked before a run starts)
+  validate = function(with, policy)
+    local p = require("luabatch.runner.aws_batch.policy").merge(policy)
+    local spec, err = require("luabatch.runner.aws_batch.jobdef").spec(with, p)
+    if not spec then return nil, err end
+    return true
+  end,
 }
