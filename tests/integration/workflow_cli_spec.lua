@@ -98,9 +98,9 @@ describe("luabatch run CLI #integration", function()
   it("exit 2 with FILE:LINE:COL for every class of bad input, nothing run", function()
     local cases = {
       { "bad_yaml.yml", "bad_yaml.yml:7:1:" },
-      { "bad_stage_key.yml", "bad_stage_key.yml:7:%d+: unknown key 'timeout'" },
+      { "bad_stage_key.yml", "bad_stage_key.yml:7:%d+: unknown key 'timeuot'" },
       { "bad_stage_nothing.yml", "bad_stage_nothing.yml:7:%d+:.*PORT" },
-      { "bad_runs_on.yml", "bad_runs_on.yml:5:%d+:.*docker" },
+      { "bad_runs_on.yml", "bad_runs_on.yml:5:%d+:.*gcp_batch" },
       { "bad_cycle.yml", "bad_cycle.yml:%d+:%d+: needs cycle: a %-> b %-> a" },
       { "bad_param_required.yml", "bad_param_required.yml:5:%d+: param 'region' is required" },
       { "bad_param_type.yml", "bad_param_type.yml:5:%d+: param 'when'" },
