@@ -15,7 +15,7 @@ RUN_PKGS="build-essential pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev l
 libyaml-dev libexpat1-dev lua-cjson lua-cjson-dev libedit-dev python3 ca-certificates"
 TEST_PKGS="luajit2 libluajit2-5.1-dev lua-busted luarocks python3-botocore python3-boto3 awscli curl
 valgrind libclang-rt-14-dev clang openssl ceph-mon ceph-osd radosgw time
-nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache wrk procps chromium"
+nginx libnginx-mod-http-lua lua-resty-core lua-resty-lrucache wrk procps chromium git"
 IMAGE_PKGS="docker.io debootstrap"
 case "${1:-test}" in
   run) PKGS="$RUN_PKGS" ;;
