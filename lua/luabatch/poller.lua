@@ -11,6 +11,7 @@
 --                   growth = 1.5, max = 60, jitter = 0.2, coalesce = 0.5 },
 --     rate = 20, min_rate = 0.5, burst = 1, seed = n,   -- token bucket (shared)
 --     max_errors = 10,   -- consecutive failed DescribeJobs calls before giving up
+--     max_throttled = 300, -- seconds DescribeJobs may stay throttled (no answer) before giving up
 --     max_missing = 10,  -- polls an id may be absent from the answer
 --     max_sleep = 5 }    -- longest single sleep (cancellation latency)
 --   w:watch(id [, meta [, delay]])  -- start watching (first poll after delay s, default 0)
@@ -18,7 +19,8 @@
 --   w:step()                     -> calls made | nil, msg, code   (one cycle)
 --   w:run_until(pred)            -> true | false (nothing left to watch)
 --                                 | nil, msg, code ("ECANCELED", or the last
---                                   DescribeJobs error after max_errors)
+--                                   DescribeJobs error after max_errors, or
+--                                   after max_throttled s of throttling)
 --   w:wait(ids)                  -> { summary, ... } (same order) | nil, msg, code
 --   w:take([cost])               -> true | nil, msg, "ECANCELED"   (token for
 --                                   SubmitJob/TerminateJob; sleeps as needed)
@@ -116,6 +118,8 @@ function _M.new(opts)
     _sleep = opts.sleep or core.sleep,
     _interrupted = opts.interrupted or core.interrupted,
     _max_errors = opts.max_errors or 10,
+    _max_throttled = opts.max_throttled or 300,
+    _throttled_since = nil, -- clock time of the first throttle since the last answer
     _max_missing = opts.max_missing or 10,
     _max_sleep = opts.max_sleep or 5,
     _status = {},         -- id -> last reported status
@@ -284,6 +288,7 @@ function _M:step()
     now = self._clock()
     if res then
       self._errors = 0
+      self._throttled_since = nil
       p:ok(now)
       apply(self, ids, res, now)
     else
@@ -298,6 +303,14 @@ function _M:step()
         local rate = p:throttled(now)
         log.debug("poller: DescribeJobs throttled (%s), rate now %.2f/s", tostring(code), rate)
         for _, id in ipairs(ids) do p:reschedule(id, now) end
+        self._throttled_since = self._throttled_since or now
+        local for_s = now - self._throttled_since
+        if for_s >= self._max_throttled then
+          fail_msg = ("DescribeJobs throttled (%s) for %d s without an answer; giving up "
+            .. "(policy.max_throttled = %g s): %s"):format(tostring(code), math.floor(for_s),
+            self._max_throttled, tostring(msg))
+          fail_code = code
+        end
         break             -- the token bucket paces the retry
       else
         self._errors = self._errors + 1

@@ -401,6 +401,22 @@ describe("luabatch.poller #unit", function()
       assert.matches("DescribeJobs of 1 jobs failed", lines[4])
     end)
 
+    it("gives up after max_throttled seconds of throttling with no answer; an answer restarts the count", function()
+      local clk = fake_clock()
+      local fb = fake_batch({ a = { { 0, "RUNNING" } } }, clk, function(n)
+        if n ~= 3 then return "DescribeJobs: HTTP 429 TooManyRequestsException", "TooManyRequestsException" end
+      end)
+      local w = poller.new({ batch = fb, clock = clk.clock, sleep = clk.sleep, max_throttled = 30 })
+      w:watch("a")
+      local ok, msg, code = w:run_until()
+      assert.is_nil(ok)
+      assert.are.equal("TooManyRequestsException", code)
+      assert.matches("DescribeJobs throttled %(TooManyRequestsException%) for %d+ s without an answer", msg)
+      assert.matches("policy.max_throttled = 30 s", msg)
+      assert.is_true(clk.t >= 30 and clk.t < 120, "gave up at " .. clk.t)
+      assert.is_true(fb.calls > 4)                 -- call 3 answered: the count started again after it
+    end)
+
     it("rejects misuse", function()
       assert.has_error(function() poller.new() end)
       assert.has_error(function() poller.new({ batch = 1 }) end)

@@ -95,6 +95,7 @@ _M.defaults = {
   intervals = { fast = 2, fast_growth = 1.25, fast_max = 10, running = 10, growth = 1.1, max = 30,
                 jitter = 0.2, coalesce = 0.5 },
   rate = 20,                    -- token bucket: Batch calls per second (shared)
+  max_throttled = 300,          -- seconds DescribeJobs may answer only 429 before the run gives up
   wait_slice = 1,               -- longest sleep of a waiting strategy (cancellation latency)
   follow_interval = nil,        -- seconds between log tails (nil: the poll cadence, >= 2)
   array = false,                -- with.array overrides

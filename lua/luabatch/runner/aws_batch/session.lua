@@ -186,6 +186,7 @@ function _M:clients(with, region, getenv)
     batch = c.batch,
     intervals = p.intervals,
     rate = p.rate,
+    max_throttled = p.max_throttled,
     clock = self.clock,
     sleep = self.sleep_fn,
     on_change = function(s) sess:_changed(c, s) end,
