@@ -14,9 +14,11 @@
  *       | nil, msg, "EINVAL" (unknown id); reason/stream: string or nil
  *       (cjson.null counts as nil), exit: integer or nil
  *   poller:reschedule(id, at)           -> true | false (unknown / terminal)
+ *   poller:cap(id, secs, now)           -> true | false (unknown): the job's
+ *       longest interval (0 = none; lb_poll_cap)
  *   poller:get(id) -> summary | nil
  *       summary = { id, status, reason, exit_code, log_stream, meta, phase =
- *       "new"|"pending"|"running"|"terminal", next_due, interval, changed_at,
+ *       "new"|"pending"|"running"|"terminal", next_due, interval, cap?, changed_at,
  *       polls, changes }
  *   poller:acquire(cost, now)  -> 0 | seconds to wait (token bucket)
  *   poller:throttled(now) -> rate;  poller:ok(now) -> rate;  poller:rate()
@@ -198,6 +200,14 @@ static int m_reschedule(lua_State *L) {
     return 1;
 }
 
+static int m_cap(lua_State *L) {
+    poller_box *b = check_box(L);
+    double cap = luaL_checknumber(L, 3);
+    luaL_argcheck(L, cap >= 0, 3, "seconds >= 0 expected");
+    lua_pushboolean(L, lb_poll_cap(b->p, luaL_checkstring(L, 2), cap, luaL_checknumber(L, 4)));
+    return 1;
+}
+
 static const char *const PHASES[] = {"new", "pending", "running", "terminal"};
 
 static int m_get(lua_State *L) {
@@ -220,6 +230,7 @@ static int m_get(lua_State *L) {
     if (in.phase != LB_POLL_TERMINAL) { lua_pushnumber(L, in.next_due); lua_setfield(L, -2, "next_due"); }
     lua_pushnumber(L, in.interval);
     lua_setfield(L, -2, "interval");
+    if (in.cap > 0) { lua_pushnumber(L, in.cap); lua_setfield(L, -2, "cap"); }
     lua_pushnumber(L, in.changed_at);
     lua_setfield(L, -2, "changed_at");
     lua_pushinteger(L, in.polls);
@@ -324,6 +335,7 @@ static const luaL_Reg methods[] = {
     {"due", m_due},
     {"update", m_update},
     {"reschedule", m_reschedule},
+    {"cap", m_cap},
     {"get", m_get},
     {"acquire", m_acquire},
     {"throttled", m_throttled},

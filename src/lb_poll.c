@@ -23,6 +23,7 @@ typedef struct job {
     int has_exit, exit_code;
     int phase;
     double due, interval, changed_at;
+    double cap;             /* longest interval for this job, 0 = none */
     long polls, changes;
     char id[];
 } job;
@@ -439,6 +440,7 @@ int lb_poll_update(lb_poll *p, double now, const char *id, const lb_poll_state *
         j->interval *= p->o.fast_growth;
         if (j->interval > p->o.fast_max) j->interval = p->o.fast_max;
     }
+    if (j->cap > 0 && j->interval > j->cap) j->interval = j->cap;
     j->phase = phase;
     if (phase == LB_POLL_TERMINAL) {
         heap_remove(p, j);
@@ -458,6 +460,19 @@ int lb_poll_reschedule(lb_poll *p, const char *id, double due) {
     return 1;
 }
 
+int lb_poll_cap(lb_poll *p, const char *id, double cap, double now) {
+    job *j = find(p, id);
+    if (!j || cap < 0) return 0;
+    j->cap = cap;
+    if (cap == 0 || j->interval <= cap) return 1;
+    j->interval = cap;
+    if (j->hpos != NOT_IN_HEAP && j->due > now + cap) {
+        j->due = now + jittered(p, cap);
+        heap_fix(p, j);
+    }
+    return 1;
+}
+
 int lb_poll_get(const lb_poll *p, const char *id, lb_poll_info *out) {
     const job *j = find(p, id);
     if (!j) return 0;
@@ -470,6 +485,7 @@ int lb_poll_get(const lb_poll *p, const char *id, lb_poll_info *out) {
     out->phase = j->phase;
     out->next_due = j->due;
     out->interval = j->interval;
+    out->cap = j->cap;
     out->changed_at = j->changed_at;
     out->polls = j->polls;
     out->changes = j->changes;

@@ -103,6 +103,7 @@ typedef struct lb_poll_info {
     int phase;              /* LB_POLL_* */
     double next_due;        /* meaningless once terminal */
     double interval;        /* current (unjittered) interval */
+    double cap;             /* its longest interval (lb_poll_cap), 0 = none */
     double changed_at;      /* `now` of the last change (or of the add) */
     long polls;             /* times handed out by next_batch */
     long changes;           /* updates that changed something */
@@ -157,6 +158,14 @@ int lb_poll_update(lb_poll *p, double now, const char *id, const lb_poll_state *
 /* Set the next due time of a non-terminal job (e.g. `now` to ask again at
  * once after a throttled call).  Returns 1 if done, 0 if unknown/terminal. */
 int lb_poll_reschedule(lb_poll *p, const char *id, double due);
+
+/* Cap job `id`'s interval at `cap` seconds in every phase (0 removes the
+ * cap: its interval grows from where it is).  A job whose interval is
+ * longer is shortened now and, when due later than now + cap, made due one
+ * jittered cap after `now`.  Used while a freed slot waits on the job's end
+ * (a strategy queued behind max-parallel).  Returns 1 if done, 0 if the id
+ * is unknown or cap < 0. */
+int lb_poll_cap(lb_poll *p, const char *id, double cap, double now);
 
 /* Look up a job: 1 and *out filled, or 0 if unknown. */
 int lb_poll_get(const lb_poll *p, const char *id, lb_poll_info *out);

@@ -16,6 +16,7 @@
 --     max_sleep = 5 }    -- longest single sleep (cancellation latency)
 --   w:watch(id [, meta [, delay]])  -- start watching (first poll after delay s, default 0)
 --   w:unwatch(id)
+--   w:cap(id, secs)              -- poll id at most secs apart (0: the intervals again)
 --   w:step()                     -> calls made | nil, msg, code   (one cycle)
 --   w:run_until(pred)            -> true | false (nothing left to watch)
 --                                 | nil, msg, code ("ECANCELED", or the last
@@ -155,6 +156,17 @@ end
 function _M:unwatch(id)
   self._status[id], self._missing[id], self._final[id] = nil, nil, nil
   return self._p:remove(id)
+end
+
+
+-- cap(id, secs): the longest interval between two polls of id, in every
+-- phase (0 removes it; the interval then grows from where it is).  For a
+-- job whose end others wait on (a slot under max-parallel).
+function _M:cap(id, secs)
+  if type(secs) ~= "number" or secs < 0 then
+    error("bad argument #2 to 'cap' (seconds >= 0 expected)", 2)
+  end
+  return self._p:cap(id, secs, self._clock())
 end
 
 

@@ -250,6 +250,45 @@ static void test_intervals(void) {
     lb_poll_free(p);
 }
 
+/* A per-job cap: every phase's interval stays <= cap; a later due time
+ * is pulled in at once; cap 0 lets the interval grow again. */
+static void test_cap(void) {
+    lb_poll_opts o;
+    lb_poll *p;
+    lb_poll_state st;
+    lb_poll_info in;
+    int i;
+    memset(&o, 0, sizeof o);
+    o.rand = fixed_rand;
+    fixed_u = 0.5;
+    p = mk(&o);
+    lb_poll_add(p, "j", 0, NULL);
+    lb_poll_add(p, "k", 0, NULL);
+    st = S("RUNNING");
+    lb_poll_update(p, 100, "j", &st, NULL);
+    lb_poll_update(p, 100, "k", &st, NULL);
+    CHECK(next_due(p, "j") == 110);
+    CHECK(lb_poll_cap(p, "j", 2, 101) == 1);      /* due 110 > 101 + 2: pulled in */
+    CHECK(lb_poll_get(p, "j", &in) && in.interval == 2 && in.cap == 2 && in.next_due == 103);
+    CHECK(next_due(p, "k") == 110);               /* the others keep theirs */
+    for (i = 0; i < 5; i++) lb_poll_update(p, 200, "j", &st, NULL);
+    CHECK(next_due(p, "j") == 202);               /* growth stops at the cap */
+    st = S("RUNNABLE");
+    lb_poll_update(p, 300, "j", &st, NULL);
+    CHECK(next_due(p, "j") == 302);               /* fast (2) is within the cap */
+    CHECK(lb_poll_cap(p, "j", 5, 300) == 1 && next_due(p, "j") == 302);   /* shorter: kept */
+    CHECK(lb_poll_cap(p, "j", 0, 300) == 1);      /* removed: grows from here */
+    st = S("RUNNING");
+    lb_poll_update(p, 400, "j", &st, NULL);
+    lb_poll_update(p, 400, "j", &st, NULL);
+    CHECK(next_due(p, "j") == 415);
+    CHECK(lb_poll_cap(p, "nope", 1, 0) == 0 && lb_poll_cap(p, "j", -1, 0) == 0);
+    st = S("SUCCEEDED");
+    lb_poll_update(p, 500, "j", &st, NULL);
+    CHECK(lb_poll_cap(p, "j", 1, 500) == 1 && lb_poll_pending(p) == 1);   /* terminal: not due again */
+    lb_poll_free(p);
+}
+
 /* The built-in PRNG: bounds, spread, and reproducible from the seed. */
 static void test_jitter(void) {
     lb_poll_opts o;
@@ -591,6 +630,7 @@ int main(void) {
     test_batches();
     test_heap_order();
     test_intervals();
+    test_cap();
     test_jitter();
     test_coalesce();
     test_changes();

@@ -268,6 +268,25 @@ describe("luabatch.ngx runs API and dashboard #integration", function()
     assert.equal("CANCEL", found and found.status, out)
   end)
 
+  it("`luabatch cancel ID` on the host stops a run nginx drives: nothing submitted after it, the run ends CANCEL", function()
+    if not need() then return end
+    local id = post(LONG)
+    wait_for(id, function(b) return b.jobs[1] and b.jobs[1].status == "RUNNING" end, 60, "not running")
+    p.emu:reset_calls()
+    local out, err, code = p:run({ "cancel", id })
+    assert.equal(0, code, err .. out)
+    local done = wait_done(id, 60)
+    assert.equal("CANCEL", done.status, cjson.encode(done))
+    assert.equal(1, #done.jobs, cjson.encode(done.jobs))
+    assert.equal("CANCEL", done.jobs[1].result)
+    assert.truthy(done.cancel, cjson.encode(done))
+    -- the CLI's TerminateJob, and nginx's own when its step saw the marker before
+    -- the poller saw the job end (TerminateJob is idempotent)
+    local calls = p.emu:calls()
+    assert.is_nil(calls.counts.SubmitJob, cjson.encode(calls))
+    assert.is_true(calls.counts.TerminateJob >= 1, cjson.encode(calls))
+  end)
+
   it("a reload keeps runs going and listed; after a restart they are read from the journal", function()
     if not need_matrix() then return end
     local id = post(SHORT)

@@ -172,6 +172,9 @@ local function ended_events(app, meta, model, id, js, evq)
         own = true
       elseif e.error or (s and TERMINAL[s.status]) then
         local why = bid and (js.terminated or {})[bid]
+        -- a run being cancelled: a job Batch ended FAILED was terminated
+        -- by the cancel (`luabatch cancel` terminates the jobs itself)
+        if not why and bid and meta.cancel and s and s.status == "FAILED" then why = meta.cancel end
         if why and s.status ~= "SUCCEEDED" then
           rec = run_mod().terminated_record(job.strategy(model.jobs[id], e.strategy_id), stage.now(), e.job_name, bid, why)
           own = true
@@ -389,6 +392,11 @@ function _M.step(app, meta, model, on_submit)
   end
   local now = now_of(app)
   local changed = #evq > 0
+  -- a cancel first: the Batch jobs that end in this step end cancelled
+  if meta.cancel and not meta.plan.cancel then
+    evq[#evq + 1] = { type = "cancel", reason = meta.cancel }
+    changed = true
+  end
   for _, id in ipairs(meta.order) do
     local js = meta.jobs[id]
     if js.state == "submitted" and js.submitted then
@@ -396,10 +404,6 @@ function _M.step(app, meta, model, on_submit)
       ended_events(app, meta, model, id, js, evq)
       if #evq > n then changed = true end
     end
-  end
-  if meta.cancel and not meta.plan.cancel then
-    evq[#evq + 1] = { type = "cancel", reason = meta.cancel }
-    changed = true
   end
   evq[#evq + 1] = { type = "tick" }
   local env = engine().make_env(model, { getenv = app.getenv, run_id = meta.run_id,

@@ -8,6 +8,7 @@
 --   local h = nj:handle(run_id)              -- h:append(ev): a runner_opts.journal
 --   local list = nj:list()                   -- journal.list(home) | nil, msg
 --   local events = nj:events(run_id)         -- every event | nil, msg, "ENOENT"
+--   nj:cancel_requested(run_id)              -- `luabatch cancel ID`'s reason | nil
 --
 -- Why queue then flush: the events of a step go out in ONE append, written
 -- by the worker that holds the run's lock before it lets go of it, so the
@@ -17,7 +18,7 @@
 -- yields meanwhile); without it, or where the API is missing, the worker
 -- does it itself: one write()+fsync() per step, one read per listing.
 -- Events are redacted (journal's structural scrub) and get `at` (ngx.now).
--- io_append / io_read / io_list are the thread's entry points (plain
+-- io_append / io_read / io_list / io_cancel are the thread's entry points (plain
 -- strings in and out; no ngx API used).
 
 local journal = require "luabatch.journal"
@@ -63,6 +64,13 @@ function _M.io_read(home, run_id)
   local text = f:read("*a") or ""
   f:close()
   return text
+end
+
+--- io_cancel(home, run_id) -> the reason of a `luabatch cancel` (the
+-- journal's cancel marker) | nil
+function _M.io_cancel(home, run_id)
+  local j = journal.open(run_id, { home = home })
+  return j and j:cancel_requested() or nil
 end
 
 --- io_list(home, limit) -> JSON text of journal.list(home) (limit > 0: the newest limit)
@@ -140,6 +148,12 @@ end
 function _M:handle(run_id)
   local w = self
   return { run_id = run_id, append = function(_, ev) return w:append(run_id, ev) end }
+end
+
+--- cancel_requested(run_id) -> reason | nil: did `luabatch cancel ID` ask
+-- the run to stop (its marker beside the journal)?
+function _M:cancel_requested(run_id)
+  return (self:call("io_cancel", self.home, run_id))
 end
 
 --- list(limit) -> journal.list(home)'s entries (newest first) | nil, msg

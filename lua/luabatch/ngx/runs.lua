@@ -480,8 +480,10 @@ function _M:step_run(run_id)
   local load = require "luabatch.workflow.load"
   local model, lerr = load.string(meta.source, meta.name, { getenv = self.getenv })
   if not model then error("run " .. run_id .. ": reloading the workflow: " .. tostring(lerr), 0) end
-  local cancel = self:dict():get(key(self, "cancel:" .. run_id))
-  if cancel and not meta.cancel then
+  -- DELETE /runs/ID (the dict), or `luabatch cancel ID` (the journal's marker)
+  local cancel = not meta.cancel and (self:dict():get(key(self, "cancel:" .. run_id))
+    or self.journal:cancel_requested(run_id))
+  if cancel then
     meta.cancel = cancel
     self:journal_event(run_id, { ev = "cancel", reason = cancel })
   end

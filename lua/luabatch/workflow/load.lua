@@ -179,7 +179,7 @@ end
 local function max_parallel_bound(cx, typ)
   typ = cx.runs_on or typ or "local"
   local cap = runners.max_parallel and runners.max_parallel(typ)
-  return cap or 9, typ
+  return cap or require("luabatch.workflow.job").MAX_PARALLEL, typ
 end
 
 local function parse_strategy(cx, job, what, runs_on)

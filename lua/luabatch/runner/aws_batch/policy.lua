@@ -94,6 +94,11 @@ _M.defaults = {
   -- calls 3x for long ones.  A new job's first poll waits one `fast`.)
   intervals = { fast = 2, fast_growth = 1.25, fast_max = 10, running = 10, growth = 1.1, max = 30,
                 jitter = 0.2, coalesce = 0.5 },
+  -- while strategies of a job wait for a slot (max-parallel), its live
+  -- Batch jobs are polled at most this far apart (seconds; nil/0: the
+  -- intervals above), so a freed slot is refilled about this soon after
+  -- the job ends (make bench: 500 live jobs cost ~5 DescribeJobs per 2 s)
+  slot_poll = 2,
   rate = 20,                    -- token bucket: Batch calls per second (shared)
   max_throttled = 300,          -- seconds DescribeJobs may answer only 429 before the run gives up
   wait_slice = 1,               -- longest sleep of a waiting strategy (cancellation latency)

@@ -348,6 +348,32 @@ function Run:submit(key, name, sid, array_size, matrix)
   return nil, "SubmitJob " .. name .. ": " .. tostring(last)
 end
 
+-- Pacing: while strategies of the job's attempt wait for a slot
+-- (max-parallel), each live one's Batch job is polled at most
+-- policy.slot_poll apart -- its end is what the next one waits on.  Once
+-- the attempt's last strategy has started, nothing waits: the caps go and
+-- the policy's intervals apply again.
+function Run:started(attempt)
+  if not self.total then
+    local combos = job.strategies(self.jobdef)
+    self.total = combos and #combos or 1
+  end
+  local n = (self.begun[attempt] or 0) + 1
+  self.begun[attempt] = n
+  if n >= self.total and #self.capped > 0 then
+    for _, id in ipairs(self.capped) do self.s:cap(self.c, id, 0) end
+    self.capped = {}
+  end
+end
+
+function Run:pace(id, attempt)
+  local every = self.s.policy.slot_poll
+  if type(every) == "number" and every > 0 and (self.begun[attempt] or 0) < (self.total or 1) then
+    self.s:cap(self.c, id, every)
+    self.capped[#self.capped + 1] = id
+  end
+end
+
 function Run:watch(id, key, label)
   self.touched = true
   self.watched[#self.watched + 1] = id
@@ -390,7 +416,9 @@ end
 function Run:collect(w, combo, t0, key)
   local s, c, cfg = self.s, self.c, self.cfg
   local rkey = self:s3key(combo.id, "result.json")
-  local body, msg, code = c.s3:get_object(cfg.bucket, rkey)
+  local body, msg, code = w.prefetched, nil, nil     -- read with its poll cycle's others (session.prefetch)
+  w.prefetched = nil
+  if body == nil then body, msg, code = c.s3:get_object(cfg.bucket, rkey) end
   local note
   local f = reason_mod.facts(w.job or { status = w.status, statusReason = w.reason, jobId = w.id })
   if w.status == "MISSING" then f.status = "MISSING"; f.kind = "missing" end
@@ -463,6 +491,7 @@ function Run:strategy(combo, wctx, senv, group)
   local attempt = tonumber(senv and senv.attempt) or 0
   local sid = combo.id
   local key = self:key(sid, attempt)
+  self:started(attempt)
   local rec = recorded(s, key)
   if rec then return rec end
   local stop = self:stopper(senv)
@@ -485,6 +514,8 @@ function Run:strategy(combo, wctx, senv, group)
   end
   local w = self:watch(id, key, self.job_id .. "/" .. sid)
   w.name = name
+  w.result = { bucket = self.cfg.bucket, key = self:s3key(sid, "result.json") }
+  self:pace(id, attempt)
   local ok, werr = s:wait(self.c, { w }, stop, self.env)
   rec = self:finish(w, combo, t0, key, not ok and werr or cancelled_after(w, stop))
   if rec.status ~= "CANCEL" then self:record_result(key, rec) end
@@ -645,6 +676,7 @@ end
 function _M.new(fields)
   fields.watched = fields.watched or {}
   fields.attempt_of = fields.attempt_of or {}
+  fields.begun, fields.capped = {}, {}    -- pacing: strategies started per attempt, ids capped
   return setmetatable(fields, Run)
 end
 

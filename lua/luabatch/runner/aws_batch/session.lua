@@ -210,7 +210,14 @@ function _M:_changed(c, s)
   w.status, w.reason, w.exit_code = s.status, s.reason, exit
   w.log_stream = s.log_stream or w.log_stream
   if s.job then w.job = s.job end
-  if TERMINAL[s.status] then w.final = true end
+  if TERMINAL[s.status] then
+    w.final = true
+    if w.result and s.status == "SUCCEEDED" then   -- its result.json: read with the others (prefetch)
+      c.fresh = c.fresh or {}
+      c.fresh[#c.fresh + 1] = w
+    end
+    if w.sig then w.sig:notify() end   -- its waiting task (doze) goes on now
+  end
   self:append({ ev = "state", key = w.key, batch_job_id = s.id, status = s.status, reason = s.reason,
                 exit_code = exit, log_stream = s.log_stream })
   if w.on_change then w.on_change(w, s) end
@@ -228,6 +235,11 @@ function _M:watch(c, id, meta)
   c.watched[id] = w
   c.poller:watch(id, meta and meta.key, self.policy.intervals.fast or 0)
   return w
+end
+
+--- cap(c, id, secs): poll id at most secs apart (0: the policy's intervals)
+function _M:cap(c, id, secs)
+  if c.watched[id] then c.poller:cap(id, secs) end
 end
 
 function _M:unwatch(c, id)
@@ -251,6 +263,57 @@ function _M:nap(d)
     -- so a caller that cleared the interrupt does not spin
   end
   return core.sleep(d)
+end
+
+-- Read the result objects (w.result = { bucket, key }) of the jobs a poll
+-- cycle saw succeed all at once -- presigned GETs through the transport's
+-- request_all -- into w.prefetched: the tasks waiting on them then collect
+-- without a request each, one after the other (the client's HTTP is
+-- synchronous: K ends would cost K round trips before the first freed slot
+-- is refilled).  Anything not read here (an error, a transport without
+-- request_all, a single end) is read by Run:collect as before.
+function _M:prefetch(c)
+  local fresh = c.fresh
+  if not fresh then return end
+  c.fresh = nil
+  local s3 = c.s3
+  local t = #fresh >= 2 and type(s3) == "table" and s3.presign and s3.transport and s3:transport()
+  if not (t and t.request_all) then return end
+  local list, ws = {}, {}
+  for _, w in ipairs(fresh) do
+    local url = w.prefetched == nil and s3:presign("GET", w.result.bucket, w.result.key, 300)
+    if url then
+      list[#list + 1] = { method = "GET", url = url, timeout = 60 }
+      ws[#ws + 1] = w
+    end
+  end
+  if #list < 2 then return end
+  local ok, res = pcall(t.request_all, t, list)
+  if not ok or type(res) ~= "table" then return end
+  for i, r in ipairs(res) do
+    if type(r) == "table" and r.ok ~= false and r.status == 200 and type(r.body) == "string" then
+      ws[i].prefetched = r.body
+    end
+  end
+end
+
+-- Sleep up to d seconds waiting on ws: inside a scheduler task the sleep
+-- ends as soon as one of ws becomes final (another task's poller step saw
+-- it), so a strategy's end is acted on at once -- a freed slot under
+-- max-parallel is not left idle for a wait slice.
+function _M:doze(ws, d)
+  if d <= 0 then return true end
+  if not self.sleep_fn and not core.interrupted() then
+    local sched = require "luabatch.workflow.sched"
+    if sched.current and sched.current() then
+      local sig = sched.signal()
+      for _, w in ipairs(ws) do w.sig = sig end
+      sig:wait(d)
+      for _, w in ipairs(ws) do w.sig = nil end
+      return true
+    end
+  end
+  return self:nap(d)
 end
 
 -- Follow: tail the log of each running watched job at the poll cadence.
@@ -297,6 +360,7 @@ function _M:wait(c, ws, stop, env)
     local why = stop and stop()
     if why then return nil, why end
     local calls, msg, code = c.poller:step()
+    self:prefetch(c)
     if not calls and code ~= "ECANCELED" then
       fails = fails + 1
       log.warn("aws_batch: polling failed: %s", tostring(msg))
@@ -313,7 +377,7 @@ function _M:wait(c, ws, stop, env)
       local at = c.poller:core():next_wakeup()
       local d = slice
       if at then d = min(slice, max(0.02, at - self:now())) end
-      self:nap(d)
+      self:doze(ws, d)
     end
   end
 end
