@@ -25,7 +25,7 @@ static int fs_fail(lua_State *L, const char *op, const char *path, int e) {
     const char *code = e == EEXIST ? "EEXIST" : e == ENOENT ? "ENOENT"
                      : (e == EACCES || e == EPERM) ? "EACCES" : "EIO";
     lua_pushnil(L);
-    lua_pushfstring(L, "%s %s: %s", op, path, strerror(e));
+    lua_pushfstring(L, "%s %s: %s (errno %d)", op, path, strerror(e), e);
     lua_pushstring(L, code);
     return 3;
 }
