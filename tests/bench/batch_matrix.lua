@@ -53,13 +53,7 @@ local function pct(sorted, p)
   return sorted[k]
 end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local read = require("helpers.files").read_all
 
 local p = assert(peers.start({ delays = DELAYS, kill_grace = 0 }))
 local ok_all, err_all = xpcall(function()
@@ -67,9 +61,7 @@ local ok_all, err_all = xpcall(function()
 local ns = {}
 for i = 1, N do ns[i] = i end
 local wf = p.dir .. "/matrix.yml"
-do
-  local f = assert(io.open(wf, "w"))
-  f:write(([[
+require("helpers.files").write_all(wf, ([[
 type: Workflow
 name: bench-matrix
 jobs:
@@ -81,8 +73,6 @@ jobs:
     stages:
       - {name: work, bash: "sleep $((%d + ${{ matrix.n }} * 7 %% %d))"}
 ]]):format(MP, table.concat(ns, ", "), LO, HI - LO + 1))
-  f:close()
-end
 
 p.emu:reset_calls()
 local tfile = p.dir .. "/time.txt"

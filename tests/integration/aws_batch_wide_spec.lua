@@ -12,6 +12,7 @@ require "luabatch.runner"
 local cjson = require "cjson.safe"
 local aws_peers = require "helpers.aws_peers"
 local servers = require "helpers.servers"
+local files = require "helpers.files"
 
 -- The executable embeds Lua 5.4 (see aws_batch_e2e_spec.lua).
 if rawget(_G, "jit") and not os.getenv("LUABATCH_TEST_EXE") then
@@ -28,9 +29,7 @@ describe("AWS Batch wide matrix #integration", function()
 
   local function write(name, text)
     local path = dir .. "/" .. name
-    local f = assert(io.open(path, "w"))
-    f:write(text)
-    f:close()
+    files.write_all(path, text)
     return path
   end
 
