@@ -454,7 +454,7 @@ static void test_errors(void) {
     rq.read_timeout = 0.5;
     t0 = now();
     CHECK(lb_http_perform(NULL, &rq, &rs, err) == LB_ETIMEDOUT);
-    CHECK(now() - t0 < 2.0);
+    CHECK(now() - t0 < 10.0);       /* the server stalls 60 s */
     CHECK(strstr(err, "read timeout") != NULL);
     /* ... and waiting for the first byte counts too. */
     rq.url = url("/slow?delay=3");
@@ -467,11 +467,11 @@ static void test_errors(void) {
     CHECK(rs.body_len == 6);
     lb_http_response_free(&rs);
     /* ... but the overall timeout bounds it. */
-    rq.url = url("/drip?n=30&every=0.1");
+    rq.url = url("/drip?n=300&every=0.1");
     rq.timeout = 0.6;
     t0 = now();
     CHECK(lb_http_perform(NULL, &rq, &rs, err) == LB_ETIMEDOUT);
-    CHECK(now() - t0 < 2.0);
+    CHECK(now() - t0 < 10.0);       /* the whole drip: 30 s */
     rq.timeout = 0;
     rq.read_timeout = 0;
 
@@ -531,11 +531,11 @@ static void test_cancel(lb_http_client *c) {
     int i;
 
     memset(rq, 0, sizeof rq);
-    rq[0].url = url("/slow?delay=5");
+    rq[0].url = url("/slow?delay=30");
     pthread_create(&t, NULL, raise_later, NULL);
     t0 = now();
     CHECK(lb_http_perform(c, &rq[0], &rs, err) == LB_ECANCELED);
-    CHECK(now() - t0 < 1.3);
+    CHECK(now() - t0 < 10.0);       /* not the 30 s answer */
     CHECK(strstr(err, "interrupted") != NULL);
     pthread_join(t, NULL);
     /* Pending flag: a batch does not start. */
@@ -550,7 +550,7 @@ static void test_cancel(lb_http_client *c) {
     pthread_create(&t, NULL, raise_later, (void *)&flag);
     t0 = now();
     CHECK(lb_http_perform(c, &rq[0], &rs, err) == LB_ECANCELED);
-    CHECK(now() - t0 < 1.3);
+    CHECK(now() - t0 < 10.0);       /* the server stalls 60 s */
     pthread_join(t, NULL);
 
     /* The client still works afterwards. */

@@ -85,7 +85,7 @@ describe("luabatch.transport.curl #unit", function()
       assert.is_nil(resp)
       assert.are.equal("ETIMEDOUT", code)
       assert.truthy(msg:find("read timeout", 1, true))
-      assert.is_true(core.monotime() - t0 < 2.5)
+      assert.is_true(core.monotime() - t0 < 10)   -- the server stalls 60 s
     end)
 
     it("reports a connection reset", function()
@@ -281,11 +281,11 @@ describe("luabatch.transport.curl #unit", function()
       finally(function() core.clear_interrupt() end)
       local t0 = core.monotime()
       local _, msg, code = core.http_request({
-        url = url("/drip?n=50&every=0.1"), on_data = function() core.raise_interrupt() end,
+        url = url("/drip?n=300&every=0.1"), on_data = function() core.raise_interrupt() end,
       })
       assert.are.equal("ECANCELED", code)
       assert.truthy(msg:find("interrupted", 1, true))
-      assert.is_true(core.monotime() - t0 < 2)
+      assert.is_true(core.monotime() - t0 < 10)   -- the whole drip: 30 s
     end)
 
     it("survives a full GC and changes to opts inside callbacks", function()

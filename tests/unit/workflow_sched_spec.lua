@@ -111,14 +111,14 @@ describe("luabatch.workflow.sched #unit", function()
   it("cancels a task: its child is terminated, its wait returns ECANCELED", function()
     local s, res, sres = sched.new(), nil, nil
     local victim = s:spawn(function()
-      local child = sched.spawn(function() sres = { sched.sleep(10) } end)
-      res = { sched.exec({ "sleep", "10" }) }
+      local child = sched.spawn(function() sres = { sched.sleep(30) } end)
+      res = { sched.exec({ "sleep", "30" }) }
       sched.join(child)
     end)
     s:spawn(function() sched.sleep(0.1); victim:cancel() end)
     local t0 = core.monotime()
     s:run()
-    assert.is_true(core.monotime() - t0 < 3)
+    assert.is_true(core.monotime() - t0 < 10)   -- not the 30 s sleeps
     assert.is_nil(res[1])
     assert.are.equal("ECANCELED", res[3])
     assert.are.same({ nil, "cancelled", "ECANCELED" }, sres)
@@ -133,12 +133,12 @@ describe("luabatch.workflow.sched #unit", function()
     s:spawn(function()
       sched.sleep(0.2)
       core.raise_interrupt()
-      local ok = sched.sleep(1)   -- unwinding: no further waits
+      local ok = sched.sleep(30)  -- unwinding: no further waits
       pid = ok
     end)
     local t0 = core.monotime()
     local ok, msg, code = s:run()
-    assert.is_true(core.monotime() - t0 < 2)
+    assert.is_true(core.monotime() - t0 < 10)   -- not the 30 s sleep
     assert.is_nil(ok)
     assert.are.equal("interrupted", msg)
     assert.are.equal("ECANCELED", code)
@@ -173,14 +173,14 @@ describe("luabatch.workflow.sched #unit", function()
     local s, res = sched.new(), nil
     s:spawn(function()
       res = sched.all({
-        function() return sched.exec({ "sh", "-c", "sleep 0.6; echo a" }).stdout end,
-        function() return sched.exec({ "sh", "-c", "sleep 0.6; echo b" }).stdout end,
+        function() return sched.exec({ "sh", "-c", "sleep 2; echo a" }).stdout end,
+        function() return sched.exec({ "sh", "-c", "sleep 2; echo b" }).stdout end,
       })
     end)
     local t0 = core.monotime()
     s:run()
     local took = core.monotime() - t0
-    assert.is_true(took < 1.1, "took " .. took)   -- one after the other: 1.2 s
+    assert.is_true(took < 3.5, "took " .. took)   -- one after the other: 4 s
     assert.are.equal("a\n", res[1][1])
     assert.are.equal("b\n", res[2][1])
   end)
