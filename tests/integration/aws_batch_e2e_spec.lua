@@ -284,7 +284,7 @@ jobs:
     local dt = core.monotime() - t0
     assert.is_table(r, "the client did not exit within 15 s of SIGINT")
     outputs[#outputs + 1] = r.stderr
-    assert.is_true(dt < 6, ("client took %.1f s to exit"):format(dt))
+    assert.is_true(dt < 14, ("client took %.1f s to exit (the task sleeps 60 s)"):format(dt))
     assert.are_not.equal(0, r.exit)
     -- the job: FAILED with the terminate reason, its process gone
     local job = aws_peers.wait_until(function()

@@ -332,14 +332,14 @@ def test_retry(batch):
 
 def test_timeout(batch):
     register(batch, "lb-sleep", ["sh", "-c", "echo start; sleep 30"])
-    t0 = time.time()
+    t0 = time.monotonic()
     jid = submit(batch, "timeout", "lb-sleep", timeout={"attemptDurationSeconds": 60},
                  retryStrategy={"attempts": 3})
     j = wait_job(batch, jid)
     check(j["status"] == "FAILED" and j["statusReason"] == "Job attempt duration exceeded timeout",
           "timeout -> FAILED with the timeout reason (%s)" % j.get("statusReason"))
     check(len(j["attempts"]) == 1 and j["container"]["exitCode"] == 137, "timed-out attempt killed (137), not retried")
-    check(time.time() - t0 < 8, "timeout honoured with --timeout-scale")
+    check(time.monotonic() - t0 < 20, "timeout honoured with --timeout-scale (the job sleeps 30 s)")
 
 
 def test_depends(batch):
