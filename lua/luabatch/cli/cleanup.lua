@@ -61,12 +61,15 @@ unknown run.
 ]==]
 
 local UNITS = { d = 86400, h = 3600, m = 60 }
+_M.MAX_AGE = 36500 * 86400     -- 36500d: an age past a century is a typo
 
---- parse_age("7d") -> seconds | nil
+--- parse_age("7d") -> seconds | nil (not Nd/Nh/Nm, or over MAX_AGE)
 function _M.parse_age(s)
   local n, u = str_match(s or "", "^(%d+)([dhm])$")
   if not n then return nil end
-  return tonumber(n) * UNITS[u]
+  n = tonumber(n) * UNITS[u]
+  if n > _M.MAX_AGE then return nil end
+  return n
 end
 
 -- Terminate the run's Batch jobs that are still queued or running -> n | nil
@@ -211,7 +214,7 @@ function _M.run(argv, env)
 
   local age = _M.parse_age(o.older_than)
   if not age then
-    err("luabatch cleanup: --older-than: Nd, Nh or Nm expected, got '" .. tostring(o.older_than) .. "'\n")
+    err("luabatch cleanup: --older-than: Nd, Nh or Nm (at most 36500d) expected, got '" .. tostring(o.older_than) .. "'\n")
     return 2
   end
   local now = env.now and env.now() or os_time()

@@ -68,7 +68,11 @@ function _M.since(text, now)
     .. tostring(text) .. "'"
   if type(text) ~= "string" then return nil, bad end
   local n, u = str_match(text, "^(%d+)([smhdw])$")
-  if n then return floor((now - tonumber(n) * UNITS[u]) * 1000) end
+  if n then
+    local t = now - tonumber(n) * UNITS[u]
+    if t < 0 then return nil, "'" .. text .. "' reaches before 1970" end
+    return floor(t * 1000)
+  end
   local iso = text
   if str_match(iso, "^%d%d%d%d%-%d%d%-%d%d$") then iso = iso .. "T00:00:00Z" end
   local hm, rest = str_match(iso, "^(%d%d%d%d%-%d%d%-%d%d[Tt ]%d%d:%d%d)(.*)$")

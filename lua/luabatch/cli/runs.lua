@@ -35,7 +35,9 @@ options:
 
 local function check_limit(v)
   local n = tonumber(v)
-  if not n or n < 0 or n ~= math.floor(n) then return nil, "--limit wants a whole number >= 0, got '" .. v .. "'" end
+  if not n or n < 0 or n ~= math.floor(n) or n >= 2 ^ 53 then
+    return nil, "--limit wants a whole number >= 0, got '" .. v .. "'"
+  end
   return n
 end
 

@@ -158,9 +158,10 @@ local function check_part_size(v)
   return n
 end
 
+-- 1..64: the S3 core's own bound (bind_s3.c), checked here for exit 2.
 local function check_concurrency(v)
   local n = tonumber(v)
-  if not n or n < 1 or n ~= floor(n) then return nil, "bad --concurrency '" .. v .. "'" end
+  if not n or n ~= floor(n) or n < 1 or n > 64 then return nil, "--concurrency wants 1..64, got '" .. v .. "'" end
   return n
 end
 

@@ -93,7 +93,7 @@ function _M.run(ctx, fail)
   if ctx.opts.older_than then
     min_age = require("luabatch.cli.cleanup").parse_age(ctx.opts.older_than)
     if not min_age then
-      return fail(ctx, "--older-than wants Nd, Nh or Nm, got '" .. ctx.opts.older_than .. "'"), 2
+      return fail(ctx, "--older-than wants Nd, Nh or Nm (at most 36500d), got '" .. ctx.opts.older_than .. "'"), 2
     end
   end
   local now = os.time()
