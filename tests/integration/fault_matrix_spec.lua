@@ -156,7 +156,7 @@ describe("fault matrix: streams, write failures, skew, killed clients #integrati
     assert.is_truthy(err:find("write stdout: No space left on device (errno 28)", 1, true), err)
   end)
 
-  it("a download into a full or a read-only filesystem fails naming the path; no file, no temporary", function()
+  it("a download (or a bash stage's script) into a full or read-only filesystem fails naming the path; nothing left", function()
     local mnt = work .. "/small-fs"
     assert(os.execute("mkdir " .. sh_quote(mnt)))
     if run("mount -t tmpfs -o size=1m tmpfs " .. sh_quote(mnt) .. " 2>/dev/null") ~= 0 then
@@ -177,6 +177,17 @@ describe("fault matrix: streams, write failures, skew, killed clients #integrati
     assert.is_truthy(msg:find(mnt, 1, true), msg)
     assert.is_truthy(msg:find("Read-only file system", 1, true), msg)
     assert.are.same({}, ls(mnt))
+    if not exe_ok() then return end
+    -- a bash stage whose script cannot be written whole fails; it never runs half a script
+    assert.are.equal(0, run("mount -o remount,rw " .. sh_quote(mnt)))
+    run("head -c 2M /dev/zero > " .. sh_quote(mnt .. "/fill") .. " 2>/dev/null")
+    local wf = work .. "/script.yml"
+    files.write_all(wf, "type: Workflow\nname: script\njobs:\n  j:\n    stages:\n"
+      .. "      - {name: Script, id: s, bash: \"echo hello\"}\n")
+    local out = sh("TMPDIR=" .. sh_quote(mnt) .. " " .. EXE .. " run " .. sh_quote(wf) .. " --json 2>&1")
+    assert.is_truthy(out:find("cannot write the script " .. mnt .. "/luabatch-", 1, true), out)
+    assert.is_truthy(out:find("No space left on device (errno 28)", 1, true), out)
+    assert.are.same({ "fill" }, ls(mnt))
   end)
 
   it("a 20-minute clock skew is corrected for file uploads, downloads and streams", function()

@@ -179,8 +179,13 @@ function _M.execute(st, rctx, env)
   if not f then
     return nil, { name = "StageError", message = "bash stage: cannot write the script: " .. tostring(ferr) }
   end
-  f:write(tbl_concat(parts))
-  f:close()
+  local wok, werr, wno = f:write(tbl_concat(parts))
+  local cok, cerr, cno = f:close()              -- a full disk shows here: never run half a script
+  if not wok or not cok then
+    os_remove(path)
+    return nil, { name = "StageError", message = "bash stage: cannot write the script " .. path .. ": "
+      .. tostring(werr or cerr) .. " (errno " .. tostring(wno or cno) .. ")" }
+  end
   local on_output, flush = line_splitter(env.output_line)
   local r, msg, code = sched.exec({ "sh", path }, { cwd = env.cwd, on_output = on_output, timeout = st.timeout })
   if flush then flush() end
