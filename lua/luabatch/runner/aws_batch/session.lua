@@ -281,8 +281,9 @@ function _M:prefetch(c)
   if not (t and t.request_all) then return end
   local list, ws = {}, {}
   for _, w in ipairs(fresh) do
-    local url = w.prefetched == nil and s3:presign("GET", w.result.bucket, w.result.key, 300)
-    if url then
+    local ok, url = false, nil
+    if w.prefetched == nil then ok, url = pcall(s3.presign, s3, "GET", w.result.bucket, w.result.key, 300) end
+    if ok and type(url) == "string" then
       list[#list + 1] = { method = "GET", url = url, timeout = 60 }
       ws[#ws + 1] = w
     end
