@@ -8,9 +8,10 @@
  *   core.mkdir(path [, mode]) -> true | nil, msg, code   ("EEXIST" if there)
  *   core.getcwd() -> path | nil, msg, code
  *   core.listdir(dir) -> { name, ... } (no "." / "..", unsorted) | nil, msg, code
- *   core.stat(path) -> { type = "file"|"directory"|"link"|"other", mode = n,
- *                        size = n, mtime = epoch s } | nil, msg, code
- *       (lstat: a symlink is reported as "link", not followed)
+ *   core.stat(path [, follow]) -> { type = "file"|"directory"|"link"|"other",
+ *                        mode = n, size = n, mtime = epoch s } | nil, msg, code
+ *       (lstat: a symlink is reported as "link"; follow = true: stat, the
+ *       link's target is described, a dangling link is ENOENT)
  * Codes: "EEXIST", "ENOENT", "EACCES", "EIO". */
 #include "bind.h"
 
@@ -90,9 +91,10 @@ static int fs_listdir(lua_State *L) {
 
 static int fs_stat(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
+    int follow = lua_toboolean(L, 2);
     struct stat st;
     const char *type;
-    if (lstat(path, &st) != 0) return fs_fail(L, "stat", path, errno);
+    if ((follow ? stat(path, &st) : lstat(path, &st)) != 0) return fs_fail(L, "stat", path, errno);
     type = S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "directory"
          : S_ISLNK(st.st_mode) ? "link" : "other";
     lua_createtable(L, 0, 4);

@@ -22,6 +22,11 @@ local function run(args, env)
   return rc, err, tonumber(t:match("(%d+)%s*$")), out
 end
 
+local function sh(cmd)
+  local ok = os.execute(cmd)
+  assert(ok == true or ok == 0, cmd)
+end
+
 local function write(path, text)
   local f = assert(io.open(path, "w"))
   f:write(text)
@@ -59,6 +64,31 @@ describe("workflow input limits", function()
     local rc, err = run("run " .. tmp)
     assert.are.equal(2, rc)
     assert.matches(tmp:gsub("%p", "%%%0") .. ": not a regular file %(a FIFO", err)
+  end)
+
+  it("refuses a symlink to a FIFO without waiting for a writer (the link's target is checked)", function()
+    os.remove(tmp)
+    sh("mkfifo " .. tmp)
+    local link = tmp .. ".yml"
+    sh("ln -s " .. tmp .. " " .. link)
+    local rc, err = run("run " .. link)
+    os.remove(link)
+    assert.are.equal(2, rc)
+    assert.matches(link:gsub("%p", "%%%0") .. ": not a regular file %(a FIFO", err)
+  end)
+
+  it("refuses a --conf or a .confignore that is a FIFO, or a link to one, without blocking", function()
+    os.remove(tmp)
+    sh("mkfifo " .. tmp)
+    local dir, link = tmp .. ".d", tmp .. ".lnk"
+    sh(("mkdir %s && ln -s %s %s && ln -s %s %s/.confignore"):format(dir, tmp, link, tmp, dir))
+    local rc, err = run("run wf --conf " .. link)
+    assert.are.equal(2, rc)
+    assert.matches("conf dir '" .. link:gsub("%p", "%%%0") .. "': not a directory", err)
+    rc, err = run("run wf --conf " .. dir)
+    os.execute("rm -rf " .. dir .. " " .. link)
+    assert.are.equal(2, rc)
+    assert.matches(dir:gsub("%p", "%%%0") .. "/%.confignore: not a regular file", err)
   end)
 
   it("refuses a file over 16 MiB", function()

@@ -16,6 +16,7 @@ local core = require "luabatch.core"
 
 local type, ipairs, tonumber = type, ipairs, tonumber
 local str_find, str_gsub, str_sub, str_match = string.find, string.gsub, string.sub, string.match
+local str_format = string.format
 local tbl_sort = table.sort
 local NULL = core.null
 
@@ -44,17 +45,29 @@ local function glob_to_pattern(g)
   return "^" .. out .. "$"
 end
 
+_M.MAX_IGNORE = 1024 * 1024   -- bytes of .confignore
+
+-- .confignore's globs -> { pattern } | nil, msg (a FIFO or device there is
+-- refused unopened: its open could block; a symlink is judged by its target)
 local function read_ignore(dir)
-  local f = io.open(dir .. "/.confignore", "r")
+  local path = dir .. "/.confignore"
+  local st = core.stat(path, true)
+  if not st then return {} end
+  if st.type ~= "file" then return nil, path .. ": not a regular file" end
+  local f = io.open(path, "r")
   if not f then return {} end
+  local text = f:read(_M.MAX_IGNORE + 1) or ""
+  f:close()
+  if #text > _M.MAX_IGNORE then
+    return nil, str_format("%s: larger than the limit of %d bytes", path, _M.MAX_IGNORE)
+  end
   local pats = {}
-  for line in f:lines() do
+  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
     line = str_match(line, "^%s*(.-)%s*$")
     if line ~= "" and str_sub(line, 1, 1) ~= "#" then
       pats[#pats + 1] = glob_to_pattern((str_gsub(line, "/+$", "")))
     end
   end
-  f:close()
   return pats
 end
 
@@ -76,9 +89,9 @@ local function list_conf(dir)
   local root = str_gsub(dir, "/+$", "")
   if root == "" then root = "/" end
   local base = str_sub(root, 1, 1) == "-" and ("./" .. root) or root
-  local f = io.open(base, "r")
-  if not f then return nil, "conf dir '" .. dir .. "': cannot open it" end
-  f:close()
+  local st = core.stat(base, true)   -- not io.open: a FIFO's open blocks
+  if not st then return nil, "conf dir '" .. dir .. "': cannot open it" end
+  if st.type ~= "directory" then return nil, "conf dir '" .. dir .. "': not a directory" end
   local cmd = "find " .. shell_quote(base) .. " -type f \\( -name '*.yml' -o -name '*.yaml' \\) "
   local p = io.popen(cmd .. "-printf '%T@ %p\\0' 2>/dev/null")
   local out = p and p:read("*a") or ""
@@ -92,7 +105,8 @@ local function list_conf(dir)
     if p then p:close() end
     for path in out:gmatch("([^%z]+)%z") do files[#files + 1] = { path = path, mtime = 0 } end
   end
-  local pats = read_ignore(base)
+  local pats, ierr = read_ignore(base)
+  if not pats then return nil, "conf dir '" .. dir .. "': " .. ierr end
   local keep = {}
   for _, e in ipairs(files) do
     local rel = str_sub(e.path, #base + 2)

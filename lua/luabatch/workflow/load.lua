@@ -561,16 +561,10 @@ end
 -- otherwise TARGET is a workflow name searched in opts.conf.
 function _M.resolve(target, opts)
   opts = opts or {}
-  local st = core.stat(target)
-  -- anything there but a directory is meant as a file: load.file refuses a
-  -- device or FIFO without opening it for long (a FIFO's open must not block)
-  if st and st.type ~= "directory" and st.type ~= "link" then return _M.file(target, opts) end
-  local f = st and io.open(target, "r")   -- a symlink: follow it
-  if f then
-    local got, err = f:read(1)
-    f:close()
-    if got ~= nil or err == nil then return _M.file(target, opts) end   -- a file (not a directory)
-  end
+  -- a symlink judged by its target; anything there but a directory is meant
+  -- as a file: load.file refuses a device or FIFO without blocking on it
+  local st = core.stat(target, true)
+  if st and st.type ~= "directory" then return _M.file(target, opts) end
   if opts.conf then return _M.find(opts.conf, target, opts) end
   return nil, str_format("open '%s': no such file (give a workflow file, or a name with --conf DIR)", target), "EINVAL"
 end
