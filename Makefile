@@ -153,10 +153,11 @@ FUZZ_CC     ?= clang
 FUZZ_BUILD   = build/fuzz
 FUZZ_S      ?= 60
 FUZZ_C       = yaml xml sigv4 s3part
-FUZZ_LUA     = template expr json
+FUZZ_LUA     = template expr json workflow
 FUZZ_SAN     = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
-FUZZ_CFLAGS  = -std=gnu11 $(WARN) $(FUZZ_SAN) -Isrc
+FUZZ_CFLAGS  = -std=gnu11 $(WARN) $(FUZZ_SAN) -Isrc -I/usr/include/lua5.4
 FUZZ_OBJ    := $(CORE_SRC:src/%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_BIND   := $(BIND_SRC:src/%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_BINS    = $(FUZZ_C:%=$(FUZZ_BUILD)/fuzz_%) $(FUZZ_LUA:%=$(FUZZ_BUILD)/fuzz_%)
 
 $(FUZZ_BUILD)/obj:
@@ -174,9 +175,10 @@ $(FUZZ_BUILD)/embed.c: $(LUA_SRC) tools/embed.lua | $(FUZZ_BUILD)/obj
 $(FUZZ_BUILD)/driver.c: tests/fuzz/driver.lua tests/fuzz/to_c.lua | $(FUZZ_BUILD)/obj
 	lua5.4 tests/fuzz/to_c.lua fuzz_driver < $< > $@
 
-$(FUZZ_LUA:%=$(FUZZ_BUILD)/fuzz_%): $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_lua.c $(FUZZ_BUILD)/embed.c $(FUZZ_BUILD)/driver.c
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -I/usr/include/lua5.4 -DFUZZ_LUA_TARGET='"$*"' -o $@ \
-	    $< $(FUZZ_BUILD)/embed.c $(FUZZ_BUILD)/driver.c $(CJSON_LIB) -llua5.4 -lm -ldl
+$(FUZZ_LUA:%=$(FUZZ_BUILD)/fuzz_%): $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_lua.c $(FUZZ_BUILD)/embed.c \
+                                    $(FUZZ_BUILD)/driver.c $(FUZZ_OBJ) $(FUZZ_BIND)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -DFUZZ_LUA_TARGET='"$*"' -o $@ $< $(FUZZ_BUILD)/embed.c \
+	    $(FUZZ_BUILD)/driver.c $(FUZZ_BIND) $(FUZZ_OBJ) $(CJSON_LIB) -llua5.4 $(CORE_LIBS) -ldl
 
 fuzz-build: $(FUZZ_BINS)
 

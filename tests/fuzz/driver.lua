@@ -1,12 +1,14 @@
 -- tests/fuzz/driver.lua: the Lua side of fuzz_lua.c (embedded in it at
 -- build time).  driver(target) -> fn(input): runs one fuzz input through
--- the template language, the `if:` expression language or luabatch.json.
+-- the template language, the `if:` expression language, luabatch.json or
+-- the workflow loader.
 -- Their contract: bad input gives nil, msg -- never a raised error, and
 -- never a message that is a raw Lua error: the harness aborts on either,
 -- which is a finding.
 local json = require "luabatch.json"
 local template = require "luabatch.workflow.template"
 local expr = require "luabatch.workflow.expr"
+local load = require "luabatch.workflow.load"
 
 local NULL = json.null
 
@@ -66,6 +68,16 @@ end
 function run.expr(s)
   clean("check", s, expr.check(s))
   clean("eval", s, expr.eval(s, ctx()))
+end
+
+-- YAML text through luabatch.core's YAML binding into the workflow
+-- model; a refusal names the place: "fuzz.yml:LINE:COL: ...".
+function run.workflow(s)
+  local model, msg = load.string(s, "fuzz.yml", { getenv = getenv })
+  clean("load", s, model, msg)
+  if model == nil and not msg:find("^fuzz%.yml:%d+:%d+: ") then
+    error("load: a message without its place: " .. msg, 0)
+  end
 end
 
 function run.json(s)

@@ -1,8 +1,9 @@
 /* fuzz_lua.c -- libFuzzer target for the Lua languages, through an
- * embedded Lua 5.4 state: FUZZ_LUA_TARGET ("template", "expr", "json")
- * picks the function of tests/fuzz/driver.lua the input goes to.  Every
- * module under lua/ is preloaded from the binary (as in main.c), so the
- * target runs from any directory.  A raised Lua error is a finding
+ * embedded Lua 5.4 state: FUZZ_LUA_TARGET ("template", "expr", "json",
+ * "workflow") picks the function of tests/fuzz/driver.lua the input goes
+ * to.  Every module under lua/ and luabatch.core (instrumented, built with
+ * the harness) are preloaded from the binary (as in main.c), so the target
+ * runs from any directory.  A raised Lua error is a finding
  * (printed with its traceback, then abort()).
  *
  * Coverage: libFuzzer cannot see inside the (uninstrumented) Lua VM, so a
@@ -26,6 +27,7 @@ extern const char fuzz_driver_src[];
 extern const size_t fuzz_driver_len;
 int luaopen_cjson(lua_State *L);
 int luaopen_cjson_safe(lua_State *L);
+int luaopen_luabatch_core(lua_State *L);
 
 #define NCOV (1u << 16)
 __attribute__((section("__libfuzzer_extra_counters"), used))
@@ -71,6 +73,8 @@ static void setup(void) {
     lua_setfield(L, -2, "cjson");
     lua_pushcfunction(L, luaopen_cjson_safe);
     lua_setfield(L, -2, "cjson.safe");
+    lua_pushcfunction(L, luaopen_luabatch_core);
+    lua_setfield(L, -2, "luabatch.core");
     for (m = lb_embedded; m->name; m++) {
         lua_pushlightuserdata(L, (void *)m);
         lua_pushcclosure(L, load_embedded, 1);
