@@ -12,6 +12,9 @@
 -- append-only (home = LUABATCH_HOME, else $HOME/.luabatch); directories 0700,
 -- the file 0600; a cancel request is the marker file <run_dir>/cancel.
 -- append() returns once the line is fsync'd; events() skips a torn last line.
+-- Files are read in 64 KiB pieces; a line over MAX_LINE (64 MiB: a result
+-- record can be as big as result.json) is logged and skipped, never held
+-- whole (each_line).
 -- Every event gets `at` (epoch s) and is redacted: no credential is kept.
 -- Events (`ev`): run, config, jobdef, upload, submit (before SubmitJob),
 -- submitted (after), state, result, terminate, job, cancel, cleanup, plan (an
@@ -24,7 +27,7 @@ local json = require "luabatch.json"
 local log = require "luabatch.log"
 local core = require "luabatch.core"
 
-local _M = { _VERSION = "0.1.0" }
+local _M = { _VERSION = "0.1.0", MAX_LINE = 64 * 1024 * 1024 }
 local mt = { __index = _M }
 
 local type = type
@@ -42,6 +45,8 @@ local os_remove = os.remove
 local os_getenv = os.getenv
 local str_find = string.find
 local str_match = string.match
+local str_sub = string.sub
+local tbl_concat = table.concat
 local tbl_sort = table.sort
 local floor = math.floor
 
@@ -263,39 +268,65 @@ function _M:cancel_requested()
   return reason
 end
 
-local function decode_lines(data, name)
-  local events = {}
-  local pos, n = 1, #data
-  while pos <= n do
-    local nl = str_find(data, "\n", pos, true)
-    local line = data:sub(pos, (nl or n + 1) - 1)
-    pos = (nl or n) + 1
-    if str_find(line, "%S") then
-      local v, msg = json.decode(line, name)
-      if type(v) == "table" and type(v.ev) == "string" then
-        events[#events + 1] = v
-      elseif nl then
-        -- a torn line followed by later events: skip it, say so
-        log.info("journal %s: skipping an unreadable line: %s", name, tostring(msg))
+local CHUNK = 65536
+
+--- each_line(path, fn) -> true | false (cannot open): fn(line, ended, bytes)
+-- for each line, read in CHUNK pieces; a line over MAX_LINE is dropped as it
+-- is read (line nil, bytes its length); ended false for a last line
+-- without "\n".
+function _M.each_line(path, fn)
+  local f = io_open(path, "rb")
+  if not f then return false end
+  local parts, have, over = {}, 0, false
+  local function flush(ended)
+    fn(not over and tbl_concat(parts) or nil, ended, have)
+    parts, have, over = {}, 0, false
+  end
+  while true do
+    local chunk = f:read(CHUNK)
+    if not chunk then break end
+    local pos = 1
+    while true do
+      local nl = str_find(chunk, "\n", pos, true)
+      local piece = str_sub(chunk, pos, (nl or #chunk + 1) - 1)
+      have = have + #piece
+      if over or have > _M.MAX_LINE then
+        over, parts = true, {}
+      elseif piece ~= "" then
+        parts[#parts + 1] = piece
       end
+      if not nl then break end
+      flush(true)
+      pos = nl + 1
     end
   end
-  return events
+  f:close()
+  if have > 0 then flush(false) end
+  return true
 end
 
-local function read_all(path)
-  local f = io_open(path, "rb")
-  if not f then return nil end
-  local data = f:read("*a") or ""
-  f:close()
-  return data
+local function read_events(path)
+  local events = {}
+  local ok = _M.each_line(path, function(line, ended, bytes)
+    if line == nil then
+      log.warn("journal %s: skipping a line of %d bytes (more than the limit of %d bytes)",
+        path, bytes, _M.MAX_LINE)
+    elseif str_find(line, "%S") then
+      local v, msg = json.decode(line, path, { max = _M.MAX_LINE })
+      if type(v) == "table" and type(v.ev) == "string" then
+        events[#events + 1] = v
+      elseif ended then
+        -- a torn line followed by later events: skip it, say so
+        log.info("journal %s: skipping an unreadable line: %s", path, tostring(msg))
+      end
+    end
+  end)
+  return ok and events or nil
 end
 
 --- Every event in order (a torn last line is left out).
 function _M:events()
-  local data = read_all(self.file)
-  if not data then return {} end
-  return decode_lines(data, self.file)
+  return read_events(self.file) or {}
 end
 
 local function parse_key(key)
@@ -388,10 +419,9 @@ end
 
 -- The last `at`, the run event and the end event of a journal file.
 local function summary_of(path)
-  local data = read_all(path)
-  if not data then return nil end
   local at, run, ended
-  for line in data:gmatch("[^\n]+") do
+  local ok = _M.each_line(path, function(line)
+    if not line then return end
     local a = str_match(line, '"at":%s*([%d.]+)')
     if a then at = tonumber(a) or at end
     if not run and str_find(line, '"ev":%s*"run"') then
@@ -401,7 +431,8 @@ local function summary_of(path)
       local v = json.decode(line, path)
       if type(v) == "table" then ended = v end
     end
-  end
+  end)
+  if not ok then return nil end
   return at, run, ended
 end
 

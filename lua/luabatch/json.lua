@@ -2,7 +2,8 @@
 --
 --   local json = require "luabatch.json"
 --   local s = json.encode(ctx [, { indent = "  " }])
---   local v, msg, code = json.decode(s [, name])     -- code "EPARSE"
+--   local v, msg, code = json.decode(s [, name [, { max = bytes }]])
+--       -- code "EPARSE", or "ELIMIT" for a text over max (default json.MAX)
 --
 -- Why not lua-cjson alone: on Lua 5.4 cjson decodes every number as a float
 -- (3 comes back as 3.0, and renders "3.0" in a template), and an empty
@@ -18,10 +19,12 @@
 --           arrays come back marked as lists, objects marked __jsontype =
 --           "object", so encode(decode(s)) == encode(original).
 -- Errors name the input (`name`, default "json") and the byte offset.
+-- Decoding costs several times the text in tables, so a text over
+-- max (default MAX, 64 MiB, the HTTP body cap) is refused unread.
 
 local cjson = require "cjson"
 
-local _M = { _VERSION = "0.1.0" }
+local _M = { _VERSION = "0.1.0", MAX = 64 * 1024 * 1024 }
 
 local type = type
 local pairs = pairs
@@ -321,10 +324,15 @@ function Decoder:value(depth)
   end
 end
 
---- decode(s [, name]) -> value | nil, "name: byte N: what", "EPARSE"
-function _M.decode(s, name)
+--- decode(s [, name [, opts]]) -> value | nil, "name: byte N: what", "EPARSE"
+-- | nil, "name: N bytes exceeds the limit of M bytes for JSON", "ELIMIT"
+function _M.decode(s, name, opts)
   if type(s) ~= "string" then
     error("bad argument #1 to 'decode' (string expected, got " .. type(s) .. ")", 2)
+  end
+  local max = opts and opts.max or _M.MAX
+  if #s > max then
+    return nil, str_format("%s: %d bytes exceeds the limit of %d bytes for JSON", name or "json", #s, max), "ELIMIT"
   end
   local d = setmetatable({ s = s, pos = 1, name = name or "json" }, Decoder)
   local ok, v = pcall(function()

@@ -30,6 +30,7 @@ local tail_mt = {}
 tail_mt.__index = tail_mt
 
 local type = type
+local tostring = tostring
 local setmetatable = setmetatable
 local require = require
 local str_sub = string.sub
@@ -39,6 +40,10 @@ local TARGET_PREFIX = "Logs_20140328."
 --- Most pages one events() / tail:poll() reads before returning (a busy
 -- stream read from its head may never "end").
 _M.MAX_PAGES = 1000
+--- What one tail:poll() keeps before it returns (the next poll goes on from
+-- there): events, and bytes of their messages.
+_M.MAX_POLL_EVENTS = 10000
+_M.MAX_POLL_BYTES = 8 * 1024 * 1024
 
 
 ---------------------------------------------------------------------------
@@ -145,20 +150,21 @@ end
 
 
 -- Read pages forward from body.nextToken until the service answers the
--- token it was sent (the end) or max_pages calls.  Calls on_page(events)
--- per non-empty page; body.nextToken always holds the token to resume
--- from.  Returns true, reached_end | nil, msg, code.
+-- token it was sent (the end), max_pages calls, or on_page(events) (called
+-- per non-empty page) returning true (enough); body.nextToken always holds
+-- the token to resume from.  Returns true, reached_end | nil, msg, code.
 local function drain(self, group, stream, body, max_pages, on_page)
   local res = "log stream " .. group .. " " .. stream
   for _ = 1, max_pages do
     local ans, msg, code = call(self, "GetLogEvents", body, res)
     if not ans then return nil, msg, code end
     local evs = type(ans.events) == "table" and ans.events or {}
-    if #evs > 0 then on_page(evs) end
+    local enough = #evs > 0 and on_page(evs)
     local tok = ans.nextForwardToken
     -- tokens are never null on AWS; without one there is nothing to follow
     if type(tok) ~= "string" or tok == "" or tok == body.nextToken then return true, true end
     body.nextToken = tok
+    if enough then return true, false end
   end
   return true, false
 end
@@ -207,7 +213,8 @@ end
 -- across calls, remembering the forward token.
 --   tailer:poll() -> events (list, maybe empty) | nil, msg, code
 --     reads every page written since the previous poll (up to
---     opts.max_pages calls); a stream that does not exist yet
+--     opts.max_pages calls, MAX_POLL_EVENTS events or MAX_POLL_BYTES of
+--     messages: the next poll reads on); a stream that does not exist yet
 --     (ResourceNotFoundException: the job is not RUNNING) gives {} and
 --     tailer.missing = true.
 --   tailer.next_token   the forward token to resume from (persist it)
@@ -236,9 +243,14 @@ function tail_mt:poll()
     next_token = self.next_token, limit = self.limit,
     start_time = self.next_token == nil and self.start_time or nil,
   })
-  local out = {}
-  local ok, msg, code = drain(self.client, self.group, self.stream, body, self.max_pages,
-    function(evs) for j = 1, #evs do out[#out + 1] = evs[j] end end)
+  local out, bytes = {}, 0
+  local ok, msg, code = drain(self.client, self.group, self.stream, body, self.max_pages, function(evs)
+    for j = 1, #evs do
+      out[#out + 1] = evs[j]
+      bytes = bytes + #tostring(evs[j].message or "")
+    end
+    return #out >= _M.MAX_POLL_EVENTS or bytes >= _M.MAX_POLL_BYTES
+  end)
   if not ok then
     if code == "ResourceNotFoundException" and #out == 0 then
       self.missing = true

@@ -259,11 +259,22 @@ function _M.run(opts)
     local config = require("luabatch.config").new({ env = getenv })
     s3 = require("luabatch.s3").new({ config = config })
   end
-  local body, gmsg, gcode = s3:get_object(bucket, key)
-  if body == nil then
+  -- streamed (and resumed), so the cap is bundle.MAX_BYTES, not the HTTP
+  -- cap of a body in memory; a larger object stops the download there
+  local parts, size = {}, 0
+  local got, gmsg, gcode = s3:get_stream(bucket, key, function(chunk)
+    size = size + #chunk
+    if size > bundle.MAX_BYTES then return nil, "over the limit" end
+    parts[#parts + 1] = chunk
+    return true
+  end, { sink_name = "the bundle" })
+  if size > bundle.MAX_BYTES then
+    return fail(2, "%s: the bundle is larger than the limit of %d bytes", url, bundle.MAX_BYTES)
+  end
+  if got == nil then
     return fail(2, "%s: cannot read the bundle: %s (%s)", url, tostring(gmsg), tostring(gcode))
   end
-  local t, derr = bundle.decode(body, url)
+  local t, derr = bundle.decode(table.concat(parts), url)
   if not t then
     return fail(2, "bad bundle: %s", tostring(derr))
   end

@@ -258,6 +258,27 @@ describe("luabatch.logs #unit", function()
       assert.is_true(tl.at_end)
     end)
 
+    it("stops a poll at MAX_POLL_EVENTS or MAX_POLL_BYTES kept; the next poll reads on", function()
+      local saved_n, saved_b = logsmod.MAX_POLL_EVENTS, logsmod.MAX_POLL_BYTES
+      logsmod.MAX_POLL_EVENTS, logsmod.MAX_POLL_BYTES = 3, 10
+      local t = fake_transport({
+        page({ ev(1, "a"), ev(2, "b") }, "f/1"), page({ ev(3, "c"), ev(4, "d") }, "f/2"),   -- poll 1: 4 >= 3
+        page({ ev(5, ("x"):rep(20)) }, "f/3"),                                            -- poll 2: 20 >= 10 bytes
+        page({ ev(6, "e") }, "f/4"), page({}, "f/4"),                                      -- poll 3: the end
+      })
+      local tl = client(t):tail(GROUP, STREAM)
+      local ok, e1 = pcall(tl.poll, tl)
+      local ok2, e2 = pcall(tl.poll, tl)
+      local ok3, e3 = pcall(tl.poll, tl)
+      logsmod.MAX_POLL_EVENTS, logsmod.MAX_POLL_BYTES = saved_n, saved_b
+      assert(ok and ok2 and ok3)
+      assert.are.equal(4, #e1)
+      assert.are.equal(1, #e2)
+      assert.are.equal("e", e3[1].message)
+      assert.is_true(tl.at_end)
+      assert.are.equal(5, #t.calls)
+    end)
+
     it("keeps events read before a failure; reports a failure with nothing read", function()
       local t = fake_transport({
         page({ ev(1, "a") }, "f/1"),

@@ -488,6 +488,40 @@ jobs:
     assert.is_nil(msg:find("log line 5\n", 1, true))
   end)
 
+  it("keeps at most TAIL_MAX_LINES log lines in a failure report, each cut to LINE_MAX bytes", function()
+    local lines = { ("é"):rep(10) .. "tail", "short" }
+    local W = world(function() return { steps = 4, final = "FAILED", exit_code = 1, logs = lines } end)
+    local saved_n, saved_b = reason.TAIL_MAX_LINES, reason.LINE_MAX
+    reason.TAIL_MAX_LINES, reason.LINE_MAX = 1, 7
+    local ok, ctx = pcall(run, W, model(SIMPLE))
+    reason.TAIL_MAX_LINES, reason.LINE_MAX = saved_n, saved_b
+    assert(ok, ctx)
+    local msg = ctx.jobs.j.errors.message
+    assert.matches("short", msg)
+    assert.is_nil(msg:find("tail", 1, true))
+    lines[#lines] = nil                           -- the long line last: cut at a character boundary
+    W = world(function() return { steps = 4, final = "FAILED", exit_code = 1, logs = lines } end)
+    reason.LINE_MAX = 7
+    ok, ctx = pcall(run, W, model(SIMPLE))
+    reason.LINE_MAX = saved_b
+    assert(ok, ctx)
+    assert.matches("ééé [luabatch: 18 more bytes cut]", ctx.jobs.j.errors.message, 1, true)
+  end)
+
+  it("refuses a result.json over RESULT_MAX unread, naming the object and the limit", function()
+    local run_mod = require "luabatch.runner.aws_batch.run"
+    local W = world(function() return { result = ok_record({}, { answer = ("x"):rep(300) }) } end)
+    local saved = run_mod.RESULT_MAX
+    run_mod.RESULT_MAX = 200
+    local ok, ctx = pcall(run, W, model(SIMPLE))
+    run_mod.RESULT_MAX = saved
+    assert(ok, ctx)
+    assert.equal("FAILED", ctx.status)
+    local obj = ("s3://b/luabatch/runs/" .. RUN_ID .. "/j/EMPTY/result.json"):gsub("%p", "%%%0")
+    assert.matches("result%.json is not a strategy record: " .. obj
+      .. ": %d+ bytes exceeds the limit of 200 bytes for JSON", ctx.jobs.j.errors.message)
+  end)
+
   it("classifies Batch reasons", function()
     local function kind(d) return reason.facts(d).kind end
     assert.equal("image", kind({ status = "FAILED", container = { reason = "CannotPullContainerError: x" } }))

@@ -34,17 +34,14 @@ end
 -- journal file at path (`luabatch cleanup` deleted the run's files, kept
 -- its journal), or nil
 function _M.cleaned_at(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
   local at
   local json = require "luabatch.json"
-  for line in f:lines() do
-    if str_find(line, '"cleanup"', 1, true) and str_find(line, '"run"', 1, true) then
-      local ok, e = pcall(json.decode, line)
-      if ok and type(e) == "table" and e.ev == "cleanup" and e.scope == "run" then at = tonumber(e.at) or at end
+  journal.each_line(path, function(line)   -- bounded: a huge line is not kept
+    if line and str_find(line, '"cleanup"', 1, true) and str_find(line, '"run"', 1, true) then
+      local e = json.decode(line, path)
+      if type(e) == "table" and e.ev == "cleanup" and e.scope == "run" then at = tonumber(e.at) or at end
     end
-  end
-  f:close()
+  end)
   return at
 end
 

@@ -26,11 +26,14 @@
 -- Errors: build() raises on misuse (its second return lists the paths dropped:
 -- "job.runs_on.with", ...); decode() -> nil, "<name>: <field>: <what is wrong>",
 -- "EBUNDLE"; collect_files() -> nil, msg (over max_bytes, default 4 MiB; a
--- file holding one of opts.secrets).  Why and what is left out: docs/design.md.
+-- file holding one of opts.secrets).  A bundle's JSON is at most MAX_BYTES
+-- (256 MiB): build() raises past it, decode() refuses a longer text unread.
+-- Why and what is left out: docs/design.md.
 
 local stage = require "luabatch.workflow.stage"
 
-local _M = { _VERSION = "0.1.0", FORMAT = "luabatch-bundle/1", MAX_FILES_BYTES = 4 * 1024 * 1024 }
+local _M = { _VERSION = "0.1.0", FORMAT = "luabatch-bundle/1", MAX_FILES_BYTES = 4 * 1024 * 1024,
+  MAX_BYTES = 256 * 1024 * 1024 }
 
 local type = type
 local pairs = pairs
@@ -214,6 +217,10 @@ function _M.build(o)
     local files, ferr = _M.check_files(o.files)
     if not files then error("bad argument #1 to 'build' (files: " .. ferr .. ")", 2) end
     if files.registry or files.workflows then t.files = files end
+  end
+  local size = #_M.encode(t)
+  if size > _M.MAX_BYTES then
+    error(str_format("%d bytes of JSON, more than the limit of %d bytes for a bundle", size, _M.MAX_BYTES), 0)
   end
   return t, dropped
 end
@@ -468,10 +475,14 @@ function _M.decode(s, name)
   if type(s) ~= "string" then
     return nil, str_format("%s: not a text (%s)", name, type(s)), "EBUNDLE"
   end
+  if #s > _M.MAX_BYTES then
+    return nil, str_format("%s: %d bytes exceeds the limit of %d bytes for a bundle", name, #s, _M.MAX_BYTES),
+      "EBUNDLE"
+  end
   local json, ours = codec()
   local t, err
   if ours then
-    t, err = json.decode(s, name)
+    t, err = json.decode(s, name, { max = _M.MAX_BYTES })
   else
     local ok, v = pcall(json.decode, s)
     if ok then t = v else err = str_format("%s: %s", name, tostring(v)) end

@@ -25,6 +25,8 @@ local ipairs = ipairs
 local tostring = tostring
 local str_find = string.find
 local str_format = string.format
+local str_sub = string.sub
+local str_byte = string.byte
 local concat = table.concat
 
 _M.ERROR_NAME = "AWSBatchJobError"
@@ -103,10 +105,25 @@ function _M.classify(f)
   return "unknown"
 end
 
---- log_tail(logs, group, stream, n) -> list of the last n lines (maybe
--- empty), note | nil when the stream cannot be read (note says why).
+-- What a failure report keeps of a log: at most TAIL_MAX_LINES lines, each
+-- cut to LINE_MAX bytes (at a UTF-8 boundary) with a note of the rest.
+_M.TAIL_MAX_LINES = 1000
+_M.LINE_MAX = 8192
+
+local function clip(s)
+  local max = _M.LINE_MAX
+  if #s <= max then return s end
+  local cut = max
+  while cut > 0 and (str_byte(s, cut + 1) or 0) >= 0x80 and str_byte(s, cut + 1) < 0xC0 do cut = cut - 1 end
+  return str_sub(s, 1, cut) .. str_format(" [luabatch: %d more bytes cut]", #s - cut)
+end
+
+--- log_tail(logs, group, stream, n) -> list of the last n lines (n at most
+-- TAIL_MAX_LINES, lines clipped), note | nil when the stream cannot be
+-- read (note says why).
 function _M.log_tail(logs, group, stream, n)
   if not logs or not stream or (n or 0) <= 0 then return {} end
+  if n > _M.TAIL_MAX_LINES then n = _M.TAIL_MAX_LINES end
   -- one call: the newest n events (startFromHead = false reads from the end)
   local ans, msg = logs:get_log_events(group, stream, { start_from_head = false, limit = n })
   if not ans then
@@ -115,7 +132,7 @@ function _M.log_tail(logs, group, stream, n)
   local out = {}
   local evs = ans.events or {}
   local first = #evs > n and #evs - n + 1 or 1
-  for i = first, #evs do out[#out + 1] = tostring(evs[i].message or "") end
+  for i = first, #evs do out[#out + 1] = clip(tostring(evs[i].message or "")) end
   return out
 end
 

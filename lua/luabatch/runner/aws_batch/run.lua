@@ -37,7 +37,7 @@ local reason_mod = require "luabatch.runner.aws_batch.reason"
 local session_mod = require "luabatch.runner.aws_batch.session"
 local check_mod = require "luabatch.runner.aws_batch.check"
 
-local _M = { _VERSION = "0.1.0" }
+local _M = { _VERSION = "0.1.0", RESULT_MAX = 64 * 1024 * 1024 }   -- bytes of a result.json
 
 local type = type
 local ipairs = ipairs
@@ -424,7 +424,7 @@ function Run:collect(w, combo, t0, key)
   if w.status == "MISSING" then f.status = "MISSING"; f.kind = "missing" end
   if cfg.log_group and f.log_group == "/aws/batch/job" then f.log_group = cfg.log_group end
   if body then
-    local rec, derr = json().decode(body, "s3://" .. cfg.bucket .. "/" .. rkey)
+    local rec, derr = json().decode(body, "s3://" .. cfg.bucket .. "/" .. rkey, { max = _M.RESULT_MAX })
     if type(rec) == "table" and type(rec.status) == "string" then
       return batch_info(rec, w, key, f)
     end
