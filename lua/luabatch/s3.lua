@@ -557,7 +557,7 @@ end
 -- A URL anyone can use for expires seconds (default 3600, at most 604800).
 -- opts.headers: headers the user of the URL must send (signed), e.g.
 -- { ["Content-Type"] = "text/plain" } for a PUT; opts.time = epoch seconds
--- of signing (default now).
+-- of signing (default now, corrected by the clock skew measured so far).
 function _M:presign(method, bucket, key, expires, opts)
   if type(method) ~= "string" then
     error("bad argument #1 to 'presign' (method string expected, got " .. type(method) .. ")", 2)
@@ -572,9 +572,14 @@ function _M:presign(method, bucket, key, expires, opts)
   opts = opts or {}
   local at, msg, code = direct(self, "Presign " .. method, bucket, key)
   if not at then return nil, msg, code end
+  local time = opts.time
+  if not time then                     -- now, corrected by the skew measured so far
+    local c = target(self, bucket)
+    time = self:core().now() + (c and c:skew() or 0)
+  end
   return presign.sign(self:core(), { method = method, endpoint = at.endpoint, style = at.style,
     bucket = bucket, key = key, region = self:region(), creds = at.creds, expires = expires,
-    headers = opts.headers, time = opts.time })
+    headers = opts.headers, time = time })
 end
 
 
