@@ -22,6 +22,7 @@ local req = {
   access_key = os.getenv("AWS_ACCESS_KEY_ID") or "AKIDEXAMPLE",
   secret_key = os.getenv("AWS_SECRET_ACCESS_KEY") or "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
   date = "20260101T120000Z",
+  debug = true,  -- keep the canonical request and string to sign in the result
 }
 
 local signed = assert(core.sigv4_sign(req))

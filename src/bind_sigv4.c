@@ -104,15 +104,47 @@ static void set_str(lua_State *L, const char *k, const char *v) {
     lua_setfield(L, -2, k);
 }
 
+/* The per-state scratch block a signature is written into (a userdata kept
+ * in the registry, reused: a signature allocates nothing in C), at least
+ * `need` bytes, or NULL (need 0: the request lacks a field and will fail).
+ * A block over SCRATCH_KEEP is used once and left to the collector. */
+#define SCRATCH_MIN 16384
+#define SCRATCH_KEEP 262144
+static char scratch_key;
+
+static void *scratch(lua_State *L, size_t need, size_t *cap) {
+    void *p;
+    if (!need) return NULL;
+    lua_pushlightuserdata(L, &scratch_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_type(L, -1) == LUA_TUSERDATA && (size_t)lb_rawlen(L, -1) >= need) {
+        *cap = (size_t)lb_rawlen(L, -1);
+        return lua_touserdata(L, -1);  /* stays on the stack (and in the registry) */
+    }
+    lua_pop(L, 1);
+    *cap = need < SCRATCH_MIN ? SCRATCH_MIN : need;
+    p = lb_newuserdata(L, *cap);
+    if (*cap <= SCRATCH_KEEP) {
+        lua_pushlightuserdata(L, &scratch_key);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, LUA_REGISTRYINDEX);
+    }
+    return p;
+}
+
 /* core.sigv4_sign(req) -> res | nil, msg, code  (contract in the header
- * comment of lb_sigv4.h and the project brief). */
+ * comment of lb_sigv4.h and the project brief).  res.canonical_request and
+ * res.string_to_sign are there only with req.debug = true: nothing on the
+ * request path reads them, and they are the longest strings. */
 static int l_sigv4_sign(lua_State *L) {
     lb_sigv4_request req;
-    lb_sigv4_result *res;
+    lb_sigv4_result *res, local;
     char err[LB_ERR_LEN] = "";
+    void *buf;
+    size_t cap;
     const char *mode, *date, *service;
     size_t i;
-    int rc;
+    int rc, url_idx, debug;
 
     if (!lua_istable(L, 1)) return type_error(L, "req", "table", 1);
     luaL_checkstack(L, 40, "sigv4_sign");
@@ -120,6 +152,7 @@ static int l_sigv4_sign(lua_State *L) {
     req.method = get_str(L, "method", NULL, 0);
     if (!req.method) req.method = "GET";
     req.url = need_str(L, "url");
+    url_idx = lua_gettop(L);  /* header mode hands this very string back */
     req.nheaders = get_headers(L, (lb_sigv4_header **)&req.headers);
     req.body = get_str(L, "body", &req.body_len, 1);
     req.body_file = get_str(L, "body_file", NULL, 0);
@@ -155,12 +188,19 @@ static int l_sigv4_sign(lua_State *L) {
     req.content_sha256_header = lb_l_opt_bool(L, &REQ, "content_sha256_header", req.s3);
     req.omit_session_token = lb_l_opt_bool(L, &REQ, "omit_session_token", 0);
     req.normalize_path = lb_l_opt_bool(L, &REQ, "normalize", 1);
+    debug = lb_l_opt_bool(L, &REQ, "debug", 0);
 
-    res = lb_newuserdata(L, sizeof *res);
-    memset(res, 0, sizeof *res);
-    luaL_getmetatable(L, RESULT_MT);
-    lua_setmetatable(L, -2);
-    rc = lb_sigv4_sign(&req, res, err);
+    buf = scratch(L, lb_sigv4_sign_bound(&req), &cap);
+    if (buf) {  /* the usual case: the result lives in the scratch block */
+        res = &local;
+        rc = lb_sigv4_sign_into(&req, res, buf, cap, err);
+    } else {    /* a block of its own, boxed so that a Lua error cannot leak it */
+        res = lb_newuserdata(L, sizeof *res);
+        memset(res, 0, sizeof *res);
+        luaL_getmetatable(L, RESULT_MT);
+        lua_setmetatable(L, -2);
+        rc = lb_sigv4_sign(&req, res, err);
+    }
     if (rc == LB_EINVAL) {  /* the request itself is wrong: misuse */
         const char *m = strncmp(err, FN ": ", sizeof FN + 1) ? err : err + sizeof FN + 1;
         return luaL_error(L, "bad argument #1 to '" FN "' (%s)", m);  /* copied first */
@@ -178,9 +218,16 @@ static int l_sigv4_sign(lua_State *L) {
         lua_rawseti(L, -2, (int)i + 1);
     }
     lua_setfield(L, -2, "headers");
-    set_str(L, "url", res->url);
-    set_str(L, "canonical_request", res->canonical_request);
-    set_str(L, "string_to_sign", res->string_to_sign);
+    if (req.query_mode) {
+        set_str(L, "url", res->url);
+    } else {  /* unchanged: the caller's own string, no copy */
+        lua_pushvalue(L, url_idx);
+        lua_setfield(L, -2, "url");
+    }
+    if (debug) {  /* the long intermediate strings only when asked */
+        set_str(L, "canonical_request", res->canonical_request);
+        set_str(L, "string_to_sign", res->string_to_sign);
+    }
     set_str(L, "signature", res->signature);
     set_str(L, "authorization", res->authorization);
     set_str(L, "signed_headers", res->signed_headers);

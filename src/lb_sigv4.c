@@ -1,85 +1,29 @@
 /* lb_sigv4.c -- AWS Signature Version 4 signer: canonical request, string to
- * sign, signature (see lb_sigv4.h).  Hashing and the signing-key cache are
- * lb_sigv4_key.c. */
-#include "lb_sigv4.h"
+ * sign, signature (see lb_sigv4.h).  Canonicalisation of the URL pieces is
+ * lb_sigv4_canon.c; hashing and the signing-key cache are lb_sigv4_key.c.
+ *
+ * One signature is one allocation: sign_bound() computes an upper bound of
+ * every byte the signature writes (scratch and result), one block of that
+ * size is allocated, and every string, array and result field lives in it
+ * (lb_sigv4_result.mem_).  No printf, no per-piece allocation; the SHA-256
+ * and HMAC run on precomputed states (lb_sigv4_int.h). */
+#include "lb_sigv4_int.h"
 
-#include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "lb_alloc.h"
-#include "lb_buf.h"
 #include "lb_err.h"
 
 #define ALGORITHM "AWS4-HMAC-SHA256"
-
-static const char HEX_UPPER[] = "0123456789ABCDEF";
-
-/* ------------------------------------------------------------- encoding */
-
-static int is_unreserved(unsigned char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == '.' || c == '~';
-}
+#define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 static int is_ws(unsigned char c) {
     return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
-}
-
-/* Append s[0..n) percent-encoding everything but the unreserved set (and
- * '/' when keep_slash). */
-static int encode(lb_buf *b, const char *s, size_t n, int keep_slash) {
-    size_t i;
-    if (lb_buf_reserve(b, n * 3) != LB_OK) return LB_ENOMEM;
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (is_unreserved(c) || (keep_slash && c == '/')) {
-            b->data[b->len++] = (char)c;
-        } else {
-            b->data[b->len++] = '%';
-            b->data[b->len++] = HEX_UPPER[c >> 4];
-            b->data[b->len++] = HEX_UPPER[c & 15];
-        }
-    }
-    b->data[b->len] = '\0';
-    return LB_OK;
-}
-
-static int hexval(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-/* Append the decode-then-encode normal form of s[0..n): "%xx" with two hex
- * digits is decoded, anything else (a stray '%', '+') is taken literally,
- * then each byte is encoded with the unreserved set. */
-static int normal_encode(lb_buf *b, const char *s, size_t n) {
-    size_t i;
-    if (lb_buf_reserve(b, n * 3) != LB_OK) return LB_ENOMEM;
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        int hi, lo;
-        if (c == '%' && i + 2 < n && (hi = hexval(s[i + 1])) >= 0 && (lo = hexval(s[i + 2])) >= 0) {
-            c = (unsigned char)(hi * 16 + lo);
-            i += 2;
-        }
-        if (is_unreserved(c)) {
-            b->data[b->len++] = (char)c;
-        } else {
-            b->data[b->len++] = '%';
-            b->data[b->len++] = HEX_UPPER[c >> 4];
-            b->data[b->len++] = HEX_UPPER[c & 15];
-        }
-    }
-    b->data[b->len] = '\0';
-    return LB_OK;
 }
 
 /* ----------------------------------------------------------------- URL */
@@ -121,169 +65,12 @@ static int parse_url(const char *url, url_parts *u) {
     return 1;
 }
 
-/* Host header value: lowercase, default port (80/http, 443/https) dropped. */
-static int host_value(const url_parts *u, lb_buf *b) {
-    size_t n = u->host_len, i;
-    const char *h = u->host;
-    const char *colon = NULL;
-    for (i = n; i > 0; i--) {  /* port colon: last ':' after any ']' */
-        if (h[i - 1] == ']') break;
-        if (h[i - 1] == ':') { colon = h + i - 1; break; }
-    }
-    if (colon) {
-        size_t plen = n - (size_t)(colon + 1 - h);
-        int http = u->scheme_len == 4 && strncasecmp(u->scheme, "http", 4) == 0;
-        int https = u->scheme_len == 5 && strncasecmp(u->scheme, "https", 5) == 0;
-        if (plen == 0 || (http && plen == 2 && memcmp(colon + 1, "80", 2) == 0) ||
-            (https && plen == 3 && memcmp(colon + 1, "443", 3) == 0))
-            n = (size_t)(colon - h);
-    }
-    if (lb_buf_reserve(b, n) != LB_OK) return LB_ENOMEM;
-    for (i = 0; i < n; i++) {
-        char c = h[i];
-        b->data[b->len++] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
-    }
-    b->data[b->len] = '\0';
-    return LB_OK;
-}
-
-/* Canonical path.  S3: verbatim.  Others: botocore's remove_dot_segments
- * (when normalize), then encode again keeping '/'. */
-static int canonical_path(const char *path, size_t n, int s3, int normalize, lb_buf *b) {
-    lb_buf tmp = {0};
-    int rc;
-    if (n == 0) return lb_buf_putc(b, '/');
-    if (s3) return lb_buf_append(b, path, n);
-    if (normalize) {
-        /* tmp holds the output segments; offsets of segment starts live in
-         * a small stack so ".." can pop. */
-        size_t i = 0, *starts = lb_malloc((n / 2 + 2) * sizeof *starts), nseg = 0;
-        if (!starts) return LB_ENOMEM;
-        if (path[0] == '/' && (rc = lb_buf_putc(&tmp, '/')) != LB_OK) goto nseg_fail;
-        while (i <= n) {
-            size_t j = i;
-            while (j < n && path[j] != '/') j++;
-            if (j > i && !(j - i == 1 && path[i] == '.')) {
-                if (j - i == 2 && path[i] == '.' && path[i + 1] == '.') {
-                    if (nseg) { tmp.len = starts[--nseg]; tmp.data[tmp.len] = '\0'; }
-                } else {
-                    starts[nseg++] = tmp.len;
-                    if ((nseg > 1 && (rc = lb_buf_putc(&tmp, '/')) != LB_OK) ||
-                        (rc = lb_buf_append(&tmp, path + i, j - i)) != LB_OK)
-                        goto nseg_fail;
-                }
-            }
-            i = j + 1;
-        }
-        if (nseg && path[n - 1] == '/' && (rc = lb_buf_putc(&tmp, '/')) != LB_OK)
-            goto nseg_fail;
-        lb_free(starts);
-        if (tmp.len == 0) rc = lb_buf_putc(b, '/');   /* relative path emptied */
-        else rc = encode(b, tmp.data, tmp.len, 1);
-        lb_buf_free(&tmp);
-        return rc;
-    nseg_fail:
-        lb_free(starts);
-        lb_buf_free(&tmp);
-        return rc;
-    }
-    return encode(b, path, n, 1);
-}
-
-/* ---------------------------------------------------------------- query */
-
-typedef struct qpair {
-    size_t k, v;         /* offsets of NUL-terminated key and value in the pool */
-    const char *ks, *vs; /* the same as pointers, set once the pool is final */
-} qpair;
-
-typedef struct qlist {
-    lb_buf pool;  /* "key\0value\0..." */
-    qpair *v;
-    size_t n, cap;
-} qlist;
-
-static void qlist_free(qlist *q) {
-    lb_buf_free(&q->pool);
-    lb_free(q->v);
-    memset(q, 0, sizeof *q);
-}
-
-/* Add an already encoded (key, value) pair; lengths given. */
-static int qlist_add(qlist *q, const char *k, size_t kn, const char *v, size_t vn, int norm) {
-    qpair p;
-    int rc;
-    if (q->n == q->cap) {
-        size_t cap = q->cap ? q->cap * 2 : 16;
-        qpair *nv = lb_realloc(q->v, cap * sizeof *nv);
-        if (!nv) return LB_ENOMEM;
-        q->v = nv;
-        q->cap = cap;
-    }
-    p.k = q->pool.len;
-    rc = norm ? normal_encode(&q->pool, k, kn) : lb_buf_append(&q->pool, k, kn);
-    if (rc != LB_OK || (rc = lb_buf_putc(&q->pool, '\0')) != LB_OK) return rc;
-    p.v = q->pool.len;
-    rc = norm ? normal_encode(&q->pool, v, vn) : lb_buf_append(&q->pool, v, vn);
-    if (rc != LB_OK || (rc = lb_buf_putc(&q->pool, '\0')) != LB_OK) return rc;
-    q->v[q->n++] = p;
-    return LB_OK;
-}
-
-static int qlist_parse(qlist *q, const char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        size_t j = i, eq;
-        int rc;
-        while (j < n && s[j] != '&') j++;
-        if (j > i) {
-            eq = i;
-            while (eq < j && s[eq] != '=') eq++;
-            rc = qlist_add(q, s + i, eq - i, s + (eq < j ? eq + 1 : j), eq < j ? j - eq - 1 : 0, 1);
-            if (rc != LB_OK) return rc;
-        }
-        i = j + 1;
-    }
-    return LB_OK;
-}
-
-static int qpair_cmp(const void *a, const void *b) {
-    const qpair *x = a, *y = b;
-    int c = strcmp(x->ks, y->ks);
-    return c ? c : strcmp(x->vs, y->vs);
-}
-
-static int qlist_join(qlist *q, lb_buf *b) {
-    size_t i;
-    int rc = LB_OK;
-    for (i = 0; i < q->n; i++) {
-        q->v[i].ks = q->pool.data + q->v[i].k;
-        q->v[i].vs = q->pool.data + q->v[i].v;
-    }
-    if (q->n > 1) qsort(q->v, q->n, sizeof *q->v, qpair_cmp);
-    for (i = 0; i < q->n && rc == LB_OK; i++) {
-        if (i && (rc = lb_buf_putc(b, '&')) != LB_OK) break;
-        if ((rc = lb_buf_puts(b, q->v[i].ks)) != LB_OK || (rc = lb_buf_putc(b, '=')) != LB_OK)
-            break;
-        rc = lb_buf_puts(b, q->v[i].vs);
-    }
-    return rc;
-}
-
 /* --------------------------------------------------------------- headers */
 
 typedef struct shdr {
-    char *name;    /* lowercase */
-    char *value;   /* canonical value */
-    size_t order;  /* input position, for a stable sort */
+    const char *name;   /* lowercase */
+    const char *value;  /* canonical value */
 } shdr;
-
-static int shdr_cmp(const void *a, const void *b) {
-    const shdr *x = a, *y = b;
-    int c = strcmp(x->name, y->name);
-    if (c) return c;
-    return x->order < y->order ? -1 : x->order > y->order;
-}
 
 static int never_signed(const char *n) {
     return !strcmp(n, "user-agent") || !strcmp(n, "expect") || !strcmp(n, "x-amzn-trace-id") ||
@@ -291,27 +78,22 @@ static int never_signed(const char *n) {
            !strcmp(n, "upgrade") || !strncmp(n, "sec-websocket-", 14);
 }
 
-static char *lower_dup(const char *s) {
-    char *d = lb_strdup(s), *p;
-    if (!d) return NULL;
-    for (p = d; *p; p++)
-        if (*p >= 'A' && *p <= 'Z') *p = (char)(*p + 32);
-    return d;
-}
-
-/* Trim and collapse whitespace runs to one space. */
-static char *canon_value(const char *s) {
-    size_t n = strlen(s), o = 0, i;
-    char *d = lb_malloc(n + 1);
+/* Append s trimmed, runs of whitespace collapsed to one space. */
+static int put_canon(lb_arena *a, const char *s) {
+    size_t n = strlen(s), i, o = 0;
     int pending = 0;
-    if (!d) return NULL;
+    if (lb_ar_room(a, n) != LB_OK) return LB_ENOMEM;
+    for (i = 0; i < n; i++)  /* already canonical (the usual case): copy */
+        if ((unsigned char)s[i] <= ' ' && (s[i] != ' ' || i == 0 || s[i + 1] <= ' ')) break;
+    if (i == n) return lb_ar_put(a, s, n);
     for (i = 0; i < n; i++) {
         if (is_ws((unsigned char)s[i])) { pending = o > 0; continue; }
-        if (pending) { d[o++] = ' '; pending = 0; }
-        d[o++] = s[i];
+        if (pending) { a->p[a->len++] = ' '; pending = 0; }
+        a->p[a->len++] = s[i];
+        o++;
     }
-    d[o] = '\0';
-    return d;
+    a->p[a->len] = '\0';
+    return LB_OK;
 }
 
 static int valid_name(const char *s) {
@@ -348,58 +130,53 @@ static int valid_word(const char *s) {
 /* ------------------------------------------------------------------ sign */
 
 typedef struct work {
-    shdr *sh;            /* headers to sign */
+    lb_arena a;
+    shdr *sh;               /* headers to sign */
     size_t nsh;
-    lb_sigv4_header *out;  /* headers to send (owned strings) */
+    lb_sigv4_header *out;   /* headers to send */
     size_t nout;
-    qlist q;
-    lb_buf b;            /* scratch */
 } work;
 
+/* A signed header: value canonicalised into the arena, name as given (a
+ * lowercase string that lives as long as the arena). */
 static int add_signed(work *w, const char *lname, const char *value) {
-    shdr *s = &w->sh[w->nsh];
-    s->name = lb_strdup(lname);
-    s->value = s->name ? canon_value(value) : NULL;
-    s->order = w->nsh;
-    if (!s->name || !s->value) {
-        lb_free(s->name);
-        return LB_ENOMEM;
-    }
+    size_t at = w->a.len;
+    int rc;
+    w->sh[w->nsh].name = lname;
+    if ((rc = put_canon(&w->a, value)) != LB_OK ||
+        (rc = lb_ar_end(&w->a, at, &w->sh[w->nsh].value)) != LB_OK)
+        return rc;
     w->nsh++;
     return LB_OK;
 }
 
-static int add_out(work *w, const char *name, const char *value) {
+/* A header to send: value copied (canonicalised when it holds a folded
+ * line); a literal name is used in place, any other copied. */
+static int add_out(work *w, const char *name, int literal, const char *value) {
     lb_sigv4_header *h = &w->out[w->nout];
-    char *n = lb_strdup(name), *v = NULL;
-    if (n) v = strpbrk(value, "\r\n") ? canon_value(value) : lb_strdup(value);
-    if (!n || !v) {
-        lb_free(n);
-        return LB_ENOMEM;
+    size_t at = w->a.len;
+    int rc;
+    if (!literal) {
+        if ((rc = lb_ar_puts(&w->a, name)) != LB_OK || (rc = lb_ar_end(&w->a, at, &name)) != LB_OK)
+            return rc;
+        at = w->a.len;
     }
-    h->name = n;
-    h->value = v;
+    h->name = name;
+    rc = strpbrk(value, "\r\n") ? put_canon(&w->a, value) : lb_ar_puts(&w->a, value);
+    if (rc != LB_OK || (rc = lb_ar_end(&w->a, at, &h->value)) != LB_OK) return rc;
     w->nout++;
     return LB_OK;
 }
 
-static void work_free(work *w) {
-    size_t i;
-    for (i = 0; i < w->nsh; i++) {
-        lb_free(w->sh[i].name);
-        lb_free(w->sh[i].value);
+/* Stable insertion sort by name: repeated names keep their input order. */
+static void sort_signed(shdr *h, size_t n) {
+    size_t i, j;
+    for (i = 1; i < n; i++) {
+        shdr x = h[i];
+        for (j = i; j > 0 && strcmp(h[j - 1].name, x.name) > 0; j--) h[j] = h[j - 1];
+        h[j] = x;
     }
-    lb_free(w->sh);
-    for (i = 0; w->out && i < w->nout; i++) {
-        lb_free((void *)w->out[i].name);
-        lb_free((void *)w->out[i].value);
-    }
-    lb_free(w->out);
-    qlist_free(&w->q);
-    lb_buf_free(&w->b);
 }
-
-static char *detach(lb_buf *b) { return lb_buf_detach(b, NULL); }
 
 void lb_sigv4_request_init(lb_sigv4_request *req) {
     memset(req, 0, sizeof *req);
@@ -421,8 +198,6 @@ static const char *const QUERY_RESERVED[] = {
     "X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
     "X-Amz-SignedHeaders", "X-Amz-Security-Token", "X-Amz-Signature", NULL};
 
-#define TRY(x) do { if ((rc = (x)) != LB_OK) goto fail; } while (0)
-#define TRYP(p, x) do { if (!((p) = (x))) { rc = LB_ENOMEM; goto fail; } } while (0)
 
 static int check_request(const lb_sigv4_request *r, char *err) {
     size_t i;
@@ -461,16 +236,289 @@ static int check_request(const lb_sigv4_request *r, char *err) {
     return LB_OK;
 }
 
-int lb_sigv4_sign(const lb_sigv4_request *r, lb_sigv4_result *res, char *err) {
+/* An upper bound of the bytes one signature writes into its arena.  Each
+ * input byte is copied, encoded (x3) and re-copied a bounded number of
+ * times (the URL and the query-mode parameters most: host, path, query
+ * pool, canonical query, canonical request, final URL); 32 per byte covers
+ * every path with room to spare, plus the arrays and a fixed allowance for
+ * the literals (64 for a computed payload hash).  0 when the input is
+ * absurdly large. */
+static size_t sign_bound(const lb_sigv4_request *r) {
+    size_t n = strlen(r->url) + strlen(r->access_key) + strlen(r->region) +
+               strlen(r->service) + strlen(r->method) + 64, i;
+    if (r->payload_hash) n += strlen(r->payload_hash);
+    if (r->session_token) n += strlen(r->session_token);
+    for (i = 0; i < r->nheaders; i++)
+        n += strlen(r->headers[i].name) + strlen(r->headers[i].value) + 8;
+    if (n > ((size_t)1 << 40)) return 0;
+    return 4096 + 32 * n + (r->nheaders + 8) * (sizeof(shdr) + sizeof(lb_sigv4_header) + 32) +
+           (strlen(r->url) / 2 + 16) * sizeof(lb_sv_qpair) + 64;
+}
+
+/* Append a decimal. */
+static int put_long(lb_arena *a, long v) {
+    char d[24];
+    int n = 0;
+    unsigned long u = v < 0 ? 0UL - (unsigned long)v : (unsigned long)v;
+    do { d[sizeof d - 1 - n++] = (char)('0' + u % 10); u /= 10; } while (u);
+    if (v < 0) d[sizeof d - 1 - n++] = '-';
+    return lb_ar_put(a, d + sizeof d - n, (size_t)n);
+}
+
+/* Headers to sign and to send, from the input plus the added ones. */
+static int build_headers(work *w, const lb_sigv4_request *r, const url_parts *u,
+                         const char *amz_date, const char *payload, int add_sha) {
+    size_t i, at;
+    int rc, have_host = 0;
+    const char *s;
+    for (i = 0; i < r->nheaders; i++) {
+        const lb_sigv4_header *h = &r->headers[i];
+        int drop;
+        at = w->a.len;
+        if ((rc = lb_ar_put_lower(&w->a, h->name, strlen(h->name))) != LB_OK || (rc = lb_ar_end(&w->a, at, &s)) != LB_OK)
+            return rc;
+        drop = !strcmp(s, "authorization") || !strcmp(s, "x-amz-date") ||
+               (r->session_token && !strcmp(s, "x-amz-security-token")) ||
+               (add_sha && !strcmp(s, "x-amz-content-sha256"));
+        if (!strcmp(s, "host")) have_host = 1;
+        if (drop) continue;
+        if (!never_signed(s) && (rc = add_signed(w, s, h->value)) != LB_OK) return rc;
+        if ((rc = add_out(w, h->name, 0, h->value)) != LB_OK) return rc;
+    }
+    if (!have_host) {
+        at = w->a.len;
+        if ((rc = lb_sv_host(&w->a, u->scheme, u->scheme_len, u->host, u->host_len)) != LB_OK ||
+            (rc = lb_ar_end(&w->a, at, &s)) != LB_OK || (rc = add_signed(w, "host", s)) != LB_OK ||
+            (rc = add_out(w, "Host", 1, s)) != LB_OK)
+            return rc;
+    }
+    if (!r->query_mode) {
+        if ((rc = add_signed(w, "x-amz-date", amz_date)) != LB_OK ||
+            (rc = add_out(w, "X-Amz-Date", 1, amz_date)) != LB_OK)
+            return rc;
+        if (r->session_token) {
+            if (!r->omit_session_token &&
+                (rc = add_signed(w, "x-amz-security-token", r->session_token)) != LB_OK)
+                return rc;
+            if ((rc = add_out(w, "X-Amz-Security-Token", 1, r->session_token)) != LB_OK) return rc;
+        }
+        if (add_sha && ((rc = add_signed(w, "x-amz-content-sha256", payload)) != LB_OK ||
+                        (rc = add_out(w, "X-Amz-Content-Sha256", 1, payload)) != LB_OK))
+            return rc;
+    }
+    sort_signed(w->sh, w->nsh);
+    return LB_OK;
+}
+
+/* Query mode: append the X-Amz-* parameters as they appear in the final
+ * URL to the arena (*params), and add them to the canonical query. */
+static int query_params(work *w, const lb_sigv4_request *r, const char *amz_date,
+                        const lb_sigv4_result *res, int token_signed, lb_sv_qpair *q,
+                        size_t *nq, size_t maxq, const char **params) {
+    lb_arena *a = &w->a;
+    size_t at = a->len;
+    const char *p, *end;
+    int rc;
+    if ((rc = lb_ar_puts(a, "X-Amz-Algorithm=" ALGORITHM "&X-Amz-Credential=")) != LB_OK ||
+        (rc = lb_sv_encode(a, r->access_key, strlen(r->access_key), 0)) != LB_OK ||
+        (rc = lb_ar_puts(a, "%2F")) != LB_OK ||
+        (rc = lb_sv_encode(a, res->credential_scope, strlen(res->credential_scope), 0)) != LB_OK ||
+        (rc = lb_ar_puts(a, "&X-Amz-Date=")) != LB_OK || (rc = lb_ar_puts(a, amz_date)) != LB_OK ||
+        (rc = lb_ar_puts(a, "&X-Amz-Expires=")) != LB_OK || (rc = put_long(a, r->expires)) != LB_OK ||
+        (rc = lb_ar_puts(a, "&X-Amz-SignedHeaders=")) != LB_OK ||
+        (rc = lb_sv_encode(a, res->signed_headers, strlen(res->signed_headers), 0)) != LB_OK)
+        return rc;
+    if (r->session_token &&
+        ((rc = lb_ar_puts(a, "&X-Amz-Security-Token=")) != LB_OK ||
+         (rc = lb_sv_encode(a, r->session_token, strlen(r->session_token), 0)) != LB_OK))
+        return rc;
+    if ((rc = lb_ar_end(a, at, params)) != LB_OK) return rc;
+    /* the same pairs, already encoded, into the canonical query */
+    for (p = *params, end = p + strlen(p); p < end;) {
+        const char *amp = memchr(p, '&', (size_t)(end - p)), *eq;
+        if (!amp) amp = end;
+        eq = memchr(p, '=', (size_t)(amp - p));
+        if ((token_signed || strncmp(p, "X-Amz-Security-Token=", 21) != 0) &&
+            (rc = lb_sv_qadd(a, q, nq, maxq, p, (size_t)(eq - p), eq + 1,
+                             (size_t)(amp - eq - 1), 0)) != LB_OK)
+            return rc;
+        p = amp + 1;
+    }
+    return LB_OK;
+}
+
+/* The canonical request into the arena. */
+static int canonical_request(work *w, const lb_sigv4_request *r, const url_parts *u,
+                             lb_sv_qpair *q, size_t nq, const lb_sigv4_result *res,
+                             const char **out) {
+    lb_arena *a = &w->a;
+    const char *path;
+    size_t at, i;
+    int rc;
+    if ((rc = lb_sv_path(a, u->path, u->path_len, r->s3, r->normalize_path, &path)) != LB_OK)
+        return rc;
+    at = a->len;
+    if ((rc = lb_ar_puts(a, r->method)) != LB_OK || (rc = lb_ar_putc(a, '\n')) != LB_OK ||
+        (rc = lb_ar_puts(a, path)) != LB_OK || (rc = lb_ar_putc(a, '\n')) != LB_OK ||
+        (rc = lb_sv_qjoin(a, q, nq)) != LB_OK || (rc = lb_ar_putc(a, '\n')) != LB_OK)
+        return rc;
+    for (i = 0; i < w->nsh; i++) {
+        int first = !i || strcmp(w->sh[i].name, w->sh[i - 1].name);
+        int last = i + 1 == w->nsh || strcmp(w->sh[i].name, w->sh[i + 1].name);
+        if (first) {
+            if ((rc = lb_ar_puts(a, w->sh[i].name)) != LB_OK || (rc = lb_ar_putc(a, ':')) != LB_OK)
+                return rc;
+        } else if ((rc = lb_ar_putc(a, ',')) != LB_OK) {
+            return rc;
+        }
+        if ((rc = lb_ar_puts(a, w->sh[i].value)) != LB_OK) return rc;
+        if (last && (rc = lb_ar_putc(a, '\n')) != LB_OK) return rc;
+    }
+    if ((rc = lb_ar_putc(a, '\n')) != LB_OK || (rc = lb_ar_puts(a, res->signed_headers)) != LB_OK ||
+        (rc = lb_ar_putc(a, '\n')) != LB_OK || (rc = lb_ar_puts(a, res->payload_hash)) != LB_OK)
+        return rc;
+    return lb_ar_end(a, at, out);
+}
+
+/* Everything after the payload hash and the arena: fills *res. */
+static int sign_in(work *w, const lb_sigv4_request *r, const url_parts *u, const char *amz_date,
+                   const char *payload, lb_sigv4_result *res) {
+    lb_arena *a = &w->a;
+    int rc, token_signed = r->session_token && !r->omit_session_token;
+    int add_sha = !r->query_mode && r->content_sha256_header;
+    size_t i, at, nq = 0, maxq = u->query_len / 2 + 16;
+    const char *params = NULL, *s;
+    lb_sv_qpair *q;
+    lb_sigv4_hmac st;
+    unsigned char md[32];
+    char hash[65], sig[65], date8[9];
+
+    if (!(w->sh = lb_ar_take(a, (r->nheaders + 5) * sizeof *w->sh)) ||
+        !(w->out = lb_ar_take(a, (r->nheaders + 6) * sizeof *w->out)) ||
+        !(q = lb_ar_take(a, maxq * sizeof *q)))
+        return LB_ENOMEM;
+    if ((rc = build_headers(w, r, u, amz_date, payload, add_sha)) != LB_OK) return rc;
+
+    /* Signed headers, credential scope, date, payload */
+    at = a->len;
+    for (i = 0; i < w->nsh; i++) {
+        if (i && !strcmp(w->sh[i].name, w->sh[i - 1].name)) continue;
+        if ((i && (rc = lb_ar_putc(a, ';')) != LB_OK) || (rc = lb_ar_puts(a, w->sh[i].name)) != LB_OK)
+            return rc;
+    }
+    if ((rc = lb_ar_end(a, at, &s)) != LB_OK) return rc;
+    res->signed_headers = (char *)s;
+    at = a->len;
+    if ((rc = lb_ar_put(a, amz_date, 8)) != LB_OK || (rc = lb_ar_putc(a, '/')) != LB_OK ||
+        (rc = lb_ar_puts(a, r->region)) != LB_OK || (rc = lb_ar_putc(a, '/')) != LB_OK ||
+        (rc = lb_ar_puts(a, r->service)) != LB_OK || (rc = lb_ar_puts(a, "/aws4_request")) != LB_OK ||
+        (rc = lb_ar_end(a, at, &s)) != LB_OK)
+        return rc;
+    res->credential_scope = (char *)s;
+    at = a->len;
+    if ((rc = lb_ar_put(a, amz_date, 16)) != LB_OK || (rc = lb_ar_end(a, at, &s)) != LB_OK) return rc;
+    res->amz_date = (char *)s;
+    at = a->len;
+    if ((rc = lb_ar_puts(a, payload)) != LB_OK || (rc = lb_ar_end(a, at, &s)) != LB_OK) return rc;
+    res->payload_hash = (char *)s;
+
+    /* Query: the URL's pairs, plus the X-Amz-* auth params in query mode */
+    if ((rc = lb_sv_qparse(a, q, &nq, maxq, u->query, u->query_len)) != LB_OK) return rc;
+    if (r->query_mode &&
+        (rc = query_params(w, r, amz_date, res, token_signed, q, &nq, maxq, &params)) != LB_OK)
+        return rc;
+
+    /* Canonical request, string to sign, signature */
+    if ((rc = canonical_request(w, r, u, q, nq, res, &s)) != LB_OK) return rc;
+    res->canonical_request = (char *)s;
+    lb_sv_sha256(s, strlen(s), md);
+    lb_sigv4_hex(md, 32, hash);
+    at = a->len;
+    if ((rc = lb_ar_puts(a, ALGORITHM "\n")) != LB_OK || (rc = lb_ar_put(a, amz_date, 16)) != LB_OK ||
+        (rc = lb_ar_putc(a, '\n')) != LB_OK || (rc = lb_ar_puts(a, res->credential_scope)) != LB_OK ||
+        (rc = lb_ar_putc(a, '\n')) != LB_OK || (rc = lb_ar_put(a, hash, 64)) != LB_OK ||
+        (rc = lb_ar_end(a, at, &s)) != LB_OK)
+        return rc;
+    res->string_to_sign = (char *)s;
+    memcpy(date8, amz_date, 8);
+    date8[8] = '\0';
+    if ((rc = lb_sigv4_hmac_state(r->secret_key, date8, r->region, r->service, &st)) != LB_OK)
+        return rc;
+    lb_sigv4_hmac_run(&st, s, a->len - 1 - at, md);
+    OPENSSL_cleanse(&st, sizeof st);
+    lb_sigv4_hex(md, 32, sig);
+    at = a->len;
+    if ((rc = lb_ar_put(a, sig, 64)) != LB_OK || (rc = lb_ar_end(a, at, &s)) != LB_OK) return rc;
+    res->signature = (char *)s;
+
+    /* Authorization header or presigned URL */
+    at = a->len;
+    if (!r->query_mode) {
+        if ((rc = lb_ar_puts(a, ALGORITHM " Credential=")) != LB_OK ||
+            (rc = lb_ar_puts(a, r->access_key)) != LB_OK || (rc = lb_ar_putc(a, '/')) != LB_OK ||
+            (rc = lb_ar_puts(a, res->credential_scope)) != LB_OK ||
+            (rc = lb_ar_puts(a, ", SignedHeaders=")) != LB_OK ||
+            (rc = lb_ar_puts(a, res->signed_headers)) != LB_OK ||
+            (rc = lb_ar_puts(a, ", Signature=")) != LB_OK || (rc = lb_ar_put(a, sig, 64)) != LB_OK ||
+            (rc = lb_ar_end(a, at, &s)) != LB_OK)
+            return rc;
+        res->authorization = (char *)s;
+        w->out[w->nout].name = "Authorization";
+        w->out[w->nout++].value = s;
+        at = a->len;
+        if ((rc = lb_ar_puts(a, r->url)) != LB_OK) return rc;
+    } else {
+        if ((rc = lb_ar_put(a, r->url, u->base_len)) != LB_OK ||
+            (u->query_len && (rc = lb_ar_putc(a, '&')) != LB_OK) ||
+            (!u->query_len && !u->has_qmark && (rc = lb_ar_putc(a, '?')) != LB_OK) ||
+            (rc = lb_ar_puts(a, params)) != LB_OK || (rc = lb_ar_puts(a, "&X-Amz-Signature=")) != LB_OK ||
+            (rc = lb_ar_put(a, sig, 64)) != LB_OK)
+            return rc;
+    }
+    if ((rc = lb_ar_end(a, at, &s)) != LB_OK) return rc;
+    res->url = (char *)s;
+    res->headers = w->out;
+    res->nheaders = w->nout;
+    return LB_OK;
+}
+
+/* Epoch seconds (0 .. 9999-12-31T23:59:59Z) as "YYYYMMDDTHHMMSSZ": the
+ * civil-from-days algorithm, no time zone lookup, no strftime. */
+static int amz_format(int64_t t, char out[17]) {
+    int64_t days = t / 86400, z, era, doe, yoe, y, doy, mp, d, m, secs = t % 86400;
+    int64_t f[6];
+    int i, w[6] = {4, 2, 2, 2, 2, 2}, o = 0;
+    if (t < 0 || t > INT64_C(253402300799)) return 0;
+    z = days + 719468;
+    era = z / 146097;
+    doe = z - era * 146097;
+    yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    mp = (5 * doy + 2) / 153;
+    d = doy - (153 * mp + 2) / 5 + 1;
+    m = mp < 10 ? mp + 3 : mp - 9;
+    y = yoe + era * 400 + (m <= 2);
+    f[0] = y, f[1] = m, f[2] = d, f[3] = secs / 3600, f[4] = secs / 60 % 60, f[5] = secs % 60;
+    for (i = 0; i < 6; i++) {
+        int k;
+        if (i == 3) out[o++] = 'T';
+        for (k = w[i] - 1; k >= 0; k--, f[i] /= 10) out[o + k] = (char)('0' + f[i] % 10);
+        o += w[i];
+    }
+    out[o++] = 'Z';
+    out[o] = '\0';
+    return 1;
+}
+
+/* Sign into buf[0..cap) when buf, else into one block of our own. */
+static int sign(const lb_sigv4_request *r, lb_sigv4_result *res, void *buf, size_t cap,
+                char *err) {
     work w;
     url_parts u;
-    char amz_date[17], date8[9], hash[65], sig[65];
-    unsigned char key[32], mac[32];
-    unsigned int maclen = 0;
+    char amz_date[17], hash[65];
     const char *payload;
-    int rc, have_host = 0, token_signed, add_sha;
     size_t i;
-    lb_buf t = {0};
+    int rc;
 
     memset(res, 0, sizeof *res);
     memset(&w, 0, sizeof w);
@@ -497,14 +545,9 @@ int lb_sigv4_sign(const lb_sigv4_request *r, lb_sigv4_result *res, char *err) {
     /* Date */
     if (r->amz_date) {
         memcpy(amz_date, r->amz_date, 17);
-    } else {
-        time_t now = r->time < 0 ? time(NULL) : (time_t)r->time;
-        struct tm tm;
-        if (!gmtime_r(&now, &tm) || strftime(amz_date, sizeof amz_date, "%Y%m%dT%H%M%SZ", &tm) != 16)
-            return lb_err_set(err, LB_EINVAL, "sigv4_sign: time: out of range");
+    } else if (!amz_format(r->time < 0 ? (int64_t)time(NULL) : r->time, amz_date)) {
+        return lb_err_set(err, LB_EINVAL, "sigv4_sign: time: out of range");
     }
-    memcpy(date8, amz_date, 8);
-    date8[8] = '\0';
 
     /* Payload hash */
     if (r->payload_hash) {
@@ -516,176 +559,57 @@ int lb_sigv4_sign(const lb_sigv4_request *r, lb_sigv4_result *res, char *err) {
                                        err)) != LB_OK)
             return rc;
         payload = hash;
+    } else if (r->body_len == 0) {
+        payload = EMPTY_SHA256;
     } else {
-        if (lb_sigv4_sha256_hex(r->body, r->body_len, hash) != LB_OK)
-            return lb_err_set(err, LB_ENOMEM, "sigv4_sign: out of memory");
+        lb_sigv4_sha256_hex(r->body, r->body_len, hash);
         payload = hash;
     }
-    token_signed = r->session_token && !r->omit_session_token;
-    add_sha = !r->query_mode && r->content_sha256_header;
 
-    /* Headers: at most input + host, x-amz-date, token, sha256, authorization */
-    TRYP(w.sh, lb_calloc(r->nheaders + 5, sizeof *w.sh));
-    TRYP(w.out, lb_calloc(r->nheaders + 6, sizeof *w.out));
-    for (i = 0; i < r->nheaders; i++) {
-        const lb_sigv4_header *h = &r->headers[i];
-        char *ln;
-        int drop;
-        TRYP(ln, lower_dup(h->name));
-        drop = !strcmp(ln, "authorization") || !strcmp(ln, "x-amz-date") ||
-               (r->session_token && !strcmp(ln, "x-amz-security-token")) ||
-               (add_sha && !strcmp(ln, "x-amz-content-sha256"));
-        if (!strcmp(ln, "host")) have_host = 1;
-        rc = LB_OK;
-        if (!drop && !never_signed(ln)) rc = add_signed(&w, ln, h->value);
-        if (!drop && rc == LB_OK) rc = add_out(&w, h->name, h->value);
-        lb_free(ln);
-        if (rc != LB_OK) goto fail;
-    }
-    if (!have_host) {
-        TRY(host_value(&u, &t));
-        TRY(add_signed(&w, "host", t.data));
-        TRY(add_out(&w, "Host", t.data));
-        lb_buf_reset(&t);
-    }
-    if (!r->query_mode) {
-        TRY(add_signed(&w, "x-amz-date", amz_date));
-        TRY(add_out(&w, "X-Amz-Date", amz_date));
-        if (r->session_token) {
-            if (token_signed) TRY(add_signed(&w, "x-amz-security-token", r->session_token));
-            TRY(add_out(&w, "X-Amz-Security-Token", r->session_token));
-        }
-        if (add_sha) {
-            TRY(add_signed(&w, "x-amz-content-sha256", payload));
-            TRY(add_out(&w, "X-Amz-Content-Sha256", payload));
-        }
-    }
-    qsort(w.sh, w.nsh, sizeof *w.sh, shdr_cmp);
-
-    /* Signed headers and credential scope */
-    for (i = 0; i < w.nsh; i++) {
-        if (i && !strcmp(w.sh[i].name, w.sh[i - 1].name)) continue;
-        if (t.len) TRY(lb_buf_putc(&t, ';'));
-        TRY(lb_buf_puts(&t, w.sh[i].name));
-    }
-    TRYP(res->signed_headers, detach(&t));
-    TRY(lb_buf_printf(&t, "%s/%s/%s/aws4_request", date8, r->region, r->service));
-    TRYP(res->credential_scope, detach(&t));
-    TRYP(res->amz_date, lb_strdup(amz_date));
-    TRYP(res->payload_hash, lb_strdup(payload));
-
-    /* Query: the URL's pairs, plus the X-Amz-* auth params in query mode */
-    TRY(qlist_parse(&w.q, u.query, u.query_len));
-    lb_buf_reset(&w.b);
-    if (r->query_mode) {
-        /* w.b = the auth params as they appear in the final URL */
-        TRY(lb_buf_puts(&w.b, "X-Amz-Algorithm=" ALGORITHM "&X-Amz-Credential="));
-        TRY(lb_buf_printf(&t, "%s/%s", r->access_key, res->credential_scope));
-        TRY(encode(&w.b, t.data, t.len, 0));
-        lb_buf_reset(&t);
-        TRY(lb_buf_printf(&w.b, "&X-Amz-Date=%s&X-Amz-Expires=%ld&X-Amz-SignedHeaders=",
-                          amz_date, r->expires));
-        TRY(encode(&w.b, res->signed_headers, strlen(res->signed_headers), 0));
-        if (r->session_token) {
-            TRY(lb_buf_puts(&w.b, "&X-Amz-Security-Token="));
-            TRY(encode(&w.b, r->session_token, strlen(r->session_token), 0));
-        }
-        /* the same pairs, already encoded, into the canonical query */
-        {
-            const char *p = w.b.data, *end = w.b.data + w.b.len;
-            while (p < end) {
-                const char *amp = memchr(p, '&', (size_t)(end - p)), *eq;
-                if (!amp) amp = end;
-                eq = memchr(p, '=', (size_t)(amp - p));
-                if (token_signed || strncmp(p, "X-Amz-Security-Token=", 21) != 0)
-                    TRY(qlist_add(&w.q, p, (size_t)(eq - p), eq + 1, (size_t)(amp - eq - 1), 0));
-                p = amp + 1;
-            }
-        }
-    }
-
-    /* Canonical request */
-    TRY(lb_buf_printf(&t, "%s\n", r->method));
-    TRY(canonical_path(u.path, u.path_len, r->s3, r->normalize_path, &t));
-    TRY(lb_buf_putc(&t, '\n'));
-    TRY(qlist_join(&w.q, &t));
-    TRY(lb_buf_putc(&t, '\n'));
-    for (i = 0; i < w.nsh; i++) {
-        int first = !i || strcmp(w.sh[i].name, w.sh[i - 1].name);
-        int last = i + 1 == w.nsh || strcmp(w.sh[i].name, w.sh[i + 1].name);
-        if (first) TRY(lb_buf_printf(&t, "%s:", w.sh[i].name));
-        else TRY(lb_buf_putc(&t, ','));
-        TRY(lb_buf_puts(&t, w.sh[i].value));
-        if (last) TRY(lb_buf_putc(&t, '\n'));
-    }
-    TRY(lb_buf_printf(&t, "\n%s\n%s", res->signed_headers, payload));
-    TRYP(res->canonical_request, detach(&t));
-
-    /* String to sign and signature */
-    if (lb_sigv4_sha256_hex(res->canonical_request, strlen(res->canonical_request), hash) != LB_OK) {
-        rc = LB_ENOMEM;
-        goto fail;
-    }
-    TRY(lb_buf_printf(&t, ALGORITHM "\n%s\n%s\n%s", amz_date, res->credential_scope, hash));
-    TRYP(res->string_to_sign, detach(&t));
-    TRY(lb_sigv4_signing_key(r->secret_key, date8, r->region, r->service, key));
-    if (!HMAC(EVP_sha256(), key, 32, (const unsigned char *)res->string_to_sign,
-              strlen(res->string_to_sign), mac, &maclen)) {
-        OPENSSL_cleanse(key, sizeof key);
-        rc = LB_ENOMEM;
-        goto fail;
-    }
-    OPENSSL_cleanse(key, sizeof key);
-    lb_sigv4_hex(mac, 32, sig);
-    TRYP(res->signature, lb_strdup(sig));
-
-    /* Authorization header or presigned URL */
-    if (!r->query_mode) {
-        TRY(lb_buf_printf(&t, ALGORITHM " Credential=%s/%s, SignedHeaders=%s, Signature=%s",
-                          r->access_key, res->credential_scope, res->signed_headers, sig));
-        TRYP(res->authorization, detach(&t));
-        TRY(add_out(&w, "Authorization", res->authorization));
-        TRYP(res->url, lb_strdup(r->url));
+    /* The one allocation (unless the caller gave the block); on success it
+     * becomes the result's */
+    if (buf) {
+        w.a.p = buf;
     } else {
-        TRY(lb_buf_append(&t, r->url, u.base_len));
-        if (u.query_len) TRY(lb_buf_putc(&t, '&'));
-        else if (!u.has_qmark) TRY(lb_buf_putc(&t, '?'));
-        TRY(lb_buf_append(&t, w.b.data, w.b.len));
-        TRY(lb_buf_printf(&t, "&X-Amz-Signature=%s", sig));
-        TRYP(res->url, detach(&t));
+        if (!(cap = sign_bound(r)))
+            return lb_err_set(err, LB_EINVAL, "sigv4_sign: request too large");
+        if (!(w.a.p = lb_malloc(cap))) return lb_err_set(err, LB_ENOMEM, "sigv4_sign: out of memory");
     }
-    res->headers = w.out;
-    res->nheaders = w.nout;
-    w.out = NULL;
-    w.nout = 0;
-    work_free(&w);
-    lb_buf_free(&t);
+    w.a.cap = cap;
+    w.a.p[0] = '\0';
+    if ((rc = sign_in(&w, r, &u, amz_date, payload, res)) != LB_OK) {
+        if (!buf) lb_free(w.a.p);
+        memset(res, 0, sizeof *res);
+        /* the bound is an over-estimate: running out of it is a bug, reported as such */
+        return lb_err_set(err, LB_ENOMEM, "sigv4_sign: out of memory (arena of %zu bytes)", cap);
+    }
+    res->mem_ = buf ? NULL : w.a.p;
     return LB_OK;
-
-fail:
-    work_free(&w);
-    lb_buf_free(&t);
-    lb_sigv4_result_free(res);
-    if (rc == LB_ENOMEM) return lb_err_set(err, LB_ENOMEM, "sigv4_sign: out of memory");
-    return rc;
 }
 
+int lb_sigv4_sign(const lb_sigv4_request *r, lb_sigv4_result *res, char *err) {
+    return sign(r, res, NULL, 0, err);
+}
+
+size_t lb_sigv4_sign_bound(const lb_sigv4_request *r) {
+    if (!r || !r->url || !r->access_key || !r->region || !r->service || !r->method) return 0;
+    if (r->nheaders && !r->headers) return 0;
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (!r->headers[i].name || !r->headers[i].value) return 0;
+    return sign_bound(r);
+}
+
+int lb_sigv4_sign_into(const lb_sigv4_request *r, lb_sigv4_result *res, void *buf, size_t cap,
+                       char *err) {
+    memset(res, 0, sizeof *res);
+    if (!buf || cap < lb_sigv4_sign_bound(r) || cap == 0) return sign(r, res, NULL, 0, err);
+    return sign(r, res, buf, cap, err);
+}
+
+
+
 void lb_sigv4_result_free(lb_sigv4_result *res) {
-    size_t i;
     if (!res) return;
-    lb_free(res->canonical_request);
-    lb_free(res->string_to_sign);
-    lb_free(res->signature);
-    lb_free(res->authorization);
-    lb_free(res->signed_headers);
-    lb_free(res->credential_scope);
-    lb_free(res->payload_hash);
-    lb_free(res->amz_date);
-    lb_free(res->url);
-    for (i = 0; res->headers && i < res->nheaders; i++) {
-        lb_free((void *)res->headers[i].name);
-        lb_free((void *)res->headers[i].value);
-    }
-    lb_free(res->headers);
+    lb_free(res->mem_);
     memset(res, 0, sizeof *res);
 }

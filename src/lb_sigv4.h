@@ -75,7 +75,8 @@ typedef struct lb_sigv4_request {
 } lb_sigv4_request;
 
 /* Everything produced by a signature.  All strings are NUL-terminated and
- * owned by the result; release with lb_sigv4_result_free. */
+ * owned by the result (they share one allocation: never free a field on its
+ * own); release with lb_sigv4_result_free. */
 typedef struct lb_sigv4_result {
     char *canonical_request;
     char *string_to_sign;
@@ -91,6 +92,7 @@ typedef struct lb_sigv4_result {
                                         X-Amz-Security-Token, X-Amz-Content-Sha256,
                                         Authorization as applicable */
     size_t nheaders;
+    void *mem_;                      /* the one block every field above lives in */
 } lb_sigv4_result;
 
 /* Fill *req with defaults: everything NULL/0 except body_length = -1,
@@ -104,6 +106,18 @@ void lb_sigv4_request_init(lb_sigv4_request *req);
  * header or expires), LB_EIO (body_file unreadable or shorter than the
  * range), LB_ENOMEM. */
 int lb_sigv4_sign(const lb_sigv4_request *req, lb_sigv4_result *res, char *err);
+
+/* The size of block lb_sigv4_sign_into needs for *req (an upper bound);
+ * 0 when a required string is missing. */
+size_t lb_sigv4_sign_bound(const lb_sigv4_request *req);
+
+/* lb_sigv4_sign writing every result string into the caller's buf[0..cap)
+ * (cap >= lb_sigv4_sign_bound(req)) instead of a block of its own, so it
+ * allocates nothing: the result lives as long as buf and needs no free
+ * (lb_sigv4_result_free is still fine).  A missing or smaller buf falls back
+ * to lb_sigv4_sign. */
+int lb_sigv4_sign_into(const lb_sigv4_request *req, lb_sigv4_result *res, void *buf, size_t cap,
+                       char *err);
 
 /* Free what lb_sigv4_sign put in *res and zero it.  NULL and a zeroed
  * result are fine; calling it twice is fine. */

@@ -2,7 +2,7 @@
  * SigV4 signer (see lb_sigv4.h): payload hashes (memory, incremental, file
  * ranges) and the derived keys, one HMAC chain per (secret, date, region,
  * service), kept in a small LRU cache shared by every thread. */
-#include "lb_sigv4.h"
+#include "lb_sigv4_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,7 +13,6 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "lb_alloc.h"
 #include "lb_err.h"
@@ -71,10 +70,9 @@ void lb_sigv4_hash_free(lb_sigv4_hash *h) {
 }
 
 int lb_sigv4_sha256_hex(const void *p, size_t n, char hex[65]) {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    if (!EVP_Digest(n ? p : "", n, md, &len, EVP_sha256(), NULL)) return LB_ENOMEM;
-    lb_sigv4_hex(md, len, hex);
+    unsigned char md[32];
+    lb_sv_sha256(n ? p : (const void *)"", n, md);
+    lb_sigv4_hex(md, 32, hex);
     return LB_OK;
 }
 
@@ -128,6 +126,7 @@ done:
 typedef struct cache_entry {
     unsigned char id[32];   /* SHA-256 of (secret, date, region, service) */
     unsigned char key[32];  /* the derived signing key */
+    lb_sigv4_hmac st;       /* its precomputed HMAC state */
     unsigned long used;     /* LRU stamp; 0 = empty slot */
 } cache_entry;
 
@@ -135,59 +134,105 @@ static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
 static cache_entry cache[LB_SIGV4_CACHE_SIZE];
 static unsigned long cache_tick, cache_hits, cache_misses;
 
-static int hmac(const void *k, size_t kn, const char *m, unsigned char out[32]) {
-    unsigned int len = 0;
-    return HMAC(EVP_sha256(), k, (int)kn, (const unsigned char *)m, strlen(m), out, &len) &&
-           len == 32;
+/* HMAC-SHA256 state for key k[0..kn) (RFC 2104: a key longer than the
+ * 64-byte block is hashed first). */
+static void hmac_init(lb_sigv4_hmac *st, const void *k, size_t kn) {
+    unsigned char blk[64], kh[32];
+    size_t i;
+    if (kn > 64) {
+        lb_sv_sha256(k, kn, kh);
+        k = kh;
+        kn = 32;
+    }
+    memset(blk, 0, sizeof blk);
+    memcpy(blk, k, kn);
+    for (i = 0; i < 64; i++) blk[i] ^= 0x36;
+    SHA256_Init(&st->inner);
+    SHA256_Update(&st->inner, blk, 64);
+    for (i = 0; i < 64; i++) blk[i] ^= 0x36 ^ 0x5c;
+    SHA256_Init(&st->outer);
+    SHA256_Update(&st->outer, blk, 64);
+    OPENSSL_cleanse(blk, sizeof blk);
+    OPENSSL_cleanse(kh, sizeof kh);
+}
+
+void lb_sigv4_hmac_run(const lb_sigv4_hmac *st, const void *m, size_t n, unsigned char out[32]) {
+    SHA256_CTX c = st->inner;
+    unsigned char ih[32];
+    SHA256_Update(&c, m, n);
+    SHA256_Final(ih, &c);
+    c = st->outer;
+    SHA256_Update(&c, ih, 32);
+    SHA256_Final(out, &c);
+    OPENSSL_cleanse(&c, sizeof c);
+}
+
+static void hmac(const void *k, size_t kn, const char *m, unsigned char out[32]) {
+    lb_sigv4_hmac st;
+    hmac_init(&st, k, kn);
+    lb_sigv4_hmac_run(&st, m, strlen(m), out);
+    OPENSSL_cleanse(&st, sizeof st);
 }
 
 /* Hash of the cache tuple: each part length-prefixed so that no two
  * different tuples give the same byte string. */
-static int cache_id(const char *secret, const char *date8, const char *region,
-                    const char *service, unsigned char id[32]) {
+static void cache_id(const char *secret, const char *date8, const char *region,
+                     const char *service, unsigned char id[32]) {
     const char *parts[4] = {secret, date8, region, service};
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    unsigned int len = 0;
-    int i, ok;
-    if (!ctx) return 0;
-    ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-    for (i = 0; ok && i < 4; i++) {
+    SHA256_CTX c;
+    int i;
+    SHA256_Init(&c);
+    for (i = 0; i < 4; i++) {
         uint64_t n = strlen(parts[i]);
-        ok = EVP_DigestUpdate(ctx, &n, sizeof n) && EVP_DigestUpdate(ctx, parts[i], n);
+        SHA256_Update(&c, &n, sizeof n);
+        SHA256_Update(&c, parts[i], n);
     }
-    ok = ok && EVP_DigestFinal_ex(ctx, id, &len);
-    EVP_MD_CTX_free(ctx);
-    return ok;
+    SHA256_Final(id, &c);
+    OPENSSL_cleanse(&c, sizeof c);
 }
 
-static int derive_key(const char *secret, const char *date8, const char *region,
-                      const char *service, unsigned char key[32]) {
-    unsigned char a[32], b[32], small[256];
-    size_t sn = strlen(secret), kn = sn + 4;
-    unsigned char *k = kn <= sizeof small ? small : lb_malloc(kn);
-    int ok;
-    if (!k) return LB_ENOMEM;
-    memcpy(k, "AWS4", 4);
-    memcpy(k + 4, secret, sn);
-    ok = hmac(k, kn, date8, a) && hmac(a, 32, region, b) && hmac(b, 32, service, a) &&
-         hmac(a, 32, "aws4_request", key);
-    OPENSSL_cleanse(k, kn);
+/* kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" secret, date), region), service),
+ * "aws4_request"); the first key is hashed in pieces when it is long, so
+ * no secret length allocates. */
+static void derive_key(const char *secret, const char *date8, const char *region,
+                       const char *service, unsigned char key[32]) {
+    unsigned char a[32], b[32], k0[68];
+    size_t sn = strlen(secret);
+    if (sn + 4 <= sizeof k0) {
+        memcpy(k0, "AWS4", 4);
+        memcpy(k0 + 4, secret, sn);
+        hmac(k0, sn + 4, date8, a);
+    } else {
+        SHA256_CTX c;
+        SHA256_Init(&c);
+        SHA256_Update(&c, "AWS4", 4);
+        SHA256_Update(&c, secret, sn);
+        SHA256_Final(k0, &c);
+        OPENSSL_cleanse(&c, sizeof c);
+        hmac(k0, 32, date8, a);
+    }
+    hmac(a, 32, region, b);
+    hmac(b, 32, service, a);
+    hmac(a, 32, "aws4_request", key);
+    OPENSSL_cleanse(k0, sizeof k0);
     OPENSSL_cleanse(a, sizeof a);
     OPENSSL_cleanse(b, sizeof b);
-    if (k != small) lb_free(k);
-    return ok ? LB_OK : LB_ENOMEM;
 }
 
-int lb_sigv4_signing_key(const char *secret, const char *date8, const char *region,
-                         const char *service, unsigned char key[32]) {
-    unsigned char id[32];
-    int i, slot = 0, rc;
+/* The cache entry for the tuple, filled on a miss; copies out what the
+ * caller wants (key and/or state). */
+static int lookup(const char *secret, const char *date8, const char *region,
+                  const char *service, unsigned char key[32], lb_sigv4_hmac *st) {
+    unsigned char id[32], k[32];
+    lb_sigv4_hmac s;
+    int i, slot = 0;
     if (!secret || !date8 || !region || !service) return LB_EINVAL;
-    if (!cache_id(secret, date8, region, service, id)) return LB_ENOMEM;
+    cache_id(secret, date8, region, service, id);
     pthread_mutex_lock(&cache_mu);
     for (i = 0; i < LB_SIGV4_CACHE_SIZE; i++) {
         if (cache[i].used && memcmp(cache[i].id, id, 32) == 0) {
-            memcpy(key, cache[i].key, 32);
+            if (key) memcpy(key, cache[i].key, 32);
+            if (st) *st = cache[i].st;
             cache[i].used = ++cache_tick;
             cache_hits++;
             pthread_mutex_unlock(&cache_mu);
@@ -196,17 +241,33 @@ int lb_sigv4_signing_key(const char *secret, const char *date8, const char *regi
     }
     cache_misses++;
     pthread_mutex_unlock(&cache_mu);
-    if ((rc = derive_key(secret, date8, region, service, key)) != LB_OK) return rc;
+    derive_key(secret, date8, region, service, k);
+    hmac_init(&s, k, 32);
     pthread_mutex_lock(&cache_mu);
     for (i = 0; i < LB_SIGV4_CACHE_SIZE; i++) {  /* empty slot, else least recently used */
         if (cache[i].used == 0 || memcmp(cache[i].id, id, 32) == 0) { slot = i; break; }
         if (cache[i].used < cache[slot].used) slot = i;
     }
     memcpy(cache[slot].id, id, 32);
-    memcpy(cache[slot].key, key, 32);
+    memcpy(cache[slot].key, k, 32);
+    cache[slot].st = s;
     cache[slot].used = ++cache_tick;
     pthread_mutex_unlock(&cache_mu);
+    if (key) memcpy(key, k, 32);
+    if (st) *st = s;
+    OPENSSL_cleanse(k, sizeof k);
+    OPENSSL_cleanse(&s, sizeof s);
     return LB_OK;
+}
+
+int lb_sigv4_signing_key(const char *secret, const char *date8, const char *region,
+                         const char *service, unsigned char key[32]) {
+    return lookup(secret, date8, region, service, key, NULL);
+}
+
+int lb_sigv4_hmac_state(const char *secret, const char *date8, const char *region,
+                        const char *service, lb_sigv4_hmac *st) {
+    return lookup(secret, date8, region, service, NULL, st);
 }
 
 void lb_sigv4_cache_stats(unsigned long *hits, unsigned long *misses) {

@@ -247,7 +247,7 @@ local function sign_ours(req, i)
         method = req.method, url = req.url, headers = req.headers, region = req.region,
         service = req.service, access_key = req.access_key, secret_key = req.secret_key,
         session_token = req.session_token, mode = req.mode, expires = req.expires,
-        body = req.body or req.body_bin,
+        body = req.body or req.body_bin, debug = true,
     }
     if i % 2 == 0 then r.date = req.date else r.time = req.epoch end
     if req.unsigned then

@@ -24,8 +24,8 @@ end
 
 
 describe("luabatch.core.sigv4_sign #unit", function()
-  it("signs get-vanilla and returns every stage", function()
-    local res = assert(core.sigv4_sign(base()))
+  it("signs get-vanilla and returns every stage (debug = true)", function()
+    local res = assert(core.sigv4_sign(base({ debug = true })))
     assert.are.equal("5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31", res.signature)
     assert.are.equal("GET\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\n"
       .. "host;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
@@ -38,6 +38,16 @@ describe("luabatch.core.sigv4_sign #unit", function()
     assert.are.equal("example.amazonaws.com", header(res, "Host"))
   end)
 
+  it("leaves the canonical request and string to sign out unless debug is set", function()
+    local res = assert(core.sigv4_sign(base()))
+    assert.is_nil(res.canonical_request)
+    assert.is_nil(res.string_to_sign)
+    assert.are.equal("5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31", res.signature)
+    local dbg = assert(core.sigv4_sign(base({ debug = true })))
+    assert.are.equal(res.signature, dbg.signature)
+    assert.truthy(dbg.string_to_sign:find("^AWS4%-HMAC%-SHA256\n20150830T123600Z\n"))
+  end)
+
   it("accepts time as epoch seconds and headers as a map or a list", function()
     local req = base({ headers = { ["My-Header1"] = "value1" } })
     req.date, req.time = nil, 1440938160
@@ -48,10 +58,11 @@ describe("luabatch.core.sigv4_sign #unit", function()
   end)
 
   it("uses S3 rules for service s3: verbatim path and X-Amz-Content-Sha256", function()
-    local res = assert(core.sigv4_sign(base({ service = "s3", url = "https://b.s3.amazonaws.com/a%20b//c" })))
+    local res = assert(core.sigv4_sign(base({ service = "s3", url = "https://b.s3.amazonaws.com/a%20b//c",
+                                             debug = true })))
     assert.truthy(res.canonical_request:find("^GET\n/a%%20b//c\n"))
     assert.are.equal(res.payload_hash, header(res, "X-Amz-Content-Sha256"))
-    local generic = assert(core.sigv4_sign(base({ url = "https://h/a%20b//c" })))
+    local generic = assert(core.sigv4_sign(base({ url = "https://h/a%20b//c", debug = true })))
     assert.truthy(generic.canonical_request:find("^GET\n/a%%2520b/c\n"))
     assert.is_nil(header(generic, "X-Amz-Content-Sha256"))
   end)

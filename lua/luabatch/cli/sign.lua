@@ -218,6 +218,7 @@ function _M.run(argv, env)
     mode = o.presign and "query" or "header", expires = o.presign,
     body = o.body, body_file = o.body_file,
     payload_hash = o.unsigned and "UNSIGNED-PAYLOAD" or nil,
+    debug = true,  -- the canonical request and string to sign are printed
   }
   local ok, res, serr = pcall(core.sigv4_sign, req)
   if not ok then   -- a bad header or URL: the user's input
