@@ -238,3 +238,43 @@ describe("luabatch.workflow.template #unit", function()
     end)
   end)
 end)
+
+describe("template expanded size", function()
+  local function with_max(n, fn)
+    local saved = template.MAX_BYTES
+    template.MAX_BYTES = n
+    local ok, err = pcall(fn)
+    template.MAX_BYTES = saved
+    assert(ok, err)
+  end
+
+  it("a string rendering past MAX_BYTES (64 MiB) is an error naming the template", function()
+    assert.equal(64 * 1024 * 1024, template.MAX_BYTES)
+    local c = { params = { s = ("x"):rep(10) } }
+    with_max(25, function()
+      assert.equal(("x"):rep(20) .. " ab", template.render("${{ params.s }}${{ params.s }} ab", c))
+      local v, msg, code = template.render("${{ params.s }}${{ params.s }}${{ params.s }}", c)
+      assert.is_nil(v)
+      assert.equal("template '${{ params.s }}${{ params.s }}${{ params.s }}' renders to more than 25 bytes", msg)
+      assert.equal("UtilError", code)
+      v, msg = template.render("${{ params.s }}${{ params.s }} and some literal text", c)   -- literal growth
+      assert.is_nil(v)
+      assert.matches("renders to more than 25 bytes", msg, 1, true)
+    end)
+    local filter = require "luabatch.workflow.template_filter"
+    assert.equal(1024 * 1024, filter.MAX_LIST_CHARS)
+    filter.MAX_LIST_CHARS = 9                        -- `| list`: an item per character
+    local v, msg = template.render("${{ params.s | list }}", c)
+    filter.MAX_LIST_CHARS = 1024 * 1024
+    assert.is_nil(v)
+    assert.equal("The post-filter: 'list' of a string of 10 bytes: more than the limit of 9", msg)
+    v, msg = template.render("${{ params.s | abs }}", { params = { s = ("z"):rep(1000) } })
+    assert.is_nil(v)                                 -- the value shown in the error is cut
+    assert.equal("The post-filter: 'abs' does not fit with '" .. ("z"):rep(199) .. "... (type: str).", msg)
+    with_max(5, function()                           -- one template, a native string over the limit
+      local v, msg = template.render({ list = { "${{ params.s }}" } }, c)
+      assert.is_nil(v)
+      assert.equal("template '${{ params.s }}' renders to more than 5 bytes", msg)
+    end)
+  end)
+end)

@@ -15,6 +15,8 @@
 --   opts.getenv = fn(name) (default os.getenv); opts.order = fn(map) -> list
 --   of keys in source order (used when a map is printed; default: keys
 --   sorted).
+--   A string rendering to more than MAX_BYTES (64 MiB) is the error
+--   "template '<text>' renders to more than N bytes" (checked as it grows).
 -- template.env(str [, getenv]) -> str | nil, msg, "UtilError"
 --   `${NAME}`, `${ NAME }`, `${NAME:default}` (the default is the literal text
 --   after the first ':'), `$$` -> `$`; `$1` and `$NAME` are left alone.  An
@@ -49,7 +51,7 @@ local py = require "luabatch.workflow.template_py"
 local date = require "luabatch.workflow.template_date"
 local filter = require "luabatch.workflow.template_filter"
 
-local _M = { _VERSION = "0.1.0" }
+local _M = { _VERSION = "0.1.0", MAX_BYTES = 64 * 1024 * 1024 }
 
 local NULL = cjson.null
 -- the list markers are luabatch.json's
@@ -245,6 +247,13 @@ end
 -- literal parts around the templates), never on a template's value: a
 -- param, an output or a record holding "${AWS_SECRET_ACCESS_KEY}" stays
 -- that text (the reference substitutes the rendered result, once or twice).
+local TOO_BIG = {}   -- the error of add() past MAX_BYTES
+
+local function too_big(s)
+  local shown = #s > 80 and (str_sub(s, 1, 77) .. "...") or s
+  return nil, str_format("template '%s' renders to more than %d bytes", shown, _M.MAX_BYTES), ERR
+end
+
 local function render_string(s, ctx, opts)
   local getenv, order = opts.getenv, opts.order
   s = strip(s)
@@ -257,20 +266,23 @@ local function render_string(s, ctx, opts)
       if spec then
         local ok, v = eval_spec(spec, ctx, order)
         if not ok then return nil, v, ERR end
+        if type(v) == "string" and #v > _M.MAX_BYTES then return too_big(s) end
         return v
       end
     end
   end
-  local out, pos = {}, 1
+  local out, pos, size = {}, 1, 0
+  local function add(text)
+    size = size + #text
+    if size > _M.MAX_BYTES then return nil, TOO_BIG end
+    out[#out + 1] = text
+    return true
+  end
   local function literal(text)
-    if opts.expand_env == false then
-      out[#out + 1] = text
-      return true
-    end
+    if opts.expand_env == false then return add(text) end
     local e, err = env_sub(text, getenv)
     if not e then return nil, err end
-    out[#out + 1] = e
-    return true
+    return add(e)
   end
   local ok, err = each_template(s, function(x, y, inner)
     local spec, perr = parse_inner(inner)
@@ -280,12 +292,14 @@ local function render_string(s, ctx, opts)
       if not good then return nil, v end
       local lok, lerr = literal(str_sub(s, pos, x - 1))
       if not lok then return nil, lerr end
-      out[#out + 1] = pystr(v, order)
+      local aok, aerr = add(pystr(v, order))
+      if not aok then return nil, aerr end
       pos = y + 1
     end
     return true
   end)
   if ok then ok, err = literal(str_sub(s, pos)) end
+  if err == TOO_BIG then return too_big(s) end
   if not ok then return nil, err, ERR end
   local result = tbl_concat(out)
   if result == "None" or (opts.env and result == "null") then return NULL end

@@ -20,7 +20,9 @@ local json = require "luabatch.json"
 local py = require "luabatch.workflow.template_py"
 local date = require "luabatch.workflow.template_date"
 
-local _M = { _VERSION = "0.1.0" }
+-- MAX_LIST_CHARS: bytes of a string `| list` splits (an item per character
+-- costs ~40 times the text).  A value shown in an error is cut to SHOW bytes.
+local _M = { _VERSION = "0.1.0", MAX_LIST_CHARS = 1024 * 1024, SHOW = 200 }
 
 local NULL = cjson.null
 local ARRAY_MT = json.list_mt
@@ -143,6 +145,10 @@ FILTERS.int = function(v)
 end
 FILTERS.list = function(v, _, _, order)
   if type(v) == "string" then
+    if #v > _M.MAX_LIST_CHARS then
+      return nil, str_format("The post-filter: 'list' of a string of %d bytes: more than the limit of %d",
+        #v, _M.MAX_LIST_CHARS)
+    end
     local out = {}
     for ch in v:gmatch("[%z\1-\127\194-\244][\128-\191]*") do out[#out + 1] = ch end
     return list_of(out)
@@ -232,8 +238,9 @@ function _M.apply(v, filters, order)
     local r, err = FILTERS[f.name](v, f.args, f.kwargs, order)
     if r == nil then return nil, err end
     if r == BAD then
-      return nil, str_format("The post-filter: '%s' does not fit with %s (type: %s).", f.name, pyrepr(v, order),
-        pytype(v))
+      local shown = pyrepr(v, order)
+      if #shown > _M.SHOW then shown = str_sub(shown, 1, _M.SHOW) .. "..." end
+      return nil, str_format("The post-filter: '%s' does not fit with %s (type: %s).", f.name, shown, pytype(v))
     end
     v = r
   end
