@@ -155,7 +155,8 @@ FUZZ_S      ?= 60
 FUZZ_C       = yaml xml sigv4 s3part
 FUZZ_LUA     = template expr json workflow
 FUZZ_SAN     = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
-FUZZ_CFLAGS  = -std=gnu11 $(WARN) $(FUZZ_SAN) -Isrc -I/usr/include/lua5.4
+FUZZ_LUA_INC ?= /usr/include/lua5.4
+FUZZ_CFLAGS  = -std=gnu11 $(WARN) $(FUZZ_SAN) -Isrc -I$(FUZZ_LUA_INC)
 FUZZ_OBJ    := $(CORE_SRC:src/%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_BIND   := $(BIND_SRC:src/%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_BINS    = $(FUZZ_C:%=$(FUZZ_BUILD)/fuzz_%) $(FUZZ_LUA:%=$(FUZZ_BUILD)/fuzz_%)

@@ -33,7 +33,8 @@ if ! $DOCKER version >/dev/null 2>&1; then
 fi
 WORK=$(mktemp -d)
 cleanup() {
-  rm -rf "$WORK"
+  # (the inner daemon leaves files only root may remove)
+  rm -rf "$WORK" 2>/dev/null || $SUDO rm -rf "$WORK"
   [ -z "$STARTED" ] || tools/dockerd.sh stop "$S"
 }
 trap cleanup EXIT
@@ -64,7 +65,7 @@ cat >"$WORK/fresh.sh" <<'EOF'
 set -e
 rm -f /etc/apt/sources.list                 # debootstrap's; this machine's instead
 cp -r /in/apt/. /etc/apt/
-cp -a /in/src /luabatch && cd /luabatch
+cp -a /in/src/. /luabatch/ && cd /luabatch
 apt-get update -qq >/dev/null
 command -v make >/dev/null || apt-get install -y -qq --no-install-recommends make >/dev/null
 echo "== make run"
@@ -76,9 +77,12 @@ exit $rc
 EOF
 echo "test-fresh: make run && make test in a fresh bookworm container (log: build/test-fresh.log)" >&2
 set +e
-mkdir -m 777 "$WORK/out"
-$DOCKER run --rm --network host --shm-size 1g -v "$WORK:/in:ro" -v "$WORK/out:/out" $IMAGE \
-  bash /in/fresh.sh >"$LOG" 2>&1
+# Privileged, with build/ on this machine's disk: the suite's container
+# steps run their own dockerd inside (namespaces, mounts, cgroups; overlay2
+# cannot stack on the container's own overlay root).
+mkdir -m 777 "$WORK/out" "$WORK/build"
+$DOCKER run --rm --privileged --network host --shm-size 1g -v "$WORK:/in:ro" -v "$WORK/out:/out" \
+  -v "$WORK/build:/luabatch/build" $IMAGE bash /in/fresh.sh >"$LOG" 2>&1
 rc=$?
 rm -rf "$ROOT/build/test-fresh-logs" && cp -r "$WORK/out" "$ROOT/build/test-fresh-logs"
 set -e
