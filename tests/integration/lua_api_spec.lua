@@ -67,6 +67,12 @@ describe("the Lua API #integration", function()
     none, msg, code = workflow.load(tmp .. "/missing.yml")
     assert.is_nil(none)
     assert.equal("ELOAD", code)
+    -- the runner every job will run on sets the bounds: max-parallel 50 is Batch's, not local's
+    local wide = "jobs:\n  a:\n    strategy: {max-parallel: 50, matrix: {n: [1, 2]}}\n    stages: [{name: s, echo: x}]\n"
+    none, msg = workflow.load(wide, { name = "wide.yml" })
+    assert.is_nil(none)
+    assert.truthy(msg:find("max-parallel", 1, true), msg)
+    assert.is_table(workflow.load(wide, { name = "wide.yml", runs_on = "aws_batch" }))
   end)
 
   it("runs: the context `run --json` prints, progress events, a journal; bad params before anything runs", function()

@@ -69,16 +69,17 @@ end
 
 --- load(source [, opts]) -> wf | nil, message, "ELOAD".  source: a file
 -- path (or, with opts.conf, a workflow name searched there), or YAML text
--- (a string with a newline; opts.name names it in messages).
+-- (a string with a newline; opts.name names it in messages).  opts.runs_on:
+-- the runner every job will run on (its bounds, e.g. max-parallel, apply).
 function _M.load(source, opts)
   opts = opts or {}
   if type(source) ~= "string" then return nil, "workflow.load: a path or YAML text expected", "ELOAD" end
   local load = require "luabatch.workflow.load"
   local model, err
   if source:find("\n", 1, true) then
-    model, err = load.string(source, opts.name or "(string)", { getenv = opts.getenv })
+    model, err = load.string(source, opts.name or "(string)", { getenv = opts.getenv, runs_on = opts.runs_on })
   else
-    model, err = load.resolve(source, { conf = opts.conf, getenv = opts.getenv })
+    model, err = load.resolve(source, { conf = opts.conf, getenv = opts.getenv, runs_on = opts.runs_on })
   end
   if not model then return nil, tostring(err), "ELOAD" end
   return wrap(model, opts)
@@ -334,7 +335,7 @@ function _M.resume(which, o)
   o.params, o.with = params, with
   o.conf, o.job, o.runs_on = o.conf or rec.conf, o.job or rec.job, o.runs_on or rec.runs_on
   o.policy_file = o.policy_file or rec.policy_file
-  local wf, lerr, lcode = _M.load(prev and o.file or rec.file, { conf = o.conf, getenv = getenv })
+  local wf, lerr, lcode = _M.load(prev and o.file or rec.file, { conf = o.conf, getenv = getenv, runs_on = o.runs_on })
   if not wf then return nil, lerr, lcode end
   if o.on_load then o.on_load(wf.model) end
   return run(wf.model, o, jr, prev)

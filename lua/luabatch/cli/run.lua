@@ -231,7 +231,7 @@ function _M.run(args, env)
     ro.on_load = loaded
     ctx, info = api.resume(o.resume, ro)
   else
-    local wf, lerr = api.load(o.target, { conf = o.conf, getenv = getenv })
+    local wf, lerr = api.load(o.target, { conf = o.conf, getenv = getenv, runs_on = o.runs_on })
     if not wf then
       err_w("luabatch run: " .. tostring(lerr) .. "\n")
       return 2

@@ -31,6 +31,7 @@ local type = type
 local pairs = pairs
 local ipairs = ipairs
 local pcall = pcall
+local tonumber = tonumber
 local tostring = tostring
 local require = require
 local setmetatable = setmetatable
@@ -112,6 +113,7 @@ function _M.get(env)
     policy = policy_mod.merge(user),
     journal = journal,
     follow = ro.follow and true or false,
+    progress = env.progress,   -- the run's view: Batch states and wait hints
     resume = ro.resume and true or false,
     state = state,
     opts = ro,
@@ -220,6 +222,8 @@ function _M:_changed(c, s)
   end
   self:append({ ev = "state", key = w.key, batch_job_id = s.id, status = s.status, reason = s.reason,
                 exit_code = exit, log_stream = s.log_stream })
+  w.runnable_since = s.status == "RUNNABLE" and (w.runnable_since or self:now()) or nil
+  self:_tell(w, { state = s.status, reason = s.reason })
   if w.on_change then w.on_change(w, s) end
 end
 
@@ -263,6 +267,32 @@ function _M:nap(d)
     -- so a caller that cleared the interrupt does not spin
   end
   return core.sleep(d)
+end
+
+-- The run's view hears a watched job's Batch state: progress "strategy"
+-- { job, strategy, attempt, state, reason?, hint? } (w.key is job/sid/attempt).
+function _M:_tell(w, info)
+  if not self.progress or type(w.key) ~= "string" then return end
+  local job_id, sid, attempt = w.key:match("^(.*)/([^/]*)/(%d+)$")
+  if not job_id then return end
+  info.job, info.strategy, info.attempt = job_id, sid, tonumber(attempt)
+  pcall(self.progress, "strategy", info)
+end
+
+-- A job RUNNABLE past policy.runnable_hint seconds: say why it may wait
+-- (the queue's and its compute environments' state), again each such span.
+function _M:_waiting(c)
+  local after = tonumber(self.policy.runnable_hint)
+  if not self.progress or not after or after <= 0 then return end
+  local now = self:now()
+  for _, w in pairs(c.watched) do
+    local since = w.status == "RUNNABLE" and w.runnable_since
+    if since and now - since >= after and now >= (w.hint_next or 0) then
+      w.hint_next = now + after
+      local ok, text = pcall(require("luabatch.runner.aws_batch.waiting").hint, c.batch, w.job, now - since)
+      self:_tell(w, { state = "RUNNABLE", hint = ok and text or ("RUNNABLE for a while (" .. tostring(text) .. ")") })
+    end
+  end
 end
 
 -- Read the result objects (w.result = { bucket, key }) of the jobs a poll
@@ -331,12 +361,16 @@ function _M:_follow(c, env)
       end
       if w.tail and (w.final or now >= (w.next_tail or 0)) then
         w.next_tail = now + every
-        local evs = w.tail:poll()
-        if evs then
-          for _, ev in ipairs(evs) do
+        -- a job that ended is read to its end (a poll stops at the logs
+        -- module's caps; until a poll brings nothing, 100 at most); a running
+        -- one once per interval
+        for _ = 1, w.final and 100 or 1 do
+          local evs = w.tail:poll()
+          for _, ev in ipairs(evs or {}) do
             local line = "[" .. tostring(w.label or w.key) .. "] " .. tostring(ev.message)
             if env and env.log then env.log(line) else log.info("%s", line) end
           end
+          if not evs or #evs == 0 then break end
         end
         if w.final then w.drained = true end
       end
@@ -358,6 +392,7 @@ function _M:wait(c, ws, stop, env)
       self:_follow(c, env)
       return true
     end
+    self:_waiting(c)
     local why = stop and stop()
     if why then return nil, why end
     local calls, msg, code = c.poller:step()
