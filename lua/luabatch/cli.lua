@@ -22,7 +22,7 @@ local io_stderr = io.stderr
 -- Subcommands: name -> module (loaded on use) and a one-line summary.
 local COMMANDS = {
   { "sign", "luabatch.cli.sign", "sign a request with SigV4 and show every step" },
-  { "s3", "luabatch.cli.s3", "copy, list, delete objects; make buckets; presign URLs" },
+  { "s3", "luabatch.cli.s3", "copy, list, delete objects; make buckets; presign URLs; abort uploads" },
   { "run", "luabatch.cli.run", "run a workflow (YAML) here or on AWS Batch" },
   { "runs", "luabatch.cli.runs", "list the journaled runs, newest first" },
   { "status", "luabatch.cli.status", "show the jobs of a run and their states" },
