@@ -29,7 +29,7 @@ describe("fault matrix: streams, write failures, skew, killed clients #integrati
   local function open_uploads(prefix) return rgw:open_uploads(prefix) end
 
   local function client(extra)
-    local o = { endpoint = proxy.endpoint, region = "us-east-1", addressing = "path", read_timeout = 2,
+    local o = { endpoint = proxy.endpoint, region = "us-east-1", addressing = "path", read_timeout = 5,
       credentials = require("luabatch.credentials").new({ access_key = key, secret_key = secret, env = {} }) }
     for k, v in pairs(extra or {}) do o[k] = v end
     return require("luabatch.s3").new(o)
