@@ -645,6 +645,38 @@ describe("luabatch.cli.s3 #unit", function()
     assert.is_truthy(out:find("usage: luabatch s3", 1, true))
   end)
 
+  it("abort-uploads: every page of ListMultipartUploads under the prefix, each upload aborted, a line each", function()
+    local page1 = "<ListMultipartUploadsResult><IsTruncated>true</IsTruncated><NextKeyMarker>p/a</NextKeyMarker>"
+      .. "<NextUploadIdMarker>u1</NextUploadIdMarker><Upload><Key>p/a</Key><UploadId>u1</UploadId>"
+      .. "<Initiated>2026-01-01T00:00:00.000Z</Initiated></Upload></ListMultipartUploadsResult>"
+    local page2 = "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated><Upload><Key>p/b c</Key>"
+      .. "<UploadId>u2</UploadId><Initiated>2026-01-01T00:00:01.000Z</Initiated></Upload></ListMultipartUploadsResult>"
+    local t = fake_transport({ { status = 200, body = page1 }, { status = 200, body = page2 },
+      { status = 204, body = "" },
+      { status = 404, body = "<Error><Code>NoSuchUpload</Code></Error>" } })   -- already gone: fine
+    local code, out, err = run({ "abort-uploads", "s3://bkt/p/" }, t, { endpoint = "http://127.0.0.1:7480" })
+    assert.are.equal(0, code, err)
+    assert.are.equal("aborted s3://bkt/p/a (upload u1, initiated 2026-01-01T00:00:00.000Z)\n"
+      .. "aborted s3://bkt/p/b c (upload u2, initiated 2026-01-01T00:00:01.000Z)\n", out)
+    local q1, q2 = query_of(t.calls[1].url), query_of(t.calls[2].url)
+    assert.are.equal("p/", q1.prefix)
+    assert.is_nil(q1["key-marker"])
+    assert.are.equal("p/a", q2["key-marker"])
+    assert.are.equal("u1", q2["upload-id-marker"])
+    assert.are.equal("DELETE", t.calls[3].method)
+    assert.are.equal("u1", query_of(t.calls[3].url).uploadId)
+    assert.is_truthy(t.calls[4].url:find("/bkt/p/b%20c?", 1, true), t.calls[4].url)
+    -- --dry-run lists only; --older-than spares the young; a bad age is bad usage
+    t = fake_transport({ { status = 200, body = page2 } })
+    code, out = run({ "abort-uploads", "s3://bkt/p/", "--dry-run", "--older-than", "1d" }, t)
+    assert.are.equal(0, code)
+    assert.is_truthy(out:find("^would abort s3://bkt/p/b c"), out)
+    assert.are.equal(1, #t.calls)
+    code, _, err = run({ "abort-uploads", "s3://bkt/p/", "--older-than", "soon" })
+    assert.are.equal(2, code)
+    assert.is_truthy(err:find("--older-than wants Nd, Nh or Nm", 1, true) and err:find("'soon'", 1, true), err)
+  end)
+
   it("exits 2 on a bucket name S3 would not accept, naming it and the rule, and sends nothing", function()
     local f = os.tmpname()
     local h = assert(io.open(f, "w"))
