@@ -49,7 +49,9 @@ EXPAT_LIBS ?= -lexpat
 EDIT_LIBS  ?= -ledit
 LUA_LIBS   ?= -llua5.4
 CJSON_LIB  ?= /usr/lib/x86_64-linux-gnu/liblua5.4-cjson.a
-CORE_LIBS   = $(CURL_LIBS) $(SSL_LIBS) $(YAML_LIBS) $(EXPAT_LIBS) -lpthread -lm
+# libcurl is not linked: the core loads it with dlopen on first HTTP use
+# (src/lb_curl.h); CURL_LIBS links the C tests, which call curl_global_init.
+CORE_LIBS   = $(SSL_LIBS) $(YAML_LIBS) $(EXPAT_LIBS) -lpthread -lm -ldl
 
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
@@ -110,7 +112,7 @@ luabatch: $(EXE)
 
 # C unit tests link the core alone: it never needs Lua.
 $(BUILD)/tests/%: tests/c/%.c tests/c/lb_test.h $(CORE_OBJ) | $(BUILD)/tests
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(CORE_OBJ) $(CORE_LIBS)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(CORE_OBJ) $(CORE_LIBS) $(CURL_LIBS)
 
 ctests: $(CTEST_BIN)
 

@@ -2,17 +2,9 @@
  * The only exported symbol of the shared object. */
 #include "bind.h"
 
-#include <curl/curl.h>
-
 __attribute__((visibility("default"))) int luaopen_luabatch_core(lua_State *L) {
-    /* Process-wide, once: libcurl's global state (not thread safe, so it
-     * runs here, while the loading thread is the only user). */
-    static int curl_ready;
-    if (!curl_ready) {
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-            return luaL_error(L, "luabatch.core: curl_global_init failed");
-        curl_ready = 1;
-    }
+    /* libcurl is loaded (and initialised) by the first HTTP client, not
+     * here: see lb_curl.h. */
     lua_newtable(L);
     lb_l_open_util(L);
     lb_l_open_sigv4(L);

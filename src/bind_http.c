@@ -552,7 +552,7 @@ static int new_client(lua_State *L, int copts) {
     cl->c = lb_http_client_new(&o, err);
     if (!cl->c) {
         lua_pop(L, 1);
-        return lb_l_fail(L, LB_ENOMEM, err);
+        return lb_l_fail(L, lb_http_load(NULL) != LB_OK ? LB_EHTTP : LB_ENOMEM, err);
     }
     return 1;
 }

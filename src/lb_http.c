@@ -17,10 +17,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#define CURL_DISABLE_TYPECHECK  /* the curl_* calls go through lb_curl (lb_curl.h) */
 #include <curl/curl.h>
 
 #include "lb_alloc.h"
 #include "lb_buf.h"
+#include "lb_curl.h"
 #include "lb_intr.h"
 
 #define POLL_MS 100                 /* longest wait between checks */
@@ -555,10 +557,18 @@ static int setup(xfer *x, char *err) {
 
 /* ---- the client -------------------------------------------------------- */
 
+int lb_http_load(char *err) { return lb_curl_load(err); }
+
 lb_http_client *lb_http_client_new(const lb_http_client_opts *opts, char *err) {
-    lb_http_client *c = lb_calloc(1, sizeof *c);
+    lb_http_client *c;
     int maxconn = opts && opts->max_connections > 0 ? opts->max_connections : DEFAULT_CONNECTIONS;
     int conc = opts && opts->max_concurrency > 0 ? opts->max_concurrency : DEFAULT_CONCURRENCY;
+    char lerr[LB_ERR_LEN];
+    if (lb_curl_load(lerr) != LB_OK) {  /* the first client loads libcurl */
+        lb_err_set(err, LB_EHTTP, "http client: %s", lerr);
+        return NULL;
+    }
+    c = lb_calloc(1, sizeof *c);
     if (!c) goto nomem;
     c->max_concurrency = conc;
     c->idle = lb_calloc((size_t)conc, sizeof *c->idle);

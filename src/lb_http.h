@@ -37,8 +37,9 @@
  * libcurl does by default.  `Expect: 100-continue` is never sent, nor a
  * Content-Type the caller did not give.
  *
- * Process-wide setup: curl_global_init must have run once before the first
- * client is created (bind_core.c does it; C tests call it themselves). */
+ * Process-wide setup: the first lb_http_client_new loads libcurl with
+ * dlopen and runs curl_global_init (lb_curl.h); without libcurl it fails
+ * with LB_EHTTP naming the library. */
 #ifndef LB_HTTP_H
 #define LB_HTTP_H
 
@@ -153,8 +154,13 @@ typedef struct lb_http_client_opts {
     int max_concurrency;            /* transfers in flight at once: 16 */
 } lb_http_client_opts;
 
+/* Load libcurl now (what the first client does): LB_OK, or LB_EHTTP with
+ * err naming the library (may be NULL).  Tells a failed lb_http_client_new
+ * from lack of memory. */
+int lb_http_load(char *err);
+
 /* Create a client (opts may be NULL).  Returns NULL on failure with err set
- * (LB_ENOMEM, or LB_EHTTP if libcurl refuses).  Free with
+ * (LB_ENOMEM, or LB_EHTTP if libcurl is missing or refuses).  Free with
  * lb_http_client_free. */
 lb_http_client *lb_http_client_new(const lb_http_client_opts *opts, char *err);
 
