@@ -71,6 +71,27 @@ describe("luabatch.runner.aws_batch submit/collect #unit", function()
     assert.same(sub, json.decode(json.encode(sub)))
   end)
 
+  it("submit: a journal that cannot record the submit means no SubmitJob (a resume could repeat it)", function()
+    local W = world()
+    local m = model()
+    local ro = W.ro()
+    ro.journal = { append = function() return nil, "write: No space left on device (errno 28)" end }
+    local engine = require "luabatch.workflow.engine"
+    local env = setmetatable({ job_id = "m", job_with = WITH },
+      { __index = engine.make_env(m, { getenv = NO_ENV, run_id = RUN_ID, runner_opts = ro }) })
+    local sub, err = aws_batch.submit(m, "m", { params = { go = "yes" } }, { env = env })
+    assert.is_nil(W.calls.SubmitJob)
+    if not sub then   -- nothing submitted at all: the error says why
+      assert.truthy(tostring(err):find("No space left on device (errno 28)", 1, true), tostring(err))
+      assert.truthy(tostring(err):find("was not submitted", 1, true), tostring(err))
+      return
+    end
+    local errs = sub and sub.jobs or {}
+    assert.equal(2, #errs)
+    assert.truthy(tostring(errs[1].error):find("No space left on device (errno 28)", 1, true), tostring(errs[1].error))
+    assert.truthy(tostring(errs[1].error):find("was not submitted", 1, true), tostring(errs[1].error))
+  end)
+
   it("collect: result.json of each strategy, or the reason; the record run_job gives", function()
     local W = world()
     local m = model()

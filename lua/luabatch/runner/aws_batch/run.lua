@@ -316,8 +316,14 @@ function Run:submit(key, name, sid, array_size, matrix)
   local ok, perr = self:prepare()
   if not ok then return nil, perr end
   local req = self:submit_request(name, sid, array_size)
-  s:append({ ev = "submit", key = key, job_id = self.job_id, strategy_id = sid, attempt = self.attempt_of[key],
-             job_name = name, array_size = array_size, matrix = matrix })
+  -- the record that keeps a resumed client from submitting it twice: no
+  -- record, no SubmitJob
+  local jok, jerr = s:append({ ev = "submit", key = key, job_id = self.job_id, strategy_id = sid,
+    attempt = self.attempt_of[key], job_name = name, array_size = array_size, matrix = matrix })
+  if not jok then
+    return nil, str_format("journal: %s; %s was not submitted (without its record a resumed client could "
+      .. "submit it twice)", tostring(jerr), name)
+  end
   local last
   for try = 1, SUBMIT_TRIES do
     local tok, tmsg, tcode = c.poller:take()

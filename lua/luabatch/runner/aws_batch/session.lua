@@ -138,8 +138,9 @@ function _M:append(ev)
   if not j then return true end
   local ok, res, msg = pcall(j.append, j, ev)
   if not ok or not res then
-    log.warn("journal: cannot record %s: %s", tostring(ev.ev), tostring(ok and msg or res))
-    return nil
+    msg = tostring(ok and msg or res)
+    log.warn("journal: cannot record %s: %s", tostring(ev.ev), msg)
+    return nil, msg
   end
   return true
 end
