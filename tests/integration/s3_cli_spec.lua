@@ -108,6 +108,19 @@ describe("luabatch s3 CLI against Ceph RGW #integration", function()
     assert.is_truthy(out:find("cp SRC DST", 1, true))
   end)
 
+  it("exits 2 on a directory without -r, saying so", function()
+    local dir = home .. "/a dir"
+    assert(os.execute("mkdir -p " .. q(dir)))
+    write_file(dir .. "/f.txt", "f\n")
+    for _, dst in ipairs({ "s3://" .. bucket .. "/p", "s3://" .. bucket .. "/p/" }) do
+      local out, err, rc = run({ "cp", dir, dst })
+      assert.are.same({ "", "luabatch s3 cp: " .. dir .. " is a directory (use -r)\n", 2 }, { out, err, rc })
+    end
+    local n = 0
+    for e in api():list(bucket, { prefix = "p" }) do n = n + (e and 1 or 0) end
+    assert.are.equal(0, n)                                  -- nothing was sent
+  end)
+
   it("exits 2 on a bucket name carrying a query and sends nothing (the bucket keeps no tags)", function()
     local proxy = assert(require("helpers.faultproxy").start(endpoint))
     local tag = home .. "/tag.xml"

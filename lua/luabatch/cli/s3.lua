@@ -456,6 +456,9 @@ local function cmd_cp(ctx)
     if dk == "" or str_sub(dk, -1) == "/" then dk = dk .. basename(sk) end
     return s3copy(ctx, sb, sk, db, dk)
   elseif db then
+    if src ~= "-" and is_dir(src) then
+      return fail(ctx, src .. " is a directory (use -r)"), 2
+    end
     if dk == "" or str_sub(dk, -1) == "/" then
       if src == "-" then return fail(ctx, "cp: a key is needed when uploading stdin"), 2 end
       dk = dk .. basename(src)
