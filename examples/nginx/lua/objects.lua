@@ -46,19 +46,25 @@ local str_lower = string.lower
 local os_getenv = os.getenv
 
 -- Request headers forwarded to S3 (each one signed): Range for partial
--- downloads, the conditionals for caches.
+-- downloads, the conditionals for caches.  Looked up by their lowercase
+-- names: a raw hit in ngx.req.get_headers()'s table (a mixed-case name
+-- goes through its __index, which lowercases on every lookup).
 local PASS = { "Range", "If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since" }
-local PASS_VAR = {
+local PASS_LOWER = {}
+for i, name in ipairs(PASS) do PASS_LOWER[i] = str_lower(name) end
+-- Every header the signer hands back (the forwarded ones under the names
+-- given above, the added ones as core.sigv4_sign spells them) -> the
+-- variable that carries it to proxy_set_header (an empty value sends nothing).
+local OUT_VAR = {
   ["Range"] = "lbobj_range", ["If-Match"] = "lbobj_if_match",
   ["If-None-Match"] = "lbobj_if_none_match", ["If-Modified-Since"] = "lbobj_if_modified_since",
   ["If-Unmodified-Since"] = "lbobj_if_unmodified_since",
+  ["Host"] = "lbobj_host", ["Authorization"] = "lbobj_authorization",
+  ["X-Amz-Date"] = "lbobj_amz_date", ["X-Amz-Content-Sha256"] = "lbobj_content_sha256",
+  ["X-Amz-Security-Token"] = "lbobj_security_token",
 }
--- Signed headers that go out as variables (an empty value sends nothing).
-local SIGNED_VAR = {
-  ["host"] = "lbobj_host", ["authorization"] = "lbobj_authorization",
-  ["x-amz-date"] = "lbobj_amz_date", ["x-amz-content-sha256"] = "lbobj_content_sha256",
-  ["x-amz-security-token"] = "lbobj_security_token",
-}
+-- Characters S3 keys need no encoding for (s3.encode_key keeps them).
+local KEY_UNSAFE = "[^%w%-%._~/]"
 
 -- Per-worker state: the resolved settings (env and profile files are read
 -- once per worker, at the first request) and the credentials provider.
@@ -109,6 +115,7 @@ local function settings(opts)
     path = base_path .. (path_style and ("/" .. bucket) or ""),
     creds = opts.credentials or credentials_provider(cfg),
     prefix = opts.prefix or "/objects/",
+    req = { headers = {}, payload_hash = "UNSIGNED-PAYLOAD", region = region, service = "s3" },
   }
   return state
 end
@@ -144,7 +151,8 @@ function _M.access(opts)
   if str_sub(raw, 1, #st.prefix) ~= st.prefix then
     return fail(404, "NotFound", "not under " .. st.prefix)
   end
-  local key = url_decode(str_sub(raw, #st.prefix + 1))
+  local key = str_sub(raw, #st.prefix + 1)
+  if str_find(key, "%", 1, true) then key = url_decode(key) end
   if key == "" then return fail(400, "InvalidKey", "no key after " .. st.prefix) end
   if s3.dot_segment(key) then
     return fail(400, "InvalidKey", "a key with a '.' or '..' path segment cannot be addressed in a URL")
@@ -155,20 +163,20 @@ function _M.access(opts)
     return fail(500, "CredentialsError", "no AWS credentials (see the nginx error log)")
   end
 
-  local uri = st.path .. "/" .. s3.encode_key(key)
-  local headers = {}
+  -- One request table per worker, refilled: the signer reads it during
+  -- the call only (nothing yields in between).
+  local uri = st.path .. "/" .. (str_find(key, KEY_UNSAFE) and s3.encode_key(key) or key)
+  local req, headers = st.req, st.req.headers
+  for i = #headers, 1, -1 do headers[i] = nil end
   local h = ngx.req.get_headers()
-  for _, name in ipairs(PASS) do
-    local v = h[name]
+  for i = 1, #PASS do
+    local v = h[PASS_LOWER[i]]
     if type(v) == "table" then v = table.concat(v, ", ") end
-    if v and v ~= "" then headers[#headers + 1] = { name, v } end
+    if v and v ~= "" then headers[#headers + 1] = { PASS[i], v } end
   end
-  local res, smsg = core.sigv4_sign({
-    method = method, url = st.target .. uri, headers = headers,
-    payload_hash = "UNSIGNED-PAYLOAD", region = st.region, service = "s3",
-    access_key = c.access_key, secret_key = c.secret_key, session_token = c.session_token,
-    time = ngx.time(),
-  })
+  req.method, req.url, req.time = method, st.target .. uri, ngx.time()
+  req.access_key, req.secret_key, req.session_token = c.access_key, c.secret_key, c.session_token
+  local res, smsg = core.sigv4_sign(req)
   if not res then
     ngx.log(ngx.ERR, "objects: signing s3://", st.bucket, "/", key, ": ", tostring(smsg))
     return fail(500, "SigningError", "could not sign the request")
@@ -181,7 +189,7 @@ function _M.access(opts)
   var.lbobj_bucket = st.bucket
   var.lbobj_sni = st.sni
   for _, pair in ipairs(res.headers) do
-    local n = SIGNED_VAR[str_lower(pair[1])] or PASS_VAR[pair[1]]
+    local n = OUT_VAR[pair[1]]
     if n then var[n] = pair[2] end
   end
 end
