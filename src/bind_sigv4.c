@@ -31,21 +31,68 @@ static int type_error(lua_State *L, const char *field, const char *want, int idx
     return lb_l_opt_typeerror(L, &REQ, field, want, idx);
 }
 
-/* req[field], left on the stack, or NULL (nothing pushed) if nil. */
-static const char *get_str(lua_State *L, const char *field, size_t *len, int allow_nul) {
-    return lb_l_opt_string(L, &REQ, field, allow_nul ? 0 : LB_L_NONUL, len);
+/* The fields of a request and of a result, as upvalues of sigv4_sign:
+ * interned once, so reading req[k] is a table lookup with no string
+ * made (lua_getfield(L, i, "name") goes through Lua's API string cache,
+ * a strcmp, every time). */
+enum { K_METHOD = 1, K_URL, K_HEADERS, K_BODY, K_BODY_FILE, K_BODY_OFFSET, K_BODY_LENGTH,
+       K_PAYLOAD_HASH, K_REGION, K_SERVICE, K_ACCESS_KEY, K_SECRET_KEY, K_SESSION_TOKEN, K_DATE,
+       K_TIME, K_MODE, K_EXPIRES, K_S3, K_CONTENT_SHA256_HEADER, K_OMIT_SESSION_TOKEN,
+       K_NORMALIZE, K_DEBUG, K_CANONICAL_REQUEST, K_STRING_TO_SIGN, K_SIGNATURE,
+       K_AUTHORIZATION, K_SIGNED_HEADERS, K_CREDENTIAL_SCOPE, K_AMZ_DATE, K_COUNT_ };
+static const char *const KEYS[K_COUNT_] = {
+    NULL, "method", "url", "headers", "body", "body_file", "body_offset", "body_length",
+    "payload_hash", "region", "service", "access_key", "secret_key", "session_token", "date",
+    "time", "mode", "expires", "s3", "content_sha256_header", "omit_session_token", "normalize",
+    "debug", "canonical_request", "string_to_sign", "signature", "authorization",
+    "signed_headers", "credential_scope", "amz_date"};
+
+/* Push req[KEYS[k]] (metamethods honoured) and return its type. */
+static int peek(lua_State *L, int k) {
+    lua_pushvalue(L, lua_upvalueindex(k));
+    lua_gettable(L, 1);
+    return lua_type(L, -1);
 }
 
-static const char *need_str(lua_State *L, const char *field) {
-    return lb_l_opt_string(L, &REQ, field, LB_L_REQUIRED | LB_L_NONUL, NULL);
+/* req[k], left on the stack, or NULL (nothing pushed) if nil.  Anything
+ * but a plain string goes to lb_l_opt_string for its error. */
+static const char *get_str(lua_State *L, int k, size_t *len, int flags) {
+    int t = peek(L, k);
+    if (t == LUA_TSTRING) {
+        size_t n;
+        const char *s = lua_tolstring(L, -1, &n);
+        if (!(flags & LB_L_NONUL) || strlen(s) == n) {
+            if (len) *len = n;
+            return s;
+        }
+    } else if (t == LUA_TNIL && !(flags & LB_L_REQUIRED)) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    lua_pop(L, 1);
+    return lb_l_opt_string(L, &REQ, KEYS[k], flags, len);  /* raises */
+}
+
+static const char *need_str(lua_State *L, int k) {
+    return get_str(L, k, NULL, LB_L_REQUIRED | LB_L_NONUL);
+}
+
+/* Whether req[k] is nil (the usual case of the optional fields). */
+static int absent(lua_State *L, int k) {
+    int t = peek(L, k);
+    lua_pop(L, 1);
+    return t == LUA_TNIL;
 }
 
 /* Integer field in [lo, hi], or dflt when nil; `want` names the range. */
-static double get_int(lua_State *L, const char *field, double dflt, double lo, double hi,
-                      const char *want) {
+static double get_int(lua_State *L, int k, double dflt, double lo, double hi, const char *want) {
     double d = dflt;
-    lb_l_opt_integer(L, &REQ, field, lo, hi, want, &d);
+    if (!absent(L, k)) lb_l_opt_integer(L, &REQ, KEYS[k], lo, hi, want, &d);
     return d;
+}
+
+static int get_bool(lua_State *L, int k, int dflt) {
+    return absent(L, k) ? dflt : lb_l_opt_bool(L, &REQ, KEYS[k], dflt);
 }
 
 /* One header string from the table at idx (key k or raw index i). */
@@ -64,7 +111,7 @@ static size_t get_headers(lua_State *L, lb_sigv4_header **out) {
     size_t n = 0, i;
     int t;
     lb_sigv4_header *h;
-    lua_getfield(L, 1, "headers");
+    peek(L, K_HEADERS);
     t = lua_gettop(L);
     *out = NULL;
     if (lua_isnil(L, t)) return 0;
@@ -98,10 +145,12 @@ static size_t get_headers(lua_State *L, lb_sigv4_header **out) {
     return n;
 }
 
-static void set_str(lua_State *L, const char *k, const char *v) {
+/* res[KEYS[k]] = v (the result table on top); nothing for NULL. */
+static void set_str(lua_State *L, int k, const char *v) {
     if (!v) return;
+    lua_pushvalue(L, lua_upvalueindex(k));
     lua_pushstring(L, v);
-    lua_setfield(L, -2, k);
+    lua_rawset(L, -3);
 }
 
 /* The per-state scratch block a signature is written into (a userdata kept
@@ -149,27 +198,26 @@ static int l_sigv4_sign(lua_State *L) {
     if (!lua_istable(L, 1)) return type_error(L, "req", "table", 1);
     luaL_checkstack(L, 40, "sigv4_sign");
     lb_sigv4_request_init(&req);
-    req.method = get_str(L, "method", NULL, 0);
+    req.method = get_str(L, K_METHOD, NULL, LB_L_NONUL);
     if (!req.method) req.method = "GET";
-    req.url = need_str(L, "url");
+    req.url = need_str(L, K_URL);
     url_idx = lua_gettop(L);  /* header mode hands this very string back */
     req.nheaders = get_headers(L, (lb_sigv4_header **)&req.headers);
-    req.body = get_str(L, "body", &req.body_len, 1);
-    req.body_file = get_str(L, "body_file", NULL, 0);
-    req.body_offset = (uint64_t)get_int(L, "body_offset", 0, 0, MAX_EXACT, NONNEG);
-    req.body_length = (int64_t)get_int(L, "body_length", -1, 0, MAX_EXACT, NONNEG);
-    req.payload_hash = get_str(L, "payload_hash", NULL, 0);
+    req.body = get_str(L, K_BODY, &req.body_len, 0);
+    req.body_file = get_str(L, K_BODY_FILE, NULL, LB_L_NONUL);
+    req.body_offset = (uint64_t)get_int(L, K_BODY_OFFSET, 0, 0, MAX_EXACT, NONNEG);
+    req.body_length = (int64_t)get_int(L, K_BODY_LENGTH, -1, 0, MAX_EXACT, NONNEG);
+    req.payload_hash = get_str(L, K_PAYLOAD_HASH, NULL, LB_L_NONUL);
     if (req.body && req.body_file) field_error(L, "body", "give body or body_file, not both");
-    req.region = need_str(L, "region");
-    service = req.service = need_str(L, "service");
-    req.access_key = need_str(L, "access_key");
-    req.secret_key = need_str(L, "secret_key");
-    req.session_token = get_str(L, "session_token", NULL, 0);
+    req.region = need_str(L, K_REGION);
+    service = req.service = need_str(L, K_SERVICE);
+    req.access_key = need_str(L, K_ACCESS_KEY);
+    req.secret_key = need_str(L, K_SECRET_KEY);
+    req.session_token = get_str(L, K_SESSION_TOKEN, NULL, LB_L_NONUL);
     if (req.session_token && !*req.session_token) req.session_token = NULL;
-    date = get_str(L, "date", NULL, 0);
+    date = get_str(L, K_DATE, NULL, LB_L_NONUL);
     req.amz_date = date;
-    lua_getfield(L, 1, "time");
-    if (!lua_isnil(L, -1)) {
+    if (peek(L, K_TIME) != LUA_TNIL) {
         double t;
         if (lua_type(L, -1) != LUA_TNUMBER) type_error(L, "time", "number", -1);
         t = floor((double)lua_tonumber(L, -1));
@@ -178,17 +226,17 @@ static int l_sigv4_sign(lua_State *L) {
         req.time = (int64_t)t;
     }
     lua_pop(L, 1);
-    mode = get_str(L, "mode", NULL, 0);
+    mode = get_str(L, K_MODE, NULL, LB_L_NONUL);
     if (!mode || !strcmp(mode, "header")) req.query_mode = 0;
     else if (!strcmp(mode, "query")) req.query_mode = 1;
     else field_error(L, "mode", "\"header\" or \"query\" expected");
-    req.expires = (long)get_int(L, "expires", 3600, 1, LB_SIGV4_MAX_EXPIRES,
+    req.expires = (long)get_int(L, K_EXPIRES, 3600, 1, LB_SIGV4_MAX_EXPIRES,
                                 "integer in 1..604800 (seconds)");
-    req.s3 = lb_l_opt_bool(L, &REQ, "s3", strcmp(service, "s3") == 0);
-    req.content_sha256_header = lb_l_opt_bool(L, &REQ, "content_sha256_header", req.s3);
-    req.omit_session_token = lb_l_opt_bool(L, &REQ, "omit_session_token", 0);
-    req.normalize_path = lb_l_opt_bool(L, &REQ, "normalize", 1);
-    debug = lb_l_opt_bool(L, &REQ, "debug", 0);
+    req.s3 = get_bool(L, K_S3, strcmp(service, "s3") == 0);
+    req.content_sha256_header = get_bool(L, K_CONTENT_SHA256_HEADER, req.s3);
+    req.omit_session_token = get_bool(L, K_OMIT_SESSION_TOKEN, 0);
+    req.normalize_path = get_bool(L, K_NORMALIZE, 1);
+    debug = get_bool(L, K_DEBUG, 0);
 
     buf = scratch(L, lb_sigv4_sign_bound(&req), &cap);
     if (buf) {  /* the usual case: the result lives in the scratch block */
@@ -217,23 +265,26 @@ static int l_sigv4_sign(lua_State *L) {
         lua_rawseti(L, -2, 2);
         lua_rawseti(L, -2, (int)i + 1);
     }
-    lua_setfield(L, -2, "headers");
+    lua_pushvalue(L, lua_upvalueindex(K_HEADERS));
+    lua_insert(L, -2);
+    lua_rawset(L, -3);
     if (req.query_mode) {
-        set_str(L, "url", res->url);
+        set_str(L, K_URL, res->url);
     } else {  /* unchanged: the caller's own string, no copy */
+        lua_pushvalue(L, lua_upvalueindex(K_URL));
         lua_pushvalue(L, url_idx);
-        lua_setfield(L, -2, "url");
+        lua_rawset(L, -3);
     }
     if (debug) {  /* the long intermediate strings only when asked */
-        set_str(L, "canonical_request", res->canonical_request);
-        set_str(L, "string_to_sign", res->string_to_sign);
+        set_str(L, K_CANONICAL_REQUEST, res->canonical_request);
+        set_str(L, K_STRING_TO_SIGN, res->string_to_sign);
     }
-    set_str(L, "signature", res->signature);
-    set_str(L, "authorization", res->authorization);
-    set_str(L, "signed_headers", res->signed_headers);
-    set_str(L, "credential_scope", res->credential_scope);
-    set_str(L, "payload_hash", res->payload_hash);
-    set_str(L, "amz_date", res->amz_date);
+    set_str(L, K_SIGNATURE, res->signature);
+    set_str(L, K_AUTHORIZATION, res->authorization);
+    set_str(L, K_SIGNED_HEADERS, res->signed_headers);
+    set_str(L, K_CREDENTIAL_SCOPE, res->credential_scope);
+    set_str(L, K_PAYLOAD_HASH, res->payload_hash);
+    set_str(L, K_AMZ_DATE, res->amz_date);
     lb_sigv4_result_free(res);  /* early; __gc would do it too */
     return 1;
 }
@@ -273,17 +324,21 @@ static int l_cache_stats(lua_State *L) {
 }
 
 static const luaL_Reg funcs[] = {
-    {"sigv4_sign", l_sigv4_sign},
     {"sha256_file", l_sha256_file},
     {"sigv4_cache_stats", l_cache_stats},
     {NULL, NULL},
 };
 
 void lb_l_open_sigv4(lua_State *L) {
+    int i;
     if (luaL_newmetatable(L, RESULT_MT)) {
         lua_pushcfunction(L, l_result_gc);
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);
     lb_setfuncs(L, funcs, 0);
+    luaL_checkstack(L, K_COUNT_, "sigv4_sign upvalues");
+    for (i = 1; i < K_COUNT_; i++) lua_pushstring(L, KEYS[i]);
+    lua_pushcclosure(L, l_sigv4_sign, K_COUNT_ - 1);
+    lua_setfield(L, -2, "sigv4_sign");
 }
