@@ -18,6 +18,13 @@
  * download: file = destination, checksum = true, fsync = false
  *   res = { bytes, etag, verified = "sha256"|"md5"|"length", parts (ranges),
  *           note (why the object's lb-part-size was ignored, else nil) }
+ * core.s3_batch(opts, items) -> { entry, ... } (items' order) | nil, msg, code
+ *   many objects at once (lb_s3_batch): opts as above plus direction =
+ *   "upload" | "download", workers = 1..64 (objects in flight), key = any
+ *   (each item's replaces it), on_progress = function(bytes, finished, n)
+ *   (false stops); items = { { file =, key =, size = }, ... }; entry = res,
+ *   or { ok = false, err = msg, code = code }.  nil, msg, code only when the
+ *   batch could not start or was stopped (then no entry is returned).
  * Failure codes: the S3 code ("NoSuchKey", "SignatureDoesNotMatch", ...) or
  * "HTTP_<status>", else ECONNECT, ETIMEDOUT, ETLS, ECANCELED, EINTEGRITY,
  * EIO, EINVAL, ENOMEM, EPARSE.
@@ -36,7 +43,7 @@
 #include "lb_err.h"
 #include "lb_s3.h"
 
-enum { K_PROGRESS, K_READ };
+enum { K_PROGRESS, K_READ, K_BATCH };
 
 typedef struct l_call {
     lua_State *L;
@@ -44,7 +51,8 @@ typedef struct l_call {
     int tramp, errslot;
     int failed;
     int kind;
-    int64_t done, total;            /* K_PROGRESS */
+    int64_t done, total;            /* K_PROGRESS; K_BATCH: bytes, finished ... */
+    size_t nobj;                    /* ... of nobj */
     int stop;
     char *out;                      /* K_READ: destination ... */
     size_t cap;
@@ -58,6 +66,15 @@ static int trampoline(lua_State *L) {
     l_call *k = lua_touserdata(L, 1);
     size_t len;
     const char *s;
+    if (k->kind == K_BATCH) {
+        lua_pushvalue(L, 2);
+        lua_pushnumber(L, (lua_Number)k->done);
+        lua_pushnumber(L, (lua_Number)k->total);
+        lua_pushnumber(L, (lua_Number)k->nobj);
+        lua_call(L, 3, 1);
+        k->stop = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
+        return 0;
+    }
     if (k->kind == K_PROGRESS) {
         lua_pushvalue(L, 2);
         lua_pushnumber(L, (lua_Number)k->done);
@@ -88,7 +105,7 @@ static int invoke(l_call *k, int kind) {
     k->stop = 0;
     lua_pushvalue(L, k->tramp);
     lua_pushlightuserdata(L, k);
-    lua_pushvalue(L, kind == K_PROGRESS ? k->progress : k->reader);   /* slots of the caller */
+    lua_pushvalue(L, kind == K_READ ? k->reader : k->progress);   /* slots of the caller */
     if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
         lua_replace(L, k->errslot);
         k->failed = 1;
@@ -102,6 +119,14 @@ static int c_progress(void *ud, int64_t done, int64_t total) {
     k->done = done;
     k->total = total;
     return invoke(k, K_PROGRESS);
+}
+
+static int c_batch_progress(void *ud, int64_t bytes, size_t finished, size_t n) {
+    l_call *k = ud;
+    k->done = bytes;
+    k->total = (int64_t)finished;
+    k->nobj = n;
+    return invoke(k, K_BATCH);
 }
 
 static long c_read(void *ud, char *buf, size_t cap) {
@@ -225,6 +250,8 @@ static void prepare(lua_State *L, l_call *k) {
     luaL_checkstack(L, 8, "s3 transfer");
 }
 
+static void push_result(lua_State *L, const lb_s3_result *res);
+
 /* After the core returned: raise a parked error, or push the outcome. */
 static int outcome(lua_State *L, l_call *k, int rc, lb_s3_result *res, const char *err) {
     lb_buf_free(&k->pending);
@@ -240,6 +267,13 @@ static int outcome(lua_State *L, l_call *k, int rc, lb_s3_result *res, const cha
         lb_s3_result_free(res);
         return 3;
     }
+    push_result(L, res);
+    lb_s3_result_free(res);
+    return 1;
+}
+
+/* The result table of a transfer that succeeded. */
+static void push_result(lua_State *L, const lb_s3_result *res) {
     lua_createtable(L, 0, 7);
     lua_pushnumber(L, (lua_Number)res->bytes);
     lua_setfield(L, -2, "bytes");
@@ -265,17 +299,15 @@ static int outcome(lua_State *L, l_call *k, int rc, lb_s3_result *res, const cha
         lua_pushstring(L, res->note);
         lua_setfield(L, -2, "note");
     }
-    lb_s3_result_free(res);
-    return 1;
 }
+
+static void read_upload(lua_State *L, lb_s3_opts *o);
 
 static int l_upload(lua_State *L) {
     lb_s3_opts o;
     lb_s3_result res;
     l_call k;
-    lb_s3_meta *meta = NULL;
     char err[LB_ERR_LEN];
-    double d;
     int rc;
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
@@ -288,9 +320,19 @@ static int l_upload(lua_State *L) {
         o.reader_ud = &k;
     }
     if (!o.file == !o.reader) luaL_argerror(L, 1, "exactly one of 'file' and 'reader' expected");
-    o.content_type = opt_string(L, "content_type", 0);
-    if (opt_number(L, "multipart_threshold", &d, 1)) o.multipart_threshold = (int64_t)d;
-    o.unsigned_payload = opt_bool(L, "unsigned_payload", 0);
+    read_upload(L, &o);
+    prepare(L, &k);
+    rc = lb_s3_upload(&o, &res, err);
+    return outcome(L, &k, rc, &res, err);
+}
+
+/* The upload options of the table at 1 (metadata stays on the stack). */
+static void read_upload(lua_State *L, lb_s3_opts *o) {
+    lb_s3_meta *meta = NULL;
+    double d;
+    o->content_type = opt_string(L, "content_type", 0);
+    if (opt_number(L, "multipart_threshold", &d, 1)) o->multipart_threshold = (int64_t)d;
+    o->unsigned_payload = opt_bool(L, "unsigned_payload", 0);
     lua_getfield(L, 1, "metadata");
     if (!lua_isnil(L, -1)) {
         int t = lua_gettop(L);
@@ -308,12 +350,9 @@ static int l_upload(lua_State *L) {
             meta[i].name = lua_tostring(L, -1);
             i++;
         }
-        o.metadata = meta;
-        o.nmetadata = i;
+        o->metadata = meta;
+        o->nmetadata = i;
     }
-    prepare(L, &k);
-    rc = lb_s3_upload(&o, &res, err);
-    return outcome(L, &k, rc, &res, err);
 }
 
 static int l_download(lua_State *L) {
@@ -335,7 +374,80 @@ static int l_download(lua_State *L) {
     return outcome(L, &k, rc, &res, err);
 }
 
+static int l_batch(lua_State *L) {
+    lb_s3_opts o;
+    l_call k;
+    lb_s3_job *jobs;
+    const char *dir;
+    char err[LB_ERR_LEN];
+    double d;
+    size_t n, i;
+    int download, rc, workers = 8;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    memset(&o, 0, sizeof o);
+    memset(&k, 0, sizeof k);
+    read_common(L, &o, &k);
+    o.on_progress = NULL;           /* the batch's own: (bytes, finished, n) */
+    o.progress_ud = NULL;
+    dir = opt_string(L, "direction", 1);
+    download = strcmp(dir, "download") == 0;
+    if (!download && strcmp(dir, "upload") != 0) field_error(L, "direction", "'upload' or 'download'");
+    if (opt_number(L, "workers", &d, 1)) {
+        if (d < 1 || d > 64) luaL_argerror(L, 1, "field 'workers': 1..64 expected");
+        workers = (int)d;
+    }
+    if (download) {
+        o.no_checksum = !opt_bool(L, "checksum", 1);
+        o.fsync = opt_bool(L, "fsync", 0);
+    } else {
+        read_upload(L, &o);
+    }
+    n = (size_t)lb_rawlen(L, 2);
+    jobs = lb_newuserdata(L, (n ? n : 1) * sizeof *jobs);   /* stays on the stack */
+    memset(jobs, 0, (n ? n : 1) * sizeof *jobs);
+    for (i = 0; i < n; i++) {
+        lua_rawgeti(L, 2, (lua_Integer)i + 1);
+        if (!lua_istable(L, -1)) luaL_argerror(L, 2, "tables { file =, key = } expected");
+        lua_getfield(L, -1, "file");
+        lua_getfield(L, -2, "key");
+        lua_getfield(L, -3, "size");
+        if (lua_type(L, -3) != LUA_TSTRING || lua_type(L, -2) != LUA_TSTRING)
+            luaL_argerror(L, 2, "fields 'file' and 'key' (strings) expected");
+        jobs[i].file = lua_tostring(L, -3);     /* alive: the item holds them */
+        jobs[i].key = lua_tostring(L, -2);
+        jobs[i].size = lua_isnumber(L, -1) ? (int64_t)lua_tonumber(L, -1) : -1;
+        lua_pop(L, 4);
+    }
+    prepare(L, &k);
+    rc = lb_s3_batch(&o, download, jobs, n, workers, k.progress ? c_batch_progress : NULL, &k, err);
+    if (k.failed || rc != LB_OK) {
+        for (i = 0; i < n; i++) lb_s3_result_free(&jobs[i].res);
+        return outcome(L, &k, rc == LB_OK ? LB_ECALLBACK : rc, &jobs[0].res, err);
+    }
+    lua_createtable(L, (int)n, 0);
+    for (i = 0; i < n; i++) {
+        if (jobs[i].rc == LB_OK) {
+            push_result(L, &jobs[i].res);
+        } else {
+            lua_createtable(L, 0, 3);
+            lua_pushboolean(L, 0);
+            lua_setfield(L, -2, "ok");
+            lua_pushstring(L, jobs[i].err);
+            lua_setfield(L, -2, "err");
+            lua_pushstring(L, jobs[i].rc == LB_ESERVICE && jobs[i].res.code[0] ? jobs[i].res.code
+                                                                               : lb_err_name(jobs[i].rc));
+            lua_setfield(L, -2, "code");
+        }
+        lb_s3_result_free(&jobs[i].res);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
 static const luaL_Reg funcs[] = {
+    { "s3_batch", l_batch },
     { "s3_upload", l_upload },
     { "s3_download", l_download },
     { NULL, NULL },

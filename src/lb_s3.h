@@ -61,6 +61,8 @@
 #define LB_S3_MD5_LIMIT (64LL << 20)        /* plain-ETag MD5 check up to this */
 #define LB_S3_CODE_LEN 64
 
+struct lb_http_client;
+
 /* Progress: bytes done so far of total (-1 unknown: streams); LB_OK to go
  * on, LB_ECANCELED to stop, another code for a failure (LB_ECALLBACK). */
 typedef int (*lb_s3_progress_fn)(void *ud, int64_t done, int64_t total);
@@ -93,6 +95,9 @@ typedef struct lb_s3_opts {
     double connect_timeout, read_timeout;   /* seconds; 0 = lb_http defaults */
     volatile int *cancel;           /* optional: set non-zero to stop */
     int64_t time_offset;            /* seconds added to time() when signing (clock skew) */
+    struct lb_http_client *http;    /* borrowed client to run on (its connections are
+                                     * kept for the next transfer: lb_s3_batch); NULL:
+                                     * a client of its own, freed at the end */
     const char *file;               /* upload source / download destination */
     /* upload only */
     lb_s3_read_fn reader;           /* stream source (when file is NULL) */
@@ -130,6 +135,33 @@ int lb_s3_upload(const lb_s3_opts *opts, lb_s3_result *res, char *err);
  * as lb_s3_upload; on any failure no file is created or changed under
  * opts->file and the temporary file is gone. */
 int lb_s3_download(const lb_s3_opts *opts, lb_s3_result *res, char *err);
+
+/* One object of a batch: set file and key (borrowed); the rest is output. */
+typedef struct lb_s3_job {
+    const char *file, *key;
+    int64_t size;                   /* in: expected bytes (progress total), -1 unknown */
+    int rc;                         /* out: LB_OK or a code (err, res.code) */
+    char err[LB_ERR_LEN];
+    lb_s3_result res;               /* free with lb_s3_result_free */
+    int64_t done;                   /* bytes moved so far (read with __atomic) */
+} lb_s3_job;
+
+/* Batch progress on the caller's thread, at most every ~100 ms and once at
+ * the end: bytes moved, objects finished (failed ones too) of n; LB_OK to go
+ * on, another code to stop (the transfers running are cancelled, the ones
+ * not started get LB_ECANCELED). */
+typedef int (*lb_s3_batch_progress_fn)(void *ud, int64_t bytes, size_t finished, size_t n);
+
+/* Upload (download = 0) or download n objects, each as lb_s3_upload /
+ * lb_s3_download with base's options and the job's file and key, up to
+ * `workers` (1..64) at once: each worker thread runs its objects one after
+ * another on one client, so its connections are kept alive from one
+ * object to the next.  base->reader and base->on_progress must be NULL.
+ * Every job gets its own outcome; returns LB_OK when all ran (each job
+ * says how), LB_ECANCELED when stopped (progress, base->cancel, SIGINT),
+ * LB_EINVAL/LB_ENOMEM when it could not start (jobs untouched). */
+int lb_s3_batch(const lb_s3_opts *base, int download, lb_s3_job *jobs, size_t n, int workers,
+                lb_s3_batch_progress_fn progress, void *ud, char *err);
 
 /* Free what res owns and zero it (NULL is a no-op). */
 void lb_s3_result_free(lb_s3_result *res);

@@ -90,6 +90,10 @@ int s3x_init(s3x *x, const lb_s3_opts *o, lb_s3_result *res, char *err) {
             if (!(x->meta_hdr[i] = lb_buf_detach(&t, NULL))) goto nomem;
         }
     }
+    if (o->http) {                  /* borrowed: lb_s3_batch's worker */
+        x->http = o->http;
+        return LB_OK;
+    }
     co.max_concurrency = x->concurrency;
     co.max_connections = x->concurrency + 2;
     x->http = lb_http_client_new(&co, err);
@@ -102,7 +106,7 @@ nomem:
 
 void s3x_free(s3x *x) {
     size_t i;
-    lb_http_client_free(x->http);
+    if (!x->o || x->http != x->o->http) lb_http_client_free(x->http);
     lb_free(x->url);
     lb_free(x->target);
     if (x->meta_hdr)

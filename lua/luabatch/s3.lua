@@ -35,6 +35,7 @@ local wire = require "luabatch.s3.wire"
 local listing = require "luabatch.s3.listing"
 local presign = require "luabatch.s3.presign"
 local transfer = require "luabatch.s3.transfer"
+local batch = require "luabatch.s3.batch"
 
 local _M = { _VERSION = "0.1.0" }
 local mt = { __index = _M }
@@ -674,6 +675,21 @@ function _M:download_file(bucket, key, path, opts)
   if res then res.etag = unquote(res.etag) end
   if res and res.note then log.debug("s3: GetObject %s: %s", resource(bucket, key), res.note) end
   return res, msg, code
+end
+
+
+--- transfer_many(direction, bucket, items, opts) -> results | nil, msg, code
+-- direction "upload" | "download"; items = { { file, key, size }, ... };
+-- opts as upload_file / download_file plus workers (objects at once, 8) and
+-- on_progress = function(bytes, finished, n).  See luabatch.s3.batch.
+function _M:transfer_many(direction, bucket, items, opts)
+  check_bucket(bucket, "transfer_many", 2)
+  opts = opts or {}
+  local op = direction == "download" and "GetObject" or "PutObject"
+  local f, t, code = prepare_transfer(self, "s3_batch", op, bucket, items[1] and items[1].key or "-", opts)
+  if not f then return nil, t, code end
+  t.direction, t.workers = direction, opts.workers
+  return batch.run(f, t, items, engine_hooks(self, bucket, items[1] and items[1].key or "-"))
 end
 
 

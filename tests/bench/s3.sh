@@ -11,7 +11,8 @@
 # Markdown table and appends it to build/bench/results.md.
 #
 # Environment: BENCH_S3_MIB (default 1024), BENCH_S3_BIG_MIB (default 4096;
-# 0 skips the big-file run), BENCH_S3_RUNS (default 2; the best run of each
+# 0 skips the big-file run), BENCH_S3_FILES (default 200 small files for
+# `cp -r` each way; 0 skips), BENCH_S3_RUNS (default 2; the best run of each
 # kind is kept), LUABATCH (default build/lua5.4/bin/luabatch), AWS_CLI
 # (default /usr/bin/aws, Debian's awscli), BENCH_TMP (default: mktemp -d).
 set -euo pipefail
@@ -117,6 +118,26 @@ for run in $(seq "$RUNS"); do
 done
 rm -f "$SRC"
 
+# Many small files: `cp -r` of BENCH_S3_FILES files (1 KiB..65 KiB) up and
+# down, luabatch (32 in flight) against awscli (10), rounds interleaved.
+NFILES=${BENCH_S3_FILES:-200}
+if [ "$NFILES" -gt 0 ]; then
+  echo "== $NFILES small files up and down (cp -r)" >&2
+  mkdir -p "$T/small"
+  for i in $(seq "$NFILES"); do head -c $(( (i * 7919 % 64) * 1024 + 1024 )) /dev/urandom > "$T/small/f$i.bin"; done
+  for run in $(seq "$RUNS"); do
+    measure aws-smallup "$AWS" --endpoint-url "$EP" s3 cp --only-show-errors --recursive "$T/small" "s3://$BUCKET/aws-small/"
+    measure lb-smallup "$LB" s3 cp -q -r "$T/small" "s3://$BUCKET/lb-small/"
+    rm -rf "$T/aws-back" "$T/lb-back"
+    measure aws-smalldown "$AWS" --endpoint-url "$EP" s3 cp --only-show-errors --recursive "s3://$BUCKET/aws-small/" "$T/aws-back"
+    measure lb-smalldown "$LB" s3 cp -q -r "s3://$BUCKET/lb-small/" "$T/lb-back"
+    diff -r "$T/small" "$T/lb-back" >/dev/null || die "small files: the download differs from the source"
+    aws_ s3 rm --recursive --only-show-errors "s3://$BUCKET/aws-small/" >/dev/null
+    aws_ s3 rm --recursive --only-show-errors "s3://$BUCKET/lb-small/" >/dev/null
+  done
+  rm -rf "$T/small" "$T/aws-back" "$T/lb-back"
+fi
+
 SHA_K=$(openssl speed -seconds 2 -bytes 1048576 sha256 2>/dev/null | awk '$1 == "sha256" { sub(/k$/, "", $2); print $2 }')
 [ -n "$SHA_K" ] || die "could not read 'openssl speed sha256'"
 
@@ -133,7 +154,7 @@ fi
 aws_ s3 rb "s3://$BUCKET" >/dev/null 2>&1 || true
 
 # The table: best (shortest wall) run of each kind.
-awk -v mib="$MIB" -v big="$BIG_MIB" -v shak="$SHA_K" \
+awk -v mib="$MIB" -v big="$BIG_MIB" -v nf="$NFILES" -v shak="$SHA_K" \
     -v awsv="$("$AWS" --version 2>&1 | cut -d' ' -f1)" '
   { if (!($1 in w) || $2 < w[$1]) { w[$1] = $2; c[$1] = $3; r[$1] = $4 } }
   END {
@@ -147,6 +168,17 @@ awk -v mib="$MIB" -v big="$BIG_MIB" -v shak="$SHA_K" \
       label = d == "up" ? "upload" : "download"
       printf "| %s %s | %.2f | %.0f | %.2f | %.0f | 1.0x | 1.00 |\n", awsv, label, w[a], mib / w[a], c[a] / gib, r[a] / 1024
       printf "| luabatch %s | %.2f | %.0f | %.2f | %.0f | %.1fx | %.2f |\n", label, w[l], mib / w[l], c[l] / gib, r[l] / 1024, w[a] / w[l], c[l] / c[a]
+    }
+    if ("lb-smallup" in w) {
+      printf "\n| S3 cp -r of %d small files | wall s | client CPU s | peak RSS MiB | vs awscli |\n", nf
+      print "|---|---:|---:|---:|---:|"
+      n = split("smallup smalldown", dir, " ")
+      for (i = 1; i <= n; i++) {
+        d = dir[i]; a = "aws-" d; l = "lb-" d
+        label = d == "smallup" ? "upload" : "download"
+        printf "| %s %s | %.2f | %.2f | %.0f | 1.0x |\n", awsv, label, w[a], c[a], r[a] / 1024
+        printf "| luabatch %s | %.2f | %.2f | %.0f | %.1fx |\n", label, w[l], c[l], r[l] / 1024, w[a] / w[l]
+      }
     }
     if (big > 0)
       printf "\nPeak RSS of `luabatch s3 cp` for a %d MiB file: upload %.1f MiB, download %.1f MiB.\n", big, r["lb-big-up"] / 1024, r["lb-big-down"] / 1024

@@ -267,6 +267,51 @@ describe("luabatch s3 CLI against Ceph RGW #integration", function()
     assert.are.equal("from stdin\n", (api():get_object(bucket, "up/stdin.txt")))
   end)
 
+  it("copies a tree of many small files at once both ways, with an N of M line on a terminal", function()
+    if not engine then
+      pending("core.s3_upload is not in this build yet")
+      return
+    end
+    assert.are.equal(0, select(3, run({ "mb", "s3://" .. bucket })))   -- also when run alone
+    local src = home .. "/many"
+    local want = {}
+    for i = 1, 60 do
+      local rel = ("d%d/sub %d/f%d.bin"):format(i % 3, i % 5, i)
+      assert(os.execute("mkdir -p " .. q(src .. "/" .. rel:match("^(.*)/"))))
+      want[rel] = string.rep(core.random_bytes(131), i)
+      write_file(src .. "/" .. rel, want[rel])
+    end
+    local out, err, rc = run({ "cp", "-r", "--concurrency", "8", src, "s3://" .. bucket .. "/many" })
+    assert.are.same({ "", "", 0 }, { out, err, rc })
+    local n = 0
+    for e in api():list(bucket, { prefix = "many/" }) do
+      n = n + 1
+      assert.are.equal(want[e.key:sub(6)], (api():get_object(bucket, e.key)), e.key)
+    end
+    assert.are.equal(60, n)
+    out, err, rc = run({ "cp", "-r", "s3://" .. bucket .. "/many/", home .. "/many-back" })
+    assert.are.same({ "", "", 0 }, { out, err, rc })
+    for rel, data in pairs(want) do assert.are.equal(data, read_file(home .. "/many-back/" .. rel), rel) end
+    -- on a terminal: one overall line, then a summary
+    local py = home .. "/run_many_on_pty.py"
+    write_file(py, "import os, pty, subprocess, sys\nm, s = pty.openpty()\n"
+      .. "p = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=s)\n"
+      .. "os.close(s)\nbuf = b''\nwhile True:\n    try:\n        d = os.read(m, 4096)\n    except OSError:\n"
+      .. "        break\n    if not d:\n        break\n    buf += d\n"
+      .. "sys.stdout.write('RC=%d\\n' % p.wait() + buf.decode('utf-8', 'replace'))\n")
+    local env = "env -i PATH=/usr/bin:/bin HOME=" .. q(home) .. " NO_PROXY=127.0.0.1,localhost,.localhost"
+      .. " AWS_ENDPOINT_URL_S3=" .. q(endpoint) .. " AWS_ACCESS_KEY_ID=" .. q(key)
+      .. " AWS_SECRET_ACCESS_KEY=" .. q(secret) .. " AWS_REGION=us-east-1 "
+    local p = io.popen("timeout 300 " .. env .. "/usr/bin/python3 " .. q(py) .. " " .. EXE .. " s3 cp -r "
+      .. q(src) .. " s3://" .. bucket .. "/many2")
+    local res = p:read("a")
+    p:close()
+    assert.is_truthy(res:find("RC=0\n", 1, true), res)
+    assert.is_truthy(res:find("60 of 60 files, ", 1, true), res)
+    assert.is_truthy(res:find("upload: 60 of 60 files (", 1, true), res)
+    assert(api():delete_prefix(bucket, "many"))
+  end)
+
   it("draws a progress bar with bytes, rate and ETA on a terminal", function()
     if not engine then
       pending("core.s3_upload is not in this build yet")

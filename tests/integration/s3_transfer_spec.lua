@@ -249,6 +249,52 @@ describe("core S3 transfers against Ceph RGW #integration", function()
     assert.are.equal(0, open_uploads())
   end)
 
+  it("moves many objects at once (core.s3_batch): each verified, one failure alone, progress to the end", function()
+    local items, total = {}, 0
+    for i = 1, 40 do
+      local size = (i == 40) and (6 * MiB) or (i * 997 % 70000)
+      items[i] = { file = make_file("many" .. i, size), key = "many/é " .. i, size = size }
+      total = total + size
+    end
+    local last, calls = -1, 0
+    local res = assert(core.s3_batch(opts({ direction = "upload", key = "-", workers = 8, part_size = 5 * MiB,
+      multipart_threshold = 5 * MiB, on_progress = function(bytes, finished, n)
+        assert.are.equal(40, n)
+        assert.is_true(bytes >= last and finished <= n)
+        last, calls = bytes, calls + 1
+        return true
+      end }), items))
+    assert.are.equal(40, #res)
+    assert.are.equal(total, last)                     -- the last call counts every byte
+    assert.are.equal(2, res[40].parts)                -- multipart inside a batch
+    for i, r in ipairs(res) do
+      assert.are.equal(items[i].size, r.bytes)
+      assert.are.equal(r.sha256, head(items[i].key).headers["x-amz-meta-lb-sha256"])
+    end
+    local down = {}
+    for i, it in ipairs(items) do down[i] = { file = dir .. "/back" .. i, key = it.key } end
+    down[41] = { file = dir .. "/missing", key = "many/missing" }
+    res = assert(core.s3_batch(opts({ direction = "download", key = "-", workers = 6 }), down))
+    for i = 1, 40 do
+      assert.are.equal("sha256", res[i].verified, res[i].err)
+      assert.are.equal(sha256_file(items[i].file), sha256_file(down[i].file))
+    end
+    assert.are.same({ false, "NoSuchKey" }, { res[41].ok, res[41].code })
+    assert.is_truthy(res[41].err:find("s3://" .. bucket .. "/many/missing", 1, true))
+    assert.is_false(exists(dir .. "/missing"))
+    assert.are.equal("0", temp_files())
+    -- stopped by its progress callback: nothing half-done is left
+    local big = {}
+    for i = 1, 4 do big[i] = { file = make_file("stop" .. i, 12 * MiB), key = "stop/" .. i } end
+    local r, _, code = core.s3_batch(opts({ direction = "upload", key = "-", workers = 2, concurrency = 1,
+      multipart_threshold = 5 * MiB, on_progress = function() return false end }), big)
+    assert.is_nil(r)
+    assert.are.equal("ECANCELED", code)
+    assert.are.equal(0, open_uploads())
+    for i, it in ipairs(items) do delete(it.key); os.remove(it.file); os.remove(down[i].file) end
+    for i = 1, 4 do delete("stop/" .. i); os.remove(big[i].file) end
+  end)
+
   it("cancels a download from on_progress and leaves no file", function()
     local src = make_file("cancel-dl", 40 * MiB)
     assert(core.s3_upload(opts({ key = "cancel-dl", file = src })))

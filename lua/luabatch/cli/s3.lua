@@ -16,6 +16,7 @@
 -- target.  Exit codes: 0 success, 1 failure (any object that failed), 2 bad usage.
 
 local s3mod = require "luabatch.s3"
+local many = require "luabatch.cli.s3_many"
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -61,7 +62,8 @@ options:
   --content-type TYPE    Content-Type of uploaded objects
   --metadata NAME=VALUE  user metadata of uploaded objects (repeatable)
   --part-size N          multipart part size in bytes (suffix K, M, G)
-  --concurrency N        parts in flight at once (default 8)
+  --concurrency N        parts in flight at once (default 8); with -r also
+                         the files of up to 16 MiB in flight (default 32)
   --expires N            presign: seconds the URL is valid (1..604800, default 3600)
   --method M             presign: GET (default) or PUT
   --local DIR            abort-uploads: also remove DIR's *.lbpart-* files
@@ -243,6 +245,11 @@ end
 
 local function mkdir_p(dir)
   if dir == "" or dir == "." then return true end
+  local ok, core = pcall(require, "luabatch.core")
+  if ok and core.stat then                     -- no shell per directory
+    local st = core.stat(dir, true)
+    if st and st.type == "directory" then return true end
+  end
   if os_ok(os.execute("mkdir -p " .. shell_quote(dir))) then return true end
   return nil, "cannot create directory " .. dir
 end
@@ -428,25 +435,52 @@ local function cmd_cp(ctx)
         s3copy(ctx, sb, e.key, db, dp .. str_sub(e.key, #sp + 1))
       end
     elseif sb then
-      local sp = dir_prefix(sk)
+      local sp, root, small = dir_prefix(sk), str_gsub(dst, "/+$", ""), {}
+      local dirs = {}
       for e, msg in ctx.s3:list(sb, { prefix = sp }) do
         if not e then return fail(ctx, msg) end
         if interrupted() then return fail(ctx, "interrupted") end
         local rel = safe_relpath(str_sub(e.key, #sp + 1))
-        if rel then
-          download(ctx, sb, e.key, str_gsub(dst, "/+$", "") .. "/" .. rel)
+        local path = rel and (root .. "/" .. rel)
+        if rel and (e.size or many.BIG + 1) > many.BIG then
+          download(ctx, sb, e.key, path)
+        elseif rel then
+          local ok, merr = dirs[dirname(path)] or mkdir_p(dirname(path))
+          dirs[dirname(path)] = ok
+          if not ok then
+            fail(ctx, "download s3://" .. sb .. "/" .. e.key .. " -> " .. path .. ": " .. merr)
+          else
+            small[#small + 1] = { file = path, key = e.key, size = e.size }
+          end
+          if #small >= many.BATCH then
+            if not many.run(ctx, "download", sb, small, human_bytes) then return nil end
+            small = {}
+          end
         elseif str_sub(e.key, -1) ~= "/" then
           fail(ctx, "download s3://" .. sb .. "/" .. e.key .. ": key is not a safe relative path; skipped")
         end
       end
+      return many.run(ctx, "download", sb, small, human_bytes)
     else
       if not is_dir(src) then return fail(ctx, "cp -r: " .. src .. " is not a directory") end
       local files, werr = walk(src)
       if not files then return fail(ctx, werr) end
-      local dp = dir_prefix(dk)
+      local dp, root, small = dir_prefix(dk), str_gsub(src, "/+$", ""), {}
+      local core = require "luabatch.core"
       for _, rel in ipairs(files) do
         if interrupted() then return fail(ctx, "interrupted") end
-        upload(ctx, str_gsub(src, "/+$", "") .. "/" .. rel, db, dp .. rel)
+        local path = root .. "/" .. rel
+        local st = core.stat(path, true)
+        if not st or st.size > many.BIG then
+          upload(ctx, path, db, dp .. rel)       -- an unreadable one fails there, named
+        else
+          small[#small + 1] = { file = path, key = dp .. rel, size = st.size }
+        end
+      end
+      for i = 1, #small, many.BATCH do
+        local part = {}
+        for j = i, math.min(#small, i + many.BATCH - 1) do part[#part + 1] = small[j] end
+        if not many.run(ctx, "upload", db, part, human_bytes) then return nil end
       end
     end
     return true
