@@ -65,7 +65,15 @@ cat >"$WORK/fresh.sh" <<'EOF'
 set -e
 rm -f /etc/apt/sources.list                 # debootstrap's; this machine's instead
 cp -r /in/apt/. /etc/apt/
+# the cgroup tree writable: every hierarchy (cgroup v1 has one per
+# controller), bind-remounted rw, else mounted again without "ro"
 mount -o remount,rw /sys/fs/cgroup 2>/dev/null || true
+for m in $(awk '$3 == "cgroup" || $3 == "cgroup2" {print $2}' /proc/mounts); do
+  mount -o remount,bind,rw "$m" 2>/dev/null && continue
+  o=$(awk -v m="$m" '$2 == m {print $4}' /proc/mounts | sed 's/^ro,//')
+  t=$(awk -v m="$m" '$2 == m {print $3}' /proc/mounts)
+  umount "$m" && mount -t "$t" -o "$o" "$t" "$m" || echo "test-fresh: $m stays read-only" >&2
+done
 cp -a /in/src/. /luabatch/ && cd /luabatch
 apt-get update -qq >/dev/null
 command -v make >/dev/null || apt-get install -y -qq --no-install-recommends make >/dev/null
