@@ -103,6 +103,7 @@ _M.defaults = {
   max_throttled = 300,          -- seconds DescribeJobs may answer only 429 before the run gives up
   wait_slice = 1,               -- longest sleep of a waiting strategy (cancellation latency)
   follow_interval = nil,        -- seconds between log tails (nil: the poll cadence, >= 2)
+  runnable_hint = 60,           -- seconds RUNNABLE before the run says why a job may wait (0: never)
   array = false,                -- with.array overrides
 }
 
