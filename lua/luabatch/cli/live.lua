@@ -6,6 +6,7 @@
 --   v.progress(event, info)   -- every progress event of the run
 --   v.line(text)              -- a stage or log line, shown above the table
 --   v.tick()                  -- at least once a second: elapsed times move
+--   v.name(job, sid)          -- a strategy's name ("fan[n=2]"), once known
 --   v.close()                 -- the last table stays on screen
 --
 -- On a terminal: a table redrawn in place, one row per job -- its state,
@@ -123,6 +124,14 @@ function _M.new(o)
     else
       write(text)
     end
+  end
+
+  --- name(job, sid) -> the strategy's name by its matrix values, once a
+  -- "strategy" event told them | nil
+  function v.name(job, sid)
+    local j, s = v.jobs[job], nil
+    s = j and j.strategies[tostring(sid)]
+    return s and s.values and s.label or nil
   end
 
   function v.tick()

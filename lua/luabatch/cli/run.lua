@@ -25,7 +25,6 @@ local ipairs = ipairs
 local pcall = pcall
 local require = require
 local tostring = tostring
-local tonumber = tonumber
 local str_format = string.format
 local tbl_concat = table.concat
 
@@ -126,17 +125,15 @@ end
 
 local fmt_secs = require("luabatch.pretty").secs
 local first_error = require("luabatch.workflow.stage").first_error
+local tabular = require "luabatch.cli.tabular"
 
 -- The line of a stage that ended (a terminal shows them above the live
--- table) -> text
-local function stage_line(info, model)
+-- table); name: the strategy's name as the view knows it (view.name) -> text
+local function stage_line(info, name)
   local who = info.key or info.name or "?"
   local where = tostring(info.job or "?")
   if info.strategy and info.strategy ~= "EMPTY" then
-    local jobdef = model.jobs and model.jobs[info.job]
-    local combo = jobdef and require("luabatch.workflow.job").strategy(jobdef, info.strategy)
-    where = require("luabatch.cli.failures").label(where, { matrix = combo and combo.values })
-    if where == tostring(info.job) then where = where .. "[" .. tostring(info.strategy) .. "]" end
+    where = name(info.job, info.strategy) or (where .. "[" .. tostring(info.strategy) .. "]")
   end
   local line = str_format("  %s  %-24s %-7s %s", where, tostring(who), tostring(info.status), fmt_secs(info.seconds or 0))
   local m = (info.status == "FAILED" or info.status == "CANCEL") and first_error(info.errors)
@@ -147,19 +144,6 @@ end
 ---------------------------------------------------------------------------
 -- Entry
 ---------------------------------------------------------------------------
-
--- The columns the live table on stderr may use: COLUMNS, else the terminal's.
-local function live_width(env, getenv)
-  local cols = tonumber(getenv("COLUMNS") or "")
-  if cols and cols > 0 then return math.floor(cols) end
-  local tw = env.term_width
-  if not tw then
-    local ok, le = pcall(require, "luabatch.lineedit")
-    tw = ok and type(le) == "table" and le.term_width or nil
-  end
-  cols = tw and tw(2)
-  return type(cols) == "number" and cols > 0 and cols or 80
-end
 
 function _M.run(args, env)
   env = env or {}
@@ -197,8 +181,8 @@ function _M.run(args, env)
     -- the live view: a table redrawn in place on a terminal, else a line per change
     view = require("luabatch.cli.live").new({ write = err_w, tty = tty, now = require("luabatch.workflow.stage").now,
       workflow = model.name, order = o.job and { o.job } or require("luabatch.workflow.plan").order(model),
-      width = tty and live_width(env, getenv) or nil,
-      ellipsis = require("luabatch.cli.tabular").ellipsis({ getenv = getenv }) })
+      width = tabular.width({ isatty = isatty, term_width = env.term_width, getenv = getenv }, 2),
+      ellipsis = tabular.ellipsis({ getenv = getenv }) })
     if info.batch or tty then
       err_w(str_format("run %s%s\n", info.run_id, info.attach and " (resumed)"
         or info.resumed_from and (" (resumes " .. info.resumed_from .. ")") or ""))
@@ -208,7 +192,7 @@ function _M.run(args, env)
     caught.progress(event, info)
     if not view then return end
     view.progress(event, info)
-    if tty and event == "stage" then view.line(stage_line(info, model)) end
+    if tty and event == "stage" then view.line(stage_line(info, view.name)) end
   end
   if tty then
     ro.log = function(line) view.line("      | " .. tostring(line):gsub("\n", "\n      | ") .. "\n") end

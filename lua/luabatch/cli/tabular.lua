@@ -78,20 +78,21 @@ local function lineedit()
 end
 
 
---- width(env) -> the columns a table on stdout may use, or nil (no
--- limit) when stdout is not a terminal.  COLUMNS (a whole number) wins
--- over the terminal's own size; a terminal of unknown size is 80 wide.
-function _M.width(env)
-  env = env or {}
+--- width(env [, fd]) -> the columns a table on fd (default 1, stdout) may
+-- use, or nil (no limit) when fd is not a terminal.  COLUMNS (a whole
+-- number) wins over the terminal's own size; a terminal of unknown size is
+-- 80 wide.
+function _M.width(env, fd)
+  env, fd = env or {}, fd or 1
   local isatty = env.isatty
   local le = (not isatty or not env.term_width) and lineedit() or nil
   if not isatty then isatty = le and le.isatty or function() return false end end
-  if not isatty(1) then return nil end
+  if not isatty(fd) then return nil end
   local getenv = env.getenv or os.getenv
   local cols = tonumber(getenv("COLUMNS") or "")
   if cols and cols > 0 and cols == floor(cols) then return cols end
   local tw = env.term_width or (le and le.term_width)
-  cols = tw and tw(1)
+  cols = tw and tw(fd)
   if type(cols) == "number" and cols > 0 then return cols end
   return 80
 end

@@ -286,6 +286,9 @@ function _M:_waiting(c)
   local after = tonumber(self.policy.runnable_hint)
   if not self.progress or not after or after <= 0 then return end
   local now = self:now()
+  -- every waiting strategy's loop passes here: look over the jobs once a second
+  if now < (c.waiting_at or 0) then return end
+  c.waiting_at = now + 1
   for _, w in pairs(c.watched) do
     local since = w.status == "RUNNABLE" and w.runnable_since
     if since and now - since >= after and now >= (w.hint_next or 0) then
