@@ -2,9 +2,11 @@
  * Lua's io library lacks: durable appends, private modes, directories, the
  * working directory.
  *
- *   core.append_file(path, data [, mode]) -> true | nil, msg, code
+ *   core.append_file(path, data [, mode [, nosync]]) -> true | nil, msg, code
  *       O_APPEND|O_CREAT (mode default 0600, applied on creation), one
- *       write loop, fsync, close: when it returns true the bytes are on disk.
+ *       write loop, fsync, close: when it returns true the bytes are on disk
+ *       (nosync: in the kernel's cache, which outlives the process, not a
+ *       power loss).
  *   core.mkdir(path [, mode]) -> true | nil, msg, code   ("EEXIST" if there)
  *   core.getcwd() -> path | nil, msg, code
  *   core.listdir(dir) -> { name, ... } (no "." / "..", unsorted) | nil, msg, code
@@ -36,6 +38,7 @@ static int fs_append_file(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     const char *data = luaL_checklstring(L, 2, &n);
     mode_t mode = (mode_t)luaL_optinteger(L, 3, 0600);
+    int sync = !lua_toboolean(L, 4);
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, mode);
     if (fd < 0) return fs_fail(L, "append", path, errno);
     while (off < n) {
@@ -48,7 +51,7 @@ static int fs_append_file(lua_State *L) {
         }
         off += (size_t)w;
     }
-    if (fsync(fd) != 0) {
+    if (sync && fsync(fd) != 0) {
         int e = errno;
         close(fd);
         return fs_fail(L, "fsync", path, e);

@@ -89,8 +89,8 @@ function fs.listdir(dir)
 end
 
 -- One write() of `data` at the end of `path` (created 0600), then fsync.
-function fs.append(path, data)
-  local ok, msg, code = core.append_file(path, data, FILE_MODE)
+function fs.append(path, data, nosync)
+  local ok, msg, code = core.append_file(path, data, FILE_MODE, nosync)
   if ok then return true end
   return nil, msg, code or "EIO"
 end
@@ -178,7 +178,9 @@ _M._scrub = function(v) return scrub(v, {}) end
 ---------------------------------------------------------------------------
 
 --- Open the journal of `run_id`.  opts: home (default journal.home()),
--- create (make it when missing; reopening an existing one is fine).
+-- create (make it when missing; reopening an existing one is fine),
+-- nosync (appends are not fsync'd: they outlive the process, not a power
+-- loss -- for a run with nothing remote to re-attach to).
 function _M.open(run_id, opts)
   if type(run_id) ~= "string" then
     error("bad argument #1 to 'open' (string expected, got " .. type(run_id) .. ")", 2)
@@ -210,7 +212,7 @@ function _M.open(run_id, opts)
     return nil, "no run '" .. run_id .. "' in " .. home, "ENOENT"
   end
   return setmetatable({ run_id = run_id, home = home, dir = dir, file = path,
-                        need_nl = need_nl }, mt)
+                        need_nl = need_nl, nosync = opts.nosync and true or nil }, mt)
 end
 
 function _M:path() return self.file end
@@ -230,7 +232,7 @@ function _M:append(event)
   local ok2, line = pcall(json.encode, e)
   if not ok2 then return nil, "journal " .. self.run_id .. ": " .. tostring(line), "EINVAL" end
   if self.need_nl then line = "\n" .. line end
-  local wok, msg, code = fs.append(self.file, line .. "\n")
+  local wok, msg, code = fs.append(self.file, line .. "\n", self.nosync)
   if not wok then return nil, msg, code end
   self.need_nl = false
   return true

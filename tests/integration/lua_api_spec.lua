@@ -104,6 +104,19 @@ describe("the Lua API #integration", function()
     assert.equal("EWITH", code)
     assert.truthy(msg:find("with.job_queue_arn is required", 1, true), msg)
     assert.equal(before, #runs.list({ home = home }))
+    -- a local run's journal is not fsync'd per event; one with Batch jobs is
+    local journal = require "luabatch.journal"
+    local open, seen = journal.open, {}
+    journal.open = function(id, o) seen[#seen + 1] = o and o.nosync; return open(id, o) end
+    local ok = pcall(function()
+      assert(wf:run({ params = { flag = "fixed" }, home = home }))
+      wf:run({ runs_on = "aws_batch", with = { job_queue_arn = "q", s3_bucket = "b", region_name = "us-east-1",
+        endpoint_url = "http://127.0.0.1:9" }, home = home, params = { flag = "fixed" } })
+    end)
+    journal.open = open
+    assert.is_true(ok)
+    assert.same({ true, false }, { seen[1], seen[2] })
+    before = #runs.list({ home = home })
     -- journal = false: nothing recorded
     assert(wf:run({ params = { flag = "fixed" }, home = home, journal = false }))
     assert.equal(before, #runs.list({ home = home }))

@@ -304,6 +304,16 @@ describe("luabatch.journal #unit", function()
     assert.is_nil(lfs.attributes(home .. "/runs/r6/cancel.tmp"))
   end)
 
+  it("nosync: appends land the same, without an fsync each (a local run's journal)", function()
+    local j = assert(journal.open("r10", { home = home, create = true, nosync = true }))
+    assert.is_true(j.nosync)
+    assert(j:append({ ev = "run", run_id = "r10" }))
+    assert(j:append({ ev = "end", status = "SUCCESS" }))
+    local evs = assert(journal.open("r10", { home = home })):events()
+    assert.same({ "run", "end" }, { evs[1].ev, evs[2].ev })
+    assert.is_nil(assert(journal.open("r10", { home = home })).nosync)   -- fsync'd unless asked
+  end)
+
   it("remove deletes the run's directory", function()
     local j = assert(journal.open("r9", { home = home, create = true }))
     assert(j:append({ ev = "run", run_id = "r9" }))

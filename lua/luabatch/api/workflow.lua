@@ -183,7 +183,9 @@ end
 -- The journal of a new run (its "run" event first) -> jr | nil (a local
 -- run goes on without: warned) | false, message (a remote one cannot)
 local function new_journal(model, o, run_id, home, prev)
-  local jr, err = journal.open(run_id, { home = home, create = true })
+  -- a run with remote jobs fsyncs each event (re-attaching relies on them);
+  -- a local one's events need only outlive the process
+  local jr, err = journal.open(run_id, { home = home, create = true, nosync = not remote(model, o) })
   if jr then
     local ok, aerr = jr:append({ ev = "run", run_id = run_id, file = absolute(model.file), conf = o.conf and absolute(o.conf),
       params = o.params, job = o.job, runs_on = o.runs_on, with = o.with, policy_file = absolute(o.policy_file),
