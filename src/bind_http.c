@@ -539,6 +539,7 @@ static int new_client(lua_State *L, int copts) {
     lb_http_client_opts o = { 0, 0 };
     char err[LB_ERR_LEN];
     lb_l_client *cl;
+    int rc;
     if (copts && !lua_isnoneornil(L, copts)) {
         luaL_checktype(L, copts, LUA_TTABLE);
         copt_int(L, copts, "max_connections", &o.max_connections);
@@ -549,10 +550,9 @@ static int new_client(lua_State *L, int copts) {
     cl->busy = 0;
     luaL_getmetatable(L, CLIENT_MT);
     lua_setmetatable(L, -2);
-    cl->c = lb_http_client_new(&o, err);
-    if (!cl->c) {
+    if ((rc = lb_http_client_open(&o, &cl->c, err)) != LB_OK) {
         lua_pop(L, 1);
-        return lb_l_fail(L, lb_http_load(NULL) != LB_OK ? LB_EHTTP : LB_ENOMEM, err);
+        return lb_l_fail(L, rc, err);
     }
     return 1;
 }

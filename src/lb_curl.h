@@ -3,7 +3,7 @@
  * The executable and luabatch.core do not link libcurl: Debian's libcurl
  * pulls in some 30 more shared libraries (GnuTLS, nghttp2, LDAP, Kerberos,
  * ...) whose relocation was most of `luabatch -e ''`'s start-up.  The first
- * HTTP client (lb_http_client_new) calls lb_curl_load, which opens
+ * HTTP client (lb_http_client_open) calls lb_curl_load, which opens
  * libcurl.so.4 (RTLD_LAZY | RTLD_LOCAL; $LUABATCH_LIBCURL names another
  * file), resolves the functions below into lb_curl and runs
  * curl_global_init, once per process (thread safe).  Include after

@@ -557,17 +557,14 @@ static int setup(xfer *x, char *err) {
 
 /* ---- the client -------------------------------------------------------- */
 
-int lb_http_load(char *err) { return lb_curl_load(err); }
-
-lb_http_client *lb_http_client_new(const lb_http_client_opts *opts, char *err) {
+int lb_http_client_open(const lb_http_client_opts *opts, lb_http_client **out, char *err) {
     lb_http_client *c;
     int maxconn = opts && opts->max_connections > 0 ? opts->max_connections : DEFAULT_CONNECTIONS;
     int conc = opts && opts->max_concurrency > 0 ? opts->max_concurrency : DEFAULT_CONCURRENCY;
     char lerr[LB_ERR_LEN];
-    if (lb_curl_load(lerr) != LB_OK) {  /* the first client loads libcurl */
-        lb_err_set(err, LB_EHTTP, "http client: %s", lerr);
-        return NULL;
-    }
+    *out = NULL;
+    if (lb_curl_load(lerr) != LB_OK)    /* the first client loads libcurl */
+        return lb_err_set(err, LB_EHTTP, "http client: %s", lerr);
     c = lb_calloc(1, sizeof *c);
     if (!c) goto nomem;
     c->max_concurrency = conc;
@@ -576,16 +573,15 @@ lb_http_client *lb_http_client_new(const lb_http_client_opts *opts, char *err) {
     c->multi = curl_multi_init();
     if (!c->multi) {
         lb_http_client_free(c);
-        lb_err_set(err, LB_EHTTP, "http client: curl_multi_init failed");
-        return NULL;
+        return lb_err_set(err, LB_EHTTP, "http client: curl_multi_init failed");
     }
     curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)maxconn);
     curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)maxconn);
-    return c;
+    *out = c;
+    return LB_OK;
 nomem:
     lb_http_client_free(c);
-    lb_err_set(err, LB_ENOMEM, "http client: out of memory");
-    return NULL;
+    return lb_err_set(err, LB_ENOMEM, "http client: out of memory");
 }
 
 void lb_http_client_free(lb_http_client *c) {
@@ -895,10 +891,11 @@ int lb_http_perform(lb_http_client *c, const lb_http_request *req,
                     lb_http_response *resp, char *err) {
     lb_http_client *own = NULL;
     lb_http_result res;
+    int rc;
     memset(resp, 0, sizeof *resp);
     if (!c) {
-        c = own = lb_http_client_new(NULL, err);
-        if (!c) return LB_ENOMEM;
+        if ((rc = lb_http_client_open(NULL, &own, err)) != LB_OK) return rc;
+        c = own;
     }
     lb_http_perform_all(c, req, 1, &res);
     lb_http_client_free(own);

@@ -37,7 +37,7 @@
  * libcurl does by default.  `Expect: 100-continue` is never sent, nor a
  * Content-Type the caller did not give.
  *
- * Process-wide setup: the first lb_http_client_new loads libcurl with
+ * Process-wide setup: the first lb_http_client_open loads libcurl with
  * dlopen and runs curl_global_init (lb_curl.h); without libcurl it fails
  * with LB_EHTTP naming the library. */
 #ifndef LB_HTTP_H
@@ -154,15 +154,10 @@ typedef struct lb_http_client_opts {
     int max_concurrency;            /* transfers in flight at once: 16 */
 } lb_http_client_opts;
 
-/* Load libcurl now (what the first client does): LB_OK, or LB_EHTTP with
- * err naming the library (may be NULL).  Tells a failed lb_http_client_new
- * from lack of memory. */
-int lb_http_load(char *err);
-
-/* Create a client (opts may be NULL).  Returns NULL on failure with err set
- * (LB_ENOMEM, or LB_EHTTP if libcurl is missing or refuses).  Free with
- * lb_http_client_free. */
-lb_http_client *lb_http_client_new(const lb_http_client_opts *opts, char *err);
+/* Create a client (opts may be NULL) into *out.  Returns LB_OK, or LB_ENOMEM
+ * or LB_EHTTP (libcurl is missing or refuses) with *out NULL and err set
+ * (may be NULL).  Free with lb_http_client_free. */
+int lb_http_client_open(const lb_http_client_opts *opts, lb_http_client **out, char *err);
 
 /* Close every connection and free the client; NULL is a no-op. */
 void lb_http_client_free(lb_http_client *c);

@@ -51,12 +51,13 @@ static void *worker(void *arg) {
     lb_http_client_opts co = { 0, 0 };
     lb_http_client *http;
     char err[LB_ERR_LEN];
+    int hrc;
     wjob w;
     size_t i;
     w.b = b;
     co.max_concurrency = b->base->concurrency > 0 ? b->base->concurrency : LB_S3_DEFAULT_CONCURRENCY;
     co.max_connections = co.max_concurrency + 2;
-    http = lb_http_client_new(&co, err);
+    hrc = lb_http_client_open(&co, &http, err);
     while ((i = __atomic_fetch_add(&b->next, 1, __ATOMIC_RELAXED)) < b->n) {
         lb_s3_job *j = &b->jobs[i];
         lb_s3_opts o = *b->base;
@@ -68,7 +69,7 @@ static void *worker(void *arg) {
         o.progress_ud = &w;
         o.cancel = NULL;
         if (!http) {
-            j->rc = lb_err_set(j->err, lb_http_load(NULL) != LB_OK ? LB_EHTTP : LB_ENOMEM, "%s", err);
+            j->rc = lb_err_set(j->err, hrc, "%s", err);
         } else if (__atomic_load_n(&b->cancel, __ATOMIC_RELAXED) || lb_intr_pending()) {
             j->rc = lb_err_set(j->err, LB_ECANCELED, "%s s3://%s/%s: cancelled",
                                b->download ? "GetObject" : "PutObject", o.bucket, j->key);

@@ -96,9 +96,7 @@ int s3x_init(s3x *x, const lb_s3_opts *o, lb_s3_result *res, char *err) {
     }
     co.max_concurrency = x->concurrency;
     co.max_connections = x->concurrency + 2;
-    x->http = lb_http_client_new(&co, err);
-    if (!x->http) return lb_http_load(NULL) != LB_OK ? LB_EHTTP : LB_ENOMEM;
-    return LB_OK;
+    return lb_http_client_open(&co, &x->http, err);
 nomem:
     lb_buf_free(&t);
     return lb_err_set(err, LB_ENOMEM, "s3: out of memory");

@@ -391,11 +391,12 @@ static void test_reuse(lb_http_client *c) {
 /* Concurrency: many slow requests overlap, bounded by max_concurrency. */
 static void test_concurrency(void) {
     lb_http_client_opts o = { 20, 20 };
-    lb_http_client *c = lb_http_client_new(&o, NULL);
+    lb_http_client *c;
     lb_http_request rq[20];
     lb_http_result res[20];
     double t0, dt;
     int i, ok = 1;
+    CHECK(lb_http_client_open(&o, &c, NULL) == LB_OK);
     memset(rq, 0, sizeof rq);
     for (i = 0; i < 20; i++) rq[i].url = url("/slow?delay=0.5");
     t0 = now();
@@ -410,7 +411,7 @@ static void test_concurrency(void) {
     lb_http_client_free(c);
 
     o.max_concurrency = 2;          /* 4 x 0.3 s, 2 at a time: >= 0.6 s */
-    c = lb_http_client_new(&o, NULL);
+    CHECK(lb_http_client_open(&o, &c, NULL) == LB_OK);
     for (i = 0; i < 4; i++) rq[i].url = url("/slow?delay=0.3");
     t0 = now();
     CHECK(lb_http_perform_all(c, rq, 4, res) == LB_OK);
@@ -605,13 +606,14 @@ static void test_alloc(void) {
 
     for (k = 0; k < 100 && !c; k++) {
         lb_alloc_fail_after(k);
-        c = lb_http_client_new(NULL, err);
+        rc = lb_http_client_open(NULL, &c, err);
         lb_alloc_fail_after(-1);
-        if (!c && (strstr(err, "out of memory") == NULL || lb_alloc_live() != live)) bad++;
+        if (rc != LB_OK && (strstr(err, "out of memory") == NULL || lb_alloc_live() != live)) bad++;
     }
     CHECK(c != NULL && k > 1);
     CHECK(bad == 0);
     live_c = lb_alloc_live();
+    rc = -1;
     rq.url = url("/echo");
     rq.headers = hdrs;
     rq.nheaders = 2;
@@ -660,8 +662,7 @@ int main(int argc, char **argv) {
     snprintf(key, sizeof key, "%s/key.pem", tmpdir);
     if (make_cert()) tls_port = start_server(&tls_pid, cert, key);
 
-    c = lb_http_client_new(NULL, NULL);
-    CHECK(c != NULL);
+    CHECK(lb_http_client_open(NULL, &c, NULL) == LB_OK);
     test_get();
     test_upload();
     test_sinks(c);
