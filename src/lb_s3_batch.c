@@ -6,6 +6,7 @@
  * (retries, temp + rename, abort on failure): the batch adds none. */
 #define _GNU_SOURCE
 #include "lb_s3.h"
+#include "lb_s3_int.h"
 
 #include <pthread.h>
 #include <string.h>
@@ -48,16 +49,13 @@ static int job_progress(void *ud, int64_t done, int64_t total) {
 
 static void *worker(void *arg) {
     batch *b = arg;
-    lb_http_client_opts co = { 0, 0 };
     lb_http_client *http;
     char err[LB_ERR_LEN];
     int hrc;
     wjob w;
     size_t i;
     w.b = b;
-    co.max_concurrency = b->base->concurrency > 0 ? b->base->concurrency : LB_S3_DEFAULT_CONCURRENCY;
-    co.max_connections = co.max_concurrency + 2;
-    hrc = lb_http_client_open(&co, &http, err);
+    hrc = s3_http_client(b->base, &http, err);
     while ((i = __atomic_fetch_add(&b->next, 1, __ATOMIC_RELAXED)) < b->n) {
         lb_s3_job *j = &b->jobs[i];
         lb_s3_opts o = *b->base;

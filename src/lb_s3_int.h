@@ -1,5 +1,5 @@
-/* lb_s3_int.h -- internals shared by lb_s3.c (request engine, upload) and
- * lb_s3_get.c (download).  Not part of the core's API. */
+/* lb_s3_int.h -- internals shared by lb_s3.c (request engine, upload),
+ * lb_s3_get.c (download) and lb_s3_batch.c.  Not part of the core's API. */
 #ifndef LB_S3_INT_H
 #define LB_S3_INT_H
 
@@ -12,6 +12,7 @@
 #define S3_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 #define S3_SEND_BUFFER (512L * 1024)    /* bytes per body read (file parts) */
 #define S3_RECV_BUFFER (512L * 1024)    /* bytes per receive (ranged GETs) */
+#define S3_MAX_CONCURRENCY 64           /* cap on o->concurrency */
 
 enum { P_NEW, P_WAIT, P_RUN, P_DONE };
 
@@ -110,6 +111,13 @@ double s3_mono(void);
 /* Set up x (URL, target, client, metadata names) for opts; LB_OK or code. */
 int s3x_init(s3x *x, const lb_s3_opts *o, lb_s3_result *res, char *err);
 void s3x_free(s3x *x);
+/* Requests in flight for o: o->concurrency or the default, at most
+ * S3_MAX_CONCURRENCY. */
+int s3_concurrency(const lb_s3_opts *o);
+/* The HTTP client of a transfer (or of a batch worker running several):
+ * s3_concurrency(o) in flight, two spare connections.  LB_OK, or the code
+ * of lb_http_client_open with *out NULL and err set. */
+int s3_http_client(const lb_s3_opts *o, lb_http_client **out, char *err);
 /* Run one phase over parts[0..n) with nslots requests at most in flight. */
 /* 1 if an S3 error code is worth retrying (SlowDown, InternalError, ...). */
 int s3_retryable_code(const char *code);

@@ -48,8 +48,19 @@ int s3_fail(s3x *x, int code, const char *fmt, ...) {
     return code;
 }
 
-int s3x_init(s3x *x, const lb_s3_opts *o, lb_s3_result *res, char *err) {
+int s3_concurrency(const lb_s3_opts *o) {
+    int n = o->concurrency > 0 ? o->concurrency : LB_S3_DEFAULT_CONCURRENCY;
+    return n > S3_MAX_CONCURRENCY ? S3_MAX_CONCURRENCY : n;
+}
+
+int s3_http_client(const lb_s3_opts *o, lb_http_client **out, char *err) {
     lb_http_client_opts co = { 0, 0 };
+    co.max_concurrency = s3_concurrency(o);
+    co.max_connections = co.max_concurrency + 2;
+    return lb_http_client_open(&co, out, err);
+}
+
+int s3x_init(s3x *x, const lb_s3_opts *o, lb_s3_result *res, char *err) {
     lb_buf t = { 0 };
     size_t i;
     memset(x, 0, sizeof *x);
@@ -67,8 +78,7 @@ int s3x_init(s3x *x, const lb_s3_opts *o, lb_s3_result *res, char *err) {
                           "characters of a-z, 0-9, '.' and '-', starting and ending with a letter "
                           "or digit", o->bucket);
     x->region = o->region && *o->region ? o->region : "us-east-1";
-    x->concurrency = o->concurrency > 0 ? o->concurrency : LB_S3_DEFAULT_CONCURRENCY;
-    if (x->concurrency > 64) x->concurrency = 64;
+    x->concurrency = s3_concurrency(o);
     x->max_attempts = o->max_attempts > 0 ? o->max_attempts : LB_S3_DEFAULT_ATTEMPTS;
     x->rnd = (unsigned)getpid() ^ (unsigned)(s3_mono() * 1e6);
     if (lb_buf_printf(&t, "s3://%s/%s", o->bucket, o->key) != LB_OK) goto nomem;
@@ -94,9 +104,7 @@ int s3x_init(s3x *x, const lb_s3_opts *o, lb_s3_result *res, char *err) {
         x->http = o->http;
         return LB_OK;
     }
-    co.max_concurrency = x->concurrency;
-    co.max_connections = x->concurrency + 2;
-    return lb_http_client_open(&co, &x->http, err);
+    return s3_http_client(o, &x->http, err);
 nomem:
     lb_buf_free(&t);
     return lb_err_set(err, LB_ENOMEM, "s3: out of memory");
