@@ -252,6 +252,12 @@ static void prepare(lua_State *L, l_call *k) {
 
 static void push_result(lua_State *L, const lb_s3_result *res);
 
+/* The code of a failed transfer: S3's own error code (NoSuchKey, ...) for
+ * LB_ESERVICE when the server sent one, else the core's code name. */
+static const char *fail_code(int rc, const lb_s3_result *res) {
+    return rc == LB_ESERVICE && res->code[0] ? res->code : lb_err_name(rc);
+}
+
 /* After the core returned: raise a parked error, or push the outcome. */
 static int outcome(lua_State *L, l_call *k, int rc, lb_s3_result *res, const char *err) {
     lb_buf_free(&k->pending);
@@ -263,7 +269,7 @@ static int outcome(lua_State *L, l_call *k, int rc, lb_s3_result *res, const cha
     if (rc != LB_OK) {
         lua_pushnil(L);
         lua_pushstring(L, err);
-        lua_pushstring(L, rc == LB_ESERVICE && res->code[0] ? res->code : lb_err_name(rc));
+        lua_pushstring(L, fail_code(rc, res));
         lb_s3_result_free(res);
         return 3;
     }
@@ -436,8 +442,7 @@ static int l_batch(lua_State *L) {
             lua_setfield(L, -2, "ok");
             lua_pushstring(L, jobs[i].err);
             lua_setfield(L, -2, "err");
-            lua_pushstring(L, jobs[i].rc == LB_ESERVICE && jobs[i].res.code[0] ? jobs[i].res.code
-                                                                               : lb_err_name(jobs[i].rc));
+            lua_pushstring(L, fail_code(jobs[i].rc, &jobs[i].res));
             lua_setfield(L, -2, "code");
         }
         lb_s3_result_free(&jobs[i].res);
