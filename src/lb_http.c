@@ -536,9 +536,11 @@ static int setup(xfer *x, char *err) {
         && curl_easy_setopt(e, CURLOPT_CAINFO, r->ca_bundle) != CURLE_OK)
         return lb_err_set(err, LB_ENOMEM, "%s: out of memory", x->what);
     /* No CURLOPT_PROXY: libcurl then honours http_proxy/https_proxy/no_proxy,
-     * but never for a unix socket.  Set on every use: handles are pooled. */
-    if (curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, r->unix_socket) != CURLE_OK
-        || curl_easy_setopt(e, CURLOPT_NOPROXY, r->unix_socket ? "*" : NULL) != CURLE_OK)
+     * but never for a unix socket.  A pooled handle comes back reset
+     * (put_easy), so neither option carries over to the next request. */
+    if (r->unix_socket
+        && (curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, r->unix_socket) != CURLE_OK
+            || curl_easy_setopt(e, CURLOPT_NOPROXY, "*") != CURLE_OK))
         return lb_err_set(err, LB_ENOMEM, "%s: out of memory", x->what);
     if (r->recv_buffer_size > 0) curl_easy_setopt(e, CURLOPT_BUFFERSIZE, r->recv_buffer_size);
     if (r->send_buffer_size > 0)
