@@ -6,8 +6,8 @@
  * cancel flag or a read timeout stops a transfer within about that long
  * even when the peer sends nothing. */
 #include "lb_http.h"
+#include "lb_http_int.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -58,9 +58,7 @@ typedef struct xfer {
     int out_fd;
     int64_t out_pos;
     lb_buf body;
-    lb_http_header *h;              /* response headers so far */
-    size_t nh, caph;
-    size_t header_bytes;            /* this response's header lines so far */
+    lb_http_hdrs hdr;               /* response headers so far */
     int64_t bytes_in;
     /* progress and failures */
     int abort_code;                 /* set by a callback or the loop */
@@ -132,94 +130,14 @@ static int map_curl(CURLcode cc) {
 
 /* ---- response headers ------------------------------------------------- */
 
-static void free_headers(lb_http_header *h, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++) lb_free(h[i].name);
-    lb_free(h);
-}
-
-static void clear_headers(xfer *x) {
-    size_t i;
-    for (i = 0; i < x->nh; i++) lb_free(x->h[i].name);
-    x->nh = 0;
-}
-
-static size_t trim(const char **p, size_t n) {
-    while (n && isspace((unsigned char)**p)) { (*p)++; n--; }
-    while (n && isspace((unsigned char)(*p)[n - 1])) n--;
-    return n;
-}
-
-/* One header line: name and value in one block, value after name's NUL. */
-static int add_header(xfer *x, const char *name, size_t nn, const char *val, size_t vn) {
-    char *blk;
-    if (x->nh == x->caph) {
-        size_t cap = x->caph ? 2 * x->caph : 16;
-        lb_http_header *h = lb_realloc(x->h, cap * sizeof *h);
-        if (!h) return LB_ENOMEM;
-        x->h = h;
-        x->caph = cap;
-    }
-    blk = lb_malloc(nn + vn + 2);
-    if (!blk) return LB_ENOMEM;
-    memcpy(blk, name, nn);
-    blk[nn] = '\0';
-    memcpy(blk + nn + 1, val, vn);
-    blk[nn + 1 + vn] = '\0';
-    x->h[x->nh].name = blk;
-    x->h[x->nh].value = blk + nn + 1;
-    x->nh++;
-    return LB_OK;
-}
-
-/* Continuation of the previous header (obsolete line folding). */
-static int fold_header(xfer *x, const char *val, size_t vn) {
-    lb_http_header *last = &x->h[x->nh - 1];
-    size_t nn = strlen(last->name), ov = strlen(last->value);
-    char *blk = lb_realloc(last->name, nn + 1 + ov + 1 + vn + 1);
-    if (!blk) return LB_ENOMEM;
-    blk[nn + 1 + ov] = ' ';
-    memcpy(blk + nn + 1 + ov + 1, val, vn);
-    blk[nn + 1 + ov + 1 + vn] = '\0';
-    last->name = blk;
-    last->value = blk + nn + 1;
-    return LB_OK;
-}
-
 static size_t on_header(char *p, size_t size, size_t nmemb, void *ud) {
     xfer *x = ud;
-    size_t n = size * nmemb, len = n, nn, vn;
-    const char *colon, *name = p, *val;
+    size_t n = size * nmemb;
+    char msg[LB_ERR_LEN];
     int rc;
     x->t_last = mono();
-    if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {   /* a new response begins */
-        clear_headers(x);
-        x->header_bytes = 0;
-        return n;
-    }
-    if ((x->header_bytes += n) > LB_HTTP_MAX_HEADER_BYTES) {
-        char msg[LB_ERR_LEN];
-        snprintf(msg, sizeof msg, "response headers larger than %zu bytes (limit)",
-                 (size_t)LB_HTTP_MAX_HEADER_BYTES);
-        set_abort(x, LB_EHTTP, msg);
-        return 0;
-    }
-    while (len && (p[len - 1] == '\n' || p[len - 1] == '\r')) len--;
-    if (!len) return n;
-    if ((p[0] == ' ' || p[0] == '\t') && x->nh) {
-        val = p;
-        vn = trim(&val, len);
-        rc = fold_header(x, val, vn);
-    } else {
-        colon = memchr(p, ':', len);
-        if (!colon) return n;                        /* not a header: ignore */
-        nn = trim(&name, (size_t)(colon - p));
-        val = colon + 1;
-        vn = trim(&val, len - (size_t)(colon + 1 - p));
-        rc = add_header(x, name, nn, val, vn);
-    }
-    if (rc != LB_OK) {
-        set_abort(x, LB_ENOMEM, "out of memory reading response headers");
+    if ((rc = lb_http_hdrs_line(&x->hdr, p, n, msg)) != LB_OK) {
+        set_abort(x, rc, msg);
         return 0;
     }
     return n;
@@ -597,16 +515,9 @@ void lb_http_client_free(lb_http_client *c) {
 
 void lb_http_response_free(lb_http_response *resp) {
     if (!resp) return;
-    free_headers(resp->headers, resp->nheaders);
+    lb_http_headers_free(resp->headers, resp->nheaders);
     lb_free(resp->body);
     memset(resp, 0, sizeof *resp);
-}
-
-const char *lb_http_response_header(const lb_http_response *resp, const char *name) {
-    size_t i;
-    for (i = 0; i < resp->nheaders; i++)
-        if (strcasecmp(resp->headers[i].name, name) == 0) return resp->headers[i].value;
-    return NULL;
 }
 
 static CURL *get_easy(lb_http_client *c) {
@@ -627,7 +538,7 @@ static void release(lb_http_client *c, xfer *x, int in_multi) {
     curl_slist_free_all(x->hdrs);
     if (x->in_fd >= 0) close(x->in_fd);
     if (x->out_fd >= 0) close(x->out_fd);
-    free_headers(x->h, x->nh);
+    lb_http_headers_free(x->hdr.h, x->hdr.n);
     lb_buf_free(&x->body);
     lb_free(x);
 }
@@ -687,10 +598,9 @@ static void finish(lb_http_client *c, xfer *x, CURLcode cc) {
             }
             r->body_len = blen;
         }
-        r->headers = x->h;
-        r->nheaders = x->nh;
-        x->h = NULL;
-        x->nh = 0;
+        r->headers = x->hdr.h;
+        r->nheaders = x->hdr.n;
+        memset(&x->hdr, 0, sizeof x->hdr);
         r->bytes_in = x->bytes_in;
         r->seconds = mono() - x->t_start;
         res->code = LB_OK;
