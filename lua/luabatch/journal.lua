@@ -438,6 +438,19 @@ local function summary_of(path)
   return at, run, ended
 end
 
+--- end_counts(records) -> { ok, failed, skipped, cancelled }: a run's jobs
+-- counted by status (the "end" event's `jobs`, what `luabatch runs` shows);
+-- records: job id -> record.
+function _M.end_counts(records)
+  local counts = { ok = 0, failed = 0, skipped = 0, cancelled = 0 }
+  local NAMES = { SUCCESS = "ok", FAILED = "failed", SKIP = "skipped", CANCEL = "cancelled" }
+  for _, rec in pairs(records or {}) do
+    local n = NAMES[type(rec) == "table" and rec.status or ""]
+    if n then counts[n] = counts[n] + 1 end
+  end
+  return counts
+end
+
 --- Every run under `home`, newest first:
 -- { { run_id, path, mtime, last_at, workflow?, file?, started?, ended_status?,
 --     ended_at?, jobs? (the end event's counts: ok, failed, skipped,

@@ -261,13 +261,7 @@ local function run(model, o, jr, prev)
   end
   local ctx, rerr, rcode = engine.run(model, ropts)
   if jr then
-    local counts = { ok = 0, failed = 0, skipped = 0, cancelled = 0 }  -- for `luabatch runs`
-    local NAMES = { SUCCESS = "ok", FAILED = "failed", SKIP = "skipped", CANCEL = "cancelled" }
-    for _, rec in pairs(ctx and ctx.jobs or {}) do
-      local n = NAMES[type(rec) == "table" and rec.status or ""]
-      if n then counts[n] = counts[n] + 1 end
-    end
-    jr:append({ ev = "end", status = ctx and ctx.status or "ERROR", jobs = counts })
+    jr:append({ ev = "end", status = ctx and ctx.status or "ERROR", jobs = journal.end_counts(ctx and ctx.jobs) })
     jr:close()
   end
   if not ctx then return nil, rerr, rcode end

@@ -88,13 +88,10 @@ local function cancel_journaled(app, id, events, reason)
       end
     end
   end
-  local counts = { ok = 0, failed = 0, skipped = 0, cancelled = 0 }
-  for _, rec in pairs(st.finished) do
-    local s = type(rec.record) == "table" and rec.record.status
-    if s == "SUCCESS" then counts.ok = counts.ok + 1
-    elseif s == "FAILED" then counts.failed = counts.failed + 1
-    elseif s == "SKIP" then counts.skipped = counts.skipped + 1 end
-  end
+  -- the jobs that ended, and every other one of the run CANCEL
+  local recs = {}
+  for jid, f in pairs(st.finished) do recs[jid] = f.record end
+  local counts = require("luabatch.journal").end_counts(recs)
   app:journal_event(id, { ev = "end", status = "CANCEL", jobs = counts })
   app.journal:flush(id)
   local again = app.journal:events(id)

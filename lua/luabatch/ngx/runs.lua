@@ -70,6 +70,11 @@ local TERMINAL = ngx_poller.TERMINAL
 local function json() return require "luabatch.json" end
 
 local function ngx_() return rawget(_G, "ngx") end
+local api_mod            -- luabatch.ngx.api, once the first request needs it
+local function ngx_api()
+  api_mod = api_mod or require "luabatch.ngx.api"
+  return api_mod
+end
 
 --- new(conf) -> app (call it in init_by_lua*: it builds nothing that does
 -- I/O; clients are made in each worker on first use).
@@ -394,13 +399,8 @@ end
 function _M:journal_end(meta)
   if not meta.done or meta.ended_at then return end
   meta.ended_at = drive.now(self)
-  local counts = { ok = 0, failed = 0, skipped = 0, cancelled = 0 }
-  local NAMES = { SUCCESS = "ok", FAILED = "failed", SKIP = "skipped", CANCEL = "cancelled" }
   local final = meta.final or {}
-  for _, rec in pairs(type(final.jobs) == "table" and final.jobs or {}) do
-    local nm = NAMES[type(rec) == "table" and rec.status or ""]
-    if nm then counts[nm] = counts[nm] + 1 end
-  end
+  local counts = require("luabatch.journal").end_counts(type(final.jobs) == "table" and final.jobs or nil)
   self:journal_event(meta.run_id, { ev = "end", status = final.status or "ERROR", jobs = counts, context = final })
 end
 
@@ -623,7 +623,7 @@ function _M:handle(uri)
   uri = uri or n.var.uri
   local rest = str_match(uri, "/runs(/?.*)$")
   local method = n.req.get_method()
-  local api = require "luabatch.ngx.api"
+  local api = ngx_api()
   if rest == nil then
     if str_sub(uri, -1) == "/" and (method == "GET" or method == "HEAD") then return api.dashboard(self) end
     return fail(404, "no such endpoint: " .. uri)
