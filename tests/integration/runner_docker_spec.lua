@@ -140,6 +140,30 @@ jobs:
     assert.equal(0, our_containers())
   end)
 
+  it("(2b) a registry module holding this client's secret key is refused before the bundle is uploaded", function()
+    local reg = dir .. "/registry"
+    os.execute("mkdir -p " .. reg)
+    local m = assert(io.open(reg .. "/leaky.lua", "w"))
+    m:write("-- " .. secret .. "\nreturn { [\"go@x\"] = function() return { ok = true } end }\n")
+    m:close()
+    local f = write("leaky.yml", ([[
+type: Workflow
+name: docker-leaky
+jobs:
+  j:
+    runs-on: {type: docker, with: {s3_bucket: %s}}
+    stages:
+      - {name: Call, uses: leaky/go@x}
+]]):format(bucket))
+    env.LUABATCH_REGISTRY = reg
+    local out, err, code = run({ "run", f, "--json" })
+    env.LUABATCH_REGISTRY = nil
+    assert.equal(1, code, err)
+    assert.truthy((out .. err):find("refusing to upload", 1, true), out .. err)
+    assert.is_nil((out .. err):find(secret, 1, true))
+    assert.equal(0, our_containers())
+  end)
+
   it("(3) SIGINT stops the container: the run ends CANCEL, nothing is left", function()
     local f = write("long.yml", ([[
 type: Workflow

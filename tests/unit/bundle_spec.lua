@@ -226,6 +226,15 @@ describe("luabatch.runner.aws_batch.bundle #unit", function()
     end)
   end)
 
+  it("upload_text: the JSON to upload, or nil and where a credential of this client is", function()
+    local key = "AKIAEXAMPLEEXAMPLE12"
+    local t = { format = "x", files = { ["registry/m.lua"] = "-- " .. key } }
+    assert.is_string(bundle.upload_text({ format = "x" }, { key }))
+    local text, where = bundle.upload_text(t, { key })
+    assert.is_nil(text)
+    assert.is_string(where)
+  end)
+
   describe("secret_free", function()
     it("finds a secret in a value or a key, anywhere, and gives its path", function()
       assert.is_true(bundle.secret_free({ a = { "x", { b = "y" } } }, { "secret" }))

@@ -676,6 +676,16 @@ function _M.secrets_of(with, getenv, provider)
   return out
 end
 
+--- upload_text(t, secrets) -> the bundle's JSON text | nil, where: what a
+-- runner uploads, refused when a credential of this client (secrets:
+-- secrets_of's, plus the access key id) is anywhere in it.
+function _M.upload_text(t, secrets)
+  local text = _M.encode(t)
+  local clean, where = _M.secret_free(text, secrets)
+  if not clean then return nil, where end
+  return text
+end
+
 _M._clean = clean          -- for specs
 _M._is_list = is_list
 

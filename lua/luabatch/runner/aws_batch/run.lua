@@ -191,11 +191,11 @@ function Run:prepare()
     self.prepare_error = str_format("job '%s': bundle: %s", self.job_id, tostring(t))
     return nil, self.prepare_error
   end
-  local text = bundle.encode(t)
   -- belt and braces: no credential of this client may reach the bucket
-  local clean, where = bundle.secret_free(text, secrets)
-  if clean then clean, where = bundle.secret_free(text, { self.with.aws_access_key_id }) end
-  if not clean then
+  local checked = { self.with.aws_access_key_id }
+  for _, v in ipairs(secrets) do checked[#checked + 1] = v end
+  local text, where = bundle.upload_text(t, checked)
+  if not text then
     self.prepare_error = str_format("job '%s': refusing to upload the bundle: it contains a credential of "
       .. "this client (%s)", self.job_id, where == "$" and "in its text" or tostring(where))
     return nil, self.prepare_error

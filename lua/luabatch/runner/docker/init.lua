@@ -96,7 +96,10 @@ function Job:prepare()
   local bundle = require "luabatch.runner.aws_batch.bundle"
   local cfg = self.cfg
   local prefix = str_format("%s/%s/%s", cfg.s3_prefix, tostring(self.env.run_id or "run"), self.job_id)
-  local files, notes = bundle.collect_files(self.jobdef, self.env, {})
+  -- no credential of this client goes into the bucket (as for aws_batch)
+  local pok, provider = pcall(function() return self.s3:credentials() end)
+  local secrets = bundle.secrets_of(cfg, self.env.getenv, pok and provider or nil)
+  local files, notes = bundle.collect_files(self.jobdef, self.env, { secrets = secrets })
   local ok, t = false, notes
   if files then
     ok, t = pcall(bundle.build, { run_id = tostring(self.env.run_id or "run"), workflow = self.model.name,
@@ -107,7 +110,15 @@ function Job:prepare()
     self.prepare_error = str_format("job '%s': bundle: %s", self.job_id, tostring(t))
     return nil, self.prepare_error
   end
-  local put, perr = self.s3:put_object(cfg.s3_bucket, prefix .. "/bundle.json", bundle.encode(t),
+  local checked = { cfg.aws_access_key_id }
+  for _, v in ipairs(secrets) do checked[#checked + 1] = v end
+  local text, where = bundle.upload_text(t, checked)
+  if not text then
+    self.prepare_error = str_format("job '%s': refusing to upload the bundle: it contains a credential of this "
+      .. "client (%s)", self.job_id, where == "$" and "in its text" or tostring(where))
+    return nil, self.prepare_error
+  end
+  local put, perr = self.s3:put_object(cfg.s3_bucket, prefix .. "/bundle.json", text,
     { content_type = "application/json" })
   if not put then
     self.prepare_error = str_format("job '%s': upload s3://%s/%s/bundle.json: %s", self.job_id, cfg.s3_bucket,
