@@ -97,6 +97,17 @@ describe("luabatch.runner.aws_batch.waiting #unit", function()
       waiting.hint(batch(Q, { ce("ENABLED", "VALID", 256) }), JOB, 65))
   end)
 
+  it("one look over the waiting jobs describes each queue once", function()
+    local calls = 0
+    local b = batch(Q, { ce("ENABLED", "VALID", 256) })
+    local dq, dc = b.describe_job_queues, b.describe_compute_environments
+    b.describe_job_queues = function(...) calls = calls + 1 return dq(...) end
+    b.describe_compute_environments = function(...) calls = calls + 1 return dc(...) end
+    local seen = {}
+    for _ = 1, 5 do assert.truthy(waiting.hint(b, JOB, 70, seen):find("queue q ENABLED/VALID", 1, true)) end
+    assert.equal(2, calls)
+  end)
+
   it("says the likely cause: nothing usable, or a job larger than any environment", function()
     assert.truthy(waiting.hint(batch(Q, { ce("DISABLED", "VALID", 256) }), JOB, 5)
       :find("-- no compute environment of the queue is ENABLED and VALID", 1, true))

@@ -289,11 +289,12 @@ function _M:_waiting(c)
   -- every waiting strategy's loop passes here: look over the jobs once a second
   if now < (c.waiting_at or 0) then return end
   c.waiting_at = now + 1
+  local waiting, seen = require "luabatch.runner.aws_batch.waiting", {}
   for _, w in pairs(c.watched) do
     local since = w.status == "RUNNABLE" and w.runnable_since
     if since and now - since >= after and now >= (w.hint_next or 0) then
       w.hint_next = now + after
-      local ok, text = pcall(require("luabatch.runner.aws_batch.waiting").hint, c.batch, w.job, now - since)
+      local ok, text = pcall(waiting.hint, c.batch, w.job, now - since, seen)
       self:_tell(w, { state = "RUNNABLE", hint = ok and text or ("RUNNABLE for a while (" .. tostring(text) .. ")") })
     end
   end

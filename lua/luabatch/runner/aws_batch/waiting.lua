@@ -35,36 +35,49 @@ local function vcpus_of(job)
   return tonumber(c.vcpus)
 end
 
---- hint(batch, job, secs) -> text.  job: its DescribeJobs entry (jobQueue,
--- container); batch: a luabatch.batch client.
-function _M.hint(batch, job, secs)
+-- The queue and its compute environments as Batch describes them (two
+-- calls) -> { q, ces, msg }
+local function describe(batch, qname)
+  local ans, msg = batch:describe_job_queues({ qname })
+  local q = ans and ans.jobQueues and ans.jobQueues[1]
+  local ces = {}
+  if q then
+    local arns = {}
+    for _, o in ipairs(q.computeEnvironmentOrder or {}) do arns[#arns + 1] = o.computeEnvironment end
+    local cans = #arns > 0 and batch:describe_compute_environments(arns) or nil
+    ces = cans and cans.computeEnvironments or {}
+  end
+  return { q = q, ces = ces, msg = msg }
+end
+
+--- hint(batch, job, secs [, seen]) -> text.  job: its DescribeJobs entry
+-- (jobQueue, container); batch: a luabatch.batch client; seen: a table
+-- kept for one look over the waiting jobs (a queue is described once).
+function _M.hint(batch, job, secs, seen)
   local head = "RUNNABLE for " .. fmt_secs(secs or 0)
   local qname = type(job) == "table" and job.jobQueue
   if not qname then return head end
-  local ans, msg = batch:describe_job_queues({ qname })
-  local q = ans and ans.jobQueues and ans.jobQueues[1]
+  seen = seen or {}
+  seen[qname] = seen[qname] or describe(batch, qname)
+  local d = seen[qname]
+  local q, msg = d.q, d.msg
   if not q then return str_format("%s: queue %s: %s", head, tostring(qname), tostring(msg or "not found")) end
   local parts = { str_format("queue %s %s", tostring(q.jobQueueName or qname), state_of(q)) }
   local cause
   if q.state ~= "ENABLED" then cause = "the queue is " .. tostring(q.state) end
-  local arns = {}
-  for _, o in ipairs(q.computeEnvironmentOrder or {}) do arns[#arns + 1] = o.computeEnvironment end
   local want, room = vcpus_of(job), 0
   local usable = 0
-  if #arns > 0 then
-    local cans = batch:describe_compute_environments(arns)
-    for _, ce in ipairs(cans and cans.computeEnvironments or {}) do
-      local cr = type(ce.computeResources) == "table" and ce.computeResources or {}
-      local max = tonumber(cr.maxvCpus)
-      local text = str_format("%s %s %s", tostring(ce.computeEnvironmentName), state_of(ce), tostring(cr.type or ce.type or ""))
-      if max then
-        local desired = tonumber(cr.desiredvCpus)
-        text = text .. str_format(", %s of %d vCPUs", desired and str_format("%d", desired) or "?", max)
-        if max > room then room = max end
-      end
-      parts[#parts + 1] = text
-      if ce.state == "ENABLED" and ce.status == "VALID" then usable = usable + 1 end
+  for _, ce in ipairs(d.ces) do
+    local cr = type(ce.computeResources) == "table" and ce.computeResources or {}
+    local max = tonumber(cr.maxvCpus)
+    local text = str_format("%s %s %s", tostring(ce.computeEnvironmentName), state_of(ce), tostring(cr.type or ce.type or ""))
+    if max then
+      local desired = tonumber(cr.desiredvCpus)
+      text = text .. str_format(", %s of %d vCPUs", desired and str_format("%d", desired) or "?", max)
+      if max > room then room = max end
     end
+    parts[#parts + 1] = text
+    if ce.state == "ENABLED" and ce.status == "VALID" then usable = usable + 1 end
   end
   if not cause and usable == 0 then
     cause = "no compute environment of the queue is ENABLED and VALID"
