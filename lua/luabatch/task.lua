@@ -369,6 +369,7 @@ function _M.run(opts)
   local json = require "luabatch.json"
   local rkey = rprefix .. sid .. "/result.json"
   local lkey = rprefix .. sid .. "/output.log"
+  local code = (rec.status == "SUCCESS" or rec.status == "SKIP") and 0 or 1
   local node, main = getenv("AWS_BATCH_JOB_NODE_INDEX"), getenv("AWS_BATCH_JOB_MAIN_NODE_INDEX")
   if node and main and node ~= main then
     local nkey = rprefix .. sid .. "/node-" .. node .. ".log"
@@ -377,10 +378,9 @@ function _M.run(opts)
     if not okn then
       return fail(1, "s3://%s/%s: cannot upload the node's output: %s (%s)", rbucket, nkey, tostring(nmsg), tostring(ncode))
     end
-    return (rec.status == "SUCCESS" or rec.status == "SKIP") and 0 or 1
+    return code
   end
   local text = json.encode(redact_all(rec))
-  local code = (rec.status == "SUCCESS" or rec.status == "SKIP") and 0 or 1
   local okp, pmsg, pcode = s3:put_object(rbucket, rkey, text, { content_type = "application/json" })
   if not okp then
     return fail(1, "s3://%s/%s: cannot upload the result: %s (%s)", rbucket, rkey, tostring(pmsg),

@@ -169,12 +169,14 @@ function _M.new(o)
       local sid = tostring(info.strategy)
       local s = j.strategies[sid]
       if not s then
-        s = { label = label_of(info.job, { matrix = info.values }) }
+        s = {}
         j.strategies[sid] = s
+      end
+      if not s.label or (info.values and not s.values) then   -- named once its matrix values are known
+        s.values, s.label = info.values, label_of(info.job, { matrix = info.values })
       end
       local state = info.state
       if state == "started" then state = (j.runs_on == nil or j.runs_on == "local") and "RUNNING" or "SUBMITTING" end
-      if info.values and not s.values then s.values, s.label = info.values, label_of(info.job, { matrix = info.values }) end
       local was, hint = s.state, s.hint
       s.state, s.hint = state or s.state, info.hint
       if info.hint and info.hint ~= hint then

@@ -90,8 +90,8 @@ local function check_runs_on(v)
 end
 
 local function check_run_id(v)
-  if not v:match("^[%w][%w_-]*$") then
-    return nil, str_format("--run-id '%s': letters, digits, '-' and '_' only", v)
+  if not require("luabatch.journal").valid_run_id(v) then
+    return nil, str_format("--run-id '%s': letters, digits, '.', '_' and '-', at most 128", v)
   end
   return v
 end

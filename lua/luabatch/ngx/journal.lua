@@ -50,6 +50,7 @@ local function ngx_() return rawget(_G, "ngx") end
 function _M.io_append(home, run_id, data)
   local j, msg = journal.open(run_id, { home = home, create = true })
   if not j then return nil, tostring(msg) end
+  if j.need_nl then data = "\n" .. data end      -- a torn last line stays alone
   local ok, amsg = require("luabatch.core").append_file(j:path(), data, 384)
   if not ok then return nil, tostring(amsg) end
   return "ok"
