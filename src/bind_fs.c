@@ -14,6 +14,10 @@
  *                        mode = n, size = n, mtime = epoch s } | nil, msg, code
  *       (lstat: a symlink is reported as "link"; follow = true: stat, the
  *       link's target is described, a dangling link is ENOENT)
+ *   core.utime(path, mtime) -> true | nil, msg, code
+ *       sets path's modification time to mtime (epoch s, fractions kept)
+ *       and its access time to now (a sync's download takes the object's
+ *       LastModified, so the next sync finds it unchanged)
  * Codes: "EEXIST", "ENOENT", "EACCES", "EIO". */
 #include "bind.h"
 
@@ -22,6 +26,7 @@
 #include <string.h>
 #include <dirent.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static int fs_fail(lua_State *L, const char *op, const char *path, int e) {
@@ -112,9 +117,26 @@ static int fs_stat(lua_State *L) {
     return 1;
 }
 
+static int fs_utime(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    lua_Number t = luaL_checknumber(L, 2);
+    struct timespec ts[2];
+    time_t sec = (time_t)t;
+    if ((lua_Number)sec > t) sec--;                      /* floor, for times before 1970 */
+    ts[0].tv_sec = 0;
+    ts[0].tv_nsec = UTIME_NOW;                           /* access time: now */
+    ts[1].tv_sec = sec;
+    ts[1].tv_nsec = (long)((t - (lua_Number)sec) * 1e9);
+    if (ts[1].tv_nsec > 999999999L) ts[1].tv_nsec = 999999999L;
+    if (utimensat(AT_FDCWD, path, ts, 0) != 0) return fs_fail(L, "utime", path, errno);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static const luaL_Reg fs_funcs[] = {
     {"listdir", fs_listdir},
     {"stat", fs_stat},
+    {"utime", fs_utime},
     {"getcwd", fs_getcwd},
     {"append_file", fs_append_file},
     {"mkdir", fs_mkdir},
