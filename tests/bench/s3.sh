@@ -10,11 +10,25 @@
 # floor from `openssl speed` (a transfer hashes every byte once).  Prints a
 # Markdown table and appends it to build/bench/results.md.
 #
+# The server's own reach, in the same rounds: curl's SigV4 signer moving the
+# same bytes with no client logic of its own -- one PUT of the file, N PUTs of
+# N slices at once (separate objects: S3 has no ranged PUT), one GET of the
+# object luabatch uploaded into a file (and into /dev/null, shown, not
+# counted), N ranged GETs at once into N part files (the cheapest honest
+# split: no copy through a pipe; the parts are checked, concatenated, against
+# the source afterwards).  N curl processes run under one xargs, whose CPU
+# and peak RSS (the largest curl) time -v reports.  The reach of a direction is
+# the best of its single and parallel rows; luabatch's throughput is reported
+# as a fraction of it.
+#
 # Environment: BENCH_S3_MIB (default 1024), BENCH_S3_BIG_MIB (default 4096;
 # 0 skips the big-file run), BENCH_S3_FILES (default 200 small files for
-# `cp -r` each way; 0 skips), BENCH_S3_RUNS (default 2; the best run of each
-# kind is kept), LUABATCH (default build/lua5.4/bin/luabatch), AWS_CLI
-# (default /usr/bin/aws, Debian's awscli), BENCH_TMP (default: mktemp -d).
+# `cp -r` each way; 0 skips), BENCH_S3_RUNS (default 2 interleaved rounds;
+# the order of the clients alternates each round; the best run of each kind
+# is kept, every figure alike), BENCH_S3_CURL_PAR (default "4 8": the
+# parallel curl rows), LUABATCH (default build/lua5.4/bin/luabatch), AWS_CLI
+# (default /usr/bin/aws, Debian's awscli), CURL (default curl, 7.75 or later
+# for --aws-sigv4), BENCH_TMP (default: mktemp -d).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -25,6 +39,8 @@ BIG_MIB=${BENCH_S3_BIG_MIB:-4096}
 RUNS=${BENCH_S3_RUNS:-2}
 LB=${LUABATCH:-$ROOT/build/lua5.4/bin/luabatch}
 AWS=${AWS_CLI:-/usr/bin/aws}
+CURL=${CURL:-curl}
+CURL_PAR=${BENCH_S3_CURL_PAR:-4 8}
 TIME=/usr/bin/time
 
 die() { echo "s3 bench: $*" >&2; exit 1; }
@@ -33,6 +49,8 @@ die() { echo "s3 bench: $*" >&2; exit 1; }
 [ -x "$TIME" ] || die "$TIME missing (Debian package time; make deps)"
 command -v radosgw >/dev/null || die "radosgw missing (make deps)"
 command -v openssl >/dev/null || die "openssl missing (make deps)"
+command -v "$CURL" >/dev/null || die "$CURL missing (make deps)"
+for n in $CURL_PAR; do [[ $n =~ ^[1-9][0-9]*$ ]] || die "BENCH_S3_CURL_PAR: '$n' is not a count"; done
 
 T=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/lb-s3bench.XXXXXX")
 RGW_DIR=$T/rgw
@@ -47,8 +65,9 @@ free_port() { /usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.
 PORT=$(free_port); MONPORT=$(free_port)
 echo "== S3 transfers: starting a private Ceph RGW on port $PORT" >&2
 # memstore keeps objects in RAM; deleted objects are only freed by RGW's
-# garbage collection, so leave room for the 1 GiB objects plus the big one.
-ep=$(MEMSTORE_BYTES=$(( (4 * MIB + BIG_MIB + 1024) * 1048576 )) \
+# garbage collection, so leave room for a round's objects (awscli's,
+# luabatch's, curl's single and parallel ones) plus the big one.
+ep=$(MEMSTORE_BYTES=$(( ((3 + $(wc -w <<<"$CURL_PAR")) * MIB + BIG_MIB + 1024) * 1048576 )) \
      tests/servers/rgw.sh start "$RGW_DIR" "$PORT" "$MONPORT" 2>"$T/rgw-start.log") \
   || { cat "$T/rgw-start.log" >&2; die "Ceph RGW did not start"; }
 EP=${ep#endpoint=}
@@ -75,6 +94,23 @@ if ! "$LB" s3 cp -q "$T/probe" "s3://$BUCKET/probe" 2>"$T/probe.err" ||
 fi
 aws_ s3 rm "s3://$BUCKET/probe" >/dev/null
 
+# curl's own SigV4 signer.  curl 7.88 neither sends x-amz-content-sha256 nor
+# hashes an uploaded file, and RGW refuses its signature without that header
+# (SignatureDoesNotMatch): send UNSIGNED-PAYLOAD, which curl then signs as
+# the payload hash, as luabatch and awscli may do over plain HTTP.  (Do not
+# drop curl's "Expect: 100-continue" with -H 'Expect:': curl 7.88 then signs
+# a header it does not send.)  -f: an HTTP error fails the row.
+CURL_S3=("$CURL" -sSf --aws-sigv4 "aws:amz:$AWS_REGION:s3" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY"
+         -H "x-amz-content-sha256: UNSIGNED-PAYLOAD")
+URL=$EP/$BUCKET
+if ! "${CURL_S3[@]}" -T "$T/probe" -o /dev/null "$URL/curl-probe" 2>"$T/probe.err" ||
+   ! "${CURL_S3[@]}" -o "$T/probe.curl" "$URL/curl-probe" 2>>"$T/probe.err" ||
+   ! cmp -s "$T/probe" "$T/probe.curl" ||
+   ! "${CURL_S3[@]}" -X DELETE "$URL/curl-probe" 2>>"$T/probe.err"; then
+  cat "$T/probe.err" >&2
+  die "curl --aws-sigv4 does not round-trip a file through RGW; the server's reach cannot be measured"
+fi
+
 # measure NAME CMD...: run CMD under time -v; appends "NAME wall cpu rss_kib" to $T/results
 measure() {
   local name=$1; shift
@@ -98,25 +134,74 @@ echo "== creating a $MIB MiB random file" >&2
 SRC=$T/src.bin
 head -c $((MIB * 1048576)) /dev/urandom > "$SRC"
 SRC_SHA=$(sha256sum "$SRC" | cut -d' ' -f1)
-check() {  # check FILE: the download must equal the source
-  [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$SRC_SHA" ] || die "$1: SHA-256 differs from the source"
-  rm -f "$1"
+check() {  # check FILE...: the download (its parts in order) must equal the source
+  [ "$(cat "$@" | sha256sum | cut -d' ' -f1)" = "$SRC_SHA" ] || die "$1: SHA-256 differs from the source"
+  rm -f "$@"
+}
+
+# The curl rows' work lists, one xargs argument a line: N slices of the
+# source for N PUTs ("-T SLICE URL"), N byte ranges for N GETs ("-r A-B -o
+# PART").  The slices are cut once, before any timing.
+SIZE=$((MIB * 1048576))
+for n in $CURL_PAR; do
+  mkdir -p "$T/slices-$n" "$T/parts-$n"
+  split -b $(( (SIZE + n - 1) / n )) -d -a 4 "$SRC" "$T/slices-$n/s."
+  for f in "$T/slices-$n"/s.*; do printf '%s\n' -T "$f" "$URL/curl-$n/${f##*/}"; done > "$T/put-$n"
+  for i in $(seq 0 $((n - 1))); do
+    a=$(( i * ((SIZE + n - 1) / n) )); b=$(( a + (SIZE + n - 1) / n - 1 ))
+    [ "$b" -lt "$SIZE" ] || b=$((SIZE - 1))
+    [ "$a" -gt "$b" ] || printf '%s\n' -r "$a-$b" -o "$(printf '%s/p.%04d' "$T/parts-$n" "$i")"
+  done > "$T/get-$n"
+done
+
+# One round's measures.  Everyone downloads the object luabatch uploaded
+# (curl's GETs thereby check it independently).
+up() {
+  case $1 in
+    aws) measure aws-up "$AWS" --endpoint-url "$EP" s3 cp --only-show-errors "$SRC" "s3://$BUCKET/aws.bin" ;;
+    lb) measure lb-up "$LB" s3 cp -q "$SRC" "s3://$BUCKET/lb.bin" ;;
+    curl)
+      measure curl-up-1 "${CURL_S3[@]}" -T "$SRC" -o /dev/null "$URL/curl.bin"
+      for n in $CURL_PAR; do   # N curl processes at once, one argument a line
+        measure "curl-up-$n" xargs -a "$T/put-$n" -d '\n' -P "$n" -n 3 "${CURL_S3[@]}" -o /dev/null
+      done ;;
+  esac
+}
+down() {
+  case $1 in
+    aws) measure aws-down "$AWS" --endpoint-url "$EP" s3 cp --only-show-errors "s3://$BUCKET/aws.bin" "$T/aws.out"
+         check "$T/aws.out" ;;
+    lb) measure lb-down "$LB" s3 cp -q "s3://$BUCKET/lb.bin" "$T/lb.out"
+        check "$T/lb.out" ;;
+    curl)
+      measure curl-down-1 "${CURL_S3[@]}" -o "$T/curl.out" "$URL/lb.bin"
+      check "$T/curl.out"
+      measure curl-down-null "${CURL_S3[@]}" -o /dev/null "$URL/lb.bin"
+      for n in $CURL_PAR; do
+        measure "curl-down-$n" xargs -a "$T/get-$n" -d '\n' -P "$n" -n 4 "${CURL_S3[@]}" "$URL/lb.bin"
+        check "$T/parts-$n"/p.*
+      done ;;
+  esac
+}
+delete_round() {  # frees the round's objects (memstore keeps them in RAM)
+  local k f
+  for k in aws.bin lb.bin curl.bin; do "${CURL_S3[@]}" -X DELETE "$URL/$k" || true; done
+  for n in $CURL_PAR; do
+    for f in "$T/slices-$n"/s.*; do "${CURL_S3[@]}" -X DELETE "$URL/curl-$n/${f##*/}" || true; done
+  done
+  gc
 }
 
 : > "$T/results"
+order="aws lb curl"
 for run in $(seq "$RUNS"); do
-  echo "== run $run/$RUNS: $MIB MiB up and down" >&2
-  measure aws-up "$AWS" --endpoint-url "$EP" s3 cp --only-show-errors "$SRC" "s3://$BUCKET/aws.bin"
-  measure lb-up "$LB" s3 cp -q "$SRC" "s3://$BUCKET/lb.bin"
-  measure aws-down "$AWS" --endpoint-url "$EP" s3 cp --only-show-errors "s3://$BUCKET/aws.bin" "$T/aws.out"
-  check "$T/aws.out"
-  measure lb-down "$LB" s3 cp -q "s3://$BUCKET/lb.bin" "$T/lb.out"
-  check "$T/lb.out"
-  aws_ s3 rm "s3://$BUCKET/aws.bin" >/dev/null
-  aws_ s3 rm "s3://$BUCKET/lb.bin" >/dev/null
-  gc
+  echo "== run $run/$RUNS: $MIB MiB up and down ($order)" >&2
+  for who in $order; do up "$who"; done
+  for who in $order; do down "$who"; done
+  delete_round
+  order=$(tr ' ' '\n' <<<"$order" | tac | paste -sd ' ')
 done
-rm -f "$SRC"
+rm -rf "$SRC" "$T"/slices-* "$T"/parts-*
 
 # Many small files: `cp -r` of BENCH_S3_FILES files (1 KiB..65 KiB) up and
 # down, luabatch (32 in flight) against awscli (10), rounds interleaved.
@@ -153,22 +238,53 @@ if [ "$BIG_MIB" -gt 0 ]; then
 fi
 aws_ s3 rb "s3://$BUCKET" >/dev/null 2>&1 || true
 
-# The table: best (shortest wall) run of each kind.
-awk -v mib="$MIB" -v big="$BIG_MIB" -v nf="$NFILES" -v shak="$SHA_K" \
-    -v awsv="$("$AWS" --version 2>&1 | cut -d' ' -f1)" '
-  { if (!($1 in w) || $2 < w[$1]) { w[$1] = $2; c[$1] = $3; r[$1] = $4 } }
+# The tables: the best (shortest wall) run of each kind, for every client
+# alike; the curl table adds the range of MiB/s over the rounds.
+awk -v mib="$MIB" -v big="$BIG_MIB" -v nf="$NFILES" -v shak="$SHA_K" -v par="$CURL_PAR" -v runs="$RUNS" \
+    -v awsv="$("$AWS" --version 2>&1 | cut -d' ' -f1)" -v curlv="$("$CURL" --version | sed -n '1s/^\([^ ]* [^ ]*\).*/\1/p')" '
+  { if (!($1 in w) || $2 < w[$1]) { w[$1] = $2; c[$1] = $3; r[$1] = $4 }
+    if (!($1 in hi) || $2 > hi[$1]) hi[$1] = $2 }
+  function rate(k) { return mib / w[k] }
+  function pct(k, d) { return reach[d] > 0 ? sprintf("%.0f%%", 100 * rate(k) / reach[d]) : "n/a" }
   END {
     gib = mib / 1024
     floor = 1073741824 / (shak * 1000)          # CPU s per GiB to SHA-256 every byte once
-    printf "\n| S3 cp %d MiB, Ceph RGW on loopback | wall s | MiB/s | client CPU s/GiB | peak RSS MiB | throughput vs awscli | CPU vs awscli |\n", mib
-    print "|---|---:|---:|---:|---:|---:|---:|"
+    # The server reach of a direction: its best curl row (single or parallel;
+    # the GET into /dev/null writes no file and is not counted).
+    np = split("1 " par, ns, " ")
+    for (j = 1; j <= np; j++) {
+      if (("curl-up-" ns[j]) in w && rate("curl-up-" ns[j]) > reach["up"]) { reach["up"] = rate("curl-up-" ns[j]); best["up"] = "curl-up-" ns[j] }
+      if (("curl-down-" ns[j]) in w && rate("curl-down-" ns[j]) > reach["down"]) { reach["down"] = rate("curl-down-" ns[j]); best["down"] = "curl-down-" ns[j] }
+    }
+    printf "\n| S3 cp %d MiB, Ceph RGW on loopback | wall s | MiB/s | client CPU s/GiB | peak RSS MiB | throughput vs awscli | CPU vs awscli | vs server reach |\n", mib
+    print "|---|---:|---:|---:|---:|---:|---:|---:|"
     n = split("up down", dir, " ")
     for (i = 1; i <= n; i++) {
       d = dir[i]; a = "aws-" d; l = "lb-" d
       label = d == "up" ? "upload" : "download"
-      printf "| %s %s | %.2f | %.0f | %.2f | %.0f | 1.0x | 1.00 |\n", awsv, label, w[a], mib / w[a], c[a] / gib, r[a] / 1024
-      printf "| luabatch %s | %.2f | %.0f | %.2f | %.0f | %.1fx | %.2f |\n", label, w[l], mib / w[l], c[l] / gib, r[l] / 1024, w[a] / w[l], c[l] / c[a]
+      printf "| %s %s | %.2f | %.0f | %.2f | %.0f | 1.0x | 1.00 | %s |\n", awsv, label, w[a], rate(a), c[a] / gib, r[a] / 1024, pct(a, d)
+      printf "| luabatch %s | %.2f | %.0f | %.2f | %.0f | %.1fx | %.2f | %s |\n", label, w[l], rate(l), c[l] / gib, r[l] / 1024, w[a] / w[l], c[l] / c[a], pct(l, d)
     }
+    printf "\n| server reach: %s --aws-sigv4, same RGW, same rounds | wall s | MiB/s | MiB/s over %d rounds | client CPU s/GiB | peak RSS MiB (largest curl) |\n", curlv, runs
+    print "|---|---:|---:|---:|---:|---:|"
+    for (i = 1; i <= n; i++) {
+      d = dir[i]
+      for (j = 1; j <= np; j++) {
+        k = "curl-" d "-" ns[j]
+        if (!(k in w)) continue
+        if (d == "up")
+          label = ns[j] == 1 ? "upload: 1 PUT of the file" : sprintf("upload: %d PUTs at once of %d slices (separate objects; S3 has no ranged PUT)", ns[j], ns[j])
+        else
+          label = ns[j] == 1 ? "download: 1 GET into a file" : sprintf("download: %d ranged GETs at once into %d part files", ns[j], ns[j])
+        if (k == best[d]) label = label " = **reach**"
+        printf "| %s | %.2f | %.0f | %.0f–%.0f | %.2f | %.0f |\n", label, w[k], rate(k), mib / hi[k], rate(k), c[k] / gib, r[k] / 1024
+        if (d == "down" && ns[j] == 1 && ("curl-down-null" in w))
+          printf "| download: 1 GET into /dev/null (no file written; not counted) | %.2f | %.0f | %.0f–%.0f | %.2f | %.0f |\n", w["curl-down-null"], rate("curl-down-null"), mib / hi["curl-down-null"], rate("curl-down-null"), c["curl-down-null"] / gib, r["curl-down-null"] / 1024
+      }
+    }
+    printf "\nGoals: luabatch throughput >= 95%% of the server reach: upload %s (%.0f MiB/s, %.0f–%.0f over the rounds, of %.0f), download %s (%.0f MiB/s, %.0f–%.0f, of %.0f); client CPU <= 1/4 of awscli: upload %.2f, download %.2f; peak RSS <= 64 MiB: upload %.0f, download %.0f MiB.\n", \
+      pct("lb-up", "up"), rate("lb-up"), mib / hi["lb-up"], rate("lb-up"), reach["up"], pct("lb-down", "down"), rate("lb-down"), mib / hi["lb-down"], rate("lb-down"), reach["down"], \
+      c["lb-up"] / c["aws-up"], c["lb-down"] / c["aws-down"], r["lb-up"] / 1024, r["lb-down"] / 1024
     if ("lb-smallup" in w) {
       printf "\n| S3 cp -r of %d small files | wall s | client CPU s | peak RSS MiB | vs awscli |\n", nf
       print "|---|---:|---:|---:|---:|"
