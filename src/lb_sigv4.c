@@ -69,23 +69,55 @@ static int parse_url(const char *url, url_parts *u) {
 
 typedef struct shdr {
     const char *name;   /* lowercase */
+    size_t nlen;        /* strlen(name) */
     const char *value;  /* canonical value */
 } shdr;
 
-static int never_signed(const char *n) {
-    return !strcmp(n, "user-agent") || !strcmp(n, "expect") || !strcmp(n, "x-amzn-trace-id") ||
-           !strcmp(n, "connection") || !strcmp(n, "transfer-encoding") ||
-           !strcmp(n, "upgrade") || !strncmp(n, "sec-websocket-", 14);
+#define LIT(s) s, sizeof s - 1  /* a string literal and its length */
+
+static int same_name(const shdr *x, const shdr *y) {
+    return x->nlen == y->nlen && !memcmp(x->name, y->name, x->nlen);
 }
 
-/* Append s trimmed, runs of whitespace collapsed to one space. */
-static int put_canon(lb_arena *a, const char *s) {
+/* What an input header (lowercase name s[0..n)) is to the signer. */
+enum { H_SIGN,     /* signed and sent */
+       H_NEVER,    /* sent, never signed: user-agent, expect, x-amzn-trace-id, connection,
+                      transfer-encoding, upgrade, sec-websocket-* */
+       H_HOST,     /* signed and sent; no Host is added */
+       H_OURS,     /* authorization, x-amz-date: dropped, the signer writes its own */
+       H_TOKEN,    /* x-amz-security-token: dropped when a session token is given */
+       H_SHA };    /* x-amz-content-sha256: dropped when the signer adds its own */
+
+#define IS(lit) (n == sizeof lit - 1 && !memcmp(s, lit, sizeof lit - 1))
+
+static int header_kind(const char *s, size_t n) {
+    if (n >= 14 && !memcmp(s, "sec-websocket-", 14)) return H_NEVER;
+    switch (n) {  /* one memcmp at most, against the names of that length */
+    case 4: return IS("host") ? H_HOST : H_SIGN;
+    case 6: return IS("expect") ? H_NEVER : H_SIGN;
+    case 7: return IS("upgrade") ? H_NEVER : H_SIGN;
+    case 10: return IS("x-amz-date") ? H_OURS
+                    : IS("user-agent") || IS("connection") ? H_NEVER : H_SIGN;
+    case 13: return IS("authorization") ? H_OURS : H_SIGN;
+    case 15: return IS("x-amzn-trace-id") ? H_NEVER : H_SIGN;
+    case 17: return IS("transfer-encoding") ? H_NEVER : H_SIGN;
+    case 20: return IS("x-amz-security-token") ? H_TOKEN
+                    : IS("x-amz-content-sha256") ? H_SHA : H_SIGN;
+    default: return H_SIGN;
+    }
+}
+
+#undef IS
+
+/* Append s trimmed, runs of whitespace collapsed to one space; *same
+ * tells whether that is s itself (the usual case, then simply copied). */
+static int put_canon(lb_arena *a, const char *s, int *same) {
     size_t n = strlen(s), i, o = 0;
     int pending = 0;
     if (lb_ar_room(a, n) != LB_OK) return LB_ENOMEM;
-    for (i = 0; i < n; i++)  /* already canonical (the usual case): copy */
+    for (i = 0; i < n; i++)
         if ((unsigned char)s[i] <= ' ' && (s[i] != ' ' || i == 0 || s[i + 1] <= ' ')) break;
-    if (i == n) return lb_ar_put(a, s, n);
+    if ((*same = i == n)) return lb_ar_put(a, s, n);
     for (i = 0; i < n; i++) {
         if (is_ws((unsigned char)s[i])) { pending = o > 0; continue; }
         if (pending) { a->p[a->len++] = ' '; pending = 0; }
@@ -108,12 +140,9 @@ static int valid_name(const char *s) {
 static int valid_value(const char *s) {
     const unsigned char *p = (const unsigned char *)s;
     for (; *p; p++) {
+        if ((*p >= 32 && *p != 127) || *p == '\t') continue;  /* the usual byte */
         if (*p == '\r' && p[1] == '\n') p++;
-        if (*p == '\r' || *p == '\n') {
-            if (p[1] != ' ' && p[1] != '\t') return 0;
-        } else if ((*p < 32 && *p != '\t') || *p == 127) {
-            return 0;
-        }
+        if ((*p != '\r' && *p != '\n') || (p[1] != ' ' && p[1] != '\t')) return 0;
     }
     return 1;
 }
@@ -138,34 +167,53 @@ typedef struct work {
 } work;
 
 /* A signed header: value canonicalised into the arena, name as given (a
- * lowercase string that lives as long as the arena). */
-static int add_signed(work *w, const char *lname, const char *value) {
+ * lowercase string that lives as long as the arena).  *sent is the
+ * canonical value when it is also the value to send (see add_out), else
+ * NULL. */
+static int add_signed(work *w, const char *lname, size_t nlen, const char *value,
+                      const char **sent) {
     size_t at = w->a.len;
-    int rc;
+    int rc, same;
     w->sh[w->nsh].name = lname;
-    if ((rc = put_canon(&w->a, value)) != LB_OK ||
+    w->sh[w->nsh].nlen = nlen;
+    if ((rc = put_canon(&w->a, value, &same)) != LB_OK ||
         (rc = lb_ar_end(&w->a, at, &w->sh[w->nsh].value)) != LB_OK)
         return rc;
+    *sent = same || strpbrk(value, "\r\n") ? w->sh[w->nsh].value : NULL;
     w->nsh++;
     return LB_OK;
 }
 
-/* A header to send: value copied (canonicalised when it holds a folded
- * line); a literal name is used in place, any other copied. */
-static int add_out(work *w, const char *name, int literal, const char *value) {
+/* A header to send: the value is `sent` when given (a string in the arena
+ * already), else value copied, canonicalised when it holds a folded line.
+ * The name, nlen bytes, is copied when copy_name, else used in place (a
+ * literal). */
+static int add_out(work *w, const char *name, size_t nlen, int copy_name, const char *value,
+                   const char *sent) {
     lb_sigv4_header *h = &w->out[w->nout];
     size_t at = w->a.len;
-    int rc;
-    if (!literal) {
-        if ((rc = lb_ar_puts(&w->a, name)) != LB_OK || (rc = lb_ar_end(&w->a, at, &name)) != LB_OK)
+    int rc, same;
+    if (copy_name) {
+        if ((rc = lb_ar_put(&w->a, name, nlen)) != LB_OK || (rc = lb_ar_end(&w->a, at, &name)) != LB_OK)
             return rc;
         at = w->a.len;
     }
     h->name = name;
-    rc = strpbrk(value, "\r\n") ? put_canon(&w->a, value) : lb_ar_puts(&w->a, value);
-    if (rc != LB_OK || (rc = lb_ar_end(&w->a, at, &h->value)) != LB_OK) return rc;
+    if (sent) {
+        h->value = sent;
+    } else {
+        rc = strpbrk(value, "\r\n") ? put_canon(&w->a, value, &same) : lb_ar_puts(&w->a, value);
+        if (rc != LB_OK || (rc = lb_ar_end(&w->a, at, &h->value)) != LB_OK) return rc;
+    }
     w->nout++;
     return LB_OK;
+}
+
+/* A header signed and sent, name given both ways (literals). */
+static int add_both(work *w, const char *lname, const char *name, size_t nlen, const char *value) {
+    const char *sent;
+    int rc = add_signed(w, lname, nlen, value, &sent);
+    return rc != LB_OK ? rc : add_out(w, name, nlen, 0, value, sent);
 }
 
 /* Stable insertion sort by name: repeated names keep their input order. */
@@ -270,40 +318,39 @@ static int build_headers(work *w, const lb_sigv4_request *r, const url_parts *u,
                          const char *amz_date, const char *payload, int add_sha) {
     size_t i, at;
     int rc, have_host = 0;
-    const char *s;
+    const char *s, *sent;
     for (i = 0; i < r->nheaders; i++) {
         const lb_sigv4_header *h = &r->headers[i];
-        int drop;
+        size_t n = strlen(h->name);
+        int kind;
         at = w->a.len;
-        if ((rc = lb_ar_put_lower(&w->a, h->name, strlen(h->name))) != LB_OK || (rc = lb_ar_end(&w->a, at, &s)) != LB_OK)
+        if ((rc = lb_ar_put_lower(&w->a, h->name, n)) != LB_OK || (rc = lb_ar_end(&w->a, at, &s)) != LB_OK)
             return rc;
-        drop = !strcmp(s, "authorization") || !strcmp(s, "x-amz-date") ||
-               (r->session_token && !strcmp(s, "x-amz-security-token")) ||
-               (add_sha && !strcmp(s, "x-amz-content-sha256"));
-        if (!strcmp(s, "host")) have_host = 1;
-        if (drop) continue;
-        if (!never_signed(s) && (rc = add_signed(w, s, h->value)) != LB_OK) return rc;
-        if ((rc = add_out(w, h->name, 0, h->value)) != LB_OK) return rc;
+        kind = header_kind(s, n);
+        if (kind == H_HOST) have_host = 1;
+        if (kind == H_OURS || (kind == H_TOKEN && r->session_token) || (kind == H_SHA && add_sha))
+            continue;
+        sent = NULL;
+        if (kind != H_NEVER && (rc = add_signed(w, s, n, h->value, &sent)) != LB_OK) return rc;
+        if ((rc = add_out(w, h->name, n, 1, h->value, sent)) != LB_OK) return rc;
     }
     if (!have_host) {
         at = w->a.len;
         if ((rc = lb_sv_host(&w->a, u->scheme, u->scheme_len, u->host, u->host_len)) != LB_OK ||
-            (rc = lb_ar_end(&w->a, at, &s)) != LB_OK || (rc = add_signed(w, "host", s)) != LB_OK ||
-            (rc = add_out(w, "Host", 1, s)) != LB_OK)
+            (rc = lb_ar_end(&w->a, at, &s)) != LB_OK || (rc = add_both(w, "host", "Host", 4, s)) != LB_OK)
             return rc;
     }
     if (!r->query_mode) {
-        if ((rc = add_signed(w, "x-amz-date", amz_date)) != LB_OK ||
-            (rc = add_out(w, "X-Amz-Date", 1, amz_date)) != LB_OK)
-            return rc;
+        if ((rc = add_both(w, "x-amz-date", "X-Amz-Date", 10, amz_date)) != LB_OK) return rc;
         if (r->session_token) {
-            if (!r->omit_session_token &&
-                (rc = add_signed(w, "x-amz-security-token", r->session_token)) != LB_OK)
-                return rc;
-            if ((rc = add_out(w, "X-Amz-Security-Token", 1, r->session_token)) != LB_OK) return rc;
+            rc = r->omit_session_token
+                     ? add_out(w, LIT("X-Amz-Security-Token"), 0, r->session_token, NULL)
+                     : add_both(w, "x-amz-security-token", "X-Amz-Security-Token", 20,
+                                r->session_token);
+            if (rc != LB_OK) return rc;
         }
-        if (add_sha && ((rc = add_signed(w, "x-amz-content-sha256", payload)) != LB_OK ||
-                        (rc = add_out(w, "X-Amz-Content-Sha256", 1, payload)) != LB_OK))
+        if (add_sha &&
+            (rc = add_both(w, "x-amz-content-sha256", "X-Amz-Content-Sha256", 20, payload)) != LB_OK)
             return rc;
     }
     sort_signed(w->sh, w->nsh);
@@ -363,10 +410,10 @@ static int canonical_request(work *w, const lb_sigv4_request *r, const url_parts
         (rc = lb_sv_qjoin(a, q, nq)) != LB_OK || (rc = lb_ar_putc(a, '\n')) != LB_OK)
         return rc;
     for (i = 0; i < w->nsh; i++) {
-        int first = !i || strcmp(w->sh[i].name, w->sh[i - 1].name);
-        int last = i + 1 == w->nsh || strcmp(w->sh[i].name, w->sh[i + 1].name);
+        int first = !i || !same_name(&w->sh[i], &w->sh[i - 1]);
+        int last = i + 1 == w->nsh || !same_name(&w->sh[i], &w->sh[i + 1]);
         if (first) {
-            if ((rc = lb_ar_puts(a, w->sh[i].name)) != LB_OK || (rc = lb_ar_putc(a, ':')) != LB_OK)
+            if ((rc = lb_ar_put(a, w->sh[i].name, w->sh[i].nlen)) != LB_OK || (rc = lb_ar_putc(a, ':')) != LB_OK)
                 return rc;
         } else if ((rc = lb_ar_putc(a, ',')) != LB_OK) {
             return rc;
@@ -402,8 +449,8 @@ static int sign_in(work *w, const lb_sigv4_request *r, const url_parts *u, const
     /* Signed headers, credential scope, date, payload */
     at = a->len;
     for (i = 0; i < w->nsh; i++) {
-        if (i && !strcmp(w->sh[i].name, w->sh[i - 1].name)) continue;
-        if ((i && (rc = lb_ar_putc(a, ';')) != LB_OK) || (rc = lb_ar_puts(a, w->sh[i].name)) != LB_OK)
+        if (i && same_name(&w->sh[i], &w->sh[i - 1])) continue;
+        if ((i && (rc = lb_ar_putc(a, ';')) != LB_OK) || (rc = lb_ar_put(a, w->sh[i].name, w->sh[i].nlen)) != LB_OK)
             return rc;
     }
     if ((rc = lb_ar_end(a, at, &s)) != LB_OK) return rc;
@@ -510,6 +557,19 @@ static int amz_format(int64_t t, char out[17]) {
     return 1;
 }
 
+/* amz_format with the last second formatted by this thread kept: requests
+ * signed in a burst share it. */
+static int amz_date_of(int64_t t, char out[17]) {
+    static _Thread_local int64_t last_t = -1;
+    static _Thread_local char last[17];
+    if (t != last_t) {
+        if (!amz_format(t, last)) return 0;
+        last_t = t;
+    }
+    memcpy(out, last, 17);
+    return 1;
+}
+
 /* Sign into buf[0..cap) when buf, else into one block of our own. */
 static int sign(const lb_sigv4_request *r, lb_sigv4_result *res, void *buf, size_t cap,
                 char *err) {
@@ -545,7 +605,7 @@ static int sign(const lb_sigv4_request *r, lb_sigv4_result *res, void *buf, size
     /* Date */
     if (r->amz_date) {
         memcpy(amz_date, r->amz_date, 17);
-    } else if (!amz_format(r->time < 0 ? (int64_t)time(NULL) : r->time, amz_date)) {
+    } else if (!amz_date_of(r->time < 0 ? (int64_t)time(NULL) : r->time, amz_date)) {
         return lb_err_set(err, LB_EINVAL, "sigv4_sign: time: out of range");
     }
 

@@ -23,8 +23,9 @@
  *
  * Signing keys are derived once per (secret, date, region, service) and kept
  * in a small process-wide cache (mutex protected, LRU, LB_SIGV4_CACHE_SIZE
- * entries).  Cache entries are looked up by a SHA-256 of the tuple, so the
- * secret is never stored in clear.
+ * entries).  Cache entries are looked up by the SHA-256 of the secret and
+ * the rest of the tuple, so the secret is never stored in clear; a tuple
+ * whose date, region and service take over 62 bytes is not cached.
  */
 #ifndef LB_SIGV4_H
 #define LB_SIGV4_H

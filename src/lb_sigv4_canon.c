@@ -14,29 +14,6 @@ static const char HEX_UPPER[] = "0123456789ABCDEF";
 
 /* ---------------------------------------------------------------- arena */
 
-int lb_ar_room(const lb_arena *a, size_t n) {
-    return n < a->cap - a->len ? LB_OK : LB_ENOMEM;
-}
-
-int lb_ar_put(lb_arena *a, const void *s, size_t n) {
-    if (lb_ar_room(a, n) != LB_OK) return LB_ENOMEM;
-    memcpy(a->p + a->len, s, n);
-    a->len += n;
-    a->p[a->len] = '\0';
-    return LB_OK;
-}
-
-int lb_ar_puts(lb_arena *a, const char *s) { return lb_ar_put(a, s, strlen(s)); }
-
-int lb_ar_putc(lb_arena *a, char c) { return lb_ar_put(a, &c, 1); }
-
-int lb_ar_end(lb_arena *a, size_t start, const char **out) {
-    if (lb_ar_room(a, 0) != LB_OK) return LB_ENOMEM;
-    a->p[a->len++] = '\0';
-    *out = a->p + start;
-    return LB_OK;
-}
-
 int lb_ar_put_lower(lb_arena *a, const char *s, size_t n) {
     size_t i;
     if (lb_ar_room(a, n) != LB_OK) return LB_ENOMEM;

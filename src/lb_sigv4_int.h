@@ -15,7 +15,9 @@
 #endif
 #include <openssl/sha.h>
 #include <stddef.h>
+#include <string.h>
 
+#include "lb_err.h"
 #include "lb_sigv4.h"
 
 /* SHA-256 of p[0..n).  (OpenSSL 3's one-shot SHA256() goes through
@@ -37,13 +39,37 @@ typedef struct lb_arena {
     size_t len, cap;
 } lb_arena;
 
-int lb_ar_room(const lb_arena *a, size_t n);              /* n bytes + NUL fit */
-int lb_ar_put(lb_arena *a, const void *s, size_t n);
-int lb_ar_puts(lb_arena *a, const char *s);
-int lb_ar_putc(lb_arena *a, char c);
-int lb_ar_put_lower(lb_arena *a, const char *s, size_t n);  /* ASCII lowercased */
+/* The appends are inline: a signature makes a few hundred of them. */
+static inline int lb_ar_room(const lb_arena *a, size_t n) {  /* n bytes + NUL fit */
+    return n < a->cap - a->len ? LB_OK : LB_ENOMEM;
+}
+
+static inline int lb_ar_put(lb_arena *a, const void *s, size_t n) {
+    if (lb_ar_room(a, n) != LB_OK) return LB_ENOMEM;
+    memcpy(a->p + a->len, s, n);
+    a->len += n;
+    a->p[a->len] = '\0';
+    return LB_OK;
+}
+
+static inline int lb_ar_puts(lb_arena *a, const char *s) { return lb_ar_put(a, s, strlen(s)); }
+
+static inline int lb_ar_putc(lb_arena *a, char c) {
+    if (lb_ar_room(a, 1) != LB_OK) return LB_ENOMEM;
+    a->p[a->len++] = c;
+    a->p[a->len] = '\0';
+    return LB_OK;
+}
+
 /* Terminate the string that started at offset `start`; *out points to it. */
-int lb_ar_end(lb_arena *a, size_t start, const char **out);
+static inline int lb_ar_end(lb_arena *a, size_t start, const char **out) {
+    if (lb_ar_room(a, 0) != LB_OK) return LB_ENOMEM;
+    a->p[a->len++] = '\0';
+    *out = a->p + start;
+    return LB_OK;
+}
+
+int lb_ar_put_lower(lb_arena *a, const char *s, size_t n);  /* ASCII lowercased */
 /* n bytes aligned for any array element, or NULL when they do not fit. */
 void *lb_ar_take(lb_arena *a, size_t n);
 

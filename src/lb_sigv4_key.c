@@ -123,8 +123,15 @@ done:
 
 /* ------------------------------------------------------ signing-key cache */
 
+/* An entry is found by the SHA-256 of the secret (one compression block
+ * for any secret up to 55 bytes) and the rest of the tuple in clear: date,
+ * region and service are no secrets. */
+#define REST_MAX 64
+
 typedef struct cache_entry {
-    unsigned char id[32];   /* SHA-256 of (secret, date, region, service) */
+    unsigned char id[32];   /* SHA-256 of the secret */
+    char rest[REST_MAX];    /* date8 region '\0' service '\0' (see cache_rest) */
+    size_t rest_len;
     unsigned char key[32];  /* the derived signing key */
     lb_sigv4_hmac st;       /* its precomputed HMAC state */
     unsigned long used;     /* LRU stamp; 0 = empty slot */
@@ -174,21 +181,17 @@ static void hmac(const void *k, size_t kn, const char *m, unsigned char out[32])
     OPENSSL_cleanse(&st, sizeof st);
 }
 
-/* Hash of the cache tuple: each part length-prefixed so that no two
- * different tuples give the same byte string. */
-static void cache_id(const char *secret, const char *date8, const char *region,
-                     const char *service, unsigned char id[32]) {
-    const char *parts[4] = {secret, date8, region, service};
-    SHA256_CTX c;
-    int i;
-    SHA256_Init(&c);
-    for (i = 0; i < 4; i++) {
-        uint64_t n = strlen(parts[i]);
-        SHA256_Update(&c, &n, sizeof n);
-        SHA256_Update(&c, parts[i], n);
-    }
-    SHA256_Final(id, &c);
-    OPENSSL_cleanse(&c, sizeof c);
+/* The tuple without the secret, as date8 region NUL service NUL into
+ * rest[REST_MAX] (a string holds no NUL, so no two tuples look alike);
+ * its length, or 0 when it does not fit (such a key is not cached). */
+static size_t cache_rest(const char *date8, const char *region, const char *service,
+                         char rest[REST_MAX]) {
+    size_t d = strlen(date8), r = strlen(region) + 1, s = strlen(service) + 1;
+    if (d + r + s > REST_MAX) return 0;
+    memcpy(rest, date8, d);
+    memcpy(rest + d, region, r);
+    memcpy(rest + d + r, service, s);
+    return d + r + s;
 }
 
 /* kSigning = HMAC(HMAC(HMAC(HMAC("AWS4" secret, date), region), service),
@@ -224,16 +227,21 @@ static void derive_key(const char *secret, const char *date8, const char *region
 static int lookup(const char *secret, const char *date8, const char *region,
                   const char *service, unsigned char key[32], lb_sigv4_hmac *st) {
     unsigned char id[32], k[32];
+    char rest[REST_MAX];
+    size_t rest_len;
     lb_sigv4_hmac s;
     int i, slot = 0;
     if (!secret || !date8 || !region || !service) return LB_EINVAL;
-    cache_id(secret, date8, region, service, id);
+    rest_len = cache_rest(date8, region, service, rest);
+    lb_sv_sha256(secret, strlen(secret), id);
     pthread_mutex_lock(&cache_mu);
-    for (i = 0; i < LB_SIGV4_CACHE_SIZE; i++) {
-        if (cache[i].used && memcmp(cache[i].id, id, 32) == 0) {
-            if (key) memcpy(key, cache[i].key, 32);
-            if (st) *st = cache[i].st;
-            cache[i].used = ++cache_tick;
+    for (i = 0; i < LB_SIGV4_CACHE_SIZE && rest_len; i++) {
+        cache_entry *e = &cache[i];
+        if (e->used && e->rest_len == rest_len && !memcmp(e->rest, rest, rest_len) &&
+            !memcmp(e->id, id, 32)) {
+            if (key) memcpy(key, e->key, 32);
+            if (st) *st = e->st;
+            e->used = ++cache_tick;
             cache_hits++;
             pthread_mutex_unlock(&cache_mu);
             return LB_OK;
@@ -243,16 +251,25 @@ static int lookup(const char *secret, const char *date8, const char *region,
     pthread_mutex_unlock(&cache_mu);
     derive_key(secret, date8, region, service, k);
     hmac_init(&s, k, 32);
-    pthread_mutex_lock(&cache_mu);
-    for (i = 0; i < LB_SIGV4_CACHE_SIZE; i++) {  /* empty slot, else least recently used */
-        if (cache[i].used == 0 || memcmp(cache[i].id, id, 32) == 0) { slot = i; break; }
-        if (cache[i].used < cache[slot].used) slot = i;
+    if (rest_len) {
+        pthread_mutex_lock(&cache_mu);
+        for (i = 0; i < LB_SIGV4_CACHE_SIZE; i++) {  /* empty slot, else least recently used */
+            cache_entry *e = &cache[i];
+            if (e->used == 0 || (e->rest_len == rest_len && !memcmp(e->rest, rest, rest_len) &&
+                                 !memcmp(e->id, id, 32))) {
+                slot = i;
+                break;
+            }
+            if (e->used < cache[slot].used) slot = i;
+        }
+        memcpy(cache[slot].id, id, 32);
+        memcpy(cache[slot].rest, rest, rest_len);
+        cache[slot].rest_len = rest_len;
+        memcpy(cache[slot].key, k, 32);
+        cache[slot].st = s;
+        cache[slot].used = ++cache_tick;
+        pthread_mutex_unlock(&cache_mu);
     }
-    memcpy(cache[slot].id, id, 32);
-    memcpy(cache[slot].key, k, 32);
-    cache[slot].st = s;
-    cache[slot].used = ++cache_tick;
-    pthread_mutex_unlock(&cache_mu);
     if (key) memcpy(key, k, 32);
     if (st) *st = s;
     OPENSSL_cleanse(k, sizeof k);
