@@ -126,7 +126,7 @@ static int fs_utime(lua_State *L) {
     ts[0].tv_sec = 0;
     ts[0].tv_nsec = UTIME_NOW;                           /* access time: now */
     ts[1].tv_sec = sec;
-    ts[1].tv_nsec = (long)((t - (lua_Number)sec) * 1e9);
+    ts[1].tv_nsec = (long)((t - (lua_Number)sec) * 1e9 + 0.5);     /* nearest ns */
     if (ts[1].tv_nsec > 999999999L) ts[1].tv_nsec = 999999999L;
     if (utimensat(AT_FDCWD, path, ts, 0) != 0) return fs_fail(L, "utime", path, errno);
     lua_pushboolean(L, 1);

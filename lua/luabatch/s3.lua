@@ -36,6 +36,7 @@ local listing = require "luabatch.s3.listing"
 local presign = require "luabatch.s3.presign"
 local transfer = require "luabatch.s3.transfer"
 local batch = require "luabatch.s3.batch"
+local deletes = require "luabatch.s3.deletes"
 
 local _M = { _VERSION = "0.1.0" }
 local mt = { __index = _M }
@@ -514,22 +515,6 @@ function _M:list_all(bucket, opts)
 end
 
 
--- One DeleteObjects request: per-key errors { { key, code, message }, ... } | nil, msg, code.
-local function delete_objects(self, bucket, body)
-  local core = self:core()
-  local resp, msg, code = send(self, bucket, nil, { method = "POST", operation = "DeleteObjects",
-    query = { delete = true }, body = body,
-    headers = { { "Content-Type", "application/xml" },
-      { "Content-MD5", core.base64(core.md5(body, "raw")) } } })
-  if not resp then return nil, msg, code end
-  local root
-  root, msg, code = parse_xml(self, resp.body, "DeleteObjects", resource(bucket))
-  if not root then return nil, msg, code end
-  local _, errs = wire.parse_delete_result(root)
-  return errs
-end
-
-
 --- delete_prefix(bucket, prefix [, opts]) -> deleted, errors | nil, msg, code
 -- Deletes every key under prefix ("" = the whole bucket) in DeleteObjects
 -- batches of up to 1,000 keys (Content-MD5 sent).  errors = { { key, code,
@@ -541,12 +526,18 @@ function _M:delete_prefix(bucket, prefix, opts)
   if type(prefix) ~= "string" then
     error("bad argument #2 to 'delete_prefix' (string expected, got " .. type(prefix) .. ")", 2)
   end
-  opts = opts or {}
-  local size = listing.batch_size(opts.batch_size)
-  return listing.delete_all(self:list(bucket, { prefix = prefix, page_size = size }), size, {
-    batch = function(body) return delete_objects(self, bucket, body) end,
-    one = function(key) return self:delete_object(bucket, key) end,
-  }, opts.on_batch)
+  local size = listing.batch_size(opts and opts.batch_size)
+  return deletes.run(self, bucket, self:list(bucket, { prefix = prefix, page_size = size }), opts)
+end
+
+
+--- delete_keys(bucket, keys [, opts]) -> as delete_prefix, for a list of keys.
+function _M:delete_keys(bucket, keys, opts)
+  check_bucket(bucket, "delete_keys")
+  if type(keys) ~= "table" then
+    error("bad argument #2 to 'delete_keys' (table expected, got " .. type(keys) .. ")", 2)
+  end
+  return deletes.run(self, bucket, deletes.keys(keys), opts)
 end
 
 

@@ -4,7 +4,6 @@
 local core = require "luabatch.core"
 local config = require "luabatch.config"
 local credentials = require "luabatch.credentials"
-local s3mod = require "luabatch.s3"
 local servers = require "helpers.servers"
 
 local ROOT = os.getenv("PWD")
@@ -33,43 +32,16 @@ describe("luabatch s3 CLI against Ceph RGW #integration", function()
   local home = os.tmpname()
   local engine               -- the executable has core.s3_upload
 
-  -- Run the executable with a clean environment pointing at RGW; returns
-  -- stdout, stderr, exit code.
-  local function run(args, extra_env, stdin)
-    local env = {
-      "PATH=/usr/bin:/bin", "HOME=" .. home, "NO_PROXY=127.0.0.1,localhost,.localhost",
-      "AWS_ENDPOINT_URL_S3=" .. endpoint, "AWS_ACCESS_KEY_ID=" .. key,
-      "AWS_SECRET_ACCESS_KEY=" .. secret, "AWS_REGION=us-east-1",
-    }
-    for _, e in ipairs(extra_env or {}) do env[#env + 1] = e end
-    local qenv = {}
-    for _, e in ipairs(env) do qenv[#qenv + 1] = q(e) end
-    local qargs = {}
-    for _, a in ipairs(args) do qargs[#qargs + 1] = q(a) end
-    local errf, outf = os.tmpname(), os.tmpname()
-    local cmd = "cd " .. q(home) .. " && timeout 300 env -i " .. table.concat(qenv, " ") .. " " .. EXE .. " s3 "
-      .. table.concat(qargs, " ") .. " >" .. outf .. " 2>" .. errf
-      .. (stdin and (" <" .. q(stdin)) or " </dev/null") .. "; echo $?"
-    local p = io.popen(cmd)
-    local rc = tonumber(p:read("a"):match("(%d+)%s*$"))
-    p:close()
-    local out, err = read_file(outf), read_file(errf)
-    os.remove(outf)
-    os.remove(errf)
-    return out, err, rc
-  end
+  local run                  -- helpers.s3_cli's runner, once RGW is up
 
-  local function api()
-    return s3mod.new({ config = config.new({ env = {}, region = "us-east-1" }),
-      credentials = credentials.new({ access_key = key, secret_key = secret, env = {} }),
-      endpoint = endpoint, region = "us-east-1" })
-  end
+  local function api() return require("helpers.s3_cli").client(endpoint, key, secret) end
 
   lazy_setup(function()
     local reason
     endpoint, key, secret = servers.rgw()
     reason = key
     assert(endpoint, reason)
+    run = require("helpers.s3_cli").runner(EXE, endpoint, key, secret, home)
     os.remove(home)
     assert(os.execute("mkdir -p " .. q(home)))
     local p = io.popen(EXE .. " -e 'print(type(require(\"luabatch.core\").s3_upload))'")

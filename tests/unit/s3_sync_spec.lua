@@ -111,3 +111,31 @@ describe("luabatch.s3.sync #unit", function()
       { rel = "sub/c", key = "p/sub/c", size = 1 } }, files)
   end)
 end)
+
+
+describe("luabatch s3 sync --help #unit", function()
+  -- The options of a usage text's option lines ("  -q, --quiet  ...").
+  local function options(usage)
+    local set = {}
+    for line in usage:gmatch("[^\n]+") do
+      local column = line:match("^  (%-.-)%s%s")
+      if column then for name in column:gmatch("%-%-?%a[%w%-]*") do set[#set + 1] = name end end
+    end
+    return set
+  end
+
+  it("is printed for `s3 sync --help` and lists only options of s3's parser (as s3 --help lists them)", function()
+    local s3cli = require "luabatch.cli.s3"
+    local printed = {}
+    local code = s3cli.run({ "sync", "--help" }, { stdout = function(s) printed[#printed + 1] = s return true end,
+      isatty = function() return false end })
+    assert.are.equal(0, code)
+    local usage = require("luabatch.cli.s3_sync").usage
+    assert.are.equal(usage, table.concat(printed))
+    local all = {}
+    for _, o in ipairs(options(s3cli.usage)) do all[o] = true end
+    local listed = options(usage)
+    assert.is_true(#listed >= 8)
+    for _, o in ipairs(listed) do assert.is_true(all[o], o .. " is not in s3 --help") end
+  end)
+end)

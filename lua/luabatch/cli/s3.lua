@@ -1,4 +1,4 @@
--- luabatch.cli.s3: `luabatch s3 cp|ls|rm|mb|presign|abort-uploads` -- S3 from the shell.
+-- luabatch.cli.s3: `luabatch s3 cp|sync|ls|rm|mb|presign|abort-uploads` -- S3 from the shell.
 --
 --   local code = require("luabatch.cli.s3").run({ "cp", "data.bin", "s3://bucket/dir/" }, env)
 --
@@ -16,6 +16,7 @@
 -- target.  Exit codes: 0 success, 1 failure (any object that failed), 2 bad usage.
 
 local s3mod = require "luabatch.s3"
+local filter = require "luabatch.s3.filter"
 local many = require "luabatch.cli.s3_many"
 
 local _M = { _VERSION = "0.1.0" }
@@ -45,6 +46,9 @@ commands:
                          in "/" (or an existing directory) gets the source's
                          base name.  SRC "-" reads stdin, DST "-" writes stdout.
                          -r: copy a directory or a prefix (DIR/ <-> s3://B/P/)
+  sync SRC DST           make DST (s3://B/P/ or DIR/) like SRC (DIR/ or
+                         s3://B/P/): send the files it lacks, or that differ
+                         in size, or that are newer at SRC
   ls [s3://B[/PREFIX]]   list buckets, or the objects and PRE "directories"
                          under PREFIX; -r lists every key under PREFIX
   rm s3://B/KEY          delete an object; -r deletes every key under the
@@ -58,17 +62,24 @@ commands:
 
 options:
   -r, --recursive        directories and prefixes (cp, ls, rm)
+  --exclude PATTERN      cp -r, sync: leave out the paths (relative to SRC)
+                         matching the glob (* ? [...]; repeatable)
+  --include PATTERN      cp -r, sync: take them after all; the last
+                         --exclude/--include that matches a path decides
+  --delete               sync: delete DST files SRC lacks (not excluded ones)
   -q, --quiet            no progress bar and no summary lines
   --content-type TYPE    Content-Type of uploaded objects
   --metadata NAME=VALUE  user metadata of uploaded objects (repeatable)
   --part-size N          multipart part size in bytes (suffix K, M, G)
-  --concurrency N        parts in flight at once (default 8); with -r also
-                         the files of up to 16 MiB in flight (default 32)
+  --concurrency N        parts in flight at once (default 8); with -r and
+                         sync also the files of up to 16 MiB in flight
+                         (default 32)
   --expires N            presign: seconds the URL is valid (1..604800, default 3600)
   --method M             presign: GET (default) or PUT
   --local DIR            abort-uploads: also remove DIR's *.lbpart-* files
   --older-than AGE       abort-uploads: only those older than AGE (Nd, Nh, Nm)
-  --dry-run              abort-uploads: list, remove nothing
+  --dry-run, --dryrun    sync, abort-uploads: print what would be done,
+                         change nothing
   --region NAME          region (default: AWS_REGION, profile, us-east-1)
   --endpoint-url URL     S3 endpoint (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, AWS)
   --addressing STYLE     auto (default), path or virtual
@@ -153,7 +164,8 @@ local function parse_size(v)
 end
 
 
-local COMMAND_NAMES = { cp = true, ls = true, rm = true, mb = true, presign = true, ["abort-uploads"] = true }
+local COMMAND_NAMES = { cp = true, sync = true, ls = true, rm = true, mb = true, presign = true,
+  ["abort-uploads"] = true }
 local function check_part_size(v)
   local n = parse_size(v)
   if not n or n < 1 or n > MAX_PART then return nil, "--part-size wants 1..5G (S3's largest part), got '" .. v .. "'" end
@@ -195,13 +207,22 @@ local function check_metadata(v)
   return v
 end
 
+-- An --exclude/--include word -> { "exclude"|"include", PATTERN }: both in
+-- one list (o.filters), in the order given.
+local function filter_rule(v, name)
+  return { str_sub(name, 3), v }
+end
+
 local SPEC = {
   ["--recursive"] = { "flag", alias = "-r" }, ["--quiet"] = { "flag", alias = "-q" },
   ["--content-type"] = "value", ["--region"] = "value", ["--endpoint-url"] = { "value", key = "endpoint" },
   ["--part-size"] = { "value", check = check_part_size }, ["--concurrency"] = { "value", check = check_concurrency },
   ["--expires"] = { "value", check = check_expires }, ["--method"] = { "value", check = check_method },
   ["--addressing"] = { "value", check = check_addressing }, ["--metadata"] = { "map", check = check_metadata },
-  ["--local"] = { "value", key = "local_dir" }, ["--older-than"] = "value", ["--dry-run"] = "flag",
+  ["--local"] = { "value", key = "local_dir" }, ["--older-than"] = "value",
+  ["--dry-run"] = { "flag", alias = "--dryrun" }, ["--delete"] = "flag",
+  ["--exclude"] = { "list", key = "filters", check = filter_rule },
+  ["--include"] = { "list", key = "filters", check = filter_rule },
 }
 
 -- Parse argv -> opts | nil, msg.
@@ -211,11 +232,18 @@ function _M.parse(argv)
   o.pos = pos
   if o.help then return o end
   o.command = table.remove(o.pos, 1)
-  if not o.command then return nil, "expected a command (cp, ls, rm, mb, presign, abort-uploads)" end
+  if not o.command then return nil, "expected a command (cp, sync, ls, rm, mb, presign, abort-uploads)" end
   if not COMMAND_NAMES[o.command] then return nil, "unknown command '" .. o.command .. "'" end
   local npos = #o.pos
   local c = o.command
-  if c == "cp" and npos ~= 2 then return nil, "cp wants SRC and DST" end
+  if (c == "cp" or c == "sync") and npos ~= 2 then return nil, c .. " wants SRC and DST" end
+  if o.filters and c ~= "sync" and not (c == "cp" and o.recursive) then
+    return nil, "--exclude and --include apply to cp -r and sync only"
+  end
+  if o.delete and c ~= "sync" then return nil, "--delete applies to sync only" end
+  if o.dry_run and c ~= "sync" and c ~= "abort-uploads" then   -- never copy or delete when asked not to
+    return nil, "--dry-run applies to sync and abort-uploads only"
+  end
   if c == "ls" and npos > 1 then return nil, "ls wants at most one s3:// URL" end
   if (c == "rm" or c == "mb" or c == "presign" or c == "abort-uploads") and npos ~= 1 then
     return nil, c .. " wants one s3:// URL"
@@ -265,8 +293,9 @@ local function dirname(p)
 end
 
 
--- Regular files under dir -> list of paths relative to dir, sorted.
-local function walk(dir)
+-- Regular files under dir -> { { rel = path relative to dir, size, mtime }, ... }
+-- sorted by rel (size and mtime nil when stat fails) | nil, msg.
+local function local_files(dir)
   local base = str_sub(dir, 1, 1) == "-" and ("./" .. dir) or dir
   local p = io.popen("find " .. shell_quote(base) .. " -type f -print0 2>/dev/null")
   if not p then return nil, "cannot list " .. dir end
@@ -274,10 +303,14 @@ local function walk(dir)
   p:close()
   local files = {}
   local root = str_gsub(base, "/+$", "") .. "/"
+  local core = require "luabatch.core"
   for f in out:gmatch("([^%z]+)%z") do
-    if str_sub(f, 1, #root) == root then files[#files + 1] = str_sub(f, #root + 1) end
+    if str_sub(f, 1, #root) == root then
+      local st = core.stat(f, true)
+      files[#files + 1] = { rel = str_sub(f, #root + 1), size = st and st.size, mtime = st and st.mtime }
+    end
   end
-  table.sort(files)
+  table.sort(files, function(a, b) return a.rel < b.rel end)
   return files
 end
 
@@ -391,6 +424,21 @@ local function download(ctx, bucket, key, dst)
 end
 
 
+-- path's directory made (once: dirs caches each) -> true | nil, reported.
+local function parent_ready(ctx, dirs, bucket, key, path)
+  local d = dirname(path)
+  local ok, merr = dirs[d] or mkdir_p(d)
+  dirs[d] = ok
+  if not ok then return fail(ctx, "download s3://" .. bucket .. "/" .. key .. " -> " .. path .. ": " .. merr) end
+  return true
+end
+
+
+local function unsafe_key(ctx, bucket, key)
+  return fail(ctx, "download s3://" .. bucket .. "/" .. key .. ": key is not a safe relative path; skipped")
+end
+
+
 local function s3copy(ctx, sb, sk, db, dk)
   local res, msg = ctx.s3:copy_object(sb, sk, db, dk, { content_type = ctx.opts.content_type,
     metadata = ctx.opts.metadata })
@@ -427,12 +475,14 @@ local function cmd_cp(ctx)
   end
   if ctx.opts.recursive then
     if src == "-" or dst == "-" then return fail(ctx, "-r cannot use stdin or stdout"), 2 end
+    local flt = filter.new(ctx.opts.filters)
     if sb and db then
       local sp, dp = dir_prefix(sk), dir_prefix(dk)
       for e, msg in ctx.s3:list(sb, { prefix = sp }) do
         if not e then return fail(ctx, msg) end
         if interrupted() then return fail(ctx, "interrupted") end
-        s3copy(ctx, sb, e.key, db, dp .. str_sub(e.key, #sp + 1))
+        local rel = str_sub(e.key, #sp + 1)
+        if flt:includes(rel) then s3copy(ctx, sb, e.key, db, dp .. rel) end
       end
     elseif sb then
       local sp, root, small = dir_prefix(sk), str_gsub(dst, "/+$", ""), {}
@@ -440,47 +490,36 @@ local function cmd_cp(ctx)
       for e, msg in ctx.s3:list(sb, { prefix = sp }) do
         if not e then return fail(ctx, msg) end
         if interrupted() then return fail(ctx, "interrupted") end
-        local rel = safe_relpath(str_sub(e.key, #sp + 1))
-        local path = rel and (root .. "/" .. rel)
-        if rel and (e.size or many.BIG + 1) > many.BIG then
+        local rel = str_sub(e.key, #sp + 1)
+        local path = safe_relpath(rel) and (root .. "/" .. rel)
+        if str_sub(e.key, -1) == "/" or not flt:includes(rel) then
+          -- a "directory marker" or an excluded key: not copied
+        elseif not path then
+          unsafe_key(ctx, sb, e.key)
+        elseif (e.size or many.BIG + 1) > many.BIG then
           download(ctx, sb, e.key, path)
-        elseif rel then
-          local ok, merr = dirs[dirname(path)] or mkdir_p(dirname(path))
-          dirs[dirname(path)] = ok
-          if not ok then
-            fail(ctx, "download s3://" .. sb .. "/" .. e.key .. " -> " .. path .. ": " .. merr)
-          else
-            small[#small + 1] = { file = path, key = e.key, size = e.size }
-          end
+        elseif parent_ready(ctx, dirs, sb, e.key, path) then
+          small[#small + 1] = { file = path, key = e.key, size = e.size }
           if #small >= many.BATCH then
             if not many.run(ctx, "download", sb, small, human_bytes) then return nil end
             small = {}
           end
-        elseif str_sub(e.key, -1) ~= "/" then
-          fail(ctx, "download s3://" .. sb .. "/" .. e.key .. ": key is not a safe relative path; skipped")
         end
       end
       return many.run(ctx, "download", sb, small, human_bytes)
     else
       if not is_dir(src) then return fail(ctx, "cp -r: " .. src .. " is not a directory") end
-      local files, werr = walk(src)
+      local files, werr = local_files(src)
       if not files then return fail(ctx, werr) end
-      local dp, root, small = dir_prefix(dk), str_gsub(src, "/+$", ""), {}
-      local core = require "luabatch.core"
-      for _, rel in ipairs(files) do
-        if interrupted() then return fail(ctx, "interrupted") end
-        local path = root .. "/" .. rel
-        local st = core.stat(path, true)
-        if not st or st.size > many.BIG then
-          upload(ctx, path, db, dp .. rel)       -- an unreadable one fails there, named
-        else
-          small[#small + 1] = { file = path, key = dp .. rel, size = st.size }
+      local dp, root, items = dir_prefix(dk), str_gsub(src, "/+$", ""), {}
+      for _, f in ipairs(files) do
+        if flt:includes(f.rel) then
+          items[#items + 1] = { file = root .. "/" .. f.rel, key = dp .. f.rel, size = f.size }
         end
       end
-      for i = 1, #small, many.BATCH do
-        local part = {}
-        for j = i, math.min(#small, i + many.BATCH - 1) do part[#part + 1] = small[j] end
-        if not many.run(ctx, "upload", db, part, human_bytes) then return nil end
+      if not many.run_all(ctx, "upload", db, items, human_bytes,
+          function(it) return upload(ctx, it.file, db, it.key) end) then   -- an unreadable one fails there, named
+        return nil
       end
     end
     return true
@@ -581,7 +620,16 @@ local function cmd_abort_uploads(ctx)
 end
 
 
-local COMMANDS = { cp = cmd_cp, ls = cmd_ls, rm = cmd_rm, mb = cmd_mb, presign = cmd_presign,
+local function cmd_sync(ctx)
+  return require("luabatch.cli.s3_sync").run(ctx, {
+    fail = fail, upload = upload, download = download, local_files = local_files, is_dir = is_dir,
+    parent_ready = parent_ready, unsafe_key = unsafe_key, safe_relpath = safe_relpath,
+    dir_prefix = dir_prefix, interrupted = interrupted, human_bytes = human_bytes,
+  })
+end
+
+
+local COMMANDS = { cp = cmd_cp, sync = cmd_sync, ls = cmd_ls, rm = cmd_rm, mb = cmd_mb, presign = cmd_presign,
   ["abort-uploads"] = cmd_abort_uploads }
 
 
@@ -603,7 +651,7 @@ function _M.run(args, env)
     return 2
   end
   if o.help then
-    out(_M.usage)
+    out(o.pos[1] == "sync" and require("luabatch.cli.s3_sync").usage or _M.usage)
     return 0
   end
   local s3 = env.client

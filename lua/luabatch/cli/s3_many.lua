@@ -1,9 +1,11 @@
 -- luabatch.cli.s3_many: the small objects of `luabatch s3 cp -r`, many at
 -- once (s3:transfer_many: --concurrency objects in flight over kept-alive
--- connections), with one `N of M files, bytes, rate` line on a terminal.
+-- connections), with one `N of M files, bytes, rate` line on a terminal;
+-- also `s3 sync`'s transfers.
 --
 --   local ok = require("luabatch.cli.s3_many").run(ctx, "upload", bucket,
 --     { { file = "d/a.txt", key = "p/a.txt", size = 12 }, ... }, human_bytes)
+--   ok = many.run_all(ctx, "upload", bucket, items, human_bytes, one)   -- big ones through one(item)
 --
 -- ctx is luabatch.cli.s3's (s3, opts, err, tty, quiet, failed, command).
 -- Each object that fails is one error line on stderr (ctx.failed counts
@@ -26,6 +28,34 @@ _M.WORKERS = 32
 local function say_fail(ctx, msg)
   ctx.err("luabatch s3 " .. ctx.command .. ": " .. tostring(msg) .. "\n")
   ctx.failed = ctx.failed + 1
+end
+
+
+--- run_all(ctx, direction, bucket, items, human_bytes, one) -> true | false
+-- (stopped): items larger than BIG (or of unknown size) one at a time
+-- through one(item) -> true | nil (it reports its own failure), the rest
+-- BATCH at a time through run.  Each item gets ok = true | false.
+function _M.run_all(ctx, direction, bucket, items, human_bytes, one)
+  local core = require "luabatch.core"
+  local small = {}
+  for _, it in ipairs(items) do
+    if (it.size or _M.BIG + 1) > _M.BIG then
+      if core.interrupted and core.interrupted() then
+        say_fail(ctx, "interrupted")
+        return false
+      end
+      it.ok = one(it) and true or false
+    else
+      small[#small + 1] = it
+    end
+  end
+  for i = 1, #small, _M.BATCH do
+    local part = {}
+    for j = i, math.min(#small, i + _M.BATCH - 1) do part[#part + 1] = small[j] end
+    if not _M.run(ctx, direction, bucket, part, human_bytes) then return false end
+    for _, it in ipairs(part) do it.ok = it.result ~= nil and it.result.ok ~= false end
+  end
+  return true
 end
 
 
