@@ -38,7 +38,7 @@ typedef struct url_parts {
 } url_parts;
 
 static int parse_url(const char *url, url_parts *u) {
-    const char *p = strstr(url, "://"), *a, *e;
+    const char *p = strncmp(url, "https://", 8) ? strstr(url, "://") : url + 5, *a, *e;
     memset(u, 0, sizeof *u);
     if (!p || p == url) return 0;
     u->scheme = url;
@@ -71,6 +71,7 @@ typedef struct shdr {
     const char *name;   /* lowercase */
     size_t nlen;        /* strlen(name) */
     const char *value;  /* canonical value */
+    size_t vlen;        /* strlen(value) */
 } shdr;
 
 #define LIT(s) s, sizeof s - 1  /* a string literal and its length */
@@ -111,13 +112,20 @@ static int header_kind(const char *s, size_t n) {
 
 /* Append s trimmed, runs of whitespace collapsed to one space; *same
  * tells whether that is s itself (the usual case, then simply copied). */
+/* Whether s (n bytes, NUL-terminated) is its own canonical form: no
+ * whitespace but single spaces between words. */
+static int is_canon(const char *s, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= ' ' && (s[i] != ' ' || i == 0 || s[i + 1] <= ' ')) return 0;
+    return 1;
+}
+
 static int put_canon(lb_arena *a, const char *s, int *same) {
     size_t n = strlen(s), i, o = 0;
     int pending = 0;
     if (lb_ar_room(a, n) != LB_OK) return LB_ENOMEM;
-    for (i = 0; i < n; i++)
-        if ((unsigned char)s[i] <= ' ' && (s[i] != ' ' || i == 0 || s[i + 1] <= ' ')) break;
-    if ((*same = i == n)) return lb_ar_put(a, s, n);
+    if ((*same = is_canon(s, n))) return lb_ar_put(a, s, n);
     for (i = 0; i < n; i++) {
         if (is_ws((unsigned char)s[i])) { pending = o > 0; continue; }
         if (pending) { a->p[a->len++] = ' '; pending = 0; }
@@ -164,7 +172,12 @@ typedef struct work {
     size_t nsh;
     lb_sigv4_header *out;   /* headers to send */
     size_t nout;
+    size_t shl, scl, pl;    /* strlen of the result's signed_headers, credential_scope,
+                               payload_hash */
 } work;
+
+/* The length of the string lb_ar_end just ended, which started at `at`. */
+static size_t ended_len(const lb_arena *a, size_t at) { return a->len - 1 - at; }
 
 /* A signed header: value canonicalised into the arena, name as given (a
  * lowercase string that lives as long as the arena).  *sent is the
@@ -179,6 +192,7 @@ static int add_signed(work *w, const char *lname, size_t nlen, const char *value
     if ((rc = put_canon(&w->a, value, &same)) != LB_OK ||
         (rc = lb_ar_end(&w->a, at, &w->sh[w->nsh].value)) != LB_OK)
         return rc;
+    w->sh[w->nsh].vlen = ended_len(&w->a, at);
     *sent = same || strpbrk(value, "\r\n") ? w->sh[w->nsh].value : NULL;
     w->nsh++;
     return LB_OK;
@@ -214,6 +228,27 @@ static int add_both(work *w, const char *lname, const char *name, size_t nlen, c
     const char *sent;
     int rc = add_signed(w, lname, nlen, value, &sent);
     return rc != LB_OK ? rc : add_out(w, name, nlen, 0, value, sent);
+}
+
+/* add_both for a value v (vlen bytes) that is in the arena and canonical
+ * already: the one string is signed and sent. */
+static int add_both_canon(work *w, const char *lname, const char *name, size_t nlen,
+                          const char *v, size_t vlen) {
+    w->sh[w->nsh].name = lname;
+    w->sh[w->nsh].nlen = nlen;
+    w->sh[w->nsh].vlen = vlen;
+    w->sh[w->nsh++].value = v;
+    return add_out(w, name, nlen, 0, v, v);
+}
+
+/* add_both_canon for v[0..n), canonical but not in the arena yet. */
+static int add_both_copy(work *w, const char *lname, const char *name, size_t nlen,
+                         const char *v, size_t n) {
+    size_t at = w->a.len;
+    int rc;
+    if ((rc = lb_ar_put(&w->a, v, n)) != LB_OK || (rc = lb_ar_end(&w->a, at, &v)) != LB_OK)
+        return rc;
+    return add_both_canon(w, lname, name, nlen, v, n);
 }
 
 /* Stable insertion sort by name: repeated names keep their input order. */
@@ -337,11 +372,16 @@ static int build_headers(work *w, const lb_sigv4_request *r, const url_parts *u,
     if (!have_host) {
         at = w->a.len;
         if ((rc = lb_sv_host(&w->a, u->scheme, u->scheme_len, u->host, u->host_len)) != LB_OK ||
-            (rc = lb_ar_end(&w->a, at, &s)) != LB_OK || (rc = add_both(w, "host", "Host", 4, s)) != LB_OK)
+            (rc = lb_ar_end(&w->a, at, &s)) != LB_OK)
             return rc;
+        rc = is_canon(s, ended_len(&w->a, at))
+                 ? add_both_canon(w, "host", "Host", 4, s, ended_len(&w->a, at))
+                 : add_both(w, "host", "Host", 4, s);
+        if (rc != LB_OK) return rc;
     }
-    if (!r->query_mode) {
-        if ((rc = add_both(w, "x-amz-date", "X-Amz-Date", 10, amz_date)) != LB_OK) return rc;
+    if (!r->query_mode) {  /* the date and the payload hash hold no whitespace (checked) */
+        if ((rc = add_both_copy(w, "x-amz-date", "X-Amz-Date", 10, amz_date, 16)) != LB_OK)
+            return rc;
         if (r->session_token) {
             rc = r->omit_session_token
                      ? add_out(w, LIT("X-Amz-Security-Token"), 0, r->session_token, NULL)
@@ -350,7 +390,8 @@ static int build_headers(work *w, const lb_sigv4_request *r, const url_parts *u,
             if (rc != LB_OK) return rc;
         }
         if (add_sha &&
-            (rc = add_both(w, "x-amz-content-sha256", "X-Amz-Content-Sha256", 20, payload)) != LB_OK)
+            (rc = add_both_copy(w, "x-amz-content-sha256", "X-Amz-Content-Sha256", 20, payload,
+                                w->pl)) != LB_OK)
             return rc;
     }
     sort_signed(w->sh, w->nsh);
@@ -369,11 +410,11 @@ static int query_params(work *w, const lb_sigv4_request *r, const char *amz_date
     if ((rc = lb_ar_puts(a, "X-Amz-Algorithm=" ALGORITHM "&X-Amz-Credential=")) != LB_OK ||
         (rc = lb_sv_encode(a, r->access_key, strlen(r->access_key), 0)) != LB_OK ||
         (rc = lb_ar_puts(a, "%2F")) != LB_OK ||
-        (rc = lb_sv_encode(a, res->credential_scope, strlen(res->credential_scope), 0)) != LB_OK ||
+        (rc = lb_sv_encode(a, res->credential_scope, w->scl, 0)) != LB_OK ||
         (rc = lb_ar_puts(a, "&X-Amz-Date=")) != LB_OK || (rc = lb_ar_puts(a, amz_date)) != LB_OK ||
         (rc = lb_ar_puts(a, "&X-Amz-Expires=")) != LB_OK || (rc = put_long(a, r->expires)) != LB_OK ||
         (rc = lb_ar_puts(a, "&X-Amz-SignedHeaders=")) != LB_OK ||
-        (rc = lb_sv_encode(a, res->signed_headers, strlen(res->signed_headers), 0)) != LB_OK)
+        (rc = lb_sv_encode(a, res->signed_headers, w->shl, 0)) != LB_OK)
         return rc;
     if (r->session_token &&
         ((rc = lb_ar_puts(a, "&X-Amz-Security-Token=")) != LB_OK ||
@@ -400,13 +441,14 @@ static int canonical_request(work *w, const lb_sigv4_request *r, const url_parts
                              const char **out) {
     lb_arena *a = &w->a;
     const char *path;
-    size_t at, i;
+    size_t at, i, path_len;
     int rc;
     if ((rc = lb_sv_path(a, u->path, u->path_len, r->s3, r->normalize_path, &path)) != LB_OK)
         return rc;
+    path_len = ended_len(a, (size_t)(path - a->p));
     at = a->len;
     if ((rc = lb_ar_puts(a, r->method)) != LB_OK || (rc = lb_ar_putc(a, '\n')) != LB_OK ||
-        (rc = lb_ar_puts(a, path)) != LB_OK || (rc = lb_ar_putc(a, '\n')) != LB_OK ||
+        (rc = lb_ar_put(a, path, path_len)) != LB_OK || (rc = lb_ar_putc(a, '\n')) != LB_OK ||
         (rc = lb_sv_qjoin(a, q, nq)) != LB_OK || (rc = lb_ar_putc(a, '\n')) != LB_OK)
         return rc;
     for (i = 0; i < w->nsh; i++) {
@@ -418,11 +460,11 @@ static int canonical_request(work *w, const lb_sigv4_request *r, const url_parts
         } else if ((rc = lb_ar_putc(a, ',')) != LB_OK) {
             return rc;
         }
-        if ((rc = lb_ar_puts(a, w->sh[i].value)) != LB_OK) return rc;
+        if ((rc = lb_ar_put(a, w->sh[i].value, w->sh[i].vlen)) != LB_OK) return rc;
         if (last && (rc = lb_ar_putc(a, '\n')) != LB_OK) return rc;
     }
-    if ((rc = lb_ar_putc(a, '\n')) != LB_OK || (rc = lb_ar_puts(a, res->signed_headers)) != LB_OK ||
-        (rc = lb_ar_putc(a, '\n')) != LB_OK || (rc = lb_ar_puts(a, res->payload_hash)) != LB_OK)
+    if ((rc = lb_ar_putc(a, '\n')) != LB_OK || (rc = lb_ar_put(a, res->signed_headers, w->shl)) != LB_OK ||
+        (rc = lb_ar_putc(a, '\n')) != LB_OK || (rc = lb_ar_put(a, res->payload_hash, w->pl)) != LB_OK)
         return rc;
     return lb_ar_end(a, at, out);
 }
@@ -444,6 +486,7 @@ static int sign_in(work *w, const lb_sigv4_request *r, const url_parts *u, const
         !(w->out = lb_ar_take(a, (r->nheaders + 6) * sizeof *w->out)) ||
         !(q = lb_ar_take(a, maxq * sizeof *q)))
         return LB_ENOMEM;
+    w->pl = strlen(payload);
     if ((rc = build_headers(w, r, u, amz_date, payload, add_sha)) != LB_OK) return rc;
 
     /* Signed headers, credential scope, date, payload */
@@ -455,6 +498,7 @@ static int sign_in(work *w, const lb_sigv4_request *r, const url_parts *u, const
     }
     if ((rc = lb_ar_end(a, at, &s)) != LB_OK) return rc;
     res->signed_headers = (char *)s;
+    w->shl = ended_len(a, at);
     at = a->len;
     if ((rc = lb_ar_put(a, amz_date, 8)) != LB_OK || (rc = lb_ar_putc(a, '/')) != LB_OK ||
         (rc = lb_ar_puts(a, r->region)) != LB_OK || (rc = lb_ar_putc(a, '/')) != LB_OK ||
@@ -462,11 +506,12 @@ static int sign_in(work *w, const lb_sigv4_request *r, const url_parts *u, const
         (rc = lb_ar_end(a, at, &s)) != LB_OK)
         return rc;
     res->credential_scope = (char *)s;
+    w->scl = ended_len(a, at);
     at = a->len;
     if ((rc = lb_ar_put(a, amz_date, 16)) != LB_OK || (rc = lb_ar_end(a, at, &s)) != LB_OK) return rc;
     res->amz_date = (char *)s;
     at = a->len;
-    if ((rc = lb_ar_puts(a, payload)) != LB_OK || (rc = lb_ar_end(a, at, &s)) != LB_OK) return rc;
+    if ((rc = lb_ar_put(a, payload, w->pl)) != LB_OK || (rc = lb_ar_end(a, at, &s)) != LB_OK) return rc;
     res->payload_hash = (char *)s;
 
     /* Query: the URL's pairs, plus the X-Amz-* auth params in query mode */
@@ -478,11 +523,11 @@ static int sign_in(work *w, const lb_sigv4_request *r, const url_parts *u, const
     /* Canonical request, string to sign, signature */
     if ((rc = canonical_request(w, r, u, q, nq, res, &s)) != LB_OK) return rc;
     res->canonical_request = (char *)s;
-    lb_sv_sha256(s, strlen(s), md);
+    lb_sv_sha256(s, ended_len(a, (size_t)(s - a->p)), md);
     lb_sigv4_hex(md, 32, hash);
     at = a->len;
     if ((rc = lb_ar_puts(a, ALGORITHM "\n")) != LB_OK || (rc = lb_ar_put(a, amz_date, 16)) != LB_OK ||
-        (rc = lb_ar_putc(a, '\n')) != LB_OK || (rc = lb_ar_puts(a, res->credential_scope)) != LB_OK ||
+        (rc = lb_ar_putc(a, '\n')) != LB_OK || (rc = lb_ar_put(a, res->credential_scope, w->scl)) != LB_OK ||
         (rc = lb_ar_putc(a, '\n')) != LB_OK || (rc = lb_ar_put(a, hash, 64)) != LB_OK ||
         (rc = lb_ar_end(a, at, &s)) != LB_OK)
         return rc;
@@ -503,9 +548,9 @@ static int sign_in(work *w, const lb_sigv4_request *r, const url_parts *u, const
     if (!r->query_mode) {
         if ((rc = lb_ar_puts(a, ALGORITHM " Credential=")) != LB_OK ||
             (rc = lb_ar_puts(a, r->access_key)) != LB_OK || (rc = lb_ar_putc(a, '/')) != LB_OK ||
-            (rc = lb_ar_puts(a, res->credential_scope)) != LB_OK ||
+            (rc = lb_ar_put(a, res->credential_scope, w->scl)) != LB_OK ||
             (rc = lb_ar_puts(a, ", SignedHeaders=")) != LB_OK ||
-            (rc = lb_ar_puts(a, res->signed_headers)) != LB_OK ||
+            (rc = lb_ar_put(a, res->signed_headers, w->shl)) != LB_OK ||
             (rc = lb_ar_puts(a, ", Signature=")) != LB_OK || (rc = lb_ar_put(a, sig, 64)) != LB_OK ||
             (rc = lb_ar_end(a, at, &s)) != LB_OK)
             return rc;

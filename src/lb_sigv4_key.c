@@ -19,14 +19,16 @@
 
 #define FILE_CHUNK (256 * 1024)  /* read size for file hashing */
 
-static const char HEX_LOWER[] = "0123456789abcdef";
+/* The two hex digits of every byte value, "000102...ff". */
+#define HEX_ROW(h) h "0" h "1" h "2" h "3" h "4" h "5" h "6" h "7" \
+                   h "8" h "9" h "a" h "b" h "c" h "d" h "e" h "f"
+static const char HEX_PAIRS[] = HEX_ROW("0") HEX_ROW("1") HEX_ROW("2") HEX_ROW("3")
+    HEX_ROW("4") HEX_ROW("5") HEX_ROW("6") HEX_ROW("7") HEX_ROW("8") HEX_ROW("9")
+    HEX_ROW("a") HEX_ROW("b") HEX_ROW("c") HEX_ROW("d") HEX_ROW("e") HEX_ROW("f");
 
 void lb_sigv4_hex(const unsigned char *p, size_t n, char *out) {
     size_t i;
-    for (i = 0; i < n; i++) {
-        out[2 * i] = HEX_LOWER[p[i] >> 4];
-        out[2 * i + 1] = HEX_LOWER[p[i] & 15];
-    }
+    for (i = 0; i < n; i++) memcpy(out + 2 * i, HEX_PAIRS + 2 * p[i], 2);
     out[2 * n] = '\0';
 }
 
