@@ -8,13 +8,18 @@
  * UploadPart over all of them, ...).  s3_run feeds the phase's parts to an
  * lb_http pump through at most nslots slots; a slot holds everything its
  * request borrows (URL, signature, headers).  A part that fails in a
- * retryable way waits out its backoff and runs again alone. */
+ * retryable way waits out its backoff and runs again alone.
+ *
+ * A file is read once: each request's body is aws-chunked (lb_s3_chunked.c),
+ * hashed and signed as it is sent, and the server checks every chunk.  A
+ * multipart object then gets the lb-sha256 tag (PutObjectTagging), the
+ * composite of its part digests, each the SHA-256 of the part's chunk
+ * digests (metadata lb-chunk-size, set at create time, says so). */
 #define _GNU_SOURCE                 /* strptime, timegm */
 #include "lb_s3_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -29,104 +34,17 @@
 #include "lb_intr.h"
 #include "lb_xml.h"
 
-#define HASH_CHUNK (1 << 20)        /* read size of the hashing pass */
-
-/* ---- hashing pass (two threads) ------------------------------------------ */
-
-typedef struct hashpass {
-    const lb_s3_opts *o;
-    int fd;
-    s3_part *parts;
-    size_t n, next;                 /* next: atomic */
-    int rc;                         /* first failure (atomic) */
-    int err_no;
-    size_t bad_part;
-} hashpass;
-
-static void hash_fail(hashpass *h, int rc, int err_no, size_t part) {
-    int zero = 0;
-    if (__atomic_compare_exchange_n(&h->rc, &zero, rc, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
-        h->err_no = err_no;
-        h->bad_part = part;
-    }
-}
-
-/* Hash parts until none is left; buf is HASH_CHUNK bytes. */
-static void hash_parts(hashpass *h, unsigned char *buf) {
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    size_t i;
-    if (!ctx) { hash_fail(h, LB_ENOMEM, 0, 0); return; }
-    while (!__atomic_load_n(&h->rc, __ATOMIC_RELAXED)
-           && (i = __atomic_fetch_add(&h->next, 1, __ATOMIC_RELAXED)) < h->n) {
-        s3_part *p = &h->parts[i];
-        int64_t pos = p->off, left = p->len;
-        unsigned int len = 0;
-        if (!EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) { hash_fail(h, LB_ENOMEM, 0, i); break; }
-        while (left > 0) {
-            size_t want = left < HASH_CHUNK ? (size_t)left : HASH_CHUNK;
-            ssize_t got = pread(h->fd, buf, want, (off_t)pos);
-            if (got < 0 && errno == EINTR) continue;
-            if (got <= 0) { hash_fail(h, LB_EIO, got < 0 ? errno : 0, i); break; }
-            EVP_DigestUpdate(ctx, buf, (size_t)got);
-            pos += got;
-            left -= got;
-            if (lb_intr_pending() || (h->o->cancel && __atomic_load_n(h->o->cancel, __ATOMIC_RELAXED))) {
-                hash_fail(h, LB_ECANCELED, 0, i);
-                break;
-            }
-        }
-        if (left > 0) break;
-        if (!EVP_DigestFinal_ex(ctx, p->digest, &len)) { hash_fail(h, LB_ENOMEM, 0, i); break; }
-    }
-    EVP_MD_CTX_free(ctx);
-}
-
-typedef struct worker { hashpass *h; unsigned char *buf; } worker;
-
-static void *hash_thread(void *ud) {
-    worker *w = ud;
-    hash_parts(w->h, w->buf);
-    return NULL;
-}
-
-/* SHA-256 of every part of the file, two threads when there are several. */
-static int hash_file(s3x *x, s3_part *parts, size_t n) {
-    hashpass h;
-    worker w;
-    pthread_t t;
-    unsigned char *b1 = lb_malloc(HASH_CHUNK), *b2 = n > 1 ? lb_malloc(HASH_CHUNK) : NULL;
-    int threaded = 0;
-    memset(&h, 0, sizeof h);
-    if (!b1 || (n > 1 && !b2)) {
-        lb_free(b1);
-        lb_free(b2);
-        return s3_fail(x, LB_ENOMEM, "out of memory");
-    }
-    h.o = x->o;
-    h.fd = x->fd;
-    h.parts = parts;
-    h.n = n;
-    w.h = &h;
-    w.buf = b2;
-    if (b2 && pthread_create(&t, NULL, hash_thread, &w) == 0) threaded = 1;
-    hash_parts(&h, b1);
-    if (threaded) pthread_join(t, NULL);
-    lb_free(b1);
-    lb_free(b2);
-    if (h.rc == LB_EIO)
-        return s3_fail(x, LB_EIO, "read %s: %s", x->o->file,
-                       h.err_no ? strerror(h.err_no) : "file shrank while reading");
-    if (h.rc == LB_ECANCELED)
-        return s3_fail(x, LB_ECANCELED, lb_intr_pending() ? "interrupted" : "cancelled");
-    if (h.rc) return s3_fail(x, h.rc, "hashing: out of memory");
-    return LB_OK;
-}
-
 /* ---- upload phases ---------------------------------------------------------- */
 
-/* Content-Type, user metadata and ours; *n entries into h (room for
- * nmetadata + 4). */
-static size_t object_headers(s3x *x, lb_sigv4_header *h, const char *part_size) {
+/* What object_headers adds beyond the caller's metadata. */
+typedef struct obj_extra {
+    const char *part_size, *chunk_size;    /* Create: lb-part-size, lb-chunk-size */
+    const char *decoded;                   /* aws-chunked: the data length */
+} obj_extra;
+
+/* Content-Type, user metadata, ours and the aws-chunked pair; the count
+ * into h (room for nmetadata + 5). */
+static size_t object_headers(s3x *x, lb_sigv4_header *h, const obj_extra *e) {
     const lb_s3_opts *o = x->o;
     size_t n = 0, i;
     if (o->content_type && *o->content_type) {
@@ -137,23 +55,38 @@ static size_t object_headers(s3x *x, lb_sigv4_header *h, const char *part_size) 
         h[n].name = x->meta_hdr[i];
         h[n++].value = o->metadata[i].value;
     }
-    if (x->lbsha[0]) {
-        h[n].name = "x-amz-meta-lb-sha256";
-        h[n++].value = x->lbsha;
-    }
-    if (part_size) {
+    if (e && e->part_size) {
         h[n].name = "x-amz-meta-lb-part-size";
-        h[n++].value = part_size;
+        h[n++].value = e->part_size;
+    }
+    if (e && e->chunk_size) {
+        h[n].name = "x-amz-meta-lb-chunk-size";
+        h[n++].value = e->chunk_size;
     }
     return n;
 }
 
+/* The headers of an aws-chunked body of len data bytes (room for 2);
+ * dec holds the decoded length's digits. */
+static size_t chunked_headers(lb_sigv4_header *h, int64_t len, char dec[24]) {
+    snprintf(dec, 24, "%lld", (long long)len);
+    h[0].name = "Content-Encoding";
+    h[0].value = "aws-chunked";
+    h[1].name = "x-amz-decoded-content-length";
+    h[1].value = dec;
+    return 2;
+}
+
 static int sign_object(s3x *x, s3_slot *s, const char *method, const char *query,
-                       const char *part_size, const char *payload) {
-    lb_sigv4_header *h = lb_malloc((x->o->nmetadata + 4) * sizeof *h);
+                       const obj_extra *e, const char *payload) {
+    lb_sigv4_header *h = lb_malloc((x->o->nmetadata + 5) * sizeof *h);
+    char dec[24];
+    size_t n;
     int rc;
     if (!h) return s3_fail(x, LB_ENOMEM, "out of memory");
-    rc = s3_sign(x, s, method, query, h, object_headers(x, h, part_size), payload);
+    n = object_headers(x, h, e);
+    if (e && e->decoded) n += chunked_headers(h + n, s3_parse_size(e->decoded), dec);
+    rc = s3_sign(x, s, method, query, h, n, payload);
     lb_free(h);
     return rc;
 }
@@ -188,22 +121,81 @@ static void set_file_body(s3x *x, s3_slot *s, const s3_part *p) {
     s->req.send_buffer_size = S3_SEND_BUFFER;
 }
 
+static long chunked_body(void *ud, char *buf, size_t cap) {
+    s3_slot *s = ud;
+    long n = s3_chunked_read(&s->ck, buf, cap);
+    if (n < 0 && !s->why) {
+        s->why = LB_EIO;
+        snprintf(s->why_msg, sizeof s->why_msg, "read %.200s: %s", s->x->o->file,
+                 s->ck.err_no ? strerror(s->ck.err_no) : "file shrank while reading");
+    }
+    return n;
+}
+
+/* p's file bytes as an aws-chunked body, signed after s's signature. */
+static int set_chunked_body(s3x *x, s3_slot *s, const s3_part *p) {
+    int rc = s3_chunked_start(&s->ck, x->o, x->region, &s->sig, x->fd, p->off, p->len, S3_CHUNK);
+    if (rc != LB_OK) return s3_fail(x, rc, "aws-chunked body: %s", lb_err_name(rc));
+    s->req.body_kind = LB_HTTP_BODY_READER;
+    s->req.body_reader = chunked_body;
+    s->req.body_ud = s;
+    s->req.body_length = s3_chunked_length(p->len, S3_CHUNK);
+    s->req.send_buffer_size = S3_SEND_BUFFER;
+    return LB_OK;
+}
+
+/* A file part goes aws-chunked unless unsigned payloads are asked for. */
+static int chunked(const s3x *x, const s3_part *p) {
+    return x->o->file && !p->buf && !x->o->unsigned_payload && p->len > 0;
+}
+
+/* The body of p: its stream buffer, its file range (chunked or plain). */
+static int set_part_body(s3x *x, s3_slot *s, const s3_part *p) {
+    if (chunked(x, p)) return set_chunked_body(x, s, p);
+    if (p->buf || !x->o->file) set_body(s, p->buf ? p->buf : "", p->len);
+    else set_file_body(x, s, p);
+    return LB_OK;
+}
+
 static void set_progress(s3_slot *s) {
     s->req.on_progress = s3_progress_cb;
     s->req.progress_ud = s;
 }
 
+/* The payload hash to sign p's request with. */
+static const char *payload_of(const s3x *x, const s3_part *p, char hex[65]) {
+    if (chunked(x, p)) return S3_STREAMING;
+    if (x->o->unsigned_payload) return LB_SIGV4_UNSIGNED_PAYLOAD;
+    if (!p->buf) return S3_EMPTY_SHA256;        /* an empty file */
+    s3_hex(p->digest, 32, hex);
+    return hex;
+}
+
 /* PutObject (whole file, or the stream's only buffer). */
 static int put_build(s3x *x, s3_slot *s, s3_part *p) {
-    int rc = sign_object(x, s, "PUT", NULL, NULL, x->payload);
-    if (rc != LB_OK) return rc;
-    if (p->buf || !x->o->file) set_body(s, p->buf ? p->buf : "", p->len);
-    else set_file_body(x, s, p);
+    obj_extra e = { NULL, NULL, NULL };
+    char hex[65], dec[24];
+    int rc;
+    if (chunked(x, p)) {
+        snprintf(dec, sizeof dec, "%lld", (long long)p->len);
+        e.decoded = dec;
+    }
+    if ((rc = sign_object(x, s, "PUT", NULL, &e, payload_of(x, p, hex))) != LB_OK) return rc;
+    if ((rc = set_part_body(x, s, p)) != LB_OK) return rc;
     set_progress(s);
     return LB_OK;
 }
 
+/* An UploadPart or PutObject answer: its ETag, and a chunked body's digest. */
 static int put_ok(s3x *x, s3_slot *s, s3_part *p, int *retry, char *msg) {
+    if (s->req.body_reader == chunked_body) {
+        if (!s->ck.ended) {         /* a 2xx before the whole body went */
+            *retry = 1;
+            snprintf(msg, LB_ERR_LEN, "answered before the whole body was sent");
+            return LB_ECONNECT;
+        }
+        s3_chunked_digest(&s->ck, p->digest);
+    }
     return take_etag(x, s, &p->etag, retry, msg);
 }
 
@@ -217,17 +209,23 @@ static int keep_ok(s3x *x, s3_slot *s, s3_part *p, int *retry, char *msg) {
     return LB_OK;
 }
 
+/* lb-part-size always; lb-chunk-size when file parts go chunked. */
 static int create_build(s3x *x, s3_slot *s, s3_part *p) {
-    char ps[24];
+    obj_extra e = { NULL, NULL, NULL };
+    char ps[24], cs[24];
     (void)p;
     snprintf(ps, sizeof ps, "%lld", (long long)x->part_size);
-    return sign_object(x, s, "POST", "uploads", x->lbsha[0] ? ps : NULL, S3_EMPTY_SHA256);
+    snprintf(cs, sizeof cs, "%ld", (long)S3_CHUNK);
+    e.part_size = ps;
+    if (x->o->file && !x->o->unsigned_payload) e.chunk_size = cs;
+    return sign_object(x, s, "POST", "uploads", &e, S3_EMPTY_SHA256);
 }
 
 static const s3_phase PH_CREATE = { "CreateMultipartUpload", create_build, keep_ok, NULL, 0, 0 };
 
 static int part_build(s3x *x, s3_slot *s, s3_part *p) {
-    char q[64], hex[65];
+    char q[64], hex[65], dec[24];
+    lb_sigv4_header h[2];
     lb_buf b = { 0 };
     int rc;
     snprintf(q, sizeof q, "partNumber=%zu&uploadId=", s->part + 1);
@@ -235,12 +233,11 @@ static int part_build(s3x *x, s3_slot *s, s3_part *p) {
         lb_buf_free(&b);
         return s3_fail(x, LB_ENOMEM, "out of memory");
     }
-    s3_hex(p->digest, 32, hex);
-    rc = s3_sign(x, s, "PUT", b.data, NULL, 0, x->o->unsigned_payload ? LB_SIGV4_UNSIGNED_PAYLOAD : hex);
+    rc = s3_sign(x, s, "PUT", b.data, h, chunked(x, p) ? chunked_headers(h, p->len, dec) : 0,
+                 payload_of(x, p, hex));
     lb_buf_free(&b);
     if (rc != LB_OK) return rc;
-    if (p->buf) set_body(s, p->buf, p->len);
-    else set_file_body(x, s, p);
+    if ((rc = set_part_body(x, s, p)) != LB_OK) return rc;
     set_progress(s);
     return LB_OK;
 }
@@ -372,20 +369,16 @@ static const s3_phase PH_STREAM_PART = { "UploadPart", part_build, put_ok, strea
 
 static int abort_upload(s3x *x) {
     s3_part one;
-    int saved = x->rc, pending = lb_intr_pending();
-    char keep[LB_ERR_LEN] = "", code[LB_S3_CODE_LEN];
-    memcpy(code, x->res->code, sizeof code);
-    if (x->err) snprintf(keep, sizeof keep, "%s", x->err);
+    s3_outcome saved;
+    int pending = lb_intr_pending();
+    s3_outcome_save(x, &saved);
     /* Clean up even after ^C: the interrupt is raised again afterwards. */
     if (pending) lb_intr_clear();
-    x->rc = 0;
     memset(&one, 0, sizeof one);
     s3_run(x, &PH_ABORT, &one, 1, 1);
     if (pending) lb_intr_raise();
-    if (x->err) snprintf(x->err, LB_ERR_LEN, "%s", keep);
-    memcpy(x->res->code, code, sizeof code);
-    x->rc = saved;
-    return saved;
+    s3_outcome_restore(x, &saved);
+    return saved.rc;
 }
 
 static void free_parts(s3_part *parts, size_t n) {
@@ -441,29 +434,21 @@ static char *multipart_etag(const s3_part *parts, size_t n) {
 
 /* A retried Complete answered NoSuchUpload: the first attempt may have
  * completed the upload and lost its answer.  It did if the object now
- * carries our lb-sha256 (files) or the multipart ETag of our parts
- * (streams); then res->etag is set and x's failure forgotten. */
+ * carries the multipart ETag of our parts; then res->etag is set and x's
+ * failure forgotten. */
 static int completed_anyway(s3x *x, const s3_part *parts, size_t n) {
     s3_part one;
-    char keep[LB_ERR_LEN] = "", code[LB_S3_CODE_LEN], *want = NULL;
+    char *want = NULL;
     const char *got;
-    int saved = x->rc, same = 0;
-    if (x->err) snprintf(keep, sizeof keep, "%s", x->err);
-    memcpy(code, x->res->code, sizeof code);
+    s3_outcome saved;
+    int same = 0;
+    s3_outcome_save(x, &saved);
     memset(&one, 0, sizeof one);
-    x->rc = 0;
     if (s3_run(x, &s3_ph_head, &one, 1, 1) == LB_OK) {
-        if (x->lbsha[0]) {
-            got = lb_http_response_header(&x->keep, "x-amz-meta-lb-sha256");
-            same = got && !strcmp(got, x->lbsha);
-        } else {
-            got = lb_http_response_header(&x->keep, "ETag");
-            want = multipart_etag(parts, n);
-            same = got && want && !strcmp(got, want);
-            lb_free(want);
-        }
         got = lb_http_response_header(&x->keep, "ETag");
-        if (same && got && !(x->res->etag = lb_strdup(got))) same = 0;
+        want = multipart_etag(parts, n);
+        same = got && want && !strcmp(got, want) && (x->res->etag = lb_strdup(got)) != NULL;
+        lb_free(want);
     }
     if (same) {
         x->rc = 0;
@@ -471,10 +456,42 @@ static int completed_anyway(s3x *x, const s3_part *parts, size_t n) {
         if (x->err) x->err[0] = '\0';
         return 1;
     }
-    x->rc = saved;
-    memcpy(x->res->code, code, sizeof code);
-    if (x->err) snprintf(x->err, LB_ERR_LEN, "%s", keep);
+    s3_outcome_restore(x, &saved);
     return 0;
+}
+
+/* PutObjectTagging: lb-sha256 = x->lbsha (the object is new: no tags to keep). */
+static int tag_build(s3x *x, s3_slot *s, s3_part *p) {
+    lb_sigv4_header h[2] = { { "Content-Type", "application/xml" }, { "Content-MD5", x->tag_md5 } };
+    (void)p;
+    return s3_sign(x, s, "PUT", "tagging", h, 2, x->body_hash) == LB_OK
+        ? (set_body(s, x->body, (int64_t)x->body_len), LB_OK) : x->rc;
+}
+
+static const s3_phase PH_TAG = { "PutObjectTagging", tag_build, keep_ok, NULL, 0, 0 };
+
+/* Tag the finished object with its digest.  The object is complete either
+ * way: a refusal (no s3:PutObjectTagging, say) is res->note, not a failure;
+ * its downloads then check what they can without it. */
+static void store_digest(s3x *x) {
+    s3_part one;
+    s3_outcome saved;
+    unsigned char md5[16];
+    unsigned int ml = 0;
+    lb_free(x->body);
+    x->body = lb_s3_tagging_xml("lb-sha256", x->lbsha);
+    s3_outcome_save(x, &saved);
+    if (!x->body || lb_sigv4_sha256_hex(x->body, x->body_len = strlen(x->body), x->body_hash) != LB_OK
+        || !EVP_Digest(x->body, x->body_len, md5, &ml, EVP_md5(), NULL)
+        || EVP_EncodeBlock((unsigned char *)x->tag_md5, md5, 16) != 24) {
+        s3_copy_text(x->res->note, sizeof x->res->note, "lb-sha256 tag not stored: out of memory");
+    } else {
+        memset(&one, 0, sizeof one);
+        if (s3_run(x, &PH_TAG, &one, 1, 1) != LB_OK)
+            snprintf(x->res->note, sizeof x->res->note, "lb-sha256 tag not stored: %.120s",
+                     x->err && x->err[0] ? x->err : x->res->code);
+    }
+    s3_outcome_restore(x, &saved);
 }
 
 /* Multipart, once x->parts[0..n) are known (file) or start (stream). */
@@ -582,16 +599,13 @@ static const s3_phase PH_LIST = { "ListMultipartUploads", list_build, keep_ok, N
  * minute for clock skew), except ours.  Best effort: x's outcome is kept. */
 static void sweep_lost_creates(s3x *x, time_t t0) {
     lb_xml_elem *doc = NULL;
-    char keep[LB_ERR_LEN] = "", code[LB_S3_CODE_LEN];
+    s3_outcome saved;
     const char *mine = x->res->upload_id, *saved_enc = x->upload_id_enc;
     char saved_idenc[sizeof x->idenc];
     s3_part one;
     size_t i;
-    int saved = x->rc;
-    if (x->err) snprintf(keep, sizeof keep, "%s", x->err);
-    memcpy(code, x->res->code, sizeof code);
+    s3_outcome_save(x, &saved);
     memcpy(saved_idenc, x->idenc, sizeof saved_idenc);
-    x->rc = 0;
     memset(&one, 0, sizeof one);
     if (s3_run(x, &PH_LIST, &one, 1, 1) == LB_OK
         && lb_xml_parse(x->keep.body, x->keep.body_len, &doc, NULL) == LB_OK) {
@@ -615,16 +629,32 @@ static void sweep_lost_creates(s3x *x, time_t t0) {
     lb_xml_free(doc);
     memcpy(x->idenc, saved_idenc, sizeof saved_idenc);
     x->upload_id_enc = saved_enc;
-    x->rc = saved;
-    memcpy(x->res->code, code, sizeof code);
-    if (x->err) snprintf(x->err, LB_ERR_LEN, "%s", keep);
+    s3_outcome_restore(x, &saved);
+}
+
+/* The object's lb-sha256 from its part digests (known for stream parts
+ * and chunked file parts), tagged on it; res->sha256 gets it too. */
+static int digest_parts(s3x *x, const s3_part *parts, size_t n) {
+    unsigned char *d;
+    size_t i;
+    if (x->o->file && x->o->unsigned_payload) return LB_OK;    /* nothing was hashed */
+    if (!(d = lb_malloc(n * 32))) return s3_fail(x, LB_ENOMEM, "out of memory");
+    for (i = 0; i < n; i++) memcpy(d + 32 * i, parts[i].digest, 32);
+    if (lb_s3_composite(d, n, x->lbsha, sizeof x->lbsha) != LB_OK
+        || !(x->res->sha256 = lb_strdup(x->lbsha))) {
+        lb_free(d);
+        return s3_fail(x, LB_ENOMEM, "out of memory");
+    }
+    lb_free(d);
+    store_digest(x);
+    return LB_OK;
 }
 
 static int multipart(s3x *x, s3_part **partsp, size_t *np, int stream) {
     time_t t0 = time(NULL);
     int attempts = 0, rc = multipart_run(x, partsp, np, stream, &attempts);
     if (attempts > 1) sweep_lost_creates(x, t0);
-    return rc;
+    return rc == LB_OK ? digest_parts(x, *partsp, *np) : rc;
 }
 
 static int finish_single(s3x *x, s3_part *one) {
@@ -639,7 +669,6 @@ static int upload_file(s3x *x) {
     int64_t threshold = o->multipart_threshold > 0 ? o->multipart_threshold : LB_S3_DEFAULT_THRESHOLD;
     s3_part *parts = NULL, one;
     struct stat st;
-    char hex[65];
     size_t n = 0, i;
     int rc;
     x->ph = &PH_PUT;
@@ -652,17 +681,11 @@ static int upload_file(s3x *x) {
                        (long long)st.st_size, (long long)LB_S3_MAX_OBJECT);
     x->total = st.st_size;
     x->res->bytes = st.st_size;
-    if (st.st_size <= threshold) {
+    if (st.st_size <= threshold) {  /* one PUT; its ETag is the MD5 downloads check */
         memset(&one, 0, sizeof one);
         one.len = st.st_size;
-        if ((rc = hash_file(x, &one, 1)) != LB_OK) return rc;
-        s3_hex(one.digest, 32, hex);
-        snprintf(x->lbsha, sizeof x->lbsha, "%s", hex);
-        x->payload = o->unsigned_payload ? LB_SIGV4_UNSIGNED_PAYLOAD : hex;
         if ((rc = s3_run(x, &PH_PUT, &one, 1, 1)) == LB_OK) rc = finish_single(x, &one);
         lb_free(one.etag);
-        if (rc == LB_OK && !(x->res->sha256 = lb_strdup(x->lbsha)))
-            rc = s3_fail(x, LB_ENOMEM, "out of memory");
         return rc;
     }
     x->part_size = lb_s3_part_size(st.st_size, o->part_size);
@@ -672,18 +695,7 @@ static int upload_file(s3x *x) {
         parts[i].off = (int64_t)i * x->part_size;
         parts[i].len = i + 1 < n ? x->part_size : st.st_size - parts[i].off;
     }
-    rc = hash_file(x, parts, n);
-    if (rc == LB_OK) {
-        unsigned char *d = lb_malloc(n * 32);
-        if (!d) rc = s3_fail(x, LB_ENOMEM, "out of memory");
-        for (i = 0; d && i < n; i++) memcpy(d + 32 * i, parts[i].digest, 32);
-        if (d && lb_s3_composite(d, n, x->lbsha, sizeof x->lbsha) != LB_OK)
-            rc = s3_fail(x, LB_ENOMEM, "out of memory");
-        lb_free(d);
-    }
-    if (rc == LB_OK) rc = multipart(x, &parts, &n, 0);
-    if (rc == LB_OK && !(x->res->sha256 = lb_strdup(x->lbsha)))
-        rc = s3_fail(x, LB_ENOMEM, "out of memory");
+    rc = multipart(x, &parts, &n, 0);
     free_parts(parts, n);
     return rc;
 }
@@ -705,9 +717,6 @@ static int upload_stream(s3x *x) {
     sn = x->nparts;
     if (rc != LB_OK) goto done;
     if (x->stream_end) {            /* it all fits in one PUT */
-        char hex[65];
-        s3_hex(sp[0].digest, 32, hex);
-        x->payload = o->unsigned_payload ? LB_SIGV4_UNSIGNED_PAYLOAD : hex;
         x->res->bytes = sp[0].len;
         if ((rc = s3_run(x, &PH_PUT, sp, 1, 1)) == LB_OK) rc = finish_single(x, sp);
         goto done;

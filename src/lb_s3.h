@@ -6,26 +6,33 @@
  * object: file parts are sent as file ranges, ranges are received with
  * pwrite; only stream uploads hold part buffers (concurrency x part_size).
  *
- * Upload (lb_s3_upload):
- *   - file up to multipart_threshold (default 16 MiB): one PutObject with
- *     x-amz-meta-lb-sha256: <hex sha256 of the body>;
- *   - larger file: every part is hashed first (one pass, two threads), then
- *     CreateMultipartUpload with x-amz-meta-lb-sha256:
- *     <hex sha256 of the concatenated raw part digests>-<nparts> and
- *     x-amz-meta-lb-part-size: <part size>, then UploadPart requests (each
- *     signed with its part's SHA-256 as payload hash, or UNSIGNED-PAYLOAD),
- *     then CompleteMultipartUpload.  Any failure after the create sends
- *     AbortMultipartUpload (retried), so no parts are left behind;
+ * Upload (lb_s3_upload) reads each byte of a file once: a request's body
+ * is aws-chunked (STREAMING-AWS4-HMAC-SHA256-PAYLOAD, chunks of 256 KiB),
+ * each chunk hashed and signed as it is sent and checked by the server.
+ *   - file up to multipart_threshold (default 16 MiB): one PutObject; its
+ *     ETag, the MD5 of the body, is what downloads check;
+ *   - larger file: CreateMultipartUpload with x-amz-meta-lb-part-size and
+ *     x-amz-meta-lb-chunk-size, UploadPart requests, CompleteMultipartUpload,
+ *     then PutObjectTagging lb-sha256 = "<hex sha256 of the concatenated
+ *     part digests>-<nparts>", a part digest being the SHA-256 of the
+ *     part's chunk digests.  A refused tag is res->note, not a failure.
+ *     Any failure after the create sends AbortMultipartUpload (retried),
+ *     so no parts are left behind;
+ *   - unsigned_payload: plain file bodies signed UNSIGNED-PAYLOAD, nothing
+ *     hashed, no tag;
  *   - stream (reader): part buffers filled from the reader, each hashed as
- *     filled; a stream that ends within its first part is one PutObject.
- *     No lb-sha256 metadata (the whole digest is not known in advance).
- * Download (lb_s3_download): HeadObject, then ranged GETs (aligned to
- * lb-part-size when the object has our metadata and that part size is one
+ *     filled (a part digest is its plain SHA-256: no lb-chunk-size); a
+ *     stream that ends within its first part is one PutObject.
+ * Download (lb_s3_download): HeadObject (and GetObjectTagging when the
+ * object has tags but no lb-sha256 metadata), then ranged GETs (aligned to
+ * lb-part-size when the object has our digest and that part size is one
  * we could have written, else part_size; never more than 10,000) written
- * at their offsets into "<dest>.lbpart-<random>" and hashed as they arrive,
- * If-Match on the ETag; verified against lb-sha256 ("sha256"), else a
- * plain-MD5 ETag for objects up to 64 MiB ("md5"), else the length
- * ("length"); then renamed over dest.  Any failure unlinks the temp file.
+ * at their offsets into "<dest>.lbpart-<random>" and hashed as they arrive
+ * (by lb-chunk-size chunks when stated), If-Match on the ETag; verified
+ * against lb-sha256 -- tag, or metadata as older uploads wrote it --
+ * ("sha256"), else a plain-MD5 ETag for objects up to 64 MiB ("md5"), else
+ * the length ("length"); then renamed over dest.  Any failure unlinks the
+ * temporary file.
  *
  * Retries: a request failing with ECONNECT/ETIMEDOUT, HTTP 5xx, 429 or the
  * S3 codes SlowDown/InternalError/RequestTimeout is retried alone with
@@ -117,12 +124,13 @@ typedef struct lb_s3_result {
     int64_t bytes;                  /* object size */
     char *etag;                     /* as S3 sent it (with its quotes) */
     int parts;                      /* upload: parts (1 = single PUT); download: ranges */
-    char *sha256;                   /* upload: the lb-sha256 value, NULL for streams */
+    char *sha256;                   /* upload: the lb-sha256 tag's value (multipart), else NULL */
     char *upload_id;                /* multipart upload id, else NULL */
     const char *verified;           /* download: "sha256", "md5" or "length" (static) */
     char code[LB_S3_CODE_LEN];      /* LB_ESERVICE: S3 code or "HTTP_<n>"; else "" */
-    char note[160];                 /* download: why the object's lb-part-size was
-                                     * ignored (for a debug log); else "" */
+    char note[160];                 /* upload: the tag was not stored; download:
+                                     * why less was checked (lb-part-size or
+                                     * lb-chunk-size ignored, tag unreadable) */
 } lb_s3_result;
 
 /* Upload opts->file (or the opts->reader stream) to s3://bucket/key.
@@ -202,6 +210,10 @@ char *lb_s3_object_url(const char *endpoint, const char *bucket, const char *key
 /* The CompleteMultipartUpload document for n parts (numbered 1..n) with
  * their ETags.  Returns a new string or NULL when out of memory. */
 char *lb_s3_complete_xml(const char *const *etags, size_t n);
+
+/* The PutObjectTagging document of one tag.  A new string or NULL (out of
+ * memory). */
+char *lb_s3_tagging_xml(const char *key, const char *value);
 
 /* "<hex sha256 of the n concatenated 32-byte digests>-<n>" into out (at
  * least 64 + 1 + 5 + 1 bytes).  LB_OK or LB_ENOMEM. */

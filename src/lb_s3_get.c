@@ -23,6 +23,7 @@
 
 #include "lb_alloc.h"
 #include "lb_buf.h"
+#include "lb_xml.h"
 
 enum { V_LENGTH, V_SHA256_PARTS, V_SHA256, V_MD5 };
 
@@ -52,6 +53,32 @@ static int probe_build(s3x *x, s3_slot *s, s3_part *p) {
 
 static const s3_phase PH_PROBE = { "GetObject", probe_build, head_ok, NULL, 0, 0 };
 
+static int tags_build(s3x *x, s3_slot *s, s3_part *p) {
+    (void)p;
+    return s3_sign(x, s, "GET", "tagging", NULL, 0, S3_EMPTY_SHA256);
+}
+
+static const s3_phase PH_TAGS = { "GetObjectTagging", tags_build, head_ok, NULL, 0, 0 };
+
+/* Hash n bytes of a range as aws-chunked chunks of x->chunk: each full
+ * chunk's digest goes into the range's digest of digests. */
+static void chunk_update(s3x *x, s3_slot *s, const char *p, size_t n) {
+    unsigned char md[32];
+    while (n > 0) {
+        size_t k = (size_t)(x->chunk - s->ck_fill) < n ? (size_t)(x->chunk - s->ck_fill) : n;
+        SHA256_Update(&s->ck_md, p, k);
+        s->ck_fill += (int64_t)k;
+        p += k;
+        n -= k;
+        if (s->ck_fill == x->chunk) {
+            SHA256_Final(md, &s->ck_md);
+            SHA256_Update(&s->ck_part, md, sizeof md);
+            SHA256_Init(&s->ck_md);
+            s->ck_fill = 0;
+        }
+    }
+}
+
 static int on_data(void *ud, const char *p, size_t n) {
     s3_slot *s = ud;
     s3x *x = s->x;
@@ -74,6 +101,7 @@ static int on_data(void *ud, const char *p, size_t n) {
         }
         done += (size_t)w;
     }
+    if (x->chunk) chunk_update(x, s, p, n);
     if (s->md && !EVP_DigestUpdate(s->md, p, n)) {
         s->why = LB_ENOMEM;
         snprintf(s->why_msg, sizeof s->why_msg, "out of memory");
@@ -101,6 +129,11 @@ static int get_build(s3x *x, s3_slot *s, s3_part *p) {
     if ((rc = s3_sign(x, s, "GET", NULL, h, n, S3_EMPTY_SHA256)) != LB_OK) return rc;
     if (s->md && !EVP_DigestInit_ex(s->md, x->md_type, NULL))
         return s3_fail(x, LB_ENOMEM, "out of memory");
+    if (x->chunk) {
+        SHA256_Init(&s->ck_md);
+        SHA256_Init(&s->ck_part);
+        s->ck_fill = 0;
+    }
     s->req.sink_kind = LB_HTTP_SINK_WRITER;
     s->req.on_data = on_data;
     s->req.data_ud = s;
@@ -123,6 +156,14 @@ static int get_ok(s3x *x, s3_slot *s, s3_part *p, int *retry, char *msg) {
     if (s->md && !EVP_DigestFinal_ex(s->md, p->digest, &len)) {
         snprintf(msg, LB_ERR_LEN, "out of memory");
         return LB_ENOMEM;
+    }
+    if (x->chunk) {                 /* the last, short chunk */
+        unsigned char md[32];
+        if (s->ck_fill) {
+            SHA256_Final(md, &s->ck_md);
+            SHA256_Update(&s->ck_part, md, sizeof md);
+        }
+        SHA256_Final(p->digest, &s->ck_part);
     }
     return LB_OK;
 }
@@ -242,7 +283,8 @@ static int temp_open(s3x *x, char **tmp) {
 /* Facts from the HEAD answer. */
 typedef struct head_info {
     int64_t size;
-    const char *etag, *lbsha, *lbps;
+    const char *etag, *lbsha, *lbps, *lbcs;
+    int tagged;                     /* x-amz-tagging-count > 0 */
     int sse;                        /* KMS or customer keys: ETag is no MD5 */
 } head_info;
 
@@ -258,9 +300,47 @@ static int read_head(s3x *x, head_info *h) {
     h->etag = lb_http_response_header(&x->keep, "ETag");
     h->lbsha = lb_http_response_header(&x->keep, "x-amz-meta-lb-sha256");
     h->lbps = lb_http_response_header(&x->keep, "x-amz-meta-lb-part-size");
+    h->lbcs = lb_http_response_header(&x->keep, "x-amz-meta-lb-chunk-size");
+    h->tagged = s3_parse_size(lb_http_response_header(&x->keep, "x-amz-tagging-count")) > 0;
     h->sse = (enc && strcasecmp(enc, "AES256") != 0)
           || lb_http_response_header(&x->keep, "x-amz-server-side-encryption-customer-algorithm");
     return LB_OK;
+}
+
+/* The object's lb-sha256 tag into out (cap bytes), else "" with a note
+ * (a refusal or a missing tag only means less to check).  x->keep, the
+ * HEAD answer h points into, is kept aside meanwhile. */
+static void read_tag(s3x *x, char *out, size_t cap) {
+    lb_http_response head = x->keep;
+    lb_xml_elem *doc = NULL;
+    const lb_xml_elem *set;
+    s3_outcome saved;
+    s3_part one;
+    size_t i;
+    out[0] = '\0';
+    memset(&x->keep, 0, sizeof x->keep);
+    memset(&one, 0, sizeof one);
+    s3_outcome_save(x, &saved);
+    if (s3_run(x, &PH_TAGS, &one, 1, 1) != LB_OK) {
+        snprintf(x->res->note, sizeof x->res->note, "lb-sha256 tag not read: %.120s",
+                 x->err && x->err[0] ? x->err : x->res->code);
+    } else if (lb_xml_parse(x->keep.body, x->keep.body_len, &doc, NULL) == LB_OK
+               && (set = lb_xml_child(doc, "TagSet"))) {
+        for (i = 0; i < set->n; i++) {
+            const char *k = lb_xml_child_text(set->kids[i], "Key");
+            if (k && !strcmp(k, "lb-sha256")) s3_copy_text(out, cap, lb_xml_child_text(set->kids[i], "Value"));
+        }
+    }
+    lb_xml_free(doc);
+    s3_outcome_restore(x, &saved);
+    lb_http_response_free(&x->keep);
+    x->keep = head;
+}
+
+/* A chunk size our uploads write (lb-chunk-size), for part size ps; else 0. */
+static int64_t stored_chunk(const char *lbcs, int64_t ps) {
+    int64_t c = s3_parse_size(lbcs);
+    return c >= 8192 && c <= ps ? c : 0;
 }
 
 /* Choose the check and the range size; *want gets the expected digest. */
@@ -277,6 +357,11 @@ static int plan(s3x *x, const head_info *h, int64_t *rs, char *want, size_t cap)
         }
         if (dash && h->lbps) {
             int64_t ps = lb_s3_stored_part_size(h->size, h->lbsha, h->lbps);
+            if (ps > 0 && h->lbcs && !(x->chunk = stored_chunk(h->lbcs, ps))) {
+                snprintf(x->res->note, sizeof x->res->note, "lb-chunk-size '%.24s' ignored (not a "
+                         "chunk size of ours); the length is checked", h->lbcs);
+                return V_LENGTH;
+            }
             if (ps > 0) {
                 *rs = ps;
                 snprintf(want, cap, "%s", h->lbsha);
@@ -302,7 +387,7 @@ static int download(s3x *x) {
     s3_part one, *parts = NULL;
     head_info h;
     int64_t rs;
-    char want[80], *tmp = NULL;
+    char want[80], tag[80], *tmp = NULL;
     size_t n, i;
     int how, rc;
     memset(&one, 0, sizeof one);
@@ -323,6 +408,10 @@ static int download(s3x *x) {
     }
     if (rc != LB_OK) return rc;
     if ((rc = read_head(x, &h)) != LB_OK) return rc;
+    if (!o->no_checksum && !h.lbsha && h.tagged && h.lbps) {
+        read_tag(x, tag, sizeof tag);
+        if (tag[0]) h.lbsha = tag;
+    }
     how = plan(x, &h, &rs, want, sizeof want);
     n = h.size ? (size_t)s3_ceil_div(h.size, rs) : 1;     /* <= 10,000 (lb_s3.h) */
     x->ranged = n > 1;
@@ -335,7 +424,7 @@ static int download(s3x *x) {
         parts[i].off = (int64_t)i * rs;
         parts[i].len = i + 1 < n ? rs : h.size - parts[i].off;
     }
-    if (how == V_SHA256_PARTS || (how == V_SHA256 && n == 1)) x->md_type = EVP_sha256();
+    if ((how == V_SHA256_PARTS && !x->chunk) || (how == V_SHA256 && n == 1)) x->md_type = EVP_sha256();
     else if (how == V_MD5 && n == 1) x->md_type = EVP_md5();
     if ((rc = temp_open(x, &tmp)) != LB_OK) goto done;
     rc = s3_run(x, &PH_GET, parts, n, x->concurrency < (int)n ? x->concurrency : (int)n);

@@ -3,6 +3,8 @@
 #ifndef LB_S3_INT_H
 #define LB_S3_INT_H
 
+#include "lb_sigv4_int.h"            /* first: SHA256_*, lb_sigv4_hmac (chunk signatures) */
+
 #include <openssl/evp.h>
 
 #include "lb_http.h"
@@ -13,6 +15,8 @@
 #define S3_SEND_BUFFER (512L * 1024)    /* bytes per body read (file parts) */
 #define S3_RECV_BUFFER (512L * 1024)    /* bytes per receive (ranged GETs) */
 #define S3_MAX_CONCURRENCY 64           /* cap on o->concurrency */
+#define S3_CHUNK (256L * 1024)          /* data bytes per aws-chunked chunk */
+#define S3_STREAMING "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 
 enum { P_NEW, P_WAIT, P_RUN, P_DONE };
 
@@ -26,6 +30,35 @@ typedef struct s3_part {
     char *etag;                     /* upload: UploadPart's ETag */
     char *buf;                      /* stream upload: the part's bytes */
 } s3_part;
+
+/* An aws-chunked body being sent (lb_s3_chunked.c). */
+typedef struct s3_chunked {
+    int fd;
+    int64_t pos, left;              /* file range not read yet */
+    size_t chunk;                   /* data bytes per chunk */
+    lb_sigv4_hmac key;              /* the signing key's HMAC state */
+    char head[160];                 /* "AWS4-HMAC-SHA256-PAYLOAD\n<date>\n<scope>\n" */
+    size_t head_len;
+    char prev[65];                  /* the previous signature */
+    char *buf;                      /* one framed chunk (owned, kept across requests) */
+    size_t cap, at, len;            /* buf's size; bytes handed out; bytes held */
+    int ended;                      /* the zero-length chunk is framed */
+    int err_no;                     /* errno of a failed read */
+    SHA256_CTX digests;             /* over the chunk digests */
+} s3_chunked;
+
+/* Bytes on the wire for n data bytes in chunks of `chunk`. */
+int64_t s3_chunked_length(int64_t n, size_t chunk);
+/* Start a body of file bytes [off, off + len) signed after sig (the
+ * request's signature).  LB_OK, LB_ENOMEM or LB_EINVAL. */
+int s3_chunked_start(s3_chunked *c, const lb_s3_opts *o, const char *region, const lb_sigv4_result *sig,
+                     int fd, int64_t off, int64_t len, size_t chunk);
+/* The next bytes of the body (an lb_http reader): count, 0 at the end, or
+ * -LB_EIO (c->err_no: errno, 0 = the file shrank). */
+long s3_chunked_read(s3_chunked *c, char *out, size_t cap);
+/* After the end: SHA-256 of the concatenated chunk digests. */
+void s3_chunked_digest(s3_chunked *c, unsigned char out[32]);
+void s3_chunked_free(s3_chunked *c);
 
 struct s3x;
 
@@ -43,6 +76,10 @@ typedef struct s3_slot {
     int why;                        /* the sink's own failure (LB_EIO, ...) */
     char why_msg[LB_ERR_LEN];
     EVP_MD_CTX *md;                 /* download: digest of this range */
+    s3_chunked ck;                  /* upload: the aws-chunked body */
+    /* download of an object with lb-chunk-size: this range's chunk digests */
+    SHA256_CTX ck_md, ck_part;
+    int64_t ck_fill;                /* bytes in the chunk being hashed */
 } s3_slot;
 
 /* Hooks of a phase (one kind of request). */
@@ -83,14 +120,14 @@ typedef struct s3x {
     /* the answer of a one-request phase (HEAD, Create, Complete) */
     lb_http_response keep;
     /* upload */
-    char lbsha[80];                 /* x-amz-meta-lb-sha256 value, "" if none */
+    char lbsha[80];                 /* the lb-sha256 tag's value, "" if none */
+    char tag_md5[32];               /* PutObjectTagging: base64 Content-MD5 */
     int64_t part_size;
     const char *upload_id_enc;      /* percent-encoded, in idenc */
     char idenc[768];
     char *body;                     /* MEM body: Complete XML, stream part */
     size_t body_len;
     char body_hash[65];
-    const char *payload;            /* single PUT payload hash */
     unsigned rnd;                   /* jitter state */
     /* stream upload */
     char **pool;                    /* free part buffers */
@@ -101,6 +138,7 @@ typedef struct s3x {
     int fd;
     const char *if_match;
     const EVP_MD *md_type;          /* per-range digest, or NULL */
+    int64_t chunk;                  /* > 0: ranges hash as aws-chunked chunks of this */
     int ranged;
 } s3x;
 
@@ -111,6 +149,15 @@ double s3_mono(void);
 /* Set up x (URL, target, client, metadata names) for opts; LB_OK or code. */
 int s3x_init(s3x *x, const lb_s3_opts *o, lb_s3_result *res, char *err);
 void s3x_free(s3x *x);
+/* A side request (Abort, a HEAD after a lost answer, tagging) leaves the
+ * transfer's outcome -- first failure, message, S3 code -- as it was:
+ * saved (and cleared) by s3_outcome_save, put back by s3_outcome_restore. */
+typedef struct s3_outcome {
+    int rc;
+    char err[LB_ERR_LEN], code[LB_S3_CODE_LEN];
+} s3_outcome;
+void s3_outcome_save(s3x *x, s3_outcome *o);
+void s3_outcome_restore(s3x *x, const s3_outcome *o);
 /* Requests in flight for o: o->concurrency or the default, at most
  * S3_MAX_CONCURRENCY. */
 int s3_concurrency(const lb_s3_opts *o);

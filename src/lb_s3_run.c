@@ -48,6 +48,19 @@ int s3_fail(s3x *x, int code, const char *fmt, ...) {
     return code;
 }
 
+void s3_outcome_save(s3x *x, s3_outcome *o) {
+    o->rc = x->rc;
+    s3_copy_text(o->err, sizeof o->err, x->err);
+    memcpy(o->code, x->res->code, sizeof o->code);
+    x->rc = 0;
+}
+
+void s3_outcome_restore(s3x *x, const s3_outcome *o) {
+    x->rc = o->rc;
+    if (x->err) snprintf(x->err, LB_ERR_LEN, "%s", o->err);
+    memcpy(x->res->code, o->code, sizeof o->code);
+}
+
 int s3_concurrency(const lb_s3_opts *o) {
     int n = o->concurrency > 0 ? o->concurrency : LB_S3_DEFAULT_CONCURRENCY;
     return n > S3_MAX_CONCURRENCY ? S3_MAX_CONCURRENCY : n;
@@ -372,6 +385,7 @@ int s3_run(s3x *x, const s3_phase *ph, s3_part *parts, size_t n, int nslots) {
     for (j = 0; j < nslots; j++) {
         slot_clear(&x->slots[j]);
         EVP_MD_CTX_free(x->slots[j].md);
+        s3_chunked_free(&x->slots[j].ck);
     }
     lb_free(x->slots);
     x->slots = NULL;

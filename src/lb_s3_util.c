@@ -171,6 +171,17 @@ char *lb_s3_complete_xml(const char *const *etags, size_t n) {
     return lb_buf_detach(&b, NULL);
 }
 
+char *lb_s3_tagging_xml(const char *key, const char *value) {
+    lb_buf b = { 0 };
+    int rc = lb_buf_puts(&b, "<Tagging xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><TagSet><Tag><Key>");
+    if (rc == LB_OK) rc = xml_text(&b, key);
+    if (rc == LB_OK) rc = lb_buf_puts(&b, "</Key><Value>");
+    if (rc == LB_OK) rc = xml_text(&b, value);
+    if (rc == LB_OK) rc = lb_buf_puts(&b, "</Value></Tag></TagSet></Tagging>");
+    if (rc != LB_OK) { lb_buf_free(&b); return NULL; }
+    return lb_buf_detach(&b, NULL);
+}
+
 int lb_s3_composite(const unsigned char *digests, size_t n, char *out, size_t cap) {
     unsigned char md[32];
     unsigned int len = 0;

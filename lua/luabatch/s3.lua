@@ -614,10 +614,12 @@ end
 
 --- upload_file(path, bucket, key [, opts]) -> res | nil, msg, code
 -- Through core.s3_upload: single PUT up to opts.multipart_threshold (16 MiB),
--- multipart above, parts SHA-256-signed.  opts: content_type, metadata,
+-- multipart above; a file is read once, sent aws-chunked (every chunk
+-- SHA-256-signed, checked by the server).  opts: content_type, metadata,
 -- part_size, concurrency, max_attempts, multipart_threshold,
 -- unsigned_payload, on_progress = function(done, total) (false cancels).
--- res = { bytes, etag (unquoted), parts, sha256, upload_id }.
+-- res = { bytes, etag (unquoted), parts, sha256 (multipart: the lb-sha256
+-- tag), upload_id, note (the tag could not be stored: logged as a warning) }.
 function _M:upload_file(path, bucket, key, opts)
   if type(path) ~= "string" and type(path) ~= "function" then
     error("bad argument #1 to 'upload_file' (path or reader function expected, got "
@@ -631,6 +633,7 @@ function _M:upload_file(path, bucket, key, opts)
   local res, msg
   res, msg, code = transfer.run(f, t, engine_hooks(self, bucket, key))
   if res then res.etag = unquote(res.etag) end
+  if res and res.note then log.warn("s3: PutObject %s: %s", resource(bucket, key), res.note) end
   return res, msg, code
 end
 
@@ -647,11 +650,11 @@ end
 
 --- download_file(bucket, key, path [, opts]) -> res | nil, msg, code
 -- Through core.s3_download: ranged parallel GETs into a temporary file
--- renamed at the end, verified against lb-sha256 metadata, MD5 ETag or
--- length.  opts: part_size, concurrency, max_attempts, checksum (true),
+-- renamed at the end, verified against lb-sha256 (tag or metadata), MD5
+-- ETag or length.  opts: part_size, concurrency, max_attempts, checksum (true),
 -- on_progress.  res = { bytes, etag, verified = "sha256"|"md5"|"length",
--- parts (ranges), note }: note says why the object's lb-part-size was
--- ignored (a part size no upload of ours writes; also logged at debug).
+-- parts (ranges), note }: note says why less was checked (lb-part-size or
+-- lb-chunk-size no upload of ours writes, the tag unreadable; logged at debug).
 function _M:download_file(bucket, key, path, opts)
   check_bucket(bucket, "download_file", 1)
   check_key(key, "download_file", 2)

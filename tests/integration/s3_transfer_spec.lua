@@ -75,6 +75,21 @@ describe("core S3 transfers against Ceph RGW #integration", function()
     return assert(client():send({ method = "HEAD", path = "/" .. bucket .. "/" .. enc(k), operation = "HeadObject" }))
   end
 
+  -- The object's lb-sha256 tag, or nil.
+  local function lb_tag(k)
+    local r = assert(client():send({ method = "GET", path = "/" .. bucket .. "/" .. enc(k),
+      query = { tagging = "" }, operation = "GetObjectTagging" }))
+    return r.body:match("<Key>lb%-sha256</Key><Value>(.-)</Value>")
+  end
+
+  -- Bytes this process has read (read/pread, files and sockets alike).
+  local function bytes_read()
+    local f = assert(io.open("/proc/self/io", "r"))
+    local n = tonumber(f:read("a"):match("rchar: (%d+)"))
+    f:close()
+    return n
+  end
+
   lazy_setup(function()
     local reason
     endpoint, key, secret = servers.rgw()
@@ -112,6 +127,7 @@ describe("core S3 transfers against Ceph RGW #integration", function()
     local src = make_file("src", size)
     local k = ("round trip/%d é+%%.bin"):format(size)
     local ticks, last = 0, -1
+    local read0 = bytes_read()
     local up = assert(core.s3_upload(opts({ key = k, file = src, concurrency = 8,
       on_progress = function(done, total)
         assert.is_true(done >= last)
@@ -120,14 +136,19 @@ describe("core S3 transfers against Ceph RGW #integration", function()
       end, multipart_threshold = extra and extra.multipart_threshold, part_size = extra and extra.part_size })))
     assert.are.equal(size, up.bytes)
     assert.are.equal(size, last)          -- the final call reports everything
+    -- Each byte of the file is read once (answers add a few KiB per request).
+    assert.is_true(bytes_read() - read0 <= size + 4096 * (up.parts + 2), "file read more than once")
     if want_parts then assert.are.equal(want_parts, up.parts) end
     local h = head(k)
     assert.are.equal(up.etag, h.headers["etag"])
-    assert.are.equal(up.sha256, h.headers["x-amz-meta-lb-sha256"])
+    assert.is_nil(h.headers["x-amz-meta-lb-sha256"])
+    local multipart = up.parts > 1
+    assert.are.equal(multipart and up.sha256 or nil, lb_tag(k))
+    assert.are.equal(multipart and "262144" or nil, h.headers["x-amz-meta-lb-chunk-size"])
     local dst = dir .. "/dst"
     local down = assert(core.s3_download(opts({ key = k, file = dst, part_size = extra and extra.part_size })))
     assert.are.equal(size, down.bytes)
-    assert.are.equal("sha256", down.verified)
+    assert.are.equal(multipart and "sha256" or "md5", down.verified)
     assert.are.equal(sha256_file(src), sha256_file(dst))
     assert.are.equal("0", temp_files())
     delete(k)
@@ -138,7 +159,7 @@ describe("core S3 transfers against Ceph RGW #integration", function()
 
   it("round-trips 0 B and 1 B objects", function()
     local up = round_trip(0, nil, 1)
-    assert.are.equal(core.sha256(""), up.sha256)
+    assert.is_nil(up.sha256)             -- one PUT: its ETag (an MD5) is the check
     round_trip(1, nil, 1)
   end)
 
@@ -189,11 +210,11 @@ describe("core S3 transfers against Ceph RGW #integration", function()
     f:close()
     assert.are.equal(3, up.parts)
     assert.are.equal(12 * MiB + 7, up.bytes)
-    assert.is_nil(up.sha256)              -- unknown in advance for a stream
+    assert.are.equal(up.sha256, lb_tag("stream/long"))   -- tagged once all parts are in
     assert.is_true(calls > 100)
     local dst = dir .. "/stream.out"
     local down = assert(core.s3_download(opts({ key = "stream/long", file = dst })))
-    assert.are.equal("length", down.verified)
+    assert.are.equal("sha256", down.verified)
     assert.are.equal(sha256_file(src), sha256_file(dst))
 
     local chunks = { "hello ", "", "world" }   -- "" ends the stream
@@ -269,14 +290,14 @@ describe("core S3 transfers against Ceph RGW #integration", function()
     assert.are.equal(2, res[40].parts)                -- multipart inside a batch
     for i, r in ipairs(res) do
       assert.are.equal(items[i].size, r.bytes)
-      assert.are.equal(r.sha256, head(items[i].key).headers["x-amz-meta-lb-sha256"])
+      assert.are.equal(r.sha256, lb_tag(items[i].key))   -- multipart only; nil for one PUT
     end
     local down = {}
     for i, it in ipairs(items) do down[i] = { file = dir .. "/back" .. i, key = it.key } end
     down[41] = { file = dir .. "/missing", key = "many/missing" }
     res = assert(core.s3_batch(opts({ direction = "download", key = "-", workers = 6 }), down))
     for i = 1, 40 do
-      assert.are.equal("sha256", res[i].verified, res[i].err)
+      assert.are.equal(i == 40 and "sha256" or "md5", res[i].verified, res[i].err)
       assert.are.equal(sha256_file(items[i].file), sha256_file(down[i].file))
     end
     assert.are.same({ false, "NoSuchKey" }, { res[41].ok, res[41].code })
@@ -324,6 +345,23 @@ describe("core S3 transfers against Ceph RGW #integration", function()
     assert.is_truthy(msg:find("checksum mismatch", 1, true))
     assert.is_false(exists(dst))
     assert.are.equal("0", temp_files())
+
+    -- the form uploads write now: lb-sha256 as a tag over chunk digests
+    assert(client():send({ method = "PUT", path = "/" .. bucket .. "/corrupt", body = other,
+      headers = { ["x-amz-tagging"] = "lb-sha256=" .. up.sha256, ["x-amz-meta-lb-part-size"] = tostring(5 * MiB),
+        ["x-amz-meta-lb-chunk-size"] = "262144" }, operation = "PutObject" }))
+    res, msg, code = core.s3_download(opts({ key = "corrupt", file = dst }))
+    assert.are.equal("EINTEGRITY", code, msg)
+    assert.is_truthy(msg:find(up.sha256, 1, true))
+    assert.is_false(exists(dst))
+    -- a chunk size no upload of ours writes: not obeyed, the length is checked
+    assert(client():send({ method = "PUT", path = "/" .. bucket .. "/corrupt", body = other,
+      headers = { ["x-amz-tagging"] = "lb-sha256=" .. up.sha256, ["x-amz-meta-lb-part-size"] = tostring(5 * MiB),
+        ["x-amz-meta-lb-chunk-size"] = "1" }, operation = "PutObject" }))
+    res = assert(core.s3_download(opts({ key = "corrupt", file = dst })))
+    assert.are.equal("length", res.verified)
+    assert.is_truthy(res.note:find("lb-chunk-size", 1, true))
+    os.remove(dst)
 
     -- single-PUT form: a whole-object digest
     assert(client():send({ method = "PUT", path = "/" .. bucket .. "/corrupt", body = "abc",

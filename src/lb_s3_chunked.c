@@ -1,0 +1,126 @@
+/* lb_s3_chunked.c -- an aws-chunked request body (SigV4 streaming,
+ * x-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD) from a file
+ * range, each byte read once.
+ *
+ * A chunk of data is read, hashed, signed after the previous chunk's
+ * signature (the request's own for the first) and framed as
+ *   <hex size>;chunk-signature=<64 hex>\r\n<data>\r\n
+ * and the body ends with the zero-length chunk.  The server checks each
+ * chunk against its signature, so what it stores is what was read; the
+ * SHA-256 of the chunk digests (the part digest of lb-sha256 when the
+ * object says lb-chunk-size) comes out of the same pass. */
+#include "lb_s3_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lb_alloc.h"
+
+#define SIG_TAG ";chunk-signature="
+#define HEAD_ROOM 128               /* room before the data for the longest header */
+
+static size_t hex_len(size_t n) {
+    size_t k = 1;
+    while (n >>= 4) k++;
+    return k;
+}
+
+/* Framed bytes of one chunk of n data bytes (n = 0: the last chunk). */
+static int64_t framed(size_t n) {
+    return (int64_t)(hex_len(n) + sizeof SIG_TAG - 1 + 64 + 2 + n + 2);
+}
+
+int64_t s3_chunked_length(int64_t n, size_t chunk) {
+    int64_t full = n / (int64_t)chunk, rest = n % (int64_t)chunk;
+    return full * framed(chunk) + (rest ? framed((size_t)rest) : 0) + framed(0);
+}
+
+int s3_chunked_start(s3_chunked *c, const lb_s3_opts *o, const char *region, const lb_sigv4_result *sig,
+                     int fd, int64_t off, int64_t len, size_t chunk) {
+    char date8[9];
+    int n;
+    if (!c->buf || c->cap < chunk + HEAD_ROOM + 2) {
+        lb_free(c->buf);
+        c->cap = 0;
+        if (!(c->buf = lb_malloc(chunk + HEAD_ROOM + 2))) return LB_ENOMEM;
+        c->cap = chunk + HEAD_ROOM + 2;
+    }
+    snprintf(date8, sizeof date8, "%.8s", sig->amz_date);
+    if (lb_sigv4_hmac_state(o->secret_key, date8, region, "s3", &c->key) != LB_OK) return LB_EINVAL;
+    n = snprintf(c->head, sizeof c->head, "AWS4-HMAC-SHA256-PAYLOAD\n%s\n%s\n", sig->amz_date,
+                 sig->credential_scope);
+    if (n < 0 || (size_t)n >= sizeof c->head) return LB_EINVAL;
+    c->head_len = (size_t)n;
+    snprintf(c->prev, sizeof c->prev, "%s", sig->signature);
+    c->fd = fd;
+    c->pos = off;
+    c->left = len;
+    c->chunk = chunk;
+    c->at = c->len = 0;
+    c->ended = 0;
+    c->err_no = 0;
+    SHA256_Init(&c->digests);
+    return LB_OK;
+}
+
+/* Read, hash, sign and frame the next chunk into c->buf[at..len). */
+static int next_chunk(s3_chunked *c) {
+    size_t want = c->left < (int64_t)c->chunk ? (size_t)c->left : c->chunk, got = 0;
+    char *data = c->buf + HEAD_ROOM, sts[384], hex[65], hdr[HEAD_ROOM];
+    unsigned char md[32];
+    int hl;
+    while (got < want) {
+        ssize_t r = pread(c->fd, data + got, want - got, (off_t)(c->pos + (int64_t)got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            c->err_no = r < 0 ? errno : 0;
+            return LB_EIO;
+        }
+        got += (size_t)r;
+    }
+    lb_sv_sha256(data, want, md);
+    if (want) SHA256_Update(&c->digests, md, sizeof md);
+    s3_hex(md, 32, hex);
+    if (c->head_len + 65 + 65 + 64 >= sizeof sts) return LB_EINVAL;
+    memcpy(sts, c->head, c->head_len);
+    memcpy(sts + c->head_len, c->prev, 64);
+    memcpy(sts + c->head_len + 64, "\n" S3_EMPTY_SHA256 "\n", 66);
+    memcpy(sts + c->head_len + 130, hex, 64);
+    lb_sigv4_hmac_run(&c->key, sts, c->head_len + 194, md);
+    s3_hex(md, 32, c->prev);
+    hl = snprintf(hdr, sizeof hdr, "%zx" SIG_TAG "%s\r\n", want, c->prev);
+    memcpy(data - hl, hdr, (size_t)hl);
+    memcpy(data + want, "\r\n", 2);
+    c->at = HEAD_ROOM - (size_t)hl;
+    c->len = HEAD_ROOM + want + 2;
+    c->pos += (int64_t)want;
+    c->left -= (int64_t)want;
+    if (!want) c->ended = 1;
+    return LB_OK;
+}
+
+long s3_chunked_read(s3_chunked *c, char *out, size_t cap) {
+    size_t n = 0, k;
+    while (n < cap) {
+        if (c->at == c->len) {
+            if (c->ended) break;
+            if (next_chunk(c) != LB_OK) return -LB_EIO;
+        }
+        k = c->len - c->at < cap - n ? c->len - c->at : cap - n;
+        memcpy(out + n, c->buf + c->at, k);
+        n += k;
+        c->at += k;
+    }
+    return (long)n;
+}
+
+void s3_chunked_digest(s3_chunked *c, unsigned char out[32]) {
+    SHA256_Final(out, &c->digests);
+}
+
+void s3_chunked_free(s3_chunked *c) {
+    lb_free(c->buf);
+    memset(c, 0, sizeof *c);
+}
