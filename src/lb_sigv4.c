@@ -478,7 +478,6 @@ static int sign_in(work *w, const lb_sigv4_request *r, const url_parts *u, const
     size_t i, at, nq = 0, maxq = u->query_len / 2 + 16;
     const char *params = NULL, *s;
     lb_sv_qpair *q;
-    lb_sigv4_hmac st;
     unsigned char md[32];
     char hash[65], sig[65], date8[9];
 
@@ -534,10 +533,9 @@ static int sign_in(work *w, const lb_sigv4_request *r, const url_parts *u, const
     res->string_to_sign = (char *)s;
     memcpy(date8, amz_date, 8);
     date8[8] = '\0';
-    if ((rc = lb_sigv4_hmac_state(r->secret_key, date8, r->region, r->service, &st)) != LB_OK)
+    if ((rc = lb_sigv4_hmac_sts(r->secret_key, date8, r->region, r->service, s,
+                                ended_len(a, at), md)) != LB_OK)
         return rc;
-    lb_sigv4_hmac_run(&st, s, a->len - 1 - at, md);
-    OPENSSL_cleanse(&st, sizeof st);
     lb_sigv4_hex(md, 32, sig);
     at = a->len;
     if ((rc = lb_ar_put(a, sig, 64)) != LB_OK || (rc = lb_ar_end(a, at, &s)) != LB_OK) return rc;
@@ -704,11 +702,15 @@ size_t lb_sigv4_sign_bound(const lb_sigv4_request *r) {
     return sign_bound(r);
 }
 
+/* The bound is not computed again here (the caller sized buf with it): a
+ * buf that proves too small shows as the arena running out, and the
+ * signature is made again in a block of its own. */
 int lb_sigv4_sign_into(const lb_sigv4_request *r, lb_sigv4_result *res, void *buf, size_t cap,
                        char *err) {
-    memset(res, 0, sizeof *res);
-    if (!buf || cap < lb_sigv4_sign_bound(r) || cap == 0) return sign(r, res, NULL, 0, err);
-    return sign(r, res, buf, cap, err);
+    int rc;
+    if (!buf || cap == 0) return sign(r, res, NULL, 0, err);
+    rc = sign(r, res, buf, cap, err);
+    return rc == LB_ENOMEM ? sign(r, res, NULL, 0, err) : rc;
 }
 
 

@@ -103,5 +103,14 @@ int lb_sigv4_hmac_state(const char *secret, const char *date8, const char *regio
                         const char *service, lb_sigv4_hmac *st);
 /* HMAC of m[0..n) with a precomputed state (left unchanged). */
 void lb_sigv4_hmac_run(const lb_sigv4_hmac *st, const void *m, size_t n, unsigned char out[32]);
+/* The signature: HMAC of the string to sign m[0..n) under the signing key
+ * of (secret, date8, region, service), as lb_sigv4_hmac_state and
+ * lb_sigv4_hmac_run would give it, one SHA-256 block sooner when m's first
+ * 64 bytes are the last call's for that key: the cache entry keeps the
+ * inner state after them (the algorithm, X-Amz-Date and most of the
+ * scope, shared by one second's signatures).  Returns LB_OK or LB_EINVAL
+ * (NULL). */
+int lb_sigv4_hmac_sts(const char *secret, const char *date8, const char *region,
+                      const char *service, const char *m, size_t n, unsigned char out[32]);
 
 #endif

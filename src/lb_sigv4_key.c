@@ -137,6 +137,9 @@ typedef struct cache_entry {
     unsigned char key[32];  /* the derived signing key */
     lb_sigv4_hmac st;       /* its precomputed HMAC state */
     unsigned long used;     /* LRU stamp; 0 = empty slot */
+    int has_after;          /* first and after are set (lb_sigv4_hmac_sts) */
+    char first[64];         /* the first block of the last string to sign */
+    SHA256_CTX after;       /* st.inner after that block */
 } cache_entry;
 
 static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -165,15 +168,21 @@ static void hmac_init(lb_sigv4_hmac *st, const void *k, size_t kn) {
     OPENSSL_cleanse(kh, sizeof kh);
 }
 
+/* The HMAC from c, the inner state once the message is in, and the outer
+ * state; c is wiped. */
+static void hmac_end(SHA256_CTX *c, const SHA256_CTX *outer, unsigned char out[32]) {
+    unsigned char ih[32];
+    SHA256_Final(ih, c);
+    *c = *outer;
+    SHA256_Update(c, ih, 32);
+    SHA256_Final(out, c);
+    OPENSSL_cleanse(c, sizeof *c);
+}
+
 void lb_sigv4_hmac_run(const lb_sigv4_hmac *st, const void *m, size_t n, unsigned char out[32]) {
     SHA256_CTX c = st->inner;
-    unsigned char ih[32];
     SHA256_Update(&c, m, n);
-    SHA256_Final(ih, &c);
-    c = st->outer;
-    SHA256_Update(&c, ih, 32);
-    SHA256_Final(out, &c);
-    OPENSSL_cleanse(&c, sizeof c);
+    hmac_end(&c, &st->outer, out);
 }
 
 static void hmac(const void *k, size_t kn, const char *m, unsigned char out[32]) {
@@ -224,6 +233,18 @@ static void derive_key(const char *secret, const char *date8, const char *region
     OPENSSL_cleanse(b, sizeof b);
 }
 
+/* The tuple's entry: the index, or -1.  Under cache_mu. */
+static int find(const unsigned char id[32], const char *rest, size_t rest_len) {
+    int i;
+    for (i = 0; i < LB_SIGV4_CACHE_SIZE && rest_len; i++) {
+        const cache_entry *e = &cache[i];
+        if (e->used && e->rest_len == rest_len && !memcmp(e->rest, rest, rest_len) &&
+            !memcmp(e->id, id, 32))
+            return i;
+    }
+    return -1;
+}
+
 /* The cache entry for the tuple, filled on a miss; copies out what the
  * caller wants (key and/or state). */
 static int lookup(const char *secret, const char *date8, const char *region,
@@ -237,17 +258,13 @@ static int lookup(const char *secret, const char *date8, const char *region,
     rest_len = cache_rest(date8, region, service, rest);
     lb_sv_sha256(secret, strlen(secret), id);
     pthread_mutex_lock(&cache_mu);
-    for (i = 0; i < LB_SIGV4_CACHE_SIZE && rest_len; i++) {
-        cache_entry *e = &cache[i];
-        if (e->used && e->rest_len == rest_len && !memcmp(e->rest, rest, rest_len) &&
-            !memcmp(e->id, id, 32)) {
-            if (key) memcpy(key, e->key, 32);
-            if (st) *st = e->st;
-            e->used = ++cache_tick;
-            cache_hits++;
-            pthread_mutex_unlock(&cache_mu);
-            return LB_OK;
-        }
+    if ((i = find(id, rest, rest_len)) >= 0) {
+        if (key) memcpy(key, cache[i].key, 32);
+        if (st) *st = cache[i].st;
+        cache[i].used = ++cache_tick;
+        cache_hits++;
+        pthread_mutex_unlock(&cache_mu);
+        return LB_OK;
     }
     cache_misses++;
     pthread_mutex_unlock(&cache_mu);
@@ -255,14 +272,11 @@ static int lookup(const char *secret, const char *date8, const char *region,
     hmac_init(&s, k, 32);
     if (rest_len) {
         pthread_mutex_lock(&cache_mu);
-        for (i = 0; i < LB_SIGV4_CACHE_SIZE; i++) {  /* empty slot, else least recently used */
-            cache_entry *e = &cache[i];
-            if (e->used == 0 || (e->rest_len == rest_len && !memcmp(e->rest, rest, rest_len) &&
-                                 !memcmp(e->id, id, 32))) {
-                slot = i;
-                break;
+        if ((slot = find(id, rest, rest_len)) < 0) {  /* empty slot, else least recently used */
+            for (i = slot = 0; i < LB_SIGV4_CACHE_SIZE; i++) {
+                if (cache[i].used == 0) { slot = i; break; }
+                if (cache[i].used < cache[slot].used) slot = i;
             }
-            if (e->used < cache[slot].used) slot = i;
         }
         memcpy(cache[slot].id, id, 32);
         memcpy(cache[slot].rest, rest, rest_len);
@@ -270,12 +284,57 @@ static int lookup(const char *secret, const char *date8, const char *region,
         memcpy(cache[slot].key, k, 32);
         cache[slot].st = s;
         cache[slot].used = ++cache_tick;
+        cache[slot].has_after = 0;
         pthread_mutex_unlock(&cache_mu);
     }
     if (key) memcpy(key, k, 32);
     if (st) *st = s;
     OPENSSL_cleanse(k, sizeof k);
     OPENSSL_cleanse(&s, sizeof s);
+    return LB_OK;
+}
+
+int lb_sigv4_hmac_sts(const char *secret, const char *date8, const char *region,
+                      const char *service, const char *m, size_t n, unsigned char out[32]) {
+    unsigned char id[32];
+    char rest[REST_MAX];
+    size_t rest_len;
+    lb_sigv4_hmac st;
+    SHA256_CTX c;
+    int i, rc, memo = 0;
+    if (!secret || !date8 || !region || !service) return LB_EINVAL;
+    rest_len = n >= 64 ? cache_rest(date8, region, service, rest) : 0;
+    if (rest_len) {  /* the state after m's first block, when that block was the last one's */
+        lb_sv_sha256(secret, strlen(secret), id);
+        pthread_mutex_lock(&cache_mu);
+        if ((i = find(id, rest, rest_len)) >= 0 && cache[i].has_after &&
+            !memcmp(cache[i].first, m, 64)) {
+            c = cache[i].after;
+            st.outer = cache[i].st.outer;
+            cache[i].used = ++cache_tick;
+            cache_hits++;
+            memo = 1;
+        }
+        pthread_mutex_unlock(&cache_mu);
+    }
+    if (!memo) {
+        if ((rc = lookup(secret, date8, region, service, NULL, &st)) != LB_OK) return rc;
+        c = st.inner;
+        if (rest_len) {  /* keep the state after the first block for the next one */
+            SHA256_Update(&c, m, 64);
+            pthread_mutex_lock(&cache_mu);
+            if ((i = find(id, rest, rest_len)) >= 0) {
+                memcpy(cache[i].first, m, 64);
+                cache[i].after = c;
+                cache[i].has_after = 1;
+            }
+            pthread_mutex_unlock(&cache_mu);
+        }
+    }
+    if (rest_len) SHA256_Update(&c, m + 64, n - 64);
+    else SHA256_Update(&c, m, n);
+    hmac_end(&c, &st.outer, out);
+    OPENSSL_cleanse(&st, sizeof st);
     return LB_OK;
 }
 
