@@ -5,6 +5,8 @@
  * usage: test_sigv4 [TESTDATA_DIR]   (default $SIGV4_TESTDATA, else tests/fixtures/sigv4,
  * one directory per case with request.txt, context.json and the header-* /
  * query-* expected canonical request, string to sign and signature). */
+#include "lb_sigv4_int.h"  /* first: it lets SHA256_* in unwarned (lb_sigv4_hmac_sts) */
+
 #include <dirent.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -555,6 +557,33 @@ static void test_key_lengths(void) {
     }
 }
 
+/* lb_sigv4_hmac_sts equals OpenSSL's HMAC under the signing key, whether
+ * the state after the first block is derived, reused from the last call
+ * (same first block) or derived again (another first block), and for a
+ * tuple too long to be cached. */
+static void test_hmac_sts(void) {
+    static const char *const services[] = {"iam", "a-service-name-long-enough-to-stay-out-of-the-cache"};
+    size_t lens[] = {0, 1, 63, 64, 65, 133, 200}, i, j, k;
+    unsigned char key[32], want[32], got[32];
+    unsigned int n;
+    char m[200];
+    for (k = 0; k < 2; k++) {
+        lb_sigv4_cache_clear();
+        CHECK(lb_sigv4_signing_key(SK, "20150830", "us-east-1", services[k], key) == LB_OK);
+        for (i = 0; i < sizeof lens / sizeof *lens; i++) {
+            memset(m, 'm', sizeof m);
+            for (j = 0; j < 4; j++) {  /* fresh, the same again, first block changed, tail changed */
+                if (j == 2) m[0] = (char)('a' + i);
+                if (j == 3 && lens[i] > 64) m[lens[i] - 1] = 'z';
+                HMAC(EVP_sha256(), key, 32, (const unsigned char *)m, lens[i], want, &n);
+                CHECK(lb_sigv4_hmac_sts(SK, "20150830", "us-east-1", services[k], m, lens[i], got) == LB_OK);
+                CHECK(memcmp(want, got, 32) == 0);
+            }
+        }
+    }
+    CHECK(lb_sigv4_hmac_sts(NULL, "20150830", "us-east-1", "iam", m, 1, got) == LB_EINVAL);
+}
+
 /* X-Amz-Date from epoch seconds matches gmtime + strftime (leap days,
  * century rules, the ends of the range). */
 static void test_time_format(void) {
@@ -764,6 +793,7 @@ int main(int argc, char **argv) {
     test_threads();
     test_file_hash();
     test_sign_into();
+    test_hmac_sts();
     test_alloc_failure();
     return lb_test_report("sigv4");
 }
