@@ -252,11 +252,18 @@ static int add_both_copy(work *w, const char *lname, const char *name, size_t nl
 }
 
 /* Stable insertion sort by name: repeated names keep their input order. */
+static int name_cmp(const shdr *x, const shdr *y) {  /* strcmp, inline: names are short */
+    size_t n = x->nlen < y->nlen ? x->nlen : y->nlen, i;
+    for (i = 0; i < n; i++)
+        if (x->name[i] != y->name[i]) return (unsigned char)x->name[i] - (unsigned char)y->name[i];
+    return (x->nlen > y->nlen) - (x->nlen < y->nlen);
+}
+
 static void sort_signed(shdr *h, size_t n) {
     size_t i, j;
     for (i = 1; i < n; i++) {
         shdr x = h[i];
-        for (j = i; j > 0 && strcmp(h[j - 1].name, x.name) > 0; j--) h[j] = h[j - 1];
+        for (j = i; j > 0 && name_cmp(&h[j - 1], &x) > 0; j--) h[j] = h[j - 1];
         h[j] = x;
     }
 }
