@@ -21,6 +21,19 @@ describe("luabatch.cli.failures #unit", function()
     assert.equal("single", failures.label("single", {}))
   end)
 
+  it("the CLI's reports, its status table and nginx's view name a strategy alike (workflow.job.label)", function()
+    local label = require("luabatch.workflow.job").label
+    local status = require "luabatch.cli.status"
+    local view = require "luabatch.ngx.view"
+    local m = { b = 1, a = "x" }
+    assert.equal("fan[a=x,b=1]", label("fan", m))
+    assert.equal(label("fan", m), failures.label("fan", { matrix = m }))
+    assert.equal("fan[a=x,b=1] try 3", status.label({ job_id = "fan", strategy_id = "s1", attempt = 2 }, m))
+    assert.equal("fan[a=x,b=1] try 3", view.label("fan", m, 2))
+    assert.equal("fan/s1", status.label({ job_id = "fan", strategy_id = "s1", attempt = 0 }, nil))
+    assert.equal("one", view.label("one", {}, 0))
+  end)
+
   it("shows the first failure whole (stage, exit code, stderr/stdout tails, error), then a line each", function()
     local lines = {}
     for i = 1, 15 do lines[i] = "line " .. i end

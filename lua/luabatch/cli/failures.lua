@@ -41,16 +41,10 @@ local tbl_sort = table.sort
 
 local first_error = stage.first_error
 
---- label(job_id, record) -> "job" | "job[k=v,k2=v2]" (matrix values, keys sorted)
+--- label(job_id, record) -> "job" | "job[k=v,k2=v2]": luabatch.workflow.job.label
+-- of the record's matrix values
 function _M.label(job_id, rec)
-  local m = type(rec) == "table" and rec.matrix
-  if type(m) ~= "table" or next(m) == nil then return tostring(job_id) end
-  local keys = {}
-  for k in pairs(m) do keys[#keys + 1] = tostring(k) end
-  tbl_sort(keys)
-  local parts = {}
-  for i, k in ipairs(keys) do parts[i] = k .. "=" .. tostring(m[k]) end
-  return str_format("%s[%s]", tostring(job_id), tbl_concat(parts, ","))
+  return job.label(job_id, type(rec) == "table" and rec.matrix or nil)
 end
 
 -- The last n lines of a text (nil when empty).

@@ -16,7 +16,7 @@
 -- terminal: one timestamped line per state change of a job or strategy.
 -- Strategies are named by their matrix values (`fan[n=2]`).
 
-local label_of = require("luabatch.cli.failures").label
+local label_of = require("luabatch.workflow.job").label
 local tabular = require "luabatch.cli.tabular"
 local fmt_secs = require("luabatch.pretty").secs
 local first_error = require("luabatch.workflow.stage").first_error
@@ -173,7 +173,7 @@ function _M.new(o)
         j.strategies[sid] = s
       end
       if not s.label or (info.values and not s.values) then   -- named once its matrix values are known
-        s.values, s.label = info.values, label_of(info.job, { matrix = info.values })
+        s.values, s.label = info.values, label_of(info.job, info.values)
       end
       local state = info.state
       if state == "started" then state = (j.runs_on == nil or j.runs_on == "local") and "RUNNING" or "SUBMITTING" end

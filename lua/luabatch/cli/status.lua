@@ -5,7 +5,7 @@
 -- Reads the run's journal, asks AWS Batch for the current state of the jobs
 -- the journal does not know to be finished (one DescribeJobs per 100 ids),
 -- and prints one row per journal key: the job or strategy (named by its
--- matrix values, as failure reports name it: cli/failures.lua's label; a
+-- matrix values, as failure reports name it: luabatch.workflow.job.label; a
 -- retry says "try N"), Batch job id, status, exit code, when it was
 -- submitted, how long it took (until now while it runs) and, unless it
 -- succeeded, the reason (the container's own when Batch's is only
@@ -24,7 +24,7 @@
 
 local args = require "luabatch.cli.args"
 local store = require "luabatch.cli.store"
-local failures = require "luabatch.cli.failures"
+local job = require "luabatch.workflow.job"
 local tabular = require "luabatch.cli.tabular"
 local log = require "luabatch.log"
 
@@ -92,21 +92,14 @@ local function times_of(events)
   return t
 end
 
---- label(js, matrix) -> "fan[region=eu]" (failures.label), "job/@array",
+--- label(js, matrix) -> "fan[region=eu]" (luabatch.workflow.job.label),
 -- "job/<strategy id>" when the matrix is unknown; " try N" for attempt N-1 > 0
 function _M.label(js, matrix)
-  local sid = js.strategy_id
-  local l
-  if type(matrix) == "table" and next(matrix) ~= nil then
-    l = failures.label(js.job_id, { matrix = matrix })
-  elseif sid == nil or sid == "EMPTY" then
-    l = tostring(js.job_id)
-  else
-    l = tostring(js.job_id) .. "/" .. tostring(sid)
+  local id, sid = js.job_id, js.strategy_id
+  if (type(matrix) ~= "table" or next(matrix) == nil) and sid ~= nil and sid ~= "EMPTY" then
+    id = tostring(id) .. "/" .. tostring(sid)
   end
-  local a = tonumber(js.attempt)
-  if a and a > 0 then l = l .. " try " .. floor(a + 1) end
-  return l
+  return job.label(id, matrix, js.attempt)
 end
 
 --- when(t, day) -> "HH:MM:SS" when t (epoch s, UTC) falls on `day`

@@ -16,22 +16,20 @@
 --   result (the final context, once done) }.  Pure: no I/O but the dict.
 
 local stage = require "luabatch.workflow.stage"
+local job = require "luabatch.workflow.job"
 local journal = require "luabatch.journal"
 local ngx_poller = require "luabatch.ngx.poller"
 
 local _M = { _VERSION = "0.1.0" }
 
 local type = type
-local next = next
 local pairs = pairs
 local ipairs = ipairs
 local tostring = tostring
 local tonumber = tonumber
-local str_format = string.format
 local str_match = string.match
 local concat = table.concat
 local sort = table.sort
-local floor = math.floor
 
 local TERMINAL = ngx_poller.TERMINAL
 local first_error = stage.first_error
@@ -71,25 +69,11 @@ local function attempt_of(key)
   return tonumber(str_match(tostring(key or ""), "/(%d+)$")) or 0
 end
 
---- label(job_id, matrix, attempt) -> "job[k=v,...]" (keys sorted, as the
--- CLI's failure reports and status name a strategy), "job" without a
--- matrix; " try N" for attempt N-1 > 0
-function _M.label(job_id, matrix, attempt)
-  local l = tostring(job_id)
-  if type(matrix) == "table" and next(matrix) ~= nil then
-    local keys = {}
-    for k in pairs(matrix) do keys[#keys + 1] = tostring(k) end
-    sort(keys)
-    local parts = {}
-    for i, k in ipairs(keys) do parts[i] = k .. "=" .. tostring(matrix[k]) end
-    l = str_format("%s[%s]", l, concat(parts, ","))
-  end
-  local a = tonumber(attempt)
-  if a and a > 0 then l = l .. " try " .. floor(a + 1) end
-  return l
-end
+--- label(job_id, matrix, attempt) -> "job[k=v,...] try N":
+-- luabatch.workflow.job.label, as the CLI names a strategy
+_M.label = job.label
 
----------------------------------------------------------------------------
+--------------------------------------------------------------------------
 -- A live run
 ---------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@
 --   job.run_strategy(jobdef, combo, wctx, env [, group]) -> the same, with a
 --     fail-fast group ({ cancel, fail_fast }): what `luabatch task` runs
 --   job.record(jobdef, jctx) -> the record in `jobs.<id>`
+--   job.label("fan", { n = 2 }, 1) -> "fan[n=2] try 2": how every view names a strategy
 --
 -- The local job context (ddeutil-workflow's, also what a remote runner
 -- writes as result.json):
@@ -33,6 +34,8 @@ local setmetatable = setmetatable
 local next = next
 local str_format = string.format
 local floor = math.floor
+local sort = table.sort
+local concat = table.concat
 
 local object = stage.object
 
@@ -175,6 +178,25 @@ function _M.strategy(jobdef, sid)
     if combo.id == sid then return combo end
   end
   return { id = sid, values = object() }
+end
+
+--- label(job_id, matrix, attempt) -> "job[k=v,...]" (matrix values, keys
+-- sorted), "job" without a matrix; " try N" for attempt N-1 > 0.  The one
+-- name of a strategy: failure reports, `luabatch status`, the live view and
+-- nginx's GET /runs/ID all show it.
+function _M.label(job_id, matrix, attempt)
+  local l = tostring(job_id)
+  if type(matrix) == "table" and next(matrix) ~= nil then
+    local keys = {}
+    for k in pairs(matrix) do keys[#keys + 1] = tostring(k) end
+    sort(keys)
+    local parts = {}
+    for i, k in ipairs(keys) do parts[i] = k .. "=" .. tostring(matrix[k]) end
+    l = str_format("%s[%s]", l, concat(parts, ","))
+  end
+  local a = tonumber(attempt)
+  if a and a > 0 then l = l .. " try " .. floor(a + 1) end
+  return l
 end
 
 --- The job record kept in the workflow context `jobs.<id>`.
