@@ -136,33 +136,38 @@ static int put_canon(lb_arena *a, const char *s, int *same) {
     return LB_OK;
 }
 
-static int valid_name(const char *s) {
+/* Byte classes for the checks below; NUL is in every class, so a scan
+ * stops at the end of the string without a test of its own. */
+enum { C_WORD = 1,   /* not in a word: NUL, controls, space, '/', DEL */
+       C_NAME = 2,   /* not in a header name: NUL, controls, space, ':', DEL, 8-bit */
+       C_VALUE = 4 }; /* needs a look in a header value: NUL, controls but HT, DEL */
+static const unsigned char BYTE_CLASS[256] = {
+    [0 ... 8] = C_WORD | C_NAME | C_VALUE, ['\t'] = C_WORD | C_NAME,
+    [10 ... 31] = C_WORD | C_NAME | C_VALUE, [' '] = C_WORD | C_NAME, ['/'] = C_WORD,
+    [':'] = C_NAME, [127] = C_WORD | C_NAME | C_VALUE, [128 ... 255] = C_NAME};
+
+/* Whether s is non-empty and holds no byte of class c. */
+static int all_but(const char *s, int c) {
     const unsigned char *p = (const unsigned char *)s;
-    if (!*p) return 0;
-    for (; *p; p++)
-        if (*p <= 32 || *p >= 127 || *p == ':') return 0;
-    return 1;
+    while (!(BYTE_CLASS[*p] & c)) p++;
+    return !*p && p != (const unsigned char *)s;
 }
+
+static int valid_name(const char *s) { return all_but(s, C_NAME); }
 
 /* Values may hold CR/LF only as obsolete line folding (followed by SP/HT). */
 static int valid_value(const char *s) {
     const unsigned char *p = (const unsigned char *)s;
-    for (; *p; p++) {
-        if ((*p >= 32 && *p != 127) || *p == '\t') continue;  /* the usual byte */
+    for (;; p++) {
+        while (!(BYTE_CLASS[*p] & C_VALUE)) p++;  /* the usual bytes */
+        if (!*p) return 1;
         if (*p == '\r' && p[1] == '\n') p++;
         if ((*p != '\r' && *p != '\n') || (p[1] != ' ' && p[1] != '\t')) return 0;
     }
-    return 1;
 }
 
 /* A field that lands in the credential scope or a header. */
-static int valid_word(const char *s) {
-    const unsigned char *p = (const unsigned char *)s;
-    if (!s || !*p) return 0;
-    for (; *p; p++)
-        if (*p <= 32 || *p == 127 || *p == '/') return 0;
-    return 1;
-}
+static int valid_word(const char *s) { return s && all_but(s, C_WORD); }
 
 /* ------------------------------------------------------------------ sign */
 
