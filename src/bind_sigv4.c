@@ -105,9 +105,12 @@ static const char *hdr_str(lua_State *L, int idx, const char *what) {
     return s;
 }
 
-/* req.headers -> array in a userdata left on the stack; returns the count.
+/* req.headers -> array, returns the count: into local[LOCAL_HEADERS] when
+ * it fits (the usual case: no userdata made), else a userdata left on the
+ * stack.  The strings stay alive in req.headers, which stays on the stack.
  * Accepts a list of {name, value} pairs or a map {Name = "value"}. */
-static size_t get_headers(lua_State *L, lb_sigv4_header **out) {
+#define LOCAL_HEADERS 8
+static size_t get_headers(lua_State *L, lb_sigv4_header *local, lb_sigv4_header **out) {
     size_t n = 0, i;
     int t;
     lb_sigv4_header *h;
@@ -118,7 +121,7 @@ static size_t get_headers(lua_State *L, lb_sigv4_header **out) {
     if (!lua_istable(L, t)) type_error(L, "headers", "table", t);
     n = (size_t)lb_rawlen(L, t);
     if (n > 0) {  /* list of pairs */
-        h = lb_newuserdata(L, n * sizeof *h);
+        h = n <= LOCAL_HEADERS ? local : lb_newuserdata(L, n * sizeof *h);
         for (i = 0; i < n; i++) {
             lua_rawgeti(L, t, (int)i + 1);
             if (!lua_istable(L, -1)) type_error(L, "headers[i]", "{name, value} table", -1);
@@ -131,7 +134,7 @@ static size_t get_headers(lua_State *L, lb_sigv4_header **out) {
     } else {      /* map */
         lua_pushnil(L);
         while (lua_next(L, t)) { n++; lua_pop(L, 1); }
-        h = lb_newuserdata(L, (n ? n : 1) * sizeof *h);
+        h = n <= LOCAL_HEADERS ? local : lb_newuserdata(L, n * sizeof *h);
         i = 0;
         lua_pushnil(L);
         while (lua_next(L, t)) {
@@ -187,6 +190,7 @@ static void *scratch(lua_State *L, size_t need, size_t *cap) {
  * request path reads them, and they are the longest strings. */
 static int l_sigv4_sign(lua_State *L) {
     lb_sigv4_request req;
+    lb_sigv4_header hdrs[LOCAL_HEADERS];
     lb_sigv4_result *res, local;
     char err[LB_ERR_LEN] = "";
     void *buf;
@@ -202,7 +206,7 @@ static int l_sigv4_sign(lua_State *L) {
     if (!req.method) req.method = "GET";
     req.url = need_str(L, K_URL);
     url_idx = lua_gettop(L);  /* header mode hands this very string back */
-    req.nheaders = get_headers(L, (lb_sigv4_header **)&req.headers);
+    req.nheaders = get_headers(L, hdrs, (lb_sigv4_header **)&req.headers);
     req.body = get_str(L, K_BODY, &req.body_len, 0);
     req.body_file = get_str(L, K_BODY_FILE, NULL, LB_L_NONUL);
     req.body_offset = (uint64_t)get_int(L, K_BODY_OFFSET, 0, 0, MAX_EXACT, NONNEG);
