@@ -6,7 +6,7 @@
  * common opts: endpoint = "http://127.0.0.1:7480", bucket =, key = (raw
  *   UTF-8), region = "us-east-1", access_key =, secret_key =,
  *   session_token =, path_style = true (false: virtual host), part_size =,
- *   concurrency = 8, max_attempts = 5, on_progress = function(done, total)
+ *   concurrency (default adaptive: 8..32), max_attempts = 5, on_progress = function(done, total)
  *   (total nil when unknown; return false to cancel), verify = true,
  *   ca_bundle = path (default $AWS_CA_BUNDLE; false = none),
  *   connect_timeout =, read_timeout = (seconds), time_offset = seconds added
@@ -296,6 +296,10 @@ static void push_result(lua_State *L, const lb_s3_result *res) {
     if (res->upload_id) {
         lua_pushstring(L, res->upload_id);
         lua_setfield(L, -2, "upload_id");
+    }
+    if (res->concurrency) {
+        lua_pushinteger(L, res->concurrency);
+        lua_setfield(L, -2, "concurrency");
     }
     if (res->verified) {
         lua_pushstring(L, res->verified);

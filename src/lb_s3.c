@@ -140,7 +140,9 @@ static int set_chunked_body(s3x *x, s3_slot *s, const s3_part *p) {
     s->req.body_reader = chunked_body;
     s->req.body_ud = s;
     s->req.body_length = s3_chunked_length(p->len, S3_CHUNK);
-    s->req.send_buffer_size = S3_SEND_BUFFER;
+    /* Two framed chunks: libcurl asks for a whole buffer, so each chunk is
+     * read straight into it (lb_s3_chunked.c), none framed aside. */
+    s->req.send_buffer_size = (long)(2 * s3_chunked_framed(S3_CHUNK));
     return LB_OK;
 }
 
@@ -707,6 +709,9 @@ static int upload_stream(s3x *x) {
     int rc;
     x->ph = &PH_PUT;
     x->total = -1;
+    /* Part buffers are memory: a stream keeps to the starting concurrency. */
+    if (x->adaptive) x->concurrency = LB_S3_DEFAULT_CONCURRENCY;
+    x->adaptive = 0;
     x->part_size = o->part_size > 0 ? lb_s3_part_size(0, o->part_size) : LB_S3_DEFAULT_PART;
     x->pool = lb_calloc((size_t)x->concurrency, sizeof *x->pool);
     if (!x->pool) return s3_fail(x, LB_ENOMEM, "out of memory");

@@ -63,7 +63,11 @@
 #define LB_S3_MAX_OBJECT ((int64_t)LB_S3_MAX_PARTS * LB_S3_MAX_PART)
 #define LB_S3_DEFAULT_PART (8LL << 20)
 #define LB_S3_DEFAULT_THRESHOLD (16LL << 20)
-#define LB_S3_DEFAULT_CONCURRENCY 8
+#define LB_S3_DEFAULT_CONCURRENCY 8       /* requests in flight at the start */
+#define LB_S3_ADAPT_MAX 32                 /* ... at most, when not given */
+#define LB_S3_ADAPT_STEP 4
+#define LB_S3_ADAPT_WINDOW 0.5             /* seconds of transfer per judgement */
+#define LB_S3_ADAPT_GAIN 1.10              /* a step up must raise the rate 10% */
 #define LB_S3_DEFAULT_ATTEMPTS 5
 #define LB_S3_MD5_LIMIT (64LL << 20)        /* plain-ETag MD5 check up to this */
 #define LB_S3_CODE_LEN 64
@@ -93,7 +97,8 @@ typedef struct lb_s3_opts {
     const char *access_key, *secret_key, *session_token;
     int virtual_host;               /* 1: scheme://bucket.host/key; 0: path style */
     int64_t part_size;              /* 0: chosen from the size (see lb_s3_part_size) */
-    int concurrency;                /* 0: 8 requests in flight */
+    int concurrency;                /* requests in flight; 0: adaptive (lb_s3_adapt),
+                                     * 8 at first, up to LB_S3_ADAPT_MAX */
     int max_attempts;               /* 0: 5 per request */
     lb_s3_progress_fn on_progress;  /* at most every ~100 ms, and once at the end */
     void *progress_ud;
@@ -127,6 +132,7 @@ typedef struct lb_s3_result {
     char *sha256;                   /* upload: the lb-sha256 tag's value (multipart), else NULL */
     char *upload_id;                /* multipart upload id, else NULL */
     const char *verified;           /* download: "sha256", "md5" or "length" (static) */
+    int concurrency;                /* the most requests in flight it allowed */
     char code[LB_S3_CODE_LEN];      /* LB_ESERVICE: S3 code or "HTTP_<n>"; else "" */
     char note[160];                 /* upload: the tag was not stored; download:
                                      * why less was checked (lb-part-size or
@@ -175,6 +181,19 @@ int lb_s3_batch(const lb_s3_opts *base, int download, lb_s3_job *jobs, size_t n,
 void lb_s3_result_free(lb_s3_result *res);
 
 /* ---- pieces, exposed for tests ---------------------------------------- */
+
+/* Adaptive concurrency (lb_s3_adapt.c): a hill climb on the rate.  Feed
+ * the bytes moved so far while requests wait for a slot; the answer is how
+ * many may be in flight.  A drop in bytes starts a new measurement. */
+typedef struct lb_s3_adapt {
+    int cur, max, peak;
+    int stepped;                    /* the window just judged followed a step up */
+    int done;                       /* the climb is over: cur stays */
+    double t0, best;                /* window start (-1: none yet); best bytes/s */
+    int64_t b0;                     /* bytes at the window start */
+} lb_s3_adapt;
+void lb_s3_adapt_init(lb_s3_adapt *a, int max);
+int lb_s3_adapt_step(lb_s3_adapt *a, double now, int64_t bytes);
 
 /* Part size for an object of `size` bytes: `requested` when > 0 (clamped
  * to [5 MiB, 5 GiB] and raised until the parts fit in 10,000), else

@@ -19,7 +19,7 @@
 #include "lb_alloc.h"
 
 #define SIG_TAG ";chunk-signature="
-#define HEAD_ROOM 128               /* room before the data for the longest header */
+#define HEAD_ROOM 100               /* the longest header: 16 hex digits + tag + 64 + CRLF */
 
 static size_t hex_len(size_t n) {
     size_t k = 1;
@@ -27,26 +27,19 @@ static size_t hex_len(size_t n) {
     return k;
 }
 
-/* Framed bytes of one chunk of n data bytes (n = 0: the last chunk). */
-static int64_t framed(size_t n) {
+int64_t s3_chunked_framed(size_t n) {
     return (int64_t)(hex_len(n) + sizeof SIG_TAG - 1 + 64 + 2 + n + 2);
 }
 
 int64_t s3_chunked_length(int64_t n, size_t chunk) {
     int64_t full = n / (int64_t)chunk, rest = n % (int64_t)chunk;
-    return full * framed(chunk) + (rest ? framed((size_t)rest) : 0) + framed(0);
+    return full * s3_chunked_framed(chunk) + (rest ? s3_chunked_framed((size_t)rest) : 0) + s3_chunked_framed(0);
 }
 
 int s3_chunked_start(s3_chunked *c, const lb_s3_opts *o, const char *region, const lb_sigv4_result *sig,
                      int fd, int64_t off, int64_t len, size_t chunk) {
     char date8[9];
     int n;
-    if (!c->buf || c->cap < chunk + HEAD_ROOM + 2) {
-        lb_free(c->buf);
-        c->cap = 0;
-        if (!(c->buf = lb_malloc(chunk + HEAD_ROOM + 2))) return LB_ENOMEM;
-        c->cap = chunk + HEAD_ROOM + 2;
-    }
     snprintf(date8, sizeof date8, "%.8s", sig->amz_date);
     if (lb_sigv4_hmac_state(o->secret_key, date8, region, "s3", &c->key) != LB_OK) return LB_EINVAL;
     n = snprintf(c->head, sizeof c->head, "AWS4-HMAC-SHA256-PAYLOAD\n%s\n%s\n", sig->amz_date,
@@ -65,12 +58,14 @@ int s3_chunked_start(s3_chunked *c, const lb_s3_opts *o, const char *region, con
     return LB_OK;
 }
 
-/* Read, hash, sign and frame the next chunk into c->buf[at..len). */
-static int next_chunk(s3_chunked *c) {
-    size_t want = c->left < (int64_t)c->chunk ? (size_t)c->left : c->chunk, got = 0;
-    char *data = c->buf + HEAD_ROOM, sts[384], hex[65], hdr[HEAD_ROOM];
+/* Read, hash, sign and frame the next chunk (want data bytes) at dst,
+ * which has room for s3_chunked_framed(want): the data is read straight
+ * to its place after the header, whose length is known before the
+ * signature is. */
+static int frame_chunk(s3_chunked *c, char *dst, size_t want) {
+    size_t hl = (size_t)s3_chunked_framed(want) - want - 2, got = 0;
+    char *data = dst + hl, sts[384], hex[65];
     unsigned char md[32];
-    int hl;
     while (got < want) {
         ssize_t r = pread(c->fd, data + got, want - got, (off_t)(c->pos + (int64_t)got));
         if (r < 0 && errno == EINTR) continue;
@@ -83,18 +78,19 @@ static int next_chunk(s3_chunked *c) {
     lb_sv_sha256(data, want, md);
     if (want) SHA256_Update(&c->digests, md, sizeof md);
     s3_hex(md, 32, hex);
-    if (c->head_len + 65 + 65 + 64 >= sizeof sts) return LB_EINVAL;
+    if (c->head_len + 194 > sizeof sts) return LB_EINVAL;
     memcpy(sts, c->head, c->head_len);
     memcpy(sts + c->head_len, c->prev, 64);
     memcpy(sts + c->head_len + 64, "\n" S3_EMPTY_SHA256 "\n", 66);
     memcpy(sts + c->head_len + 130, hex, 64);
     lb_sigv4_hmac_run(&c->key, sts, c->head_len + 194, md);
     s3_hex(md, 32, c->prev);
-    hl = snprintf(hdr, sizeof hdr, "%zx" SIG_TAG "%s\r\n", want, c->prev);
-    memcpy(data - hl, hdr, (size_t)hl);
+    snprintf(hex, sizeof hex, "%zx", want);
+    memcpy(dst, hex, hl - (sizeof SIG_TAG - 1) - 64 - 2);
+    memcpy(dst + hl - (sizeof SIG_TAG - 1) - 64 - 2, SIG_TAG, sizeof SIG_TAG - 1);
+    memcpy(dst + hl - 66, c->prev, 64);
+    memcpy(dst + hl - 2, "\r\n", 2);
     memcpy(data + want, "\r\n", 2);
-    c->at = HEAD_ROOM - (size_t)hl;
-    c->len = HEAD_ROOM + want + 2;
     c->pos += (int64_t)want;
     c->left -= (int64_t)want;
     if (!want) c->ended = 1;
@@ -102,11 +98,29 @@ static int next_chunk(s3_chunked *c) {
 }
 
 long s3_chunked_read(s3_chunked *c, char *out, size_t cap) {
-    size_t n = 0, k;
+    size_t n = 0, k, want;
     while (n < cap) {
         if (c->at == c->len) {
             if (c->ended) break;
-            if (next_chunk(c) != LB_OK) return -LB_EIO;
+            want = c->left < (int64_t)c->chunk ? (size_t)c->left : c->chunk;
+            k = (size_t)s3_chunked_framed(want);
+            if (cap - n >= k) {     /* straight into the caller's buffer */
+                if (frame_chunk(c, out + n, want) != LB_OK) return -LB_EIO;
+                n += k;
+                continue;
+            }
+            if (!c->buf || c->cap < k) {    /* a short buffer: frame aside (kept) */
+                lb_free(c->buf);
+                c->cap = 0;
+                if (!(c->buf = lb_malloc(c->chunk + HEAD_ROOM + 2))) {
+                    c->err_no = ENOMEM;
+                    return -LB_EIO;
+                }
+                c->cap = c->chunk + HEAD_ROOM + 2;
+            }
+            if (frame_chunk(c, c->buf, want) != LB_OK) return -LB_EIO;
+            c->at = 0;
+            c->len = k;
         }
         k = c->len - c->at < cap - n ? c->len - c->at : cap - n;
         memcpy(out + n, c->buf + c->at, k);

@@ -40,17 +40,20 @@ typedef struct s3_chunked {
     char head[160];                 /* "AWS4-HMAC-SHA256-PAYLOAD\n<date>\n<scope>\n" */
     size_t head_len;
     char prev[65];                  /* the previous signature */
-    char *buf;                      /* one framed chunk (owned, kept across requests) */
+    char *buf;                      /* a framed chunk when the caller's buffer is short
+                                     * (owned, made on first need, kept across requests) */
     size_t cap, at, len;            /* buf's size; bytes handed out; bytes held */
     int ended;                      /* the zero-length chunk is framed */
     int err_no;                     /* errno of a failed read */
     SHA256_CTX digests;             /* over the chunk digests */
 } s3_chunked;
 
+/* Bytes on the wire for one chunk of n data bytes (n = 0: the last). */
+int64_t s3_chunked_framed(size_t n);
 /* Bytes on the wire for n data bytes in chunks of `chunk`. */
 int64_t s3_chunked_length(int64_t n, size_t chunk);
 /* Start a body of file bytes [off, off + len) signed after sig (the
- * request's signature).  LB_OK, LB_ENOMEM or LB_EINVAL. */
+ * request's signature).  LB_OK or LB_EINVAL. */
 int s3_chunked_start(s3_chunked *c, const lb_s3_opts *o, const char *region, const lb_sigv4_result *sig,
                      int fd, int64_t off, int64_t len, size_t chunk);
 /* The next bytes of the body (an lb_http reader): count, 0 at the end, or
@@ -106,7 +109,9 @@ typedef struct s3x {
     char *url;                      /* object URL, no query */
     char *target;                   /* "s3://bucket/key" */
     const char *region;
-    int concurrency, max_attempts;
+    int concurrency, max_attempts;  /* concurrency: slots (the most in flight) */
+    int adaptive;                   /* opts gave no concurrency: adapt follows the rate */
+    lb_s3_adapt adapt;
     char **meta_hdr;                /* "x-amz-meta-<name>" per opts metadata */
     /* the running phase */
     const s3_phase *ph;

@@ -62,7 +62,7 @@ void s3_outcome_restore(s3x *x, const s3_outcome *o) {
 }
 
 int s3_concurrency(const lb_s3_opts *o) {
-    int n = o->concurrency > 0 ? o->concurrency : LB_S3_DEFAULT_CONCURRENCY;
+    int n = o->concurrency > 0 ? o->concurrency : LB_S3_ADAPT_MAX;
     return n > S3_MAX_CONCURRENCY ? S3_MAX_CONCURRENCY : n;
 }
 
@@ -92,6 +92,8 @@ int s3x_init(s3x *x, const lb_s3_opts *o, lb_s3_result *res, char *err) {
                           "or digit", o->bucket);
     x->region = o->region && *o->region ? o->region : "us-east-1";
     x->concurrency = s3_concurrency(o);
+    x->adaptive = o->concurrency <= 0;
+    lb_s3_adapt_init(&x->adapt, x->concurrency);
     x->max_attempts = o->max_attempts > 0 ? o->max_attempts : LB_S3_DEFAULT_ATTEMPTS;
     x->rnd = (unsigned)getpid() ^ (unsigned)(s3_mono() * 1e6);
     if (lb_buf_printf(&t, "s3://%s/%s", o->bucket, o->key) != LB_OK) goto nomem;
@@ -262,9 +264,12 @@ static int p_next(void *ud, const lb_http_request **req, lb_http_result **res) {
     double now = 0;
     size_t i, idx = 0;
     int j, rc;
-    for (j = 0; j < x->nslots; j++)
-        if (!x->slots[j].busy) { s = &x->slots[j]; break; }
-    if (!s) return LB_HTTP_PUMP_WAIT;
+    int busy = 0;
+    for (j = 0; j < x->nslots; j++) {
+        if (x->slots[j].busy) busy++;
+        else if (!s) s = &x->slots[j];
+    }
+    if (!s || (x->adaptive && x->ph->progress && busy >= x->adapt.cur)) return LB_HTTP_PUMP_WAIT;
     if (x->nwait) {                 /* a retry whose time has come */
         now = s3_mono();
         for (i = 0; i < x->nparts; i++)
@@ -350,11 +355,13 @@ static int p_tick(void *ud) {
     int j, rc;
     if (o->cancel && __atomic_load_n(o->cancel, __ATOMIC_RELAXED))
         return s3_fail(x, LB_ECANCELED, "cancelled");
-    if (!x->ph->progress || !o->on_progress || s3_mono() - x->last_prog < PROGRESS_EVERY)
-        return LB_OK;
+    if (!x->ph->progress) return LB_OK;
     done = x->done_bytes;
     for (j = 0; j < x->nslots; j++)
         if (x->slots[j].busy) done += x->slots[j].now;
+    /* Judge the rate only while parts queue for a slot (not in the tail). */
+    if (x->adaptive && x->next_new < x->nparts) lb_s3_adapt_step(&x->adapt, s3_mono(), done);
+    if (!o->on_progress || s3_mono() - x->last_prog < PROGRESS_EVERY) return LB_OK;
     if (x->total >= 0 && done > x->total) done = x->total;
     report(x, done);
     rc = o->on_progress(o->progress_ud, x->reported, x->total);
@@ -380,6 +387,10 @@ int s3_run(s3x *x, const s3_phase *ph, s3_part *parts, size_t n, int nslots) {
         for (j = 0; j < nslots && rc == LB_OK; j++)
             if (!(x->slots[j].md = EVP_MD_CTX_new())) rc = s3_fail(x, LB_ENOMEM, "out of memory");
     if (rc == LB_OK) rc = lb_http_perform_pump(x->http, &pump);
+    if (ph->progress) {             /* the most requests this transfer let fly */
+        int used = x->adaptive && x->adapt.peak < nslots ? x->adapt.peak : nslots;
+        if (used > x->res->concurrency) x->res->concurrency = used;
+    }
     if (rc == LB_ECANCELED) s3_fail(x, rc, lb_intr_pending() ? "interrupted" : "cancelled");
     else if (rc != LB_OK) s3_fail(x, rc, "%s", lb_err_name(rc));
     for (j = 0; j < nslots; j++) {

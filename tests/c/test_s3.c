@@ -110,6 +110,40 @@ static void test_stored_part_size(void) {
     CHECK(lb_s3_stored_part_size(20 * MiB, sha, "5242880") == 0);
 }
 
+/* Drive the controller with a link whose rate is rate(n) for n requests in
+ * flight: 0.1 s ticks, bytes summed.  Returns where it settles. */
+static int adapt_settle(double (*rate)(int), int max, int *peak) {
+    lb_s3_adapt a;
+    double t = 0, bytes = 0;
+    int i, cur;
+    lb_s3_adapt_init(&a, max);
+    cur = lb_s3_adapt_step(&a, t, 0);
+    for (i = 0; i < 400; i++) {
+        t += 0.1;
+        bytes += rate(cur) * 0.1;
+        cur = lb_s3_adapt_step(&a, t, (int64_t)bytes);
+    }
+    *peak = a.peak;
+    return cur;
+}
+
+static double rate_knee20(int n) { return (n < 20 ? n : 20) * 10e6; }   /* 10 MB/s a stream up to 20 */
+static double rate_flat(int n) { (void)n; return 200e6; }                  /* the link is the limit */
+static double rate_linear(int n) { return n * 10e6; }
+
+static void test_adapt(void) {
+    lb_s3_adapt a;
+    int peak = 0;
+    CHECK(adapt_settle(rate_knee20, 32, &peak) == 20 && peak == 24);   /* climbs to the knee, one step past */
+    CHECK(adapt_settle(rate_flat, 32, &peak) == 8 && peak == 12);      /* tries once, steps back */
+    CHECK(adapt_settle(rate_linear, 32, &peak) == 32 && peak == 32);   /* up to the cap, no further */
+    CHECK(adapt_settle(rate_linear, 4, &peak) == 4);                   /* a cap below the start */
+    lb_s3_adapt_init(&a, 32);                                          /* a window is needed to judge */
+    CHECK(lb_s3_adapt_step(&a, 0, 0) == 8 && lb_s3_adapt_step(&a, 0.4, 1000) == 8);
+    CHECK(lb_s3_adapt_step(&a, 0.6, 2000) == 12);
+    CHECK(lb_s3_adapt_step(&a, 0.7, 10) == 12 && lb_s3_adapt_step(&a, 1.3, 20) == 8);  /* a new phase restarts the window */
+}
+
 static void test_bucket_names(void) {
     static const char *good[] = { "abc", "my-bucket", "a.b-c", "0ab", "lb-xfer-00ff",
         "abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0" };
@@ -596,6 +630,7 @@ int main(void) {
     test_part_size();
     test_part_size_edges();
     test_stored_part_size();
+    test_adapt();
     test_bucket_names();
     test_encoding();
     test_complete_xml();

@@ -71,7 +71,8 @@ options:
   --content-type TYPE    Content-Type of uploaded objects
   --metadata NAME=VALUE  user metadata of uploaded objects (repeatable)
   --part-size N          multipart part size in bytes (suffix K, M, G)
-  --concurrency N        parts in flight at once (default 8); with -r and
+  --concurrency N        parts in flight at once (default: 8, raised by 4
+                         while the rate grows 10%, up to 32); with -r and
                          sync also the files of up to 16 MiB in flight
                          (default 32)
   --expires N            presign: seconds the URL is valid (1..604800, default 3600)

@@ -44,7 +44,7 @@ options:
   --dry-run, --dryrun    print what would be done, change nothing
   -q, --quiet            no progress line and no summary lines
   --concurrency N        files of up to 16 MiB in flight (default 32), and
-                         the parts in flight of a bigger one (default 8)
+                         the parts in flight of a bigger one (adaptive)
   -h, --help             this text
 
 The other options of `luabatch s3 --help` (--part-size, --content-type,
