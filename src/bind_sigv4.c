@@ -148,6 +148,9 @@ static size_t get_headers(lua_State *L, lb_sigv4_header *local, lb_sigv4_header 
     return n;
 }
 
+/* The result fields that may also be header values, as shared[] holds them. */
+static const int SHARED_KEYS[3] = {K_AMZ_DATE, K_PAYLOAD_HASH, K_AUTHORIZATION};
+
 /* res[KEYS[k]] = v (the result table on top); nothing for NULL. */
 static void set_str(lua_State *L, int k, const char *v) {
     if (!v) return;
@@ -195,9 +198,9 @@ static int l_sigv4_sign(lua_State *L) {
     char err[LB_ERR_LEN] = "";
     void *buf;
     size_t cap;
-    const char *mode, *date, *service;
-    size_t i;
-    int rc, url_idx, debug;
+    const char *mode, *date, *service, *shared[3];
+    size_t i, j;
+    int rc, url_idx, debug, base;
 
     if (!lua_istable(L, 1)) return type_error(L, "req", "table", 1);
     luaL_checkstack(L, 40, "sigv4_sign");
@@ -259,13 +262,23 @@ static int l_sigv4_sign(lua_State *L) {
     }
     if (rc != LB_OK) return lb_l_fail(L, rc, err);
 
+    /* The fields a header value may be (lb_sigv4.h), pushed once */
+    shared[0] = res->amz_date, shared[1] = res->payload_hash, shared[2] = res->authorization;
+    base = lua_gettop(L);
+    for (j = 0; j < 3; j++) {
+        if (shared[j]) lua_pushstring(L, shared[j]);
+        else lua_pushnil(L);
+    }
     lua_createtable(L, 0, 10);
     lua_createtable(L, (int)res->nheaders, 0);
     for (i = 0; i < res->nheaders; i++) {
+        const char *v = res->headers[i].value;
         lua_createtable(L, 2, 0);
         lua_pushstring(L, res->headers[i].name);
         lua_rawseti(L, -2, 1);
-        lua_pushstring(L, res->headers[i].value);
+        for (j = 0; j < 3 && v != shared[j]; j++) {}
+        if (j < 3) lua_pushvalue(L, base + 1 + j);
+        else lua_pushstring(L, v);
         lua_rawseti(L, -2, 2);
         lua_rawseti(L, -2, (int)i + 1);
     }
@@ -284,11 +297,14 @@ static int l_sigv4_sign(lua_State *L) {
         set_str(L, K_STRING_TO_SIGN, res->string_to_sign);
     }
     set_str(L, K_SIGNATURE, res->signature);
-    set_str(L, K_AUTHORIZATION, res->authorization);
     set_str(L, K_SIGNED_HEADERS, res->signed_headers);
     set_str(L, K_CREDENTIAL_SCOPE, res->credential_scope);
-    set_str(L, K_PAYLOAD_HASH, res->payload_hash);
-    set_str(L, K_AMZ_DATE, res->amz_date);
+    for (j = 0; j < 3; j++) {
+        if (!shared[j]) continue;
+        lua_pushvalue(L, lua_upvalueindex(SHARED_KEYS[j]));
+        lua_pushvalue(L, base + 1 + j);
+        lua_rawset(L, -3);
+    }
     lb_sigv4_result_free(res);  /* early; __gc would do it too */
     return 1;
 }

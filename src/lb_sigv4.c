@@ -246,16 +246,6 @@ static int add_both_canon(work *w, const char *lname, const char *name, size_t n
     return add_out(w, name, nlen, 0, v, v);
 }
 
-/* add_both_canon for v[0..n), canonical but not in the arena yet. */
-static int add_both_copy(work *w, const char *lname, const char *name, size_t nlen,
-                         const char *v, size_t n) {
-    size_t at = w->a.len;
-    int rc;
-    if ((rc = lb_ar_put(&w->a, v, n)) != LB_OK || (rc = lb_ar_end(&w->a, at, &v)) != LB_OK)
-        return rc;
-    return add_both_canon(w, lname, name, nlen, v, n);
-}
-
 /* Stable insertion sort by name: repeated names keep their input order. */
 static int name_cmp(const shdr *x, const shdr *y) {  /* strcmp, inline: names are short */
     size_t n = x->nlen < y->nlen ? x->nlen : y->nlen, i;
@@ -360,7 +350,9 @@ static int put_long(lb_arena *a, long v) {
     return lb_ar_put(a, d + sizeof d - n, (size_t)n);
 }
 
-/* Headers to sign and to send, from the input plus the added ones. */
+/* Headers to sign and to send, from the input plus the added ones;
+ * amz_date and payload are the result's strings (in the arena), which
+ * X-Amz-Date and X-Amz-Content-Sha256 sign and send as they are. */
 static int build_headers(work *w, const lb_sigv4_request *r, const url_parts *u,
                          const char *amz_date, const char *payload, int add_sha) {
     size_t i, at;
@@ -392,7 +384,7 @@ static int build_headers(work *w, const lb_sigv4_request *r, const url_parts *u,
         if (rc != LB_OK) return rc;
     }
     if (!r->query_mode) {  /* the date and the payload hash hold no whitespace (checked) */
-        if ((rc = add_both_copy(w, "x-amz-date", "X-Amz-Date", 10, amz_date, 16)) != LB_OK)
+        if ((rc = add_both_canon(w, "x-amz-date", "X-Amz-Date", 10, amz_date, 16)) != LB_OK)
             return rc;
         if (r->session_token) {
             rc = r->omit_session_token
@@ -402,8 +394,8 @@ static int build_headers(work *w, const lb_sigv4_request *r, const url_parts *u,
             if (rc != LB_OK) return rc;
         }
         if (add_sha &&
-            (rc = add_both_copy(w, "x-amz-content-sha256", "X-Amz-Content-Sha256", 20, payload,
-                                w->pl)) != LB_OK)
+            (rc = add_both_canon(w, "x-amz-content-sha256", "X-Amz-Content-Sha256", 20, payload,
+                                 w->pl)) != LB_OK)
             return rc;
     }
     sort_signed(w->sh, w->nsh);
@@ -497,10 +489,18 @@ static int sign_in(work *w, const lb_sigv4_request *r, const url_parts *u, const
         !(w->out = lb_ar_take(a, (r->nheaders + 6) * sizeof *w->out)) ||
         !(q = lb_ar_take(a, maxq * sizeof *q)))
         return LB_ENOMEM;
+    /* The result's date and payload hash, also the values of the X-Amz-Date
+     * and X-Amz-Content-Sha256 headers (the same strings) */
+    at = a->len;
+    if ((rc = lb_ar_put(a, amz_date, 16)) != LB_OK || (rc = lb_ar_end(a, at, &s)) != LB_OK) return rc;
+    res->amz_date = (char *)s;
     w->pl = strlen(payload);
-    if ((rc = build_headers(w, r, u, amz_date, payload, add_sha)) != LB_OK) return rc;
+    at = a->len;
+    if ((rc = lb_ar_put(a, payload, w->pl)) != LB_OK || (rc = lb_ar_end(a, at, &s)) != LB_OK) return rc;
+    res->payload_hash = (char *)s;
+    if ((rc = build_headers(w, r, u, res->amz_date, res->payload_hash, add_sha)) != LB_OK) return rc;
 
-    /* Signed headers, credential scope, date, payload */
+    /* Signed headers, credential scope */
     at = a->len;
     for (i = 0; i < w->nsh; i++) {
         if (i && same_name(&w->sh[i], &w->sh[i - 1])) continue;
@@ -518,12 +518,6 @@ static int sign_in(work *w, const lb_sigv4_request *r, const url_parts *u, const
         return rc;
     res->credential_scope = (char *)s;
     w->scl = ended_len(a, at);
-    at = a->len;
-    if ((rc = lb_ar_put(a, amz_date, 16)) != LB_OK || (rc = lb_ar_end(a, at, &s)) != LB_OK) return rc;
-    res->amz_date = (char *)s;
-    at = a->len;
-    if ((rc = lb_ar_put(a, payload, w->pl)) != LB_OK || (rc = lb_ar_end(a, at, &s)) != LB_OK) return rc;
-    res->payload_hash = (char *)s;
 
     /* Query: the URL's pairs, plus the X-Amz-* auth params in query mode */
     if ((rc = lb_sv_qparse(a, q, &nq, maxq, u->query, u->query_len)) != LB_OK) return rc;

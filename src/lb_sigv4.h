@@ -91,7 +91,10 @@ typedef struct lb_sigv4_result {
     lb_sigv4_header *headers;        /* headers to send: input (minus replaced ones)
                                         + Host if absent + X-Amz-Date,
                                         X-Amz-Security-Token, X-Amz-Content-Sha256,
-                                        Authorization as applicable */
+                                        Authorization as applicable; the values of
+                                        X-Amz-Date, X-Amz-Content-Sha256 and
+                                        Authorization are the very strings amz_date,
+                                        payload_hash and authorization point to */
     size_t nheaders;
     void *mem_;                      /* the one block every field above lives in */
 } lb_sigv4_result;
