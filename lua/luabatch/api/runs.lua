@@ -106,43 +106,9 @@ function _M.cancel(run_id, o)
     local ok, cmsg = j:request_cancel(reason)
     if not ok then return nil, tostring(cmsg), "EIO" end
   end
-  local report = o.on_error or function() end
   local ops = _M.ops(st)
-  local clients_for = ops.clients_for(st, o)
-  local rok, rmsg = ops.refresh(st, clients_for)
-  if not rok then
-    report("DescribeJobs failed, terminating every job not recorded as finished: "
-      .. require("luabatch.log").redact(rmsg))
-  end
-  local done, failed = 0, 0
-  for _, key in ipairs(st.order) do
-    local js = st.jobs[key]
-    local c, cfg = clients_for(js.job_id)
-    if not js.batch_job_id and c and not js.status then
-      local id, s = ops.find_by_name(c, cfg, js)
-      if id then
-        js.batch_job_id, js.status = id, s
-        j:append({ ev = "submitted", key = key, batch_job_id = id, job_name = js.job_name })
-      end
-    end
-    if js.batch_job_id and not ops.TERMINAL[js.status or ""] then
-      if not c then
-        report(key .. ": the journal has no config event (region, endpoints)")
-        failed = failed + 1
-      else
-        local ans, tmsg = ops.terminate(c, js, reason)
-        if ans then
-          local aok, amsg = j:append({ ev = "terminate", key = key, batch_job_id = js.batch_job_id, reason = reason })
-          if not aok then report("journal: " .. tostring(amsg)) end
-          if o.on_job then o.on_job(key, js.batch_job_id, js.status or "SUBMITTED") end
-          done = done + 1
-        else
-          report(key .. " (" .. tostring(js.batch_job_id) .. "): " .. require("luabatch.log").redact(tmsg))
-          failed = failed + 1
-        end
-      end
-    end
-  end
+  local done, failed = ops.terminate_unfinished(st, ops.clients_for(st, o),
+    { reason = reason, journal = j, on_job = o.on_job, on_error = o.on_error })
   return done, failed, st.ended ~= nil
 end
 

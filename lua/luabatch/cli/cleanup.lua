@@ -74,33 +74,14 @@ end
 
 -- Terminate the run's Batch jobs that are still queued or running -> n | nil
 local function terminate_leftovers(j, st, ops, clients_for, o, out, err)
-  local ok, rmsg = ops.refresh(st, clients_for)
-  if not ok then
-    err("luabatch cleanup: run " .. j.run_id .. ": DescribeJobs failed: " .. log.redact(rmsg) .. "\n")
-    return nil
-  end
-  local n, failed = 0, false
-  for _, key in ipairs(st.order) do
-    local js = st.jobs[key]
-    local c = clients_for(js.job_id)
-    if js.batch_job_id and c and not ops.TERMINAL[js.status or ""] then
-      if o.dry_run then
-        out(str_format("would terminate %s (%s, %s)\n", key, js.batch_job_id, js.status or "SUBMITTED"))
-      else
-        local reason = "luabatch: cleanup of run " .. j.run_id
-        local tok, msg = ops.terminate(c, js, reason)
-        if tok then
-          j:append({ ev = "terminate", key = key, batch_job_id = js.batch_job_id, reason = reason })
-          out(str_format("terminated %s (%s, was %s)\n", key, js.batch_job_id, js.status or "SUBMITTED"))
-          n = n + 1
-        else
-          err(str_format("luabatch cleanup: %s (%s): %s\n", key, js.batch_job_id, log.redact(msg)))
-          failed = true
-        end
-      end
-    end
-  end
-  if failed then return nil end
+  local n, failed = ops.terminate_unfinished(st, clients_for, {
+    reason = "luabatch: cleanup of run " .. j.run_id, journal = j, dry_run = o.dry_run, strict = true,
+    on_job = function(key, id, was, dry)
+      out(str_format(dry and "would terminate %s (%s, %s)\n" or "terminated %s (%s, was %s)\n", key, id, was))
+    end,
+    on_error = function(msg) err("luabatch cleanup: " .. msg .. "\n") end })
+  if not n then err("luabatch cleanup: run " .. j.run_id .. ": " .. failed .. "\n") end
+  if not n or failed > 0 then return nil end
   return n
 end
 

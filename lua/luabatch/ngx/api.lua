@@ -14,7 +14,8 @@
 -- running Batch jobs are terminated, it ends CANCEL once they have ended);
 -- a run only journaled (its server restarted, or a CLI run whose client is
 -- gone) has its unfinished Batch jobs terminated from the journal (the
--- aws_batch runner's ops) and its end journaled CANCEL.  tail is one
+-- aws_batch runner's ops.terminate_unfinished, as `luabatch cancel`) and
+-- its end journaled CANCEL.  tail is one
 -- GetLogEvents read backwards (limit N, default 50, at most 1000).
 
 local log = require "luabatch.log"
@@ -25,7 +26,6 @@ local _M = { _VERSION = "0.1.0" }
 local type = type
 local pairs = pairs
 local ipairs = ipairs
-local pcall = pcall
 local require = require
 local tostring = tostring
 local tonumber = tonumber
@@ -71,27 +71,14 @@ local function cancel_journaled(app, id, events, reason)
   local journal = require "luabatch.journal"
   local st = journal.fold(events)
   local ops = require("luabatch.runner").ops("aws_batch")
-  local clients_for = ops.clients_for(st, { getenv = app.getenv })
-  local ok, rmsg = pcall(ops.refresh, st, clients_for)
-  if not ok or rmsg == nil then log.warn("luabatch.ngx.api: cancel %s: DescribeJobs: %s", id, tostring(rmsg)) end
   app:journal_event(id, { ev = "cancel", reason = reason })
-  for _, k in ipairs(st.order) do
-    local js = st.jobs[k]
-    if js.batch_job_id and not ops.TERMINAL[js.status or ""] then
-      local c = clients_for(js.job_id)
-      local tok, msg = false, "the journal has no config event"
-      if c then tok, msg = ops.terminate(c, js, reason) end
-      if tok then
-        app:journal_event(id, { ev = "terminate", key = k, batch_job_id = js.batch_job_id, reason = reason })
-      else
-        log.warn("luabatch.ngx.api: cancel %s: TerminateJob %s: %s", id, js.batch_job_id, tostring(msg))
-      end
-    end
-  end
+  ops.terminate_unfinished(st, ops.clients_for(st, { getenv = app.getenv }),
+    { reason = reason, journal = app.journal:handle(id),
+      on_error = function(msg) log.warn("luabatch.ngx.api: cancel %s: %s", id, msg) end })
   -- the jobs that ended, and every other one of the run CANCEL
   local recs = {}
   for jid, f in pairs(st.finished) do recs[jid] = f.record end
-  local counts = require("luabatch.journal").end_counts(recs)
+  local counts = journal.end_counts(recs)
   app:journal_event(id, { ev = "end", status = "CANCEL", jobs = counts })
   app.journal:flush(id)
   local again = app.journal:events(id)

@@ -8,6 +8,7 @@
 --   ops.refresh(st, clients_for [, { all = true }]) -> true | nil, msg
 --   ops.find_by_name(c, cfg, js) -> batch id, status | nil   (a lost SubmitJob answer)
 --   ops.terminate(c, js, reason) -> true | nil, msg
+--   ops.terminate_unfinished(st, clients_for, o) -> n, failed | nil, msg   (cancel, cleanup, nginx)
 --   ops.select_jobs(st, sel), ops.describe_units(units, err), ops.expand_arrays(units, out),
 --   ops.group_of(desc, cfg), ops.streams_of(desc)                 (logs)
 --   ops.prefixes(st) -> { { bucket, prefix, job_id } }, ops.own_prefix(prefix, run_id)   (cleanup)
@@ -21,6 +22,7 @@ local log = require "luabatch.log"
 local _M = { _VERSION = "0.1.0" }
 
 local type = type
+local pcall = pcall
 local pairs = pairs
 local ipairs = ipairs
 local require = require
@@ -154,6 +156,66 @@ function _M.terminate(c, js, reason)
   local ans, msg = c.batch:terminate_job(js.batch_job_id, reason)
   if not ans then return nil, msg end
   return true
+end
+
+--- terminate_unfinished(st, clients_for, o) -> terminated, failed | nil, msg
+-- Stop a journaled run's Batch jobs that are not known to be finished:
+-- DescribeJobs first (refresh: a finished one is left alone), a job whose
+-- SubmitJob answer was lost is found by name (journaled "submitted"), then
+-- TerminateJob, each journaled as a "terminate" event.  What `luabatch
+-- cancel`, `luabatch cleanup` and nginx's DELETE of a journaled run do.
+-- o: reason; journal (its :append(ev) takes the events); on_job(key,
+-- batch_id, was, dry) after each TerminateJob; on_error(msg) for each
+-- failure; dry_run (nothing terminated or journaled: on_job is called
+-- with dry = true); strict (a failed DescribeJobs returns nil, msg before
+-- anything is terminated; else it is reported and every job not recorded
+-- as finished is terminated).
+function _M.terminate_unfinished(st, clients_for, o)
+  local report = o.on_error or function() end
+  local function append(ev)
+    if o.dry_run or not o.journal then return end
+    local ok, msg = o.journal:append(ev)
+    if not ok then report("journal: " .. tostring(msg)) end
+  end
+  local pok, rok, rmsg = pcall(_M.refresh, st, clients_for)
+  if not pok then rok, rmsg = nil, rok end
+  if not rok then
+    rmsg = log.redact(tostring(rmsg))
+    if o.strict then return nil, "DescribeJobs failed: " .. rmsg end
+    report("DescribeJobs failed, terminating every job not recorded as finished: " .. rmsg)
+  end
+  local done, failed = 0, 0
+  for _, key in ipairs(st.order) do
+    local js = st.jobs[key]
+    local c, cfg = clients_for(js.job_id)
+    if not js.batch_job_id and c and not js.status then
+      local id, s = _M.find_by_name(c, cfg, js)
+      if id then
+        js.batch_job_id, js.status = id, s
+        append({ ev = "submitted", key = key, batch_job_id = id, job_name = js.job_name })
+      end
+    end
+    if js.batch_job_id and not TERMINAL[js.status or ""] then
+      local was = js.status or "SUBMITTED"
+      if not c then
+        report(key .. ": the journal has no config event (region, endpoints)")
+        failed = failed + 1
+      elseif o.dry_run then
+        if o.on_job then o.on_job(key, js.batch_job_id, was, true) end
+      else
+        local ans, tmsg = _M.terminate(c, js, o.reason)
+        if ans then
+          append({ ev = "terminate", key = key, batch_job_id = js.batch_job_id, reason = o.reason })
+          if o.on_job then o.on_job(key, js.batch_job_id, was) end
+          done = done + 1
+        else
+          report(key .. " (" .. tostring(js.batch_job_id) .. "): " .. log.redact(tostring(tmsg)))
+          failed = failed + 1
+        end
+      end
+    end
+  end
+  return done, failed
 end
 
 function _M.select_jobs(st, sel)
