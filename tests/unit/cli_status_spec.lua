@@ -160,6 +160,14 @@ describe("luabatch status #unit", function()
     assert.is_nil(v.cleaned)
   end)
 
+  it("reads the journal once", function()
+    local each_line, reads = journal.each_line, 0
+    finally(function() journal.each_line = each_line end)
+    journal.each_line = function(...) reads = reads + 1 return each_line(...) end
+    assert.equal(0, (cli({ RUN, "--home", home })))
+    assert.equal(1, reads)
+  end)
+
   it("a run cleaned by `luabatch cleanup` says so", function()
     assert(j:append({ ev = "end", status = "FAILED", at = T + 500 }))
     assert(j:append({ ev = "cleanup", scope = "run", deleted = 4, terminated = 0, at = T + 600 }))

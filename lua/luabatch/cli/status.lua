@@ -14,7 +14,7 @@
 -- stdout is not a terminal).  A run whose files `luabatch cleanup` deleted
 -- says "cleaned".  With --json: { run_id, workflow, started, ended,
 -- cleaned, jobs = [ { key, label, started_at, ended_at, ... } ] } on
--- stdout.  The journal is only read.
+-- stdout.  The journal is only read, and once.
 --
 -- Exit codes: 0 shown (even when AWS could not be asked: a warning says
 -- so), 2 bad usage or unknown run.
@@ -186,7 +186,7 @@ function _M.run(argv, env)
     return 2
   end
   local home = store.home(o, env)
-  local j, st = store.open_run("status", pos[1], home, err)
+  local j, st, events = store.open_run("status", pos[1], home, err)
   if not j then return st end
 
   local ops = store.ops(st)
@@ -197,7 +197,7 @@ function _M.run(argv, env)
 
   local run = st.run or {}
   local now = env.now and env.now() or os_time()
-  local rows = _M.rows(st, j:events(), ops, now)
+  local rows = _M.rows(st, events, ops, now)
   local cleaned = store.cleaned(st)
   if o.json then
     local jobs = {}

@@ -5,7 +5,7 @@
 --
 --   local store = require "luabatch.cli.store"
 --   local out, err = store.io(env)
---   local j, st = store.open_run("status", run_id, store.home(o, env), err)  -- nil, exit code
+--   local j, st, events = store.open_run("status", run_id, store.home(o, env), err)  -- nil, exit code
 --   local ops = store.ops(st)                         -- runner/aws_batch/ops.lua today
 --   local ok, msg = ops.refresh(st, ops.clients_for(st, env))
 --
@@ -43,7 +43,8 @@ function _M.home(o, env)
   return journal.home(env and env.getenv)
 end
 
---- open_run(cmd, run_id, home, err) -> j, state | nil, exit code (message printed)
+--- open_run(cmd, run_id, home, err) -> j, state, events | nil, exit code
+-- (message printed).  The journal is read once: state is its events folded.
 function _M.open_run(cmd, run_id, home, err)
   local j, msg, code = journal.open(run_id, { home = home })
   if not j then
@@ -54,7 +55,8 @@ function _M.open_run(cmd, run_id, home, err)
     end
     return nil, 2
   end
-  return j, j:state()
+  local events = j:events()
+  return j, journal.fold(events), events
 end
 
 --- ops(st) -> the run's runner hooks (luabatch.api.runs.ops)
