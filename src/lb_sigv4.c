@@ -110,22 +110,38 @@ static int header_kind(const char *s, size_t n) {
 
 #undef IS
 
-/* Append s trimmed, runs of whitespace collapsed to one space; *same
- * tells whether that is s itself (the usual case, then simply copied). */
-/* Whether s (n bytes, NUL-terminated) is its own canonical form: no
- * whitespace but single spaces between words. */
-static int is_canon(const char *s, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++)
-        if ((unsigned char)s[i] <= ' ' && (s[i] != ' ' || i == 0 || s[i + 1] <= ' ')) return 0;
-    return 1;
+/* Byte classes for the scans below; NUL is in every class, so a scan
+ * stops at the end of the string without a test of its own. */
+enum { C_WORD = 1,   /* not in a word: NUL, controls, space, '/', DEL */
+       C_NAME = 2,   /* not in a header name: NUL, controls, space, ':', DEL, 8-bit */
+       C_VALUE = 4,  /* needs a look in a header value: NUL, controls but HT, DEL */
+       C_SPACE = 8 }; /* needs a look in canon_len: NUL, controls, space */
+#define C_CTL (C_WORD | C_NAME | C_VALUE | C_SPACE)
+static const unsigned char BYTE_CLASS[256] = {
+    [0 ... 8] = C_CTL, ['\t'] = C_WORD | C_NAME | C_SPACE, [10 ... 31] = C_CTL,
+    [' '] = C_WORD | C_NAME | C_SPACE, ['/'] = C_WORD, [':'] = C_NAME,
+    [127] = C_WORD | C_NAME | C_VALUE, [128 ... 255] = C_NAME};
+#undef C_CTL
+
+/* strlen(s) when s is its own canonical form (no whitespace but single
+ * spaces between words), else SIZE_MAX. */
+static size_t canon_len(const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
+    for (;; p++) {
+        while (!(BYTE_CLASS[*p] & C_SPACE)) p++;
+        if (!*p) return (size_t)(p - (const unsigned char *)s);
+        if (*p != ' ' || p == (const unsigned char *)s || p[1] <= ' ') return SIZE_MAX;
+    }
 }
 
+/* Append s trimmed, runs of whitespace collapsed to one space; *same
+ * tells whether that is s itself (the usual case, then simply copied). */
 static int put_canon(lb_arena *a, const char *s, int *same) {
-    size_t n = strlen(s), i, o = 0;
+    size_t n = canon_len(s), i, o = 0;
     int pending = 0;
+    if ((*same = n != SIZE_MAX)) return lb_ar_put(a, s, n);
+    n = strlen(s);
     if (lb_ar_room(a, n) != LB_OK) return LB_ENOMEM;
-    if ((*same = is_canon(s, n))) return lb_ar_put(a, s, n);
     for (i = 0; i < n; i++) {
         if (is_ws((unsigned char)s[i])) { pending = o > 0; continue; }
         if (pending) { a->p[a->len++] = ' '; pending = 0; }
@@ -136,15 +152,7 @@ static int put_canon(lb_arena *a, const char *s, int *same) {
     return LB_OK;
 }
 
-/* Byte classes for the checks below; NUL is in every class, so a scan
- * stops at the end of the string without a test of its own. */
-enum { C_WORD = 1,   /* not in a word: NUL, controls, space, '/', DEL */
-       C_NAME = 2,   /* not in a header name: NUL, controls, space, ':', DEL, 8-bit */
-       C_VALUE = 4 }; /* needs a look in a header value: NUL, controls but HT, DEL */
-static const unsigned char BYTE_CLASS[256] = {
-    [0 ... 8] = C_WORD | C_NAME | C_VALUE, ['\t'] = C_WORD | C_NAME,
-    [10 ... 31] = C_WORD | C_NAME | C_VALUE, [' '] = C_WORD | C_NAME, ['/'] = C_WORD,
-    [':'] = C_NAME, [127] = C_WORD | C_NAME | C_VALUE, [128 ... 255] = C_NAME};
+
 
 /* Whether s is non-empty and holds no byte of class c. */
 static int all_but(const char *s, int c) {
@@ -378,9 +386,8 @@ static int build_headers(work *w, const lb_sigv4_request *r, const url_parts *u,
         if ((rc = lb_sv_host(&w->a, u->scheme, u->scheme_len, u->host, u->host_len)) != LB_OK ||
             (rc = lb_ar_end(&w->a, at, &s)) != LB_OK)
             return rc;
-        rc = is_canon(s, ended_len(&w->a, at))
-                 ? add_both_canon(w, "host", "Host", 4, s, ended_len(&w->a, at))
-                 : add_both(w, "host", "Host", 4, s);
+        rc = canon_len(s) != SIZE_MAX ? add_both_canon(w, "host", "Host", 4, s, ended_len(&w->a, at))
+                                      : add_both(w, "host", "Host", 4, s);
         if (rc != LB_OK) return rc;
     }
     if (!r->query_mode) {  /* the date and the payload hash hold no whitespace (checked) */
