@@ -6,7 +6,7 @@
 --   assert(j:append({ ev = "submit", key = "count/EMPTY/0", job_id = "count", ... }))
 --   local st = j:state()                            -- the events folded
 --   j:request_cancel(reason); j:cancel_requested() -> reason | nil
---   for _, r in ipairs(journal.list()) do print(r.run_id, r.ended_status) end
+--   for _, r in ipairs(journal.list(home, { limit = 50 })) do print(r.run_id, r.ended_status, r.cleaned) end
 --
 -- Layout: <home>/runs/<run_id>/journal.jsonl, one JSON object per line,
 -- append-only (home = LUABATCH_HOME, else $HOME/.luabatch); directories 0700,
@@ -64,11 +64,6 @@ local fs = {}
 function fs.isdir(path)
   local st = core.stat(path)
   return st ~= nil and st.type == "directory"
-end
-
-function fs.mtime(path)
-  local st = core.stat(path)
-  return st and st.mtime
 end
 
 -- mkdir -p with mode 0700 for what it creates
@@ -419,23 +414,42 @@ end
 -- Listing and removal
 ---------------------------------------------------------------------------
 
--- The last `at`, the run event and the end event of a journal file.
+-- The value after the first `"name":` of a line that matches pat (anchored
+-- there): plain finds, not a pattern tried at every byte of a long line.
+local function field(line, name, pat)
+  local key = '"' .. name .. '":'
+  local p = str_find(line, key, 1, true)
+  while p do
+    local v = str_match(line, pat, p + #key)
+    if v then return v end
+    p = str_find(line, key, p + #key, true)
+  end
+end
+
+local LISTED = { run = true, ["end"] = true, cleanup = true }
+
+-- What a listing shows of a journal file, in one pass: the last `at`, the
+-- run event, the end event and the `at` of the last run-wide "cleanup"
+-- event (`luabatch cleanup` deleted the run's files) -> true, at, run,
+-- ended, cleaned | false (cannot open).  Only those lines are decoded.
 local function summary_of(path)
-  local at, run, ended
+  local at, run, ended, cleaned
   local ok = _M.each_line(path, function(line)
     if not line then return end
-    local a = str_match(line, '"at":%s*([%d.]+)')
-    if a then at = tonumber(a) or at end
-    if not run and str_find(line, '"ev":%s*"run"') then
-      local v = json.decode(line, path)
-      if type(v) == "table" then run = v end
-    elseif str_find(line, '"ev":%s*"end"') then
-      local v = json.decode(line, path)
-      if type(v) == "table" then ended = v end
+    at = tonumber(field(line, "at", "^%s*([%d.]+)")) or at
+    local ev = field(line, "ev", '^%s*"(%a+)"')
+    if not LISTED[ev] or (ev == "run" and run) then return end
+    local v = json.decode(line, path)
+    if type(v) ~= "table" then return end
+    if ev == "run" then
+      run = v
+    elseif ev == "end" then
+      ended = v
+    elseif v.scope == "run" then
+      cleaned = tonumber(v.at) or cleaned
     end
   end)
-  if not ok then return nil end
-  return at, run, ended
+  return ok, at, run, ended, cleaned
 end
 
 --- end_counts(records) -> { ok, failed, skipped, cancelled }: a run's jobs
@@ -451,31 +465,48 @@ function _M.end_counts(records)
   return counts
 end
 
---- Every run under `home`, newest first:
--- { { run_id, path, mtime, last_at, workflow?, file?, started?, ended_status?,
---     ended_at?, jobs? (the end event's counts: ok, failed, skipped,
---     cancelled) }, ... }
-function _M.list(home)
+--- list([home [, opts]]) -> every run under `home`, newest first (by the
+-- journal's mtime): { { run_id, path, mtime, size, last_at, workflow?,
+-- file?, started?, ended_status?, ended_at?, jobs? (the end event's counts:
+-- ok, failed, skipped, cancelled), cleaned? (when `luabatch cleanup`
+-- deleted the run's files) }, ... }.  Each journal is read once, and only
+-- those listed: opts.limit (> 0) lists the newest N; opts.cached(e) -> an
+-- entry to list instead of reading e.path (e = { run_id, path, mtime, size },
+-- from a stat), e.g. one kept from an earlier listing of the same size and
+-- mtime, or nil.
+function _M.list(home, opts)
   home = home or _M.home()
-  local out = {}
+  opts = opts or {}
+  local found = {}
   for _, name in ipairs(fs.listdir(home .. "/runs")) do
     if _M.valid_run_id(name) then
       local path = run_dir(home, name) .. "/" .. FILE
-      local f = io_open(path, "rb")
-      if f then
-        f:close()
-        local at, run, ended = summary_of(path)
-        out[#out + 1] = { run_id = name, path = path, mtime = fs.mtime(path) or at or 0, last_at = at,
-                          workflow = run and run.workflow, file = run and run.file, started = run and run.at,
-                          ended_status = ended and (ended.status or "UNKNOWN"), ended_at = ended and ended.at,
-                          jobs = ended and ended.jobs }
+      local st = core.stat(path, true)
+      if st and st.type == "file" then
+        found[#found + 1] = { run_id = name, path = path, mtime = st.mtime or 0, size = st.size }
       end
     end
   end
-  tbl_sort(out, function(a, b)
+  tbl_sort(found, function(a, b)
     if a.mtime ~= b.mtime then return a.mtime > b.mtime end
     return a.run_id > b.run_id
   end)
+  local limit = opts.limit and opts.limit > 0 and opts.limit or #found
+  local out = {}
+  for _, e in ipairs(found) do
+    if #out >= limit then break end
+    local r = opts.cached and opts.cached(e)
+    if not r then
+      local ok, at, run, ended, cleaned = summary_of(e.path)
+      if ok then
+        r = { run_id = e.run_id, path = e.path, mtime = e.mtime, size = e.size, last_at = at,
+              workflow = run and run.workflow, file = run and run.file, started = run and run.at,
+              ended_status = ended and (ended.status or "UNKNOWN"), ended_at = ended and ended.at,
+              jobs = ended and ended.jobs, cleaned = cleaned }
+      end
+    end
+    out[#out + 1] = r
+  end
   return out
 end
 

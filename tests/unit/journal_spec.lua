@@ -268,6 +268,38 @@ describe("luabatch.journal #unit", function()
       assert.equal(home .. "/runs/20260102-000000-bbbbbbbb/journal.jsonl", runs[1].path)
     end)
 
+    it("reads each listed journal once (run, end and cleanup from one pass), and only the newest limit", function()
+      local now = os.time()
+      for i = 1, 4 do
+        local id = string.format("20260101-00000%d-aaaaaaaa", i)
+        local j = assert(journal.open(id, { home = home, create = true }))
+        assert(j:append({ ev = "run", run_id = id, workflow = "w" .. i, at = 100 }))
+        assert(j:append({ ev = "end", status = "SUCCESS", at = 150 }))
+        if i == 4 then assert(j:append({ ev = "cleanup", scope = "run", deleted = 1, at = 200 })) end
+        assert(lfs.touch(j:path(), now - 100 + i, now - 100 + i))
+      end
+      local each_line, reads = journal.each_line, {}
+      finally(function() journal.each_line = each_line end)
+      journal.each_line = function(path, fn) reads[#reads + 1] = path return each_line(path, fn) end
+      local runs = journal.list(home)
+      assert.equal(4, #reads)
+      assert.equal(200, runs[1].cleaned)
+      assert.equal(200, runs[1].last_at)
+      assert.is_nil(runs[2].cleaned)
+      assert.equal("w4", runs[1].workflow)
+      reads = {}
+      runs = journal.list(home, { limit = 2 })
+      assert.same({ "20260101-000004-aaaaaaaa", "20260101-000003-aaaaaaaa" }, { runs[1].run_id, runs[2].run_id })
+      assert.same({ runs[1].path, runs[2].path }, reads)
+      -- an entry the caller holds is listed as it is, unread
+      reads = {}
+      runs = journal.list(home, { limit = 2, cached = function(e)
+        if e.run_id == "20260101-000004-aaaaaaaa" then return { run_id = e.run_id, kept = true } end
+      end })
+      assert.is_true(runs[1].kept)
+      assert.same({ runs[2].path }, reads)
+    end)
+
     it("is empty for a home without runs", function()
       assert.same({}, journal.list(home))
     end)

@@ -15,34 +15,15 @@ local journal = require "luabatch.journal"
 
 local _M = { _VERSION = "0.1.0" }
 
-local type = type
-local pcall = pcall
 local pairs = pairs
 local ipairs = ipairs
-local tonumber = tonumber
 local tostring = tostring
 local require = require
-local str_find = string.find
 
 local function home_of(o)
   o = o or {}
   if o.home and o.home ~= "" then return o.home end
   return journal.home(o.getenv)
-end
-
---- cleaned_at(path) -> `at` of the last run-wide "cleanup" event in the
--- journal file at path (`luabatch cleanup` deleted the run's files, kept
--- its journal), or nil
-function _M.cleaned_at(path)
-  local at
-  local json = require "luabatch.json"
-  journal.each_line(path, function(line)   -- bounded: a huge line is not kept
-    if line and str_find(line, '"cleanup"', 1, true) and str_find(line, '"run"', 1, true) then
-      local e = json.decode(line, path)
-      if type(e) == "table" and e.ev == "cleanup" and e.scope == "run" then at = tonumber(e.at) or at end
-    end
-  end)
-  return at
 end
 
 --- list([o]) -> { { run_id, workflow, file, started, ended, status
@@ -51,11 +32,10 @@ end
 function _M.list(o)
   o = o or {}
   local out = {}
-  for i, r in ipairs(journal.list(home_of(o))) do
-    if o.limit and o.limit > 0 and i > o.limit then break end
+  for _, r in ipairs(journal.list(home_of(o), { limit = o.limit })) do
     out[#out + 1] = { run_id = r.run_id, workflow = r.workflow, file = r.file, started = r.started,
                       ended = r.ended_at, last = r.last_at, status = r.ended_status or "RUNNING", jobs = r.jobs,
-                      cleaned = _M.cleaned_at(r.path) }
+                      cleaned = r.cleaned }
   end
   return out
 end

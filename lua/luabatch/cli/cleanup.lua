@@ -202,7 +202,7 @@ function _M.run(argv, env)
   local cutoff = now - age
   local rc, n = 0, 0
   for _, r in ipairs(journal.list(home)) do
-    if r.mtime < cutoff and (o.purge or not store.cleaned_at(r.path)) then
+    if r.mtime < cutoff and (o.purge or not r.cleaned) then
       n = n + 1
       if not clean_run(r.run_id, home, o, env, out, err) then rc = 1 end
     end

@@ -78,8 +78,4 @@ function _M.cleaned(st)
   return last
 end
 
---- cleaned_at(path) -> when `luabatch cleanup` deleted the run's files
--- (luabatch.api.runs.cleaned_at), or nil
-function _M.cleaned_at(path) return require("luabatch.api.runs").cleaned_at(path) end
-
 return _M

@@ -54,7 +54,7 @@ function _M.list(app)
   for _, r in ipairs(list) do
     local t0, t1 = tonumber(r.started), tonumber(r.ended_at or r.last_at)
     out[#out + 1] = { run_id = r.run_id, workflow = r.workflow, started = r.started, ended = r.ended_at,
-      status = r.ended_status or "RUNNING", jobs = r.jobs,
+      status = r.ended_status or "RUNNING", jobs = r.jobs, cleaned = r.cleaned,
       duration = t0 and t1 and t1 >= t0 and floor((t1 - t0) * 1000 + 0.5) / 1000 or nil }
   end
   return app.reply(200, out)

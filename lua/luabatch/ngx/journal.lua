@@ -6,7 +6,8 @@
 --   nj:append(run_id, { ev = "run", ... })   -- queued in this worker (no I/O)
 --   nj:flush(run_id)                         -- one write (+ fsync) of what is queued
 --   local h = nj:handle(run_id)              -- h:append(ev): a runner_opts.journal
---   local list = nj:list()                   -- journal.list(home) | nil, msg
+--   local list = nj:list(50)                 -- journal.list(home, { limit = 50 }) | nil, msg
+--                                            -- (a journal unchanged since the last list not read)
 --   local events = nj:events(run_id)         -- every event | nil, msg, "ENOENT"
 --   nj:cancel_requested(run_id)              -- `luabatch cancel ID`'s reason | nil
 --
@@ -30,14 +31,15 @@ local mt = { __index = _M }
 
 local type = type
 local pcall = pcall
+local pairs = pairs
 local ipairs = ipairs
 local tostring = tostring
 local setmetatable = setmetatable
 local concat = table.concat
-local str_find = string.find
 local floor = math.floor
 
 local MOD = "luabatch.ngx.journal"
+local HUGE = math.huge   -- io_read / io_list texts: this module's own, whole journals
 
 local function ngx_() return rawget(_G, "ngx") end
 
@@ -56,15 +58,12 @@ function _M.io_append(home, run_id, data)
   return "ok"
 end
 
---- io_read(home, run_id) -> text | nil, msg, "ENOENT"
+--- io_read(home, run_id) -> JSON text of the run's events (journal's own
+-- reader: lines bounded by MAX_LINE, a torn one skipped) | nil, msg, "ENOENT"
 function _M.io_read(home, run_id)
   local j, msg, code = journal.open(run_id, { home = home })
   if not j then return nil, tostring(msg), code end
-  local f = io.open(j:path(), "rb")
-  if not f then return nil, "cannot read " .. j:path(), "EIO" end
-  local text = f:read("*a") or ""
-  f:close()
-  return text
+  return json.encode(json.list(j:events()))
 end
 
 --- io_cancel(home, run_id) -> the reason of a `luabatch cancel` (the
@@ -74,15 +73,19 @@ function _M.io_cancel(home, run_id)
   return j and j:cancel_requested() or nil
 end
 
---- io_list(home, limit) -> JSON text of journal.list(home) (limit > 0: the newest limit)
-function _M.io_list(home, limit)
-  local list = journal.list(home)
-  local out = json.list({})
-  for i, r in ipairs(list) do
-    if limit and limit > 0 and i > limit then break end
-    out[#out + 1] = r
-  end
-  return json.encode(out)
+--- io_list(home, limit, known) -> JSON text of journal.list(home, { limit })
+-- (limit > 0: the newest limit).  known: JSON text { [run_id] = { size,
+-- mtime } } of the entries the caller holds; a journal still of that size
+-- and mtime is not read, its entry is { run_id, unchanged = true }.
+function _M.io_list(home, limit, known)
+  local k = known and json.decode(known, "journal list") or {}
+  local list = journal.list(home, { limit = limit, cached = function(e)
+    local was = k[e.run_id]
+    if type(was) == "table" and was[1] == e.size and was[2] == e.mtime then
+      return { run_id = e.run_id, unchanged = true }
+    end
+  end })
+  return json.encode(json.list(list))
 end
 
 ---------------------------------------------------------------------------
@@ -157,25 +160,34 @@ function _M:cancel_requested(run_id)
   return (self:call("io_cancel", self.home, run_id))
 end
 
---- list(limit) -> journal.list(home)'s entries (newest first) | nil, msg
+--- list(limit) -> journal.list(home)'s entries (newest first) | nil, msg.
+-- A journal unchanged (size, mtime) since this writer's last listing is
+-- not read again: its entry is the one kept (self.listed, the last
+-- listing's entries by run id).
 function _M:list(limit)
-  local text, msg = self:call("io_list", self.home, limit)
+  local listed = self.listed or {}
+  local known = {}
+  for id, r in pairs(listed) do known[id] = { r.size, r.mtime } end
+  local text, msg = self:call("io_list", self.home, limit, json.encode(known))
   if not text then return nil, msg end
-  return json.decode(text, "journal list")
+  local list, derr = json.decode(text, "journal list", { max = HUGE })
+  if type(list) ~= "table" then return nil, derr end
+  local now = {}
+  for i, r in ipairs(list) do
+    if r.unchanged then list[i] = listed[r.run_id] end
+    now[r.run_id] = list[i]
+  end
+  self.listed = now
+  return list
 end
 
 --- events(run_id) -> events | nil, msg, code ("ENOENT": no such run)
 function _M:events(run_id)
   local text, msg, code = self:call("io_read", self.home, run_id)
   if not text then return nil, msg, code end
-  local out = {}
-  for line in text:gmatch("[^\n]+") do
-    if str_find(line, "%S") then
-      local v = json.decode(line, run_id)
-      if type(v) == "table" and type(v.ev) == "string" then out[#out + 1] = v end
-    end
-  end
-  return out
+  local events, derr = json.decode(text, "journal " .. run_id, { max = HUGE })
+  if type(events) ~= "table" then return nil, derr, "EIO" end
+  return events
 end
 
 return _M
