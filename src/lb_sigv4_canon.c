@@ -112,12 +112,32 @@ int lb_sv_host(lb_arena *a, const char *scheme, size_t scheme_len, const char *h
  * (when normalize), then encode again keeping '/'.  The normalised path is
  * built at the arena's end (segment starts kept so ".." can pop), then
  * encoded after it and moved down over it. */
+/* Whether the path is its own canonical form either way, normalised or
+ * not (the usual case: copied as is): absolute, only unreserved bytes and
+ * '/', no empty (but a trailing), "." or ".." segment. */
+static int path_is_canonical(const char *p, size_t n) {
+    size_t i, seg = 1;  /* where the current segment starts */
+    if (p[0] != '/') return 0;
+    for (i = 1; i <= n; i++) {
+        if (i == n || p[i] == '/') {
+            size_t len = i - seg;
+            if ((len == 0 && i != n) || (len == 1 && p[seg] == '.') ||
+                (len == 2 && p[seg] == '.' && p[seg + 1] == '.'))
+                return 0;
+            seg = i + 1;
+        } else if (!is_unreserved((unsigned char)p[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static int path_body(lb_arena *a, const char *path, size_t n, int s3, int normalize,
                      size_t *base) {
     size_t i = 0, nseg = 0, *starts, tlen, elen;
     *base = a->len;
     if (n == 0) return lb_ar_putc(a, '/');
-    if (s3) return lb_ar_put(a, path, n);
+    if (s3 || path_is_canonical(path, n)) return lb_ar_put(a, path, n);
     if (!normalize) return lb_sv_encode(a, path, n, 1);
     if (!(starts = lb_ar_take(a, (n / 2 + 2) * sizeof *starts))) return LB_ENOMEM;
     *base = a->len;
