@@ -14,10 +14,11 @@
  * upload: file = path | reader = function() -> chunk, or "" / nil at the
  *   end; content_type =, metadata = { name = value }, multipart_threshold =,
  *   unsigned_payload = false
- *   res = { bytes, etag, parts, sha256 (nil for streams), upload_id (multipart) }
+ *   res = { bytes, etag, parts, checksum (multipart: the lb-crc32c tag),
+ *           upload_id (multipart), concurrency, note (the tag not stored) }
  * download: file = destination, checksum = true, fsync = false
- *   res = { bytes, etag, verified = "sha256"|"md5"|"length", parts (ranges),
- *           note (why the object's lb-part-size was ignored, else nil) }
+ *   res = { bytes, etag, verified = "crc32c"|"sha256"|"md5"|"length",
+ *           parts (ranges), concurrency, note (why less was checked) }
  * core.s3_batch(opts, items) -> { entry, ... } (items' order) | nil, msg, code
  *   many objects at once (lb_s3_batch): opts as above plus direction =
  *   "upload" | "download", workers = 1..64 (objects in flight), key = any
@@ -289,9 +290,9 @@ static void push_result(lua_State *L, const lb_s3_result *res) {
     }
     lua_pushinteger(L, res->parts);
     lua_setfield(L, -2, "parts");
-    if (res->sha256) {
-        lua_pushstring(L, res->sha256);
-        lua_setfield(L, -2, "sha256");
+    if (res->checksum) {
+        lua_pushstring(L, res->checksum);
+        lua_setfield(L, -2, "checksum");
     }
     if (res->upload_id) {
         lua_pushstring(L, res->upload_id);

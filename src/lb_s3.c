@@ -12,9 +12,8 @@
  *
  * A file is read once: each request's body is aws-chunked (lb_s3_chunked.c),
  * hashed and signed as it is sent, and the server checks every chunk.  A
- * multipart object then gets the lb-sha256 tag (PutObjectTagging), the
- * composite of its part digests, each the SHA-256 of the part's chunk
- * digests (metadata lb-chunk-size, set at create time, says so). */
+ * multipart object then gets the lb-crc32c tag (PutObjectTagging): the
+ * CRC-32C of its parts' CRC-32Cs, for downloads to check end to end. */
 #define _GNU_SOURCE                 /* strptime, timegm */
 #include "lb_s3_int.h"
 
@@ -38,12 +37,12 @@
 
 /* What object_headers adds beyond the caller's metadata. */
 typedef struct obj_extra {
-    const char *part_size, *chunk_size;    /* Create: lb-part-size, lb-chunk-size */
+    const char *part_size;                 /* Create: lb-part-size */
     const char *decoded;                   /* aws-chunked: the data length */
 } obj_extra;
 
 /* Content-Type, user metadata, ours and the aws-chunked pair; the count
- * into h (room for nmetadata + 5). */
+ * into h (room for nmetadata + 4). */
 static size_t object_headers(s3x *x, lb_sigv4_header *h, const obj_extra *e) {
     const lb_s3_opts *o = x->o;
     size_t n = 0, i;
@@ -58,10 +57,6 @@ static size_t object_headers(s3x *x, lb_sigv4_header *h, const obj_extra *e) {
     if (e && e->part_size) {
         h[n].name = "x-amz-meta-lb-part-size";
         h[n++].value = e->part_size;
-    }
-    if (e && e->chunk_size) {
-        h[n].name = "x-amz-meta-lb-chunk-size";
-        h[n++].value = e->chunk_size;
     }
     return n;
 }
@@ -79,7 +74,7 @@ static size_t chunked_headers(lb_sigv4_header *h, int64_t len, char dec[24]) {
 
 static int sign_object(s3x *x, s3_slot *s, const char *method, const char *query,
                        const obj_extra *e, const char *payload) {
-    lb_sigv4_header *h = lb_malloc((x->o->nmetadata + 5) * sizeof *h);
+    lb_sigv4_header *h = lb_malloc((x->o->nmetadata + 4) * sizeof *h);
     char dec[24];
     size_t n;
     int rc;
@@ -175,7 +170,7 @@ static const char *payload_of(const s3x *x, const s3_part *p, char hex[65]) {
 
 /* PutObject (whole file, or the stream's only buffer). */
 static int put_build(s3x *x, s3_slot *s, s3_part *p) {
-    obj_extra e = { NULL, NULL, NULL };
+    obj_extra e = { NULL, NULL };
     char hex[65], dec[24];
     int rc;
     if (chunked(x, p)) {
@@ -188,7 +183,7 @@ static int put_build(s3x *x, s3_slot *s, s3_part *p) {
     return LB_OK;
 }
 
-/* An UploadPart or PutObject answer: its ETag, and a chunked body's digest. */
+/* An UploadPart or PutObject answer: its ETag, and a chunked body's CRC. */
 static int put_ok(s3x *x, s3_slot *s, s3_part *p, int *retry, char *msg) {
     if (s->req.body_reader == chunked_body) {
         if (!s->ck.ended) {         /* a 2xx before the whole body went */
@@ -196,7 +191,7 @@ static int put_ok(s3x *x, s3_slot *s, s3_part *p, int *retry, char *msg) {
             snprintf(msg, LB_ERR_LEN, "answered before the whole body was sent");
             return LB_ECONNECT;
         }
-        s3_chunked_digest(&s->ck, p->digest);
+        p->crc = s3_chunked_crc(&s->ck);
     }
     return take_etag(x, s, &p->etag, retry, msg);
 }
@@ -211,15 +206,13 @@ static int keep_ok(s3x *x, s3_slot *s, s3_part *p, int *retry, char *msg) {
     return LB_OK;
 }
 
-/* lb-part-size always; lb-chunk-size when file parts go chunked. */
+/* lb-part-size: downloads align their ranges to the parts to check them. */
 static int create_build(s3x *x, s3_slot *s, s3_part *p) {
-    obj_extra e = { NULL, NULL, NULL };
-    char ps[24], cs[24];
+    obj_extra e = { NULL, NULL };
+    char ps[24];
     (void)p;
     snprintf(ps, sizeof ps, "%lld", (long long)x->part_size);
-    snprintf(cs, sizeof cs, "%ld", (long)S3_CHUNK);
     e.part_size = ps;
-    if (x->o->file && !x->o->unsigned_payload) e.chunk_size = cs;
     return sign_object(x, s, "POST", "uploads", &e, S3_EMPTY_SHA256);
 }
 
@@ -356,6 +349,7 @@ static int stream_more(s3x *x) {
     p->off = x->nparts ? x->parts[x->nparts - 1].off + x->parts[x->nparts - 1].len : 0;
     p->len = len;
     p->buf = buf;
+    p->crc = lb_crc32c(0, buf, (size_t)len);
     if (!EVP_Digest(len ? buf : "", (size_t)len, p->digest, &dl, EVP_sha256(), NULL)) {
         x->pool[x->npool++] = buf;
         p->buf = NULL;
@@ -462,7 +456,7 @@ static int completed_anyway(s3x *x, const s3_part *parts, size_t n) {
     return 0;
 }
 
-/* PutObjectTagging: lb-sha256 = x->lbsha (the object is new: no tags to keep). */
+/* PutObjectTagging: lb-crc32c = x->lbsum (the object is new: no tags to keep). */
 static int tag_build(s3x *x, s3_slot *s, s3_part *p) {
     lb_sigv4_header h[2] = { { "Content-Type", "application/xml" }, { "Content-MD5", x->tag_md5 } };
     (void)p;
@@ -481,16 +475,16 @@ static void store_digest(s3x *x) {
     unsigned char md5[16];
     unsigned int ml = 0;
     lb_free(x->body);
-    x->body = lb_s3_tagging_xml("lb-sha256", x->lbsha);
+    x->body = lb_s3_tagging_xml("lb-crc32c", x->lbsum);
     s3_outcome_save(x, &saved);
     if (!x->body || lb_sigv4_sha256_hex(x->body, x->body_len = strlen(x->body), x->body_hash) != LB_OK
         || !EVP_Digest(x->body, x->body_len, md5, &ml, EVP_md5(), NULL)
         || EVP_EncodeBlock((unsigned char *)x->tag_md5, md5, 16) != 24) {
-        s3_copy_text(x->res->note, sizeof x->res->note, "lb-sha256 tag not stored: out of memory");
+        s3_copy_text(x->res->note, sizeof x->res->note, "lb-crc32c tag not stored: out of memory");
     } else {
         memset(&one, 0, sizeof one);
         if (s3_run(x, &PH_TAG, &one, 1, 1) != LB_OK)
-            snprintf(x->res->note, sizeof x->res->note, "lb-sha256 tag not stored: %.120s",
+            snprintf(x->res->note, sizeof x->res->note, "lb-crc32c tag not stored: %.120s",
                      x->err && x->err[0] ? x->err : x->res->code);
     }
     s3_outcome_restore(x, &saved);
@@ -634,20 +628,17 @@ static void sweep_lost_creates(s3x *x, time_t t0) {
     s3_outcome_restore(x, &saved);
 }
 
-/* The object's lb-sha256 from its part digests (known for stream parts
- * and chunked file parts), tagged on it; res->sha256 gets it too. */
+/* The object's lb-crc32c from its parts' CRCs (known for stream parts and
+ * chunked file parts), tagged on it; res->checksum gets it too. */
 static int digest_parts(s3x *x, const s3_part *parts, size_t n) {
-    unsigned char *d;
+    uint32_t *crcs;
     size_t i;
-    if (x->o->file && x->o->unsigned_payload) return LB_OK;    /* nothing was hashed */
-    if (!(d = lb_malloc(n * 32))) return s3_fail(x, LB_ENOMEM, "out of memory");
-    for (i = 0; i < n; i++) memcpy(d + 32 * i, parts[i].digest, 32);
-    if (lb_s3_composite(d, n, x->lbsha, sizeof x->lbsha) != LB_OK
-        || !(x->res->sha256 = lb_strdup(x->lbsha))) {
-        lb_free(d);
-        return s3_fail(x, LB_ENOMEM, "out of memory");
-    }
-    lb_free(d);
+    if (x->o->file && x->o->unsigned_payload) return LB_OK;    /* plain file bodies: no CRC taken */
+    if (!(crcs = lb_malloc(n * sizeof *crcs))) return s3_fail(x, LB_ENOMEM, "out of memory");
+    for (i = 0; i < n; i++) crcs[i] = parts[i].crc;
+    lb_s3_crc_composite(crcs, n, x->lbsum, sizeof x->lbsum);
+    lb_free(crcs);
+    if (!(x->res->checksum = lb_strdup(x->lbsum))) return s3_fail(x, LB_ENOMEM, "out of memory");
     store_digest(x);
     return LB_OK;
 }

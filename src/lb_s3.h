@@ -11,28 +11,28 @@
  * each chunk hashed and signed as it is sent and checked by the server.
  *   - file up to multipart_threshold (default 16 MiB): one PutObject; its
  *     ETag, the MD5 of the body, is what downloads check;
- *   - larger file: CreateMultipartUpload with x-amz-meta-lb-part-size and
- *     x-amz-meta-lb-chunk-size, UploadPart requests, CompleteMultipartUpload,
- *     then PutObjectTagging lb-sha256 = "<hex sha256 of the concatenated
- *     part digests>-<nparts>", a part digest being the SHA-256 of the
- *     part's chunk digests.  A refused tag is res->note, not a failure.
+ *   - larger file: CreateMultipartUpload with x-amz-meta-lb-part-size,
+ *     UploadPart requests, CompleteMultipartUpload, then PutObjectTagging
+ *     lb-crc32c = "<8 hex: CRC-32C of the parts' big-endian CRC-32Cs>-<n>"
+ *     (lb_s3_crc_composite; the CRCs taken as the chunks are read).  A
+ *     refused tag is res->note, not a failure.
  *     Any failure after the create sends AbortMultipartUpload (retried),
  *     so no parts are left behind;
  *   - unsigned_payload: plain file bodies signed UNSIGNED-PAYLOAD, nothing
  *     hashed, no tag;
- *   - stream (reader): part buffers filled from the reader, each hashed as
- *     filled (a part digest is its plain SHA-256: no lb-chunk-size); a
- *     stream that ends within its first part is one PutObject.
+ *   - stream (reader): part buffers filled from the reader, each hashed
+ *     (SHA-256 for the signature, CRC-32C for the tag) as filled; a stream
+ *     that ends within its first part is one PutObject.
  * Download (lb_s3_download): HeadObject (and GetObjectTagging when the
  * object has tags but no lb-sha256 metadata), then ranged GETs (aligned to
  * lb-part-size when the object has our digest and that part size is one
  * we could have written, else part_size; never more than 10,000) written
- * at their offsets into "<dest>.lbpart-<random>" and hashed as they arrive
- * (by lb-chunk-size chunks when stated), If-Match on the ETag; verified
- * against lb-sha256 -- tag, or metadata as older uploads wrote it --
- * ("sha256"), else a plain-MD5 ETag for objects up to 64 MiB ("md5"), else
- * the length ("length"); then renamed over dest.  Any failure unlinks the
- * temporary file.
+ * at their offsets into "<dest>.lbpart-<random>" and checked as they
+ * arrive, If-Match on the ETag; verified against the lb-crc32c tag
+ * ("crc32c"), the lb-sha256 metadata older uploads wrote ("sha256"), a
+ * plain-MD5 ETag for objects up to 64 MiB ("md5"), else the length
+ * ("length"); then renamed over dest.  Any failure unlinks the temporary
+ * file.
  *
  * Retries: a request failing with ECONNECT/ETIMEDOUT, HTTP 5xx, 429 or the
  * S3 codes SlowDown/InternalError/RequestTimeout is retried alone with
@@ -129,7 +129,7 @@ typedef struct lb_s3_result {
     int64_t bytes;                  /* object size */
     char *etag;                     /* as S3 sent it (with its quotes) */
     int parts;                      /* upload: parts (1 = single PUT); download: ranges */
-    char *sha256;                   /* upload: the lb-sha256 tag's value (multipart), else NULL */
+    char *checksum;                 /* upload: the lb-crc32c tag's value (multipart), else NULL */
     char *upload_id;                /* multipart upload id, else NULL */
     const char *verified;           /* download: "sha256", "md5" or "length" (static) */
     int concurrency;                /* the most requests in flight it allowed */
@@ -203,9 +203,10 @@ int lb_s3_adapt_step(lb_s3_adapt *a, double now, int64_t bytes);
  * 0 <= size <= LB_S3_MAX_OBJECT, ceil(size / result) <= 10,000. */
 int64_t lb_s3_part_size(int64_t size, int64_t requested);
 
-/* The part size an object's own metadata states (lb-part-size, with an
- * lb-sha256 "<64 hex>-<n>" as our multipart uploads write them) when an
- * upload of ours could have made it: 5 MiB..5 GiB, n <= 10,000 and n =
+/* The part size an object's own metadata states (lb-part-size, with a
+ * digest "<hex>-<n>" as our multipart uploads write them: lb-crc32c, 8 hex
+ * digits, or the older lb-sha256, 64) when an upload of ours could have
+ * made it: 5 MiB..5 GiB, n <= 10,000 and n =
  * ceil(size / part size).  Else 0 (absent, malformed or implausible: plan
  * ranges of your own; metadata is anyone's to write, never obeyed blindly). */
 int64_t lb_s3_stored_part_size(int64_t size, const char *lbsha, const char *lbps);
@@ -229,6 +230,10 @@ char *lb_s3_object_url(const char *endpoint, const char *bucket, const char *key
 /* The CompleteMultipartUpload document for n parts (numbered 1..n) with
  * their ETags.  Returns a new string or NULL when out of memory. */
 char *lb_s3_complete_xml(const char *const *etags, size_t n);
+
+/* "<8 hex: CRC-32C of the n big-endian CRCs>-<n>" into out (at least
+ * 8 + 1 + 5 + 1 bytes): the lb-crc32c value of an object of n parts. */
+void lb_s3_crc_composite(const uint32_t *crcs, size_t n, char *out, size_t cap);
 
 /* The PutObjectTagging document of one tag.  A new string or NULL (out of
  * memory). */

@@ -7,8 +7,8 @@
  *   <hex size>;chunk-signature=<64 hex>\r\n<data>\r\n
  * and the body ends with the zero-length chunk.  The server checks each
  * chunk against its signature, so what it stores is what was read; the
- * SHA-256 of the chunk digests (the part digest of lb-sha256 when the
- * object says lb-chunk-size) comes out of the same pass. */
+ * data's CRC-32C (for the lb-crc32c tag) comes out of the same pass,
+ * while the chunk is in the cache. */
 #include "lb_s3_int.h"
 
 #include <errno.h>
@@ -54,7 +54,7 @@ int s3_chunked_start(s3_chunked *c, const lb_s3_opts *o, const char *region, con
     c->at = c->len = 0;
     c->ended = 0;
     c->err_no = 0;
-    SHA256_Init(&c->digests);
+    c->crc = 0;
     return LB_OK;
 }
 
@@ -76,7 +76,7 @@ static int frame_chunk(s3_chunked *c, char *dst, size_t want) {
         got += (size_t)r;
     }
     lb_sv_sha256(data, want, md);
-    if (want) SHA256_Update(&c->digests, md, sizeof md);
+    c->crc = lb_crc32c(c->crc, data, want);
     s3_hex(md, 32, hex);
     if (c->head_len + 194 > sizeof sts) return LB_EINVAL;
     memcpy(sts, c->head, c->head_len);
@@ -130,8 +130,8 @@ long s3_chunked_read(s3_chunked *c, char *out, size_t cap) {
     return (long)n;
 }
 
-void s3_chunked_digest(s3_chunked *c, unsigned char out[32]) {
-    SHA256_Final(out, &c->digests);
+uint32_t s3_chunked_crc(const s3_chunked *c) {
+    return c->crc;
 }
 
 void s3_chunked_free(s3_chunked *c) {

@@ -1,9 +1,10 @@
 /* lb_s3_get.c -- S3 downloads (lb_s3_download), on the engine of lb_s3.c.
  *
- * HeadObject gives the size, ETag and our metadata; the ranges follow
- * lb-part-size when the object carries lb-sha256 "<hex>-<n>" (so each
- * range's SHA-256 is one part digest and the composite can be recomputed)
- * and that part size is one our uploads make (lb_s3_stored_part_size:
+ * HeadObject gives the size, ETag and our metadata (GetObjectTagging the
+ * lb-crc32c tag); the ranges follow lb-part-size when the object carries
+ * lb-crc32c "<8 hex>-<n>" or the older lb-sha256 "<64 hex>-<n>" (so each
+ * range's CRC-32C or SHA-256 is one part's and the composite can be
+ * recomputed) and that part size is one our uploads make (lb_s3_stored_part_size:
  * metadata is anyone's to write), else part_size.  A Content-Length above
  * LB_S3_MAX_OBJECT is refused, so a plan never exceeds 10,000 ranges.
  * Every range is a GET with Range and If-Match (the object must not change
@@ -25,7 +26,7 @@
 #include "lb_buf.h"
 #include "lb_xml.h"
 
-enum { V_LENGTH, V_SHA256_PARTS, V_SHA256, V_MD5 };
+enum { V_LENGTH, V_SHA256_PARTS, V_SHA256, V_MD5, V_CRC32C_PARTS };
 
 /* ---- phases -------------------------------------------------------------- */
 
@@ -60,25 +61,6 @@ static int tags_build(s3x *x, s3_slot *s, s3_part *p) {
 
 static const s3_phase PH_TAGS = { "GetObjectTagging", tags_build, head_ok, NULL, 0, 0 };
 
-/* Hash n bytes of a range as aws-chunked chunks of x->chunk: each full
- * chunk's digest goes into the range's digest of digests. */
-static void chunk_update(s3x *x, s3_slot *s, const char *p, size_t n) {
-    unsigned char md[32];
-    while (n > 0) {
-        size_t k = (size_t)(x->chunk - s->ck_fill) < n ? (size_t)(x->chunk - s->ck_fill) : n;
-        SHA256_Update(&s->ck_md, p, k);
-        s->ck_fill += (int64_t)k;
-        p += k;
-        n -= k;
-        if (s->ck_fill == x->chunk) {
-            SHA256_Final(md, &s->ck_md);
-            SHA256_Update(&s->ck_part, md, sizeof md);
-            SHA256_Init(&s->ck_md);
-            s->ck_fill = 0;
-        }
-    }
-}
-
 static int on_data(void *ud, const char *p, size_t n) {
     s3_slot *s = ud;
     s3x *x = s->x;
@@ -101,7 +83,7 @@ static int on_data(void *ud, const char *p, size_t n) {
         }
         done += (size_t)w;
     }
-    if (x->chunk) chunk_update(x, s, p, n);
+    if (x->crc_ranges) s->crc = lb_crc32c(s->crc, p, n);
     if (s->md && !EVP_DigestUpdate(s->md, p, n)) {
         s->why = LB_ENOMEM;
         snprintf(s->why_msg, sizeof s->why_msg, "out of memory");
@@ -129,11 +111,7 @@ static int get_build(s3x *x, s3_slot *s, s3_part *p) {
     if ((rc = s3_sign(x, s, "GET", NULL, h, n, S3_EMPTY_SHA256)) != LB_OK) return rc;
     if (s->md && !EVP_DigestInit_ex(s->md, x->md_type, NULL))
         return s3_fail(x, LB_ENOMEM, "out of memory");
-    if (x->chunk) {
-        SHA256_Init(&s->ck_md);
-        SHA256_Init(&s->ck_part);
-        s->ck_fill = 0;
-    }
+    s->crc = 0;
     s->req.sink_kind = LB_HTTP_SINK_WRITER;
     s->req.on_data = on_data;
     s->req.data_ud = s;
@@ -157,14 +135,7 @@ static int get_ok(s3x *x, s3_slot *s, s3_part *p, int *retry, char *msg) {
         snprintf(msg, LB_ERR_LEN, "out of memory");
         return LB_ENOMEM;
     }
-    if (x->chunk) {                 /* the last, short chunk */
-        unsigned char md[32];
-        if (s->ck_fill) {
-            SHA256_Final(md, &s->ck_md);
-            SHA256_Update(&s->ck_part, md, sizeof md);
-        }
-        SHA256_Final(p->digest, &s->ck_part);
-    }
+    p->crc = s->crc;
     return LB_OK;
 }
 
@@ -222,7 +193,13 @@ static int verify(s3x *x, int how, const char *want, s3_part *parts, size_t n) {
     char got[80];
     size_t i;
     int rc;
-    if (how == V_SHA256_PARTS) {
+    if (how == V_CRC32C_PARTS) {
+        uint32_t *crcs = lb_malloc(n * sizeof *crcs);
+        if (!crcs) return s3_fail(x, LB_ENOMEM, "out of memory");
+        for (i = 0; i < n; i++) crcs[i] = parts[i].crc;
+        lb_s3_crc_composite(crcs, n, got, sizeof got);
+        lb_free(crcs);
+    } else if (how == V_SHA256_PARTS) {
         if (!(all = lb_malloc(32 * n))) return s3_fail(x, LB_ENOMEM, "out of memory");
         for (i = 0; i < n; i++) memcpy(all + 32 * i, parts[i].digest, 32);
         rc = lb_s3_composite(all, n, got, sizeof got);
@@ -236,7 +213,8 @@ static int verify(s3x *x, int how, const char *want, s3_part *parts, size_t n) {
     }
     if (strcasecmp(got, want) != 0)
         return s3_fail(x, LB_EINTEGRITY, "checksum mismatch: the object says %s %.80s, the bytes "
-                       "received hash to %.80s", how == V_MD5 ? "MD5" : "lb-sha256", want, got);
+                       "received hash to %.80s", how == V_MD5 ? "MD5" : how == V_CRC32C_PARTS ? "lb-crc32c"
+                       : "lb-sha256", want, got);
     return LB_OK;
 }
 
@@ -283,7 +261,7 @@ static int temp_open(s3x *x, char **tmp) {
 /* Facts from the HEAD answer. */
 typedef struct head_info {
     int64_t size;
-    const char *etag, *lbsha, *lbps, *lbcs;
+    const char *etag, *lbsha, *lbps, *lbsum;    /* lbsum: the lb-crc32c tag */
     int tagged;                     /* x-amz-tagging-count > 0 */
     int sse;                        /* KMS or customer keys: ETag is no MD5 */
 } head_info;
@@ -300,14 +278,13 @@ static int read_head(s3x *x, head_info *h) {
     h->etag = lb_http_response_header(&x->keep, "ETag");
     h->lbsha = lb_http_response_header(&x->keep, "x-amz-meta-lb-sha256");
     h->lbps = lb_http_response_header(&x->keep, "x-amz-meta-lb-part-size");
-    h->lbcs = lb_http_response_header(&x->keep, "x-amz-meta-lb-chunk-size");
     h->tagged = s3_parse_size(lb_http_response_header(&x->keep, "x-amz-tagging-count")) > 0;
     h->sse = (enc && strcasecmp(enc, "AES256") != 0)
           || lb_http_response_header(&x->keep, "x-amz-server-side-encryption-customer-algorithm");
     return LB_OK;
 }
 
-/* The object's lb-sha256 tag into out (cap bytes), else "" with a note
+/* The object's lb-crc32c tag into out (cap bytes), else "" with a note
  * (a refusal or a missing tag only means less to check).  x->keep, the
  * HEAD answer h points into, is kept aside meanwhile. */
 static void read_tag(s3x *x, char *out, size_t cap) {
@@ -322,13 +299,13 @@ static void read_tag(s3x *x, char *out, size_t cap) {
     memset(&one, 0, sizeof one);
     s3_outcome_save(x, &saved);
     if (s3_run(x, &PH_TAGS, &one, 1, 1) != LB_OK) {
-        snprintf(x->res->note, sizeof x->res->note, "lb-sha256 tag not read: %.120s",
+        snprintf(x->res->note, sizeof x->res->note, "lb-crc32c tag not read: %.120s",
                  x->err && x->err[0] ? x->err : x->res->code);
     } else if (lb_xml_parse(x->keep.body, x->keep.body_len, &doc, NULL) == LB_OK
                && (set = lb_xml_child(doc, "TagSet"))) {
         for (i = 0; i < set->n; i++) {
             const char *k = lb_xml_child_text(set->kids[i], "Key");
-            if (k && !strcmp(k, "lb-sha256")) s3_copy_text(out, cap, lb_xml_child_text(set->kids[i], "Value"));
+            if (k && !strcmp(k, "lb-crc32c")) s3_copy_text(out, cap, lb_xml_child_text(set->kids[i], "Value"));
         }
     }
     lb_xml_free(doc);
@@ -337,40 +314,40 @@ static void read_tag(s3x *x, char *out, size_t cap) {
     x->keep = head;
 }
 
-/* A chunk size our uploads write (lb-chunk-size), for part size ps; else 0. */
-static int64_t stored_chunk(const char *lbcs, int64_t ps) {
-    int64_t c = s3_parse_size(lbcs);
-    return c >= 8192 && c <= ps ? c : 0;
+/* A parts digest "<hexlen hex>-<n>" (named name) with the object's
+ * lb-part-size: how, with *rs the stored part size, when an upload of ours
+ * could have made them; else V_LENGTH (and a note when they were there). */
+static int parts_check(s3x *x, const head_info *h, const char *digest, const char *name, size_t hexlen,
+                       int how, int64_t *rs, char *want, size_t cap) {
+    const char *dash = strchr(digest, '-');
+    int64_t ps;
+    if (!dash || (size_t)(dash - digest) != hexlen || !h->lbps) return V_LENGTH;
+    if ((ps = lb_s3_stored_part_size(h->size, digest, h->lbps)) > 0) {
+        *rs = ps;
+        snprintf(want, cap, "%s", digest);
+        return how;
+    }
+    snprintf(x->res->note, sizeof x->res->note, "lb-part-size '%.24s' with %s parts '%.12s' ignored "
+             "(not a part size of ours for %lld bytes); ranges of %lld bytes", h->lbps, name, dash + 1,
+             (long long)h->size, (long long)*rs);
+    return V_LENGTH;
 }
 
 /* Choose the check and the range size; *want gets the expected digest. */
 static int plan(s3x *x, const head_info *h, int64_t *rs, char *want, size_t cap) {
     const lb_s3_opts *o = x->o;
+    int how;
     *rs = lb_s3_part_size(h->size, o->part_size);
     want[0] = '\0';
     if (o->no_checksum) return V_LENGTH;
+    if (h->lbsum && (how = parts_check(x, h, h->lbsum, "lb-crc32c", 8, V_CRC32C_PARTS, rs, want, cap)))
+        return how;
     if (h->lbsha) {
-        const char *dash = strchr(h->lbsha, '-');
-        if (!dash && strlen(h->lbsha) == 64 && is_hex(h->lbsha, 64)) {
+        if (!strchr(h->lbsha, '-') && strlen(h->lbsha) == 64 && is_hex(h->lbsha, 64)) {
             snprintf(want, cap, "%s", h->lbsha);
             return V_SHA256;
         }
-        if (dash && h->lbps) {
-            int64_t ps = lb_s3_stored_part_size(h->size, h->lbsha, h->lbps);
-            if (ps > 0 && h->lbcs && !(x->chunk = stored_chunk(h->lbcs, ps))) {
-                snprintf(x->res->note, sizeof x->res->note, "lb-chunk-size '%.24s' ignored (not a "
-                         "chunk size of ours); the length is checked", h->lbcs);
-                return V_LENGTH;
-            }
-            if (ps > 0) {
-                *rs = ps;
-                snprintf(want, cap, "%s", h->lbsha);
-                return V_SHA256_PARTS;
-            }
-            snprintf(x->res->note, sizeof x->res->note, "lb-part-size '%.24s' with lb-sha256 parts "
-                     "'%.12s' ignored (not a part size of ours for %lld bytes); ranges of %lld bytes",
-                     h->lbps, dash + 1, (long long)h->size, (long long)*rs);
-        }
+        if ((how = parts_check(x, h, h->lbsha, "lb-sha256", 64, V_SHA256_PARTS, rs, want, cap))) return how;
     }
     if (h->etag && !h->sse && h->size <= LB_S3_MD5_LIMIT && strlen(h->etag) == 34
         && h->etag[0] == '"' && h->etag[33] == '"' && is_hex(h->etag + 1, 32)) {
@@ -380,7 +357,7 @@ static int plan(s3x *x, const head_info *h, int64_t *rs, char *want, size_t cap)
     return V_LENGTH;
 }
 
-static const char *const VERIFIED[] = { "length", "sha256", "sha256", "md5" };
+static const char *const VERIFIED[] = { "length", "sha256", "sha256", "md5", "crc32c" };
 
 static int download(s3x *x) {
     const lb_s3_opts *o = x->o;
@@ -410,7 +387,7 @@ static int download(s3x *x) {
     if ((rc = read_head(x, &h)) != LB_OK) return rc;
     if (!o->no_checksum && !h.lbsha && h.tagged && h.lbps) {
         read_tag(x, tag, sizeof tag);
-        if (tag[0]) h.lbsha = tag;
+        if (tag[0]) h.lbsum = tag;
     }
     how = plan(x, &h, &rs, want, sizeof want);
     n = h.size ? (size_t)s3_ceil_div(h.size, rs) : 1;     /* <= 10,000 (lb_s3.h) */
@@ -424,7 +401,8 @@ static int download(s3x *x) {
         parts[i].off = (int64_t)i * rs;
         parts[i].len = i + 1 < n ? rs : h.size - parts[i].off;
     }
-    if ((how == V_SHA256_PARTS && !x->chunk) || (how == V_SHA256 && n == 1)) x->md_type = EVP_sha256();
+    x->crc_ranges = how == V_CRC32C_PARTS;
+    if (how == V_SHA256_PARTS || (how == V_SHA256 && n == 1)) x->md_type = EVP_sha256();
     else if (how == V_MD5 && n == 1) x->md_type = EVP_md5();
     if ((rc = temp_open(x, &tmp)) != LB_OK) goto done;
     rc = s3_run(x, &PH_GET, parts, n, x->concurrency < (int)n ? x->concurrency : (int)n);

@@ -7,6 +7,7 @@
 
 #include <openssl/evp.h>
 
+#include "lb_crc32c.h"
 #include "lb_http.h"
 #include "lb_s3.h"
 #include "lb_sigv4.h"
@@ -27,6 +28,7 @@ typedef struct s3_part {
     int attempts;
     int state;                      /* P_* */
     unsigned char digest[32];       /* SHA-256 (or MD5 in the first 16) */
+    uint32_t crc;                   /* CRC-32C of the part (the lb-crc32c tag) */
     char *etag;                     /* upload: UploadPart's ETag */
     char *buf;                      /* stream upload: the part's bytes */
 } s3_part;
@@ -45,7 +47,7 @@ typedef struct s3_chunked {
     size_t cap, at, len;            /* buf's size; bytes handed out; bytes held */
     int ended;                      /* the zero-length chunk is framed */
     int err_no;                     /* errno of a failed read */
-    SHA256_CTX digests;             /* over the chunk digests */
+    uint32_t crc;                   /* CRC-32C of the data so far */
 } s3_chunked;
 
 /* Bytes on the wire for one chunk of n data bytes (n = 0: the last). */
@@ -59,8 +61,8 @@ int s3_chunked_start(s3_chunked *c, const lb_s3_opts *o, const char *region, con
 /* The next bytes of the body (an lb_http reader): count, 0 at the end, or
  * -LB_EIO (c->err_no: errno, 0 = the file shrank). */
 long s3_chunked_read(s3_chunked *c, char *out, size_t cap);
-/* After the end: SHA-256 of the concatenated chunk digests. */
-void s3_chunked_digest(s3_chunked *c, unsigned char out[32]);
+/* After the end: the CRC-32C of the data. */
+uint32_t s3_chunked_crc(const s3_chunked *c);
 void s3_chunked_free(s3_chunked *c);
 
 struct s3x;
@@ -80,9 +82,7 @@ typedef struct s3_slot {
     char why_msg[LB_ERR_LEN];
     EVP_MD_CTX *md;                 /* download: digest of this range */
     s3_chunked ck;                  /* upload: the aws-chunked body */
-    /* download of an object with lb-chunk-size: this range's chunk digests */
-    SHA256_CTX ck_md, ck_part;
-    int64_t ck_fill;                /* bytes in the chunk being hashed */
+    uint32_t crc;                   /* download: CRC-32C of this range so far */
 } s3_slot;
 
 /* Hooks of a phase (one kind of request). */
@@ -125,7 +125,7 @@ typedef struct s3x {
     /* the answer of a one-request phase (HEAD, Create, Complete) */
     lb_http_response keep;
     /* upload */
-    char lbsha[80];                 /* the lb-sha256 tag's value, "" if none */
+    char lbsum[32];                 /* the lb-crc32c tag's value, "" if none */
     char tag_md5[32];               /* PutObjectTagging: base64 Content-MD5 */
     int64_t part_size;
     const char *upload_id_enc;      /* percent-encoded, in idenc */
@@ -143,7 +143,7 @@ typedef struct s3x {
     int fd;
     const char *if_match;
     const EVP_MD *md_type;          /* per-range digest, or NULL */
-    int64_t chunk;                  /* > 0: ranges hash as aws-chunked chunks of this */
+    int crc_ranges;                 /* 1: each range's CRC-32C (lb-crc32c) */
     int ranged;
 } s3x;
 

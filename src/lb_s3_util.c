@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "lb_alloc.h"
+#include "lb_crc32c.h"
 #include "lb_buf.h"
 #include "lb_xml.h"
 
@@ -62,8 +63,9 @@ int64_t lb_s3_stored_part_size(int64_t size, const char *lbsha, const char *lbps
     const char *dash = lbsha ? strchr(lbsha, '-') : NULL;
     int64_t n, ps = s3_parse_size(lbps);
     size_t i;
-    if (!dash || dash - lbsha != 64 || size < 0 || size > LB_S3_MAX_OBJECT) return 0;
-    for (i = 0; i < 64; i++)
+    if (!dash || (dash - lbsha != 64 && dash - lbsha != 8) || size < 0 || size > LB_S3_MAX_OBJECT)
+        return 0;
+    for (i = 0; i < (size_t)(dash - lbsha); i++)
         if (!strchr("0123456789abcdefABCDEF", lbsha[i])) return 0;
     n = s3_parse_size(dash + 1);
     if (n < 1 || n > LB_S3_MAX_PARTS || ps < LB_S3_MIN_PART || ps > LB_S3_MAX_PART) return 0;
@@ -171,6 +173,17 @@ char *lb_s3_complete_xml(const char *const *etags, size_t n) {
     return lb_buf_detach(&b, NULL);
 }
 
+void lb_s3_crc_composite(const uint32_t *crcs, size_t n, char *out, size_t cap) {
+    uint32_t c = 0;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        unsigned char be[4] = { (unsigned char)(crcs[i] >> 24), (unsigned char)(crcs[i] >> 16),
+                                (unsigned char)(crcs[i] >> 8), (unsigned char)crcs[i] };
+        c = lb_crc32c(c, be, 4);
+    }
+    snprintf(out, cap, "%08x-%zu", (unsigned)c, n);
+}
+
 char *lb_s3_tagging_xml(const char *key, const char *value) {
     lb_buf b = { 0 };
     int rc = lb_buf_puts(&b, "<Tagging xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><TagSet><Tag><Key>");
@@ -219,7 +232,7 @@ int lb_s3_parse_error(const char *body, size_t len, char *code, size_t code_cap,
 void lb_s3_result_free(lb_s3_result *res) {
     if (!res) return;
     lb_free(res->etag);
-    lb_free(res->sha256);
+    lb_free(res->checksum);
     lb_free(res->upload_id);
     memset(res, 0, sizeof *res);
 }

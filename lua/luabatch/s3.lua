@@ -618,8 +618,9 @@ end
 -- SHA-256-signed, checked by the server).  opts: content_type, metadata,
 -- part_size, concurrency, max_attempts, multipart_threshold,
 -- unsigned_payload, on_progress = function(done, total) (false cancels).
--- res = { bytes, etag (unquoted), parts, sha256 (multipart: the lb-sha256
--- tag), upload_id, note (the tag could not be stored: logged as a warning) }.
+-- res = { bytes, etag (unquoted), parts, checksum (multipart: the lb-crc32c
+-- tag), upload_id, concurrency, note (the tag could not be stored: logged
+-- as a warning) }.
 function _M:upload_file(path, bucket, key, opts)
   if type(path) ~= "string" and type(path) ~= "function" then
     error("bad argument #1 to 'upload_file' (path or reader function expected, got "
@@ -630,6 +631,7 @@ function _M:upload_file(path, bucket, key, opts)
   local f, t, code = prepare_transfer(self, "s3_upload", "PutObject", bucket, key, opts)
   if not f then return nil, t, code end
   if type(path) == "function" then t.reader = path else t.file = path end
+  t.direction = "upload"
   local res, msg
   res, msg, code = transfer.run(f, t, engine_hooks(self, bucket, key))
   if res then res.etag = unquote(res.etag) end
@@ -650,11 +652,11 @@ end
 
 --- download_file(bucket, key, path [, opts]) -> res | nil, msg, code
 -- Through core.s3_download: ranged parallel GETs into a temporary file
--- renamed at the end, verified against lb-sha256 (tag or metadata), MD5
--- ETag or length.  opts: part_size, concurrency, max_attempts, checksum (true),
--- on_progress.  res = { bytes, etag, verified = "sha256"|"md5"|"length",
--- parts (ranges), note }: note says why less was checked (lb-part-size or
--- lb-chunk-size no upload of ours writes, the tag unreadable; logged at debug).
+-- renamed at the end, verified against the lb-crc32c tag, older lb-sha256
+-- metadata, the MD5 ETag or the length.  opts: part_size, concurrency, max_attempts, checksum (true),
+-- on_progress.  res = { bytes, etag, verified = "crc32c"|"sha256"|"md5"|"length",
+-- parts (ranges), concurrency, note }: note says why less was checked (an
+-- lb-part-size no upload of ours writes, the tag unreadable; logged at debug).
 function _M:download_file(bucket, key, path, opts)
   check_bucket(bucket, "download_file", 1)
   check_key(key, "download_file", 2)

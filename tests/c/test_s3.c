@@ -108,6 +108,9 @@ static void test_stored_part_size(void) {
     CHECK(lb_s3_stored_part_size(20 * MiB, sha, "5242880") == 0);
     snprintf(sha, sizeof sha, "%.63sg-4", hex);                            /* not hex */
     CHECK(lb_s3_stored_part_size(20 * MiB, sha, "5242880") == 0);
+    CHECK(lb_s3_stored_part_size(20 * MiB, "0badCAFE-4", "5242880") == 5 * MiB);   /* lb-crc32c */
+    CHECK(lb_s3_stored_part_size(20 * MiB, "0badCAFE1-4", "5242880") == 0);        /* 9 digits */
+    CHECK(lb_s3_stored_part_size(20 * MiB, "0badCAFx-4", "5242880") == 0);
 }
 
 /* Drive the controller with a link whose rate is rate(n) for n requests in
@@ -568,12 +571,12 @@ static void test_rgw(const char *endpoint, const char *dir, const char *src) {
     rc = lb_s3_upload(&o, &r, err);
     CHECK(rc == LB_OK);
     if (rc != LB_OK) fprintf(stderr, "upload: %s\n", err);
-    CHECK(r.parts == 2 && r.bytes == 6 * MiB + 123 && r.sha256 && r.upload_id);
+    CHECK(r.parts == 2 && r.bytes == 6 * MiB + 123 && r.checksum && r.upload_id);
     lb_s3_result_free(&r);
     o.file = dst;
     rc = lb_s3_download(&o, &r, err);
     CHECK(rc == LB_OK);
-    CHECK(r.verified && strcmp(r.verified, "sha256") == 0 && r.parts == 2);
+    CHECK(r.verified && strcmp(r.verified, "crc32c") == 0 && r.parts == 2);
     lb_s3_result_free(&r);
     CHECK(same_file(src, dst));
     unlink(dst);

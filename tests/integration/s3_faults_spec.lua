@@ -301,7 +301,7 @@ describe("S3 transfers under injected faults #integration", function()
       local res, msg = download("dl-big", dest)
       assert.are.equal(1, #proxy:faults("reset_response_after"))
       assert_downloaded(res, msg, dir, dest, big_sha)
-      assert.are.equal("sha256", res.verified)
+      assert.are.equal("crc32c", res.verified)
     end)
 
     it("survives a reset in the middle of a single GET", function()
@@ -396,6 +396,36 @@ describe("S3 transfers under injected faults #integration", function()
   end)
 
   describe("through luabatch.s3 and the CLI", function()
+    it("a server refusing aws-chunked bodies (501 NotImplemented) gets unsigned payloads, with a warning", function()
+      local s3 = require("luabatch.s3").new({
+        config = require("luabatch.config").new({ env = {}, region = "us-east-1" }),
+        credentials = require("luabatch.credentials").new({ access_key = key, secret_key = secret, env = {} }),
+        endpoint = proxy.endpoint, region = "us-east-1" })
+      proxy:add({ match = { method = "PUT", header = { "Content-Encoding", "aws-chunked" } }, action = "status",
+        status = 501, code = "NotImplemented", times = 0 })
+      local log = require "luabatch.log"
+      local warned = {}
+      local saved = log.warn
+      log.warn = function(fmt, ...) warned[#warned + 1] = fmt:format(...) end
+      local ok, e = pcall(function()
+        local res = assert(s3:upload_file(big, bucket, "up-unchunked"))      -- multipart
+        assert.are.equal(big_sha, (object_sha("up-unchunked")))
+        assert.is_nil(res.checksum)                                          -- unsigned payloads: no CRC, no tag
+        assert_no_open_uploads("up-unchunked")
+        local items = { { file = small, key = "up-unchunked-many/1" }, { file = small, key = "up-unchunked-many/2" } }
+        local rs = assert(s3:transfer_many("upload", bucket, items, {}))
+        for i = 1, 2 do
+          assert.is_not_false(rs[i].ok, rs[i].err)
+          assert.are.equal(small_sha, (object_sha(items[i].key)))
+        end
+      end)
+      log.warn = saved
+      assert(ok, e)
+      assert.is_true(#proxy:faults("status") >= 3)    -- the big one's first part, then each small PUT
+      assert.are.equal(2, #warned)                    -- once per transfer, naming the object
+      assert.is_truthy(warned[1]:find("up-unchunked", 1, true) and warned[1]:find("NotImplemented", 1, true))
+    end)
+
     it("a stream upload (reader) survives a reset in the middle of part 2", function()
       local s3 = require("luabatch.s3").new({ endpoint = proxy.endpoint, region = "us-east-1",
         addressing = "path", credentials = require("luabatch.credentials").new({ access_key = key,

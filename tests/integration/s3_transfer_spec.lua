@@ -75,11 +75,11 @@ describe("core S3 transfers against Ceph RGW #integration", function()
     return assert(client():send({ method = "HEAD", path = "/" .. bucket .. "/" .. enc(k), operation = "HeadObject" }))
   end
 
-  -- The object's lb-sha256 tag, or nil.
+  -- The object's lb-crc32c tag, or nil.
   local function lb_tag(k)
     local r = assert(client():send({ method = "GET", path = "/" .. bucket .. "/" .. enc(k),
       query = { tagging = "" }, operation = "GetObjectTagging" }))
-    return r.body:match("<Key>lb%-sha256</Key><Value>(.-)</Value>")
+    return r.body:match("<Key>lb%-crc32c</Key><Value>(.-)</Value>")
   end
 
   -- Bytes this process has read (read/pread, files and sockets alike).
@@ -143,12 +143,13 @@ describe("core S3 transfers against Ceph RGW #integration", function()
     assert.are.equal(up.etag, h.headers["etag"])
     assert.is_nil(h.headers["x-amz-meta-lb-sha256"])
     local multipart = up.parts > 1
-    assert.are.equal(multipart and up.sha256 or nil, lb_tag(k))
-    assert.are.equal(multipart and "262144" or nil, h.headers["x-amz-meta-lb-chunk-size"])
+    assert.are.equal(multipart and up.checksum or nil, lb_tag(k))
+    assert.are.equal(multipart and ("%d"):format(extra and extra.part_size or 8 * MiB) or nil,
+      h.headers["x-amz-meta-lb-part-size"])
     local dst = dir .. "/dst"
     local down = assert(core.s3_download(opts({ key = k, file = dst, part_size = extra and extra.part_size })))
     assert.are.equal(size, down.bytes)
-    assert.are.equal(multipart and "sha256" or "md5", down.verified)
+    assert.are.equal(multipart and "crc32c" or "md5", down.verified)
     assert.are.equal(sha256_file(src), sha256_file(dst))
     assert.are.equal("0", temp_files())
     delete(k)
@@ -159,7 +160,7 @@ describe("core S3 transfers against Ceph RGW #integration", function()
 
   it("round-trips 0 B and 1 B objects", function()
     local up = round_trip(0, nil, 1)
-    assert.is_nil(up.sha256)             -- one PUT: its ETag (an MD5) is the check
+    assert.is_nil(up.checksum)           -- one PUT: its ETag (an MD5) is the check
     round_trip(1, nil, 1)
   end)
 
@@ -170,7 +171,7 @@ describe("core S3 transfers against Ceph RGW #integration", function()
     round_trip(5 * MiB, o, 1)
     up = round_trip(5 * MiB + 1, o, 2)
     assert.is_string(up.upload_id)
-    assert.is_truthy(up.sha256:match("^%x+%-2$"))
+    assert.is_truthy(up.checksum:match("^%x%x%x%x%x%x%x%x%-2$"))
     round_trip(5 * MiB + 1, nil, 1)        -- default threshold: one PUT
   end)
 
@@ -224,11 +225,11 @@ describe("core S3 transfers against Ceph RGW #integration", function()
     f:close()
     assert.are.equal(3, up.parts)
     assert.are.equal(12 * MiB + 7, up.bytes)
-    assert.are.equal(up.sha256, lb_tag("stream/long"))   -- tagged once all parts are in
+    assert.are.equal(up.checksum, lb_tag("stream/long"))   -- tagged once all parts are in
     assert.is_true(calls > 100)
     local dst = dir .. "/stream.out"
     local down = assert(core.s3_download(opts({ key = "stream/long", file = dst })))
-    assert.are.equal("sha256", down.verified)
+    assert.are.equal("crc32c", down.verified)
     assert.are.equal(sha256_file(src), sha256_file(dst))
 
     local chunks = { "hello ", "", "world" }   -- "" ends the stream
@@ -304,14 +305,14 @@ describe("core S3 transfers against Ceph RGW #integration", function()
     assert.are.equal(2, res[40].parts)                -- multipart inside a batch
     for i, r in ipairs(res) do
       assert.are.equal(items[i].size, r.bytes)
-      assert.are.equal(r.sha256, lb_tag(items[i].key))   -- multipart only; nil for one PUT
+      assert.are.equal(r.checksum, lb_tag(items[i].key))   -- multipart only; nil for one PUT
     end
     local down = {}
     for i, it in ipairs(items) do down[i] = { file = dir .. "/back" .. i, key = it.key } end
     down[41] = { file = dir .. "/missing", key = "many/missing" }
     res = assert(core.s3_batch(opts({ direction = "download", key = "-", workers = 6 }), down))
     for i = 1, 40 do
-      assert.are.equal(i == 40 and "sha256" or "md5", res[i].verified, res[i].err)
+      assert.are.equal(i == 40 and "crc32c" or "md5", res[i].verified, res[i].err)
       assert.are.equal(sha256_file(items[i].file), sha256_file(down[i].file))
     end
     assert.are.same({ false, "NoSuchKey" }, { res[41].ok, res[41].code })
@@ -343,39 +344,40 @@ describe("core S3 transfers against Ceph RGW #integration", function()
     delete("cancel-dl")
   end)
 
-  it("detects an object whose bytes no longer match lb-sha256 and keeps no file", function()
+  it("detects an object whose bytes no longer match its lb-crc32c tag (or older lb-sha256) and keeps no file", function()
     local src = make_file("corrupt", 12 * MiB)
     local up = assert(core.s3_upload(opts({ key = "corrupt", file = src, multipart_threshold = 5 * MiB,
       part_size = 5 * MiB })))
-    -- same size, other bytes, our metadata carried over by a plain PUT
+    -- same size, other bytes, our tag and part size carried over by a plain PUT
     local other = assert(io.open(make_file("other", 12 * MiB), "rb")):read("a")
     assert(client():send({ method = "PUT", path = "/" .. bucket .. "/corrupt", body = other,
-      headers = { ["x-amz-meta-lb-sha256"] = up.sha256, ["x-amz-meta-lb-part-size"] = tostring(5 * MiB) },
+      headers = { ["x-amz-tagging"] = "lb-crc32c=" .. up.checksum, ["x-amz-meta-lb-part-size"] = tostring(5 * MiB) },
       operation = "PutObject" }))
     local dst = dir .. "/corrupt.out"
     local res, msg, code = core.s3_download(opts({ key = "corrupt", file = dst }))
     assert.is_nil(res)
     assert.are.equal("EINTEGRITY", code)
-    assert.is_truthy(msg:find("checksum mismatch", 1, true))
+    assert.is_truthy(msg:find("checksum mismatch", 1, true) and msg:find(up.checksum, 1, true), msg)
     assert.is_false(exists(dst))
     assert.are.equal("0", temp_files())
 
-    -- the form uploads write now: lb-sha256 as a tag over chunk digests
+    -- the form older uploads wrote: lb-sha256 metadata over the parts' SHA-256s
+    local parts = {}
+    for i = 0, 2 do parts[#parts + 1] = core.sha256(other:sub(i * 5 * MiB + 1, (i + 1) * 5 * MiB)) end
+    local bin = table.concat(parts):gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end)
+    local good = core.sha256(bin) .. "-3"
     assert(client():send({ method = "PUT", path = "/" .. bucket .. "/corrupt", body = other,
-      headers = { ["x-amz-tagging"] = "lb-sha256=" .. up.sha256, ["x-amz-meta-lb-part-size"] = tostring(5 * MiB),
-        ["x-amz-meta-lb-chunk-size"] = "262144" }, operation = "PutObject" }))
+      headers = { ["x-amz-meta-lb-sha256"] = good, ["x-amz-meta-lb-part-size"] = tostring(5 * MiB) },
+      operation = "PutObject" }))
+    res = assert(core.s3_download(opts({ key = "corrupt", file = dst })))
+    assert.are.equal("sha256", res.verified)                      -- still understood
+    os.remove(dst)
+    assert(client():send({ method = "PUT", path = "/" .. bucket .. "/corrupt", body = other,
+      headers = { ["x-amz-meta-lb-sha256"] = ("0"):rep(64) .. "-3", ["x-amz-meta-lb-part-size"] = tostring(5 * MiB) },
+      operation = "PutObject" }))
     res, msg, code = core.s3_download(opts({ key = "corrupt", file = dst }))
     assert.are.equal("EINTEGRITY", code, msg)
-    assert.is_truthy(msg:find(up.sha256, 1, true))
     assert.is_false(exists(dst))
-    -- a chunk size no upload of ours writes: not obeyed, the length is checked
-    assert(client():send({ method = "PUT", path = "/" .. bucket .. "/corrupt", body = other,
-      headers = { ["x-amz-tagging"] = "lb-sha256=" .. up.sha256, ["x-amz-meta-lb-part-size"] = tostring(5 * MiB),
-        ["x-amz-meta-lb-chunk-size"] = "1" }, operation = "PutObject" }))
-    res = assert(core.s3_download(opts({ key = "corrupt", file = dst })))
-    assert.are.equal("length", res.verified)
-    assert.is_truthy(res.note:find("lb-chunk-size", 1, true))
-    os.remove(dst)
 
     -- single-PUT form: a whole-object digest
     assert(client():send({ method = "PUT", path = "/" .. bucket .. "/corrupt", body = "abc",
@@ -426,7 +428,7 @@ describe("core S3 transfers against Ceph RGW #integration", function()
       local res = assert(core.s3_download(opts({ key = "meta-ok", file = dir .. "/meta-ok.out" })))
       assert.are.equal(4, up.parts)
       assert.are.equal(4, res.parts)
-      assert.are.equal("sha256", res.verified)
+      assert.are.equal("crc32c", res.verified)
       assert.is_nil(res.note)
       os.remove(dir .. "/meta-ok.out")
       delete("meta-ok")

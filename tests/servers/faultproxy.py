@@ -30,7 +30,9 @@ Control endpoints (the "__" prefix cannot be an S3 bucket name):
 
 A rule:
   {"match": {"method": "PUT", "path_contains": "/key",
-             "query_contains": "partNumber=3"},     (all optional, all must hold)
+             "query_contains": "partNumber=3",
+             "header": ["Content-Encoding", "aws-chunked"]},   (all optional, all
+                          must hold; header: the named request header contains the text)
    "action": "reset_request_after" | "reset_response_after" | "status" | "stall",
    "bytes": N,            reset_*: after N body bytes forwarded (default 0);
                           stall: after N response body bytes (absent: before
@@ -102,7 +104,7 @@ def add_rules(spec):
     return ids
 
 
-def pick_rule(method, path, query):
+def pick_rule(method, path, query, headers=()):
     """The rule that fires for this request (counted), or None."""
     with LOCK:
         for r in RULES:
@@ -112,6 +114,8 @@ def pick_rule(method, path, query):
             if m.get("path_contains") and m["path_contains"] not in path:
                 continue
             if m.get("query_contains") and m["query_contains"] not in query:
+                continue
+            if m.get("header") and m["header"][1] not in (hget(headers, m["header"][0]) or ""):
                 continue
             if r["left"] is not None and r["left"] <= 0:
                 continue
@@ -356,7 +360,7 @@ class Handler(socketserver.BaseRequestHandler):
         if expect:
             headers = [(k, v) for k, v in headers if k.lower() != "expect"]
             self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-        rule = pick_rule(method, path, query)
+        rule = pick_rule(method, path, query, headers)
         action = rule["action"] if rule else None
         keep = version == "HTTP/1.1" and (hget(headers, "Connection") or "").lower() != "close"
 

@@ -3,7 +3,8 @@
 -- own kept-alive connections; every transfer keeps its guarantees: retries,
 -- verification, temp + rename, abort).  Objects refused for an expired
 -- token or a skewed clock run once more together, after a credential
--- refresh or a clock probe (the single-object path does the same).
+-- refresh or a clock probe, and uploads refused as aws-chunked once more
+-- unsigned (the single-object path does the same).
 --
 --   local results = batch.run(f, t, items, hooks)   -- from s3:transfer_many
 --   items = { { file = path, key = key, size = bytes|nil }, ... }
@@ -13,6 +14,7 @@
 -- on_progress returned false).
 
 local SKEW_CODES = require("luabatch.retry").SKEW_CODES
+local transfer = require "luabatch.s3.transfer"
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -35,16 +37,19 @@ function _M.run(f, t, items, hooks)
   t.time_offset = hooks.offset()
   local results, msg, code = f(t, items)
   if not results then return nil, msg, code end
-  local again, idx, expired, skewed = {}, {}, false, false
+  local again, idx, expired, skewed, unchunk = {}, {}, false, false, false
   for i, r in ipairs(results) do
     if r.ok == false and (EXPIRED[r.code] or SKEW_CODES[r.code] or r.code == "HTTP_403") then
       again[#again + 1], idx[#idx + 1] = items[i], i
       expired = expired or EXPIRED[r.code] or false
       skewed = skewed or not EXPIRED[r.code]
+    elseif r.ok == false and transfer.CHUNKED_REFUSED[r.code] and (unchunk or
+        transfer.unchunked(t, r.code, "s3://" .. t.bucket .. "/" .. items[i].key)) then
+      again[#again + 1], idx[#idx + 1], unchunk = items[i], i, true
     end
   end
   if #again > 0 then
-    local rerun = false
+    local rerun = unchunk
     if expired then
       local c = hooks.refresh()
       if c then

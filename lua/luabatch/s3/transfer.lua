@@ -18,7 +18,11 @@
 
 local _M = { _VERSION = "0.1.0" }
 
+-- What a server without aws-chunked bodies (SigV4 streaming) answers.
+_M.CHUNKED_REFUSED = { NotImplemented = true, HTTP_501 = true }
+
 local SKEW_CODES = require("luabatch.retry").SKEW_CODES
+local log = require "luabatch.log"
 local EXPIRED = { ExpiredToken = true, ExpiredTokenException = true, TokenRefreshRequired = true }
 
 local type = type
@@ -52,17 +56,37 @@ function _M.options(conn, bucket, key, opts)
 end
 
 
+--- unchunked(t, code, what) -> true when a file upload (t.direction
+-- "upload") refused with code should go again as UNSIGNED-PAYLOAD: the
+-- server takes no aws-chunked bodies (t.unsigned_payload is then set, and a
+-- warning names what).
+function _M.unchunked(t, code, what)
+  if not _M.CHUNKED_REFUSED[code] or t.unsigned_payload or t.reader or t.direction ~= "upload" then
+    return false
+  end
+  t.unsigned_payload = true
+  log.warn("s3: %s: the server refused an aws-chunked body (%s); sending unsigned payloads "
+    .. "(TLS protects them; nothing hashed)", what, code)
+  return true
+end
+
+
 --- run(f, t, hooks) -> f(t)'s results, signed with the corrected clock and
 -- live credentials.  hooks = { offset = function() -> seconds to add to
 -- time() when signing, probe = function() (a request through
 -- luabatch.request, which measures the skew from the server's Date when the
 -- server says the clock is off), refresh = function() -> fresh credentials
 -- | nil }.  On RequestTimeTooSkewed/RequestExpired (or a bodiless 403, a
--- HEAD's) the engine runs once more if the probe measured a new offset, on ExpiredToken once more with fresh credentials
--- (never for a reader: its bytes are gone); a skew that stays says so.
+-- HEAD's) the engine runs once more if the probe measured a new offset, on
+-- ExpiredToken once more with fresh credentials, on a refused aws-chunked
+-- upload once more unsigned (never for a reader: its bytes are gone); a
+-- skew that stays says so.
 function _M.run(f, t, hooks)
   t.time_offset = hooks.offset()
   local res, msg, code = f(t)
+  if not res and t.file and _M.unchunked(t, code, "s3://" .. t.bucket .. "/" .. t.key) then
+    res, msg, code = f(t)
+  end
   if not res and EXPIRED[code] and not t.reader then
     local c = hooks.refresh()
     if c then
