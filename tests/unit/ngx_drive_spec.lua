@@ -476,6 +476,30 @@ jobs:
     end)
   end)
 
+  it("runs: the journal's cancel marker is read at most once a second per run, at once after a job's end", function()
+    local runs = require "luabatch.ngx.runs"
+    local W = world()
+    local app = runs.new({ with = W.app.with })
+    app.dict = function() return W.dict end
+    app.clock = function() return W.t end
+    local reads = 0
+    app.journal = { cancel_requested = function() reads = reads + 1 return reads >= 3 and "stop" or nil end }
+    assert.is_nil(app:cancel_marker("r1"))
+    assert.is_nil(app:cancel_marker("r1"))      -- the same second: not read again
+    W.t = W.t + 0.5
+    assert.is_nil(app:cancel_marker("r1"))
+    assert.equal(1, reads)
+    assert.is_nil(app:cancel_marker("r2"))      -- another run has its own second
+    assert.equal(2, reads)
+    W.dict:set("ended:r1", true)                -- kick(r1, true): a job of r1 ended
+    assert.equal("stop", app:cancel_marker("r1"))
+    assert.equal(3, reads)
+    assert.is_nil(W.dict:get("ended:r1"))
+    W.t = W.t + 1
+    assert.equal("stop", app:cancel_marker("r1"))
+    assert.equal(4, reads)
+  end)
+
   it("runs: save_run indexes the wake time; the elected poller's tick kicks the runs that are due", function()
     local runs = require "luabatch.ngx.runs"
     local ngx_poller = require "luabatch.ngx.poller"

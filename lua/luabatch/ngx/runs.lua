@@ -45,7 +45,7 @@ local drive = require "luabatch.ngx.drive"
 local view = require "luabatch.ngx.view"
 require "luabatch.runner"     -- the runners, registered with the loader and the engine
 
-local _M = { _VERSION = "0.1.0" }
+local _M = { _VERSION = "0.1.0", CANCEL_MARKER_EVERY = 1 }   -- seconds: see cancel_marker
 local mt = { __index = _M }
 
 local type = type
@@ -185,7 +185,7 @@ function _M:init_worker()
     intervals = p.intervals, rate = p.rate, ttl = self.ttl,
     clients = function() return me:clients(me.with) end,
     on_terminal = function(_, meta)
-      if type(meta) == "table" and type(meta.run_id) == "string" then me:kick(meta.run_id) end
+      if type(meta) == "table" and type(meta.run_id) == "string" then me:kick(meta.run_id, true) end
     end,
     on_tick = function(_, fresh) me:tick_runs(fresh) end })
   if not w then return nil, msg end
@@ -482,7 +482,7 @@ function _M:step_run(run_id)
   if not model then error("run " .. run_id .. ": reloading the workflow: " .. tostring(lerr), 0) end
   -- DELETE /runs/ID (the dict), or `luabatch cancel ID` (the journal's marker)
   local cancel = not meta.cancel and (self:dict():get(key(self, "cancel:" .. run_id))
-    or self.journal:cancel_requested(run_id))
+    or self:cancel_marker(run_id))
   if cancel then
     meta.cancel = cancel
     self:journal_event(run_id, { ev = "cancel", reason = cancel })
@@ -496,6 +496,23 @@ function _M:step_run(run_id)
   end
   self.journal:flush(run_id)
   if not ok then error(changed, 0) end
+end
+
+--- cancel_marker(run_id) -> the reason of a `luabatch cancel ID` on the
+-- host (the journal's marker, read through the thread pool) | nil.  Read
+-- at most once a CANCEL_MARKER_EVERY seconds per run (a GET drives the run,
+-- and the dashboard GETs every 1.5 s), except in a step a job's end started
+-- (kick(run_id, true)): `luabatch cancel` writes its marker before it
+-- terminates the jobs, so a job it ended is seen as cancelled, not failed.
+function _M:cancel_marker(run_id)
+  local d = self:dict()
+  local ended, stamp = key(self, "ended:" .. run_id), key(self, "cancelchk:" .. run_id)
+  local now = drive.now(self)
+  local last = tonumber(d:get(stamp))
+  if not d:get(ended) and last and now >= last and now - last < _M.CANCEL_MARKER_EVERY then return nil end
+  d:delete(ended)
+  d:set(stamp, now, 60)
+  return self.journal:cancel_requested(run_id)
 end
 
 --- drive(run_id) -> true | "busy" (another worker steps it now and will
@@ -519,10 +536,12 @@ function _M:drive(run_id)
   return true
 end
 
---- kick(run_id): drive the run from a timer, at once (the poller's hook).
-function _M:kick(run_id)
+--- kick(run_id [, ended]): drive the run from a timer, at once (the
+-- poller's hooks; ended: a job of the run ended, see cancel_marker).
+function _M:kick(run_id, ended)
   local n = ngx_()
   local me = self
+  if ended then self:dict():set(key(self, "ended:" .. run_id), true, 300) end
   self:dict():set(key(self, "dirty:" .. run_id), true, 300)
   local ok, err = n.timer.at(0, function(premature)
     if premature then return end
