@@ -254,7 +254,6 @@ static int add_both_canon(work *w, const char *lname, const char *name, size_t n
     return add_out(w, name, nlen, 0, v, v);
 }
 
-/* Stable insertion sort by name: repeated names keep their input order. */
 static int name_cmp(const shdr *x, const shdr *y) {  /* strcmp, inline: names are short */
     size_t n = x->nlen < y->nlen ? x->nlen : y->nlen, i;
     for (i = 0; i < n; i++)
@@ -262,6 +261,7 @@ static int name_cmp(const shdr *x, const shdr *y) {  /* strcmp, inline: names ar
     return (x->nlen > y->nlen) - (x->nlen < y->nlen);
 }
 
+/* Stable insertion sort by name: repeated names keep their input order. */
 static void sort_signed(shdr *h, size_t n) {
     size_t i, j;
     for (i = 1; i < n; i++) {
@@ -371,7 +371,8 @@ static int build_headers(work *w, const lb_sigv4_request *r, const url_parts *u,
         size_t n = strlen(h->name);
         int kind;
         at = w->a.len;
-        if ((rc = lb_ar_put_lower(&w->a, h->name, n)) != LB_OK || (rc = lb_ar_end(&w->a, at, &s)) != LB_OK)
+        if ((rc = lb_ar_put_lower(&w->a, h->name, n)) != LB_OK ||
+            (rc = lb_ar_end(&w->a, at, &s)) != LB_OK)
             return rc;
         kind = header_kind(s, n);
         if (kind == H_HOST) have_host = 1;
@@ -466,7 +467,8 @@ static int canonical_request(work *w, const lb_sigv4_request *r, const url_parts
         int first = !i || !same_name(&w->sh[i], &w->sh[i - 1]);
         int last = i + 1 == w->nsh || !same_name(&w->sh[i], &w->sh[i + 1]);
         if (first) {
-            if ((rc = lb_ar_put(a, w->sh[i].name, w->sh[i].nlen)) != LB_OK || (rc = lb_ar_putc(a, ':')) != LB_OK)
+            if ((rc = lb_ar_put(a, w->sh[i].name, w->sh[i].nlen)) != LB_OK ||
+                (rc = lb_ar_putc(a, ':')) != LB_OK)
                 return rc;
         } else if ((rc = lb_ar_putc(a, ',')) != LB_OK) {
             return rc;
@@ -474,7 +476,8 @@ static int canonical_request(work *w, const lb_sigv4_request *r, const url_parts
         if ((rc = lb_ar_put(a, w->sh[i].value, w->sh[i].vlen)) != LB_OK) return rc;
         if (last && (rc = lb_ar_putc(a, '\n')) != LB_OK) return rc;
     }
-    if ((rc = lb_ar_putc(a, '\n')) != LB_OK || (rc = lb_ar_put(a, res->signed_headers, w->shl)) != LB_OK ||
+    if ((rc = lb_ar_putc(a, '\n')) != LB_OK ||
+        (rc = lb_ar_put(a, res->signed_headers, w->shl)) != LB_OK ||
         (rc = lb_ar_putc(a, '\n')) != LB_OK || (rc = lb_ar_put(a, res->payload_hash, w->pl)) != LB_OK)
         return rc;
     return lb_ar_end(a, at, out);
@@ -511,7 +514,8 @@ static int sign_in(work *w, const lb_sigv4_request *r, const url_parts *u, const
     at = a->len;
     for (i = 0; i < w->nsh; i++) {
         if (i && same_name(&w->sh[i], &w->sh[i - 1])) continue;
-        if ((i && (rc = lb_ar_putc(a, ';')) != LB_OK) || (rc = lb_ar_put(a, w->sh[i].name, w->sh[i].nlen)) != LB_OK)
+        if ((i && (rc = lb_ar_putc(a, ';')) != LB_OK) ||
+            (rc = lb_ar_put(a, w->sh[i].name, w->sh[i].nlen)) != LB_OK)
             return rc;
     }
     if ((rc = lb_ar_end(a, at, &s)) != LB_OK) return rc;
@@ -539,7 +543,8 @@ static int sign_in(work *w, const lb_sigv4_request *r, const url_parts *u, const
     lb_sigv4_hex(md, 32, hash);
     at = a->len;
     if ((rc = lb_ar_puts(a, ALGORITHM "\n")) != LB_OK || (rc = lb_ar_put(a, amz_date, 16)) != LB_OK ||
-        (rc = lb_ar_putc(a, '\n')) != LB_OK || (rc = lb_ar_put(a, res->credential_scope, w->scl)) != LB_OK ||
+        (rc = lb_ar_putc(a, '\n')) != LB_OK ||
+        (rc = lb_ar_put(a, res->credential_scope, w->scl)) != LB_OK ||
         (rc = lb_ar_putc(a, '\n')) != LB_OK || (rc = lb_ar_put(a, hash, 64)) != LB_OK ||
         (rc = lb_ar_end(a, at, &s)) != LB_OK)
         return rc;
