@@ -15,7 +15,7 @@ _luabatch_options() {
     cancel)  echo "--reason --home -h --help" ;;
     attach)  echo "--follow --json --home -h --help" ;;
     cleanup) echo "--purge --older-than --dry-run --force --home -h --help" ;;
-    s3)      echo "-r --recursive -q --quiet --content-type --metadata --part-size --concurrency --expires --method --local --older-than --dry-run --dryrun --exclude --include --delete --region --endpoint-url --addressing -h --help" ;;
+    s3)      echo "-r --recursive -q --quiet --content-type --metadata --part-size --concurrency --expires --method --local --older-than --dry-run --dryrun --exclude --include --delete --unsigned-payload --region --endpoint-url --addressing -h --help" ;;
     sign)    echo "-H --header --body --body-file --service --region --date --presign --unsigned-payload -h --help" ;;
     task)    echo "-s --strategy -h --help" ;;
   esac

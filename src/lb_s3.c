@@ -108,13 +108,6 @@ static void set_body(s3_slot *s, const char *p, int64_t len) {
     s->req.body_length = len;
 }
 
-static void set_file_body(s3x *x, s3_slot *s, const s3_part *p) {
-    s->req.body_kind = LB_HTTP_BODY_FILE;
-    s->req.body_file = x->o->file;
-    s->req.body_offset = p->off;
-    s->req.body_length = p->len;
-    s->req.send_buffer_size = S3_SEND_BUFFER;
-}
 
 static long chunked_body(void *ud, char *buf, size_t cap) {
     s3_slot *s = ud;
@@ -127,30 +120,36 @@ static long chunked_body(void *ud, char *buf, size_t cap) {
     return n;
 }
 
-/* p's file bytes as an aws-chunked body, signed after s's signature. */
-static int set_chunked_body(s3x *x, s3_slot *s, const s3_part *p) {
-    int rc = s3_chunked_start(&s->ck, x->o, x->region, &s->sig, x->fd, p->off, p->len, S3_CHUNK);
+/* A file part's bytes are read by s3_chunked (once, CRC-32C taken)... */
+static int file_part(const s3x *x, const s3_part *p) {
+    return x->o->file && !p->buf && p->len > 0;
+}
+
+/* ... framed aws-chunked unless unsigned payloads are asked for. */
+static int chunked(const s3x *x, const s3_part *p) {
+    return file_part(x, p) && !x->o->unsigned_payload;
+}
+
+/* p's file bytes as a body read once: aws-chunked, signed after s's
+ * signature, or as they are (unsigned payloads). */
+static int set_file_body(s3x *x, s3_slot *s, const s3_part *p) {
+    size_t chunk = chunked(x, p) ? (size_t)S3_CHUNK : 0;
+    int rc = s3_chunked_start(&s->ck, x->o, x->region, &s->sig, x->fd, p->off, p->len, chunk);
     if (rc != LB_OK) return s3_fail(x, rc, "aws-chunked body: %s", lb_err_name(rc));
     s->req.body_kind = LB_HTTP_BODY_READER;
     s->req.body_reader = chunked_body;
     s->req.body_ud = s;
-    s->req.body_length = s3_chunked_length(p->len, S3_CHUNK);
+    s->req.body_length = s3_chunked_length(p->len, chunk);
     /* Two framed chunks: libcurl asks for a whole buffer, so each chunk is
      * read straight into it (lb_s3_chunked.c), none framed aside. */
-    s->req.send_buffer_size = (long)(2 * s3_chunked_framed(S3_CHUNK));
+    s->req.send_buffer_size = chunk ? (long)(2 * s3_chunked_framed(chunk)) : S3_SEND_BUFFER;
     return LB_OK;
 }
 
-/* A file part goes aws-chunked unless unsigned payloads are asked for. */
-static int chunked(const s3x *x, const s3_part *p) {
-    return x->o->file && !p->buf && !x->o->unsigned_payload && p->len > 0;
-}
-
-/* The body of p: its stream buffer, its file range (chunked or plain). */
+/* The body of p: its stream buffer, its file range, or nothing. */
 static int set_part_body(s3x *x, s3_slot *s, const s3_part *p) {
-    if (chunked(x, p)) return set_chunked_body(x, s, p);
-    if (p->buf || !x->o->file) set_body(s, p->buf ? p->buf : "", p->len);
-    else set_file_body(x, s, p);
+    if (file_part(x, p)) return set_file_body(x, s, p);
+    set_body(s, p->buf ? p->buf : "", p->len);
     return LB_OK;
 }
 
@@ -183,7 +182,7 @@ static int put_build(s3x *x, s3_slot *s, s3_part *p) {
     return LB_OK;
 }
 
-/* An UploadPart or PutObject answer: its ETag, and a chunked body's CRC. */
+/* An UploadPart or PutObject answer: its ETag, and a file body's CRC. */
 static int put_ok(s3x *x, s3_slot *s, s3_part *p, int *retry, char *msg) {
     if (s->req.body_reader == chunked_body) {
         if (!s->ck.ended) {         /* a 2xx before the whole body went */
@@ -633,7 +632,6 @@ static void sweep_lost_creates(s3x *x, time_t t0) {
 static int digest_parts(s3x *x, const s3_part *parts, size_t n) {
     uint32_t *crcs;
     size_t i;
-    if (x->o->file && x->o->unsigned_payload) return LB_OK;    /* plain file bodies: no CRC taken */
     if (!(crcs = lb_malloc(n * sizeof *crcs))) return s3_fail(x, LB_ENOMEM, "out of memory");
     for (i = 0; i < n; i++) crcs[i] = parts[i].crc;
     lb_s3_crc_composite(crcs, n, x->lbsum, sizeof x->lbsum);

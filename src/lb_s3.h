@@ -18,8 +18,9 @@
  *     refused tag is res->note, not a failure.
  *     Any failure after the create sends AbortMultipartUpload (retried),
  *     so no parts are left behind;
- *   - unsigned_payload: plain file bodies signed UNSIGNED-PAYLOAD, nothing
- *     hashed, no tag;
+ *   - unsigned_payload: file bodies as they are, signed UNSIGNED-PAYLOAD:
+ *     no SHA-256 and nothing for the server to check (TLS guards the way),
+ *     still read once and tagged lb-crc32c;
  *   - stream (reader): part buffers filled from the reader, each hashed
  *     (SHA-256 for the signature, CRC-32C for the tag) as filled; a stream
  *     that ends within its first part is one PutObject.

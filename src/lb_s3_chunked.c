@@ -1,6 +1,7 @@
 /* lb_s3_chunked.c -- an aws-chunked request body (SigV4 streaming,
  * x-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD) from a file
- * range, each byte read once.
+ * range, each byte read once; or, with chunk 0, the range as it is
+ * (UNSIGNED-PAYLOAD), its CRC-32C taken the same way.
  *
  * A chunk of data is read, hashed, signed after the previous chunk's
  * signature (the request's own for the first) and framed as
@@ -32,7 +33,10 @@ int64_t s3_chunked_framed(size_t n) {
 }
 
 int64_t s3_chunked_length(int64_t n, size_t chunk) {
-    int64_t full = n / (int64_t)chunk, rest = n % (int64_t)chunk;
+    int64_t full, rest;
+    if (!chunk) return n;           /* plain */
+    full = n / (int64_t)chunk;
+    rest = n % (int64_t)chunk;
     return full * s3_chunked_framed(chunk) + (rest ? s3_chunked_framed((size_t)rest) : 0) + s3_chunked_framed(0);
 }
 
@@ -97,8 +101,25 @@ static int frame_chunk(s3_chunked *c, char *dst, size_t want) {
     return LB_OK;
 }
 
+/* A plain body: the file bytes as they are, their CRC-32C taken. */
+static long plain_read(s3_chunked *c, char *out, size_t cap) {
+    size_t want = c->left < (int64_t)cap ? (size_t)c->left : cap;
+    ssize_t r;
+    if (!want) return 0;
+    do r = pread(c->fd, out, want, (off_t)c->pos); while (r < 0 && errno == EINTR);
+    if (r <= 0) {
+        c->err_no = r < 0 ? errno : 0;
+        return -LB_EIO;
+    }
+    c->crc = lb_crc32c(c->crc, out, (size_t)r);
+    c->pos += r;
+    if ((c->left -= r) == 0) c->ended = 1;
+    return (long)r;
+}
+
 long s3_chunked_read(s3_chunked *c, char *out, size_t cap) {
     size_t n = 0, k, want;
+    if (!c->chunk) return plain_read(c, out, cap);
     while (n < cap) {
         if (c->at == c->len) {
             if (c->ended) break;

@@ -52,10 +52,10 @@ typedef struct s3_chunked {
 
 /* Bytes on the wire for one chunk of n data bytes (n = 0: the last). */
 int64_t s3_chunked_framed(size_t n);
-/* Bytes on the wire for n data bytes in chunks of `chunk`. */
+/* Bytes on the wire for n data bytes in chunks of `chunk` (0: plain, n). */
 int64_t s3_chunked_length(int64_t n, size_t chunk);
 /* Start a body of file bytes [off, off + len) signed after sig (the
- * request's signature).  LB_OK or LB_EINVAL. */
+ * request's signature), or plain when chunk is 0.  LB_OK or LB_EINVAL. */
 int s3_chunked_start(s3_chunked *c, const lb_s3_opts *o, const char *region, const lb_sigv4_result *sig,
                      int fd, int64_t off, int64_t len, size_t chunk);
 /* The next bytes of the body (an lb_http reader): count, 0 at the end, or

@@ -65,11 +65,11 @@ free_port() { /usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.
 PORT=$(free_port); MONPORT=$(free_port)
 echo "== S3 transfers: starting a private Ceph RGW on port $PORT" >&2
 # memstore keeps objects in RAM; deleted objects are only freed by RGW's
-# garbage collection.  A round keeps awscli's, luabatch's and curl's single
+# garbage collection.  A round keeps awscli's, luabatch's (two) and curl's single
 # and parallel objects; twice that room, as writes slow down sharply (a 1 GiB
 # PUT from 3 s to 12 s) when the OSD nears its full ratio.  The cap costs
 # nothing unless used.
-ep=$(MEMSTORE_BYTES=$(( (2 * (3 + $(wc -w <<<"$CURL_PAR")) * MIB + BIG_MIB + 1024) * 1048576 )) \
+ep=$(MEMSTORE_BYTES=$(( (2 * (4 + $(wc -w <<<"$CURL_PAR")) * MIB + BIG_MIB + 1024) * 1048576 )) \
      tests/servers/rgw.sh start "$RGW_DIR" "$PORT" "$MONPORT" 2>"$T/rgw-start.log") \
   || { cat "$T/rgw-start.log" >&2; die "Ceph RGW did not start"; }
 EP=${ep#endpoint=}
@@ -161,7 +161,9 @@ done
 up() {
   case $1 in
     aws) measure aws-up "$AWS" --endpoint-url "$EP" s3 cp --only-show-errors "$SRC" "s3://$BUCKET/aws.bin" ;;
-    lb) measure lb-up "$LB" s3 cp -q "$SRC" "s3://$BUCKET/lb.bin" ;;
+    lb) measure lb-up "$LB" s3 cp -q "$SRC" "s3://$BUCKET/lb.bin"
+        # unsigned: no SHA-256 on either side (the engine against curl's reach)
+        measure lb-upu "$LB" s3 cp -q --unsigned-payload "$SRC" "s3://$BUCKET/lbu.bin" ;;
     curl)
       measure curl-up-1 "${CURL_S3[@]}" -T "$SRC" -o /dev/null "$URL/curl.bin"
       for n in $CURL_PAR; do   # N curl processes at once, one argument a line
@@ -187,7 +189,7 @@ down() {
 }
 delete_round() {  # frees the round's objects (memstore keeps them in RAM)
   local k f
-  for k in aws.bin lb.bin curl.bin; do "${CURL_S3[@]}" -X DELETE "$URL/$k" || true; done
+  for k in aws.bin lb.bin lbu.bin curl.bin; do "${CURL_S3[@]}" -X DELETE "$URL/$k" || true; done
   for n in $CURL_PAR; do
     for f in "$T/slices-$n"/s.*; do "${CURL_S3[@]}" -X DELETE "$URL/curl-$n/${f##*/}" || true; done
   done
@@ -205,8 +207,9 @@ for run in $(seq "$RUNS"); do
 done
 rm -rf "$SRC" "$T"/slices-* "$T"/parts-*
 
-# Many small files: `cp -r` of BENCH_S3_FILES files (1 KiB..65 KiB) up and
-# down, luabatch (32 in flight) against awscli (10), rounds interleaved.
+# Many small files: `cp -r` and `sync` of BENCH_S3_FILES files (1 KiB..65 KiB)
+# up and down, luabatch (32 in flight) against awscli (10), rounds
+# interleaved; sync also once more with nothing to send.
 NFILES=${BENCH_S3_FILES:-200}
 if [ "$NFILES" -gt 0 ]; then
   echo "== $NFILES small files up and down (cp -r)" >&2
@@ -219,10 +222,20 @@ if [ "$NFILES" -gt 0 ]; then
     measure aws-smalldown "$AWS" --endpoint-url "$EP" s3 cp --only-show-errors --recursive "s3://$BUCKET/aws-small/" "$T/aws-back"
     measure lb-smalldown "$LB" s3 cp -q -r "s3://$BUCKET/lb-small/" "$T/lb-back"
     diff -r "$T/small" "$T/lb-back" >/dev/null || die "small files: the download differs from the source"
-    aws_ s3 rm --recursive --only-show-errors "s3://$BUCKET/aws-small/" >/dev/null
-    aws_ s3 rm --recursive --only-show-errors "s3://$BUCKET/lb-small/" >/dev/null
+    # sync: to a fresh prefix, again with nothing to send, down to a fresh directory
+    rm -rf "$T/aws-sync" "$T/lb-sync"
+    measure aws-syncup "$AWS" --endpoint-url "$EP" s3 sync --only-show-errors "$T/small" "s3://$BUCKET/aws-sync/"
+    measure lb-syncup "$LB" s3 sync -q "$T/small" "s3://$BUCKET/lb-sync/"
+    measure aws-syncnoop "$AWS" --endpoint-url "$EP" s3 sync --only-show-errors "$T/small" "s3://$BUCKET/aws-sync/"
+    measure lb-syncnoop "$LB" s3 sync -q "$T/small" "s3://$BUCKET/lb-sync/"
+    measure aws-syncdown "$AWS" --endpoint-url "$EP" s3 sync --only-show-errors "s3://$BUCKET/aws-sync/" "$T/aws-sync"
+    measure lb-syncdown "$LB" s3 sync -q "s3://$BUCKET/lb-sync/" "$T/lb-sync"
+    diff -r "$T/small" "$T/lb-sync" >/dev/null || die "small files: the sync down differs from the source"
+    for p in aws-small lb-small aws-sync lb-sync; do
+      aws_ s3 rm --recursive --only-show-errors "s3://$BUCKET/$p/" >/dev/null
+    done
   done
-  rm -rf "$T/small" "$T/aws-back" "$T/lb-back"
+  rm -rf "$T/small" "$T/aws-back" "$T/lb-back" "$T/aws-sync" "$T/lb-sync"
 fi
 
 SHA_K=$(openssl speed -seconds 2 -bytes 1048576 sha256 2>/dev/null | awk '$1 == "sha256" { sub(/k$/, "", $2); print $2 }')
@@ -266,6 +279,8 @@ awk -v mib="$MIB" -v big="$BIG_MIB" -v nf="$NFILES" -v shak="$SHA_K" -v par="$CU
       label = d == "up" ? "upload" : "download"
       printf "| %s %s | %.2f | %.0f | %.2f | %.0f | 1.0x | 1.00 | %s |\n", awsv, label, w[a], rate(a), c[a] / gib, r[a] / 1024, pct(a, d)
       printf "| luabatch %s | %.2f | %.0f | %.2f | %.0f | %.1fx | %.2f | %s |\n", label, w[l], rate(l), c[l] / gib, r[l] / 1024, w[a] / w[l], c[l] / c[a], pct(l, d)
+      if (d == "up" && ("lb-upu" in w))
+        printf "| luabatch upload --unsigned-payload (no SHA-256 either side, as curl) | %.2f | %.0f | %.2f | %.0f | %.1fx | %.2f | %s |\n", w["lb-upu"], rate("lb-upu"), c["lb-upu"] / gib, r["lb-upu"] / 1024, w[a] / w["lb-upu"], c["lb-upu"] / c[a], pct("lb-upu", d)
     }
     printf "\n| server reach: %s --aws-sigv4, same RGW, same rounds | wall s | MiB/s | MiB/s over %d rounds | client CPU s/GiB | peak RSS MiB (largest curl) |\n", curlv, runs
     print "|---|---:|---:|---:|---:|---:|"
@@ -288,12 +303,14 @@ awk -v mib="$MIB" -v big="$BIG_MIB" -v nf="$NFILES" -v shak="$SHA_K" -v par="$CU
       pct("lb-up", "up"), rate("lb-up"), mib / hi["lb-up"], rate("lb-up"), reach["up"], pct("lb-down", "down"), rate("lb-down"), mib / hi["lb-down"], rate("lb-down"), reach["down"], \
       c["lb-up"] / c["aws-up"], c["lb-down"] / c["aws-down"], r["lb-up"] / 1024, r["lb-down"] / 1024
     if ("lb-smallup" in w) {
-      printf "\n| S3 cp -r of %d small files | wall s | client CPU s | peak RSS MiB | vs awscli |\n", nf
+      printf "\n| S3 cp -r and sync of %d small files | wall s | client CPU s | peak RSS MiB | vs awscli |\n", nf
       print "|---|---:|---:|---:|---:|"
-      n = split("smallup smalldown", dir, " ")
+      n = split("smallup smalldown syncup syncnoop syncdown", dir, " ")
+      split("cp -r upload|cp -r download|sync up (fresh prefix)|sync up again (nothing to send)|sync down (fresh directory)", labels, "|")
       for (i = 1; i <= n; i++) {
         d = dir[i]; a = "aws-" d; l = "lb-" d
-        label = d == "smallup" ? "upload" : "download"
+        if (!(l in w)) continue
+        label = labels[i]
         printf "| %s %s | %.2f | %.2f | %.0f | 1.0x |\n", awsv, label, w[a], c[a], r[a] / 1024
         printf "| luabatch %s | %.2f | %.2f | %.0f | %.1fx |\n", label, w[l], c[l], r[l] / 1024, w[a] / w[l]
       }

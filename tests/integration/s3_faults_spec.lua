@@ -410,7 +410,10 @@ describe("S3 transfers under injected faults #integration", function()
       local ok, e = pcall(function()
         local res = assert(s3:upload_file(big, bucket, "up-unchunked"))      -- multipart
         assert.are.equal(big_sha, (object_sha("up-unchunked")))
-        assert.is_nil(res.checksum)                                          -- unsigned payloads: no CRC, no tag
+        assert.is_truthy(res.checksum)                      -- unsigned, still tagged: downloads check it
+        local back = work .. "/up-unchunked.back"
+        assert.are.equal("crc32c", assert(s3:download_file(bucket, "up-unchunked", back)).verified)
+        os.remove(back)
         assert_no_open_uploads("up-unchunked")
         local items = { { file = small, key = "up-unchunked-many/1" }, { file = small, key = "up-unchunked-many/2" } }
         local rs = assert(s3:transfer_many("upload", bucket, items, {}))
@@ -459,6 +462,29 @@ describe("S3 transfers under injected faults #integration", function()
       assert.is_truthy(err:find("dl-small", 1, true), err)
       assert.is_nil(err:find(secret, 1, true))
       assert.are.same({}, ls(dir))
+    end)
+
+    it("`luabatch s3 cp --unsigned-payload` sends the bodies unsigned, still tagged for downloads to check", function()
+      local exe = "build/lua5.4/bin/luabatch"
+      if not exists(exe) then pending("no " .. exe) return end
+      -- one 500 for an unsigned UploadPart: it fires only if the parts go unsigned
+      proxy:add({ match = { method = "PUT", query_contains = "partNumber=", header = { "x-amz-content-sha256",
+        "UNSIGNED-PAYLOAD" } }, action = "status", status = 500, code = "InternalError" })
+      local env = ("env -u AWS_PROFILE -u AWS_SESSION_TOKEN AWS_CONFIG_FILE=/dev/null "
+        .. "AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_ENDPOINT_URL=%s AWS_ACCESS_KEY_ID=%s "
+        .. "AWS_SECRET_ACCESS_KEY=%s AWS_REGION=us-east-1 "):format(proxy.endpoint, key, secret)
+      local function run(args)
+        local ok, _, rc = os.execute(env .. exe .. " " .. args .. " 2>/dev/null")
+        if type(ok) == "number" then rc = ok / 256 end
+        return rc
+      end
+      assert.are.equal(0, run("s3 cp -q --unsigned-payload " .. sh_quote(big) .. " s3://" .. bucket .. "/up-unsigned"))
+      assert.are.equal(1, #proxy:faults("status"))
+      assert.are.equal(big_sha, (object_sha("up-unsigned")))
+      local dir = fresh_dir()
+      local res = assert(download("up-unsigned", dir .. "/back"))
+      assert.are.equal("crc32c", res.verified)
+      assert.are.equal(2, run("s3 ls --unsigned-payload s3://" .. bucket))   -- not a transfer: refused
     end)
   end)
 end)

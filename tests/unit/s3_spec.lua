@@ -561,7 +561,7 @@ describe("luabatch.s3 #unit", function()
         endpoint = "http://127.0.0.1:7480", bucket = "bkt", key = "a b/ü", region = "us-east-1",
         access_key = "AKIDEXAMPLE", secret_key = "SECRETEXAMPLEKEY", session_token = "TOK",
         path_style = true, file = "/tmp/f", content_type = "x/y", metadata = { a = "1" },
-        part_size = 8388608, on_progress = progress,
+        part_size = 8388608, on_progress = progress, direction = "upload",
       }, got.up)
       assert(s:download_file("bkt", "k", "/tmp/out", { concurrency = 4 }))
       assert.are.equal("/tmp/out", got.down.file)
@@ -573,6 +573,29 @@ describe("luabatch.s3 #unit", function()
       assert.is_false(got.up.path_style)
       assert.are.equal("https://s3.eu-west-1.amazonaws.com", got.up.endpoint)
       assert.are.equal("function", type(got.up.reader))
+    end)
+
+    it("re-runs a file upload unsigned once when the server refuses aws-chunked bodies, never a download", function()
+      local transfer = require "luabatch.s3.transfer"
+      local clock = { offset = function() return 0 end, probe = function() end }
+      local calls = {}
+      local f = function(t)
+        calls[#calls + 1] = t.unsigned_payload or false
+        if not t.unsigned_payload then return nil, "PutObject s3://b/k: HTTP 501 NotImplemented", "NotImplemented" end
+        return { bytes = 1 }
+      end
+      local t = { file = "/tmp/f", bucket = "b", key = "k", direction = "upload" }
+      assert(transfer.run(f, t, clock))
+      assert.are.same({ false, true }, calls)
+      calls = {}
+      local r, _, code = transfer.run(f, { file = "/tmp/f", bucket = "b", key = "k" }, clock)   -- a download
+      assert.is_nil(r)
+      assert.are.equal("NotImplemented", code)
+      assert.are.same({ false }, calls)
+      calls = {}
+      r = transfer.run(f, { reader = function() end, bucket = "b", key = "k", direction = "upload" }, clock)
+      assert.is_nil(r)                                                      -- a stream cannot go again
+      assert.are.same({ false }, calls)
     end)
 
     it("re-runs the engine once with the server's clock or fresh credentials, and hints when skew stays", function()

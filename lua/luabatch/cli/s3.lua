@@ -70,6 +70,9 @@ options:
   -q, --quiet            no progress bar and no summary lines
   --content-type TYPE    Content-Type of uploaded objects
   --metadata NAME=VALUE  user metadata of uploaded objects (repeatable)
+  --unsigned-payload     upload file bodies as they are (UNSIGNED-PAYLOAD):
+                         no SHA-256, nothing checked on the way but TLS;
+                         still read once and tagged lb-crc32c
   --part-size N          multipart part size in bytes (suffix K, M, G)
   --concurrency N        parts in flight at once (default: 8, raised by 4
                          while the rate grows 10%, up to 32); with -r and
@@ -221,7 +224,7 @@ local SPEC = {
   ["--expires"] = { "value", check = check_expires }, ["--method"] = { "value", check = check_method },
   ["--addressing"] = { "value", check = check_addressing }, ["--metadata"] = { "map", check = check_metadata },
   ["--local"] = { "value", key = "local_dir" }, ["--older-than"] = "value",
-  ["--dry-run"] = { "flag", alias = "--dryrun" }, ["--delete"] = "flag",
+  ["--dry-run"] = { "flag", alias = "--dryrun" }, ["--delete"] = "flag", ["--unsigned-payload"] = "flag",
   ["--exclude"] = { "list", key = "filters", check = filter_rule },
   ["--include"] = { "list", key = "filters", check = filter_rule },
 }
@@ -242,6 +245,7 @@ function _M.parse(argv)
     return nil, "--exclude and --include apply to cp -r and sync only"
   end
   if o.delete and c ~= "sync" then return nil, "--delete applies to sync only" end
+  if o.unsigned_payload and c ~= "cp" and c ~= "sync" then return nil, "--unsigned-payload applies to cp and sync only" end
   if o.dry_run and c ~= "sync" and c ~= "abort-uploads" then   -- never copy or delete when asked not to
     return nil, "--dry-run applies to sync and abort-uploads only"
   end
@@ -372,6 +376,7 @@ local function transfer_opts(ctx, progress)
   return {
     content_type = o.content_type, metadata = o.metadata, part_size = o.part_size,
     concurrency = o.concurrency, on_progress = progress and progress.update or nil,
+    unsigned_payload = o.unsigned_payload,
   }
 end
 

@@ -81,7 +81,7 @@ function _M.run(ctx, direction, bucket, items, human_bytes)
   local o = ctx.opts
   local results, msg = ctx.s3:transfer_many(direction, bucket, items, {
     workers = o.concurrency or _M.WORKERS, content_type = o.content_type, metadata = o.metadata,
-    part_size = o.part_size, on_progress = progress })
+    part_size = o.part_size, unsigned_payload = o.unsigned_payload, on_progress = progress })
   if show then ctx.err("\r\27[K") end
   if not results then
     say_fail(ctx, msg)

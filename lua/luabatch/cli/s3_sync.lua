@@ -48,7 +48,8 @@ options:
   -h, --help             this text
 
 The other options of `luabatch s3 --help` (--part-size, --content-type,
---metadata, --region, --endpoint-url, ...) apply as for cp.
+--metadata, --unsigned-payload, --region, --endpoint-url, ...) apply as
+for cp.
 ]==]
 
 

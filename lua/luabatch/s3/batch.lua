@@ -44,7 +44,7 @@ function _M.run(f, t, items, hooks)
       expired = expired or EXPIRED[r.code] or false
       skewed = skewed or not EXPIRED[r.code]
     elseif r.ok == false and transfer.CHUNKED_REFUSED[r.code] and (unchunk or
-        transfer.unchunked(t, r.code, "s3://" .. t.bucket .. "/" .. items[i].key)) then
+        transfer.unchunked(t, r.code, items[i].key)) then
       again[#again + 1], idx[#idx + 1], unchunk = items[i], i, true
     end
   end

@@ -56,17 +56,18 @@ function _M.options(conn, bucket, key, opts)
 end
 
 
---- unchunked(t, code, what) -> true when a file upload (t.direction
+--- unchunked(t, code [, key]) -> true when a file upload (t.direction
 -- "upload") refused with code should go again as UNSIGNED-PAYLOAD: the
 -- server takes no aws-chunked bodies (t.unsigned_payload is then set, and a
--- warning names what).
-function _M.unchunked(t, code, what)
+-- warning names the object, key or t.key).
+function _M.unchunked(t, code, key)
   if not _M.CHUNKED_REFUSED[code] or t.unsigned_payload or t.reader or t.direction ~= "upload" then
     return false
   end
   t.unsigned_payload = true
-  log.warn("s3: %s: the server refused an aws-chunked body (%s); sending unsigned payloads "
-    .. "(TLS protects them; nothing hashed)", what, code)
+  log.warn("s3: s3://%s/%s: the server refused an aws-chunked body (%s); sending unsigned payloads "
+    .. "(nothing checks them on the way but TLS; the lb-crc32c tag still checks downloads)",
+    tostring(t.bucket), tostring(key or t.key), code)
   return true
 end
 
@@ -84,7 +85,7 @@ end
 function _M.run(f, t, hooks)
   t.time_offset = hooks.offset()
   local res, msg, code = f(t)
-  if not res and t.file and _M.unchunked(t, code, "s3://" .. t.bucket .. "/" .. t.key) then
+  if not res and t.file and _M.unchunked(t, code) then
     res, msg, code = f(t)
   end
   if not res and EXPIRED[code] and not t.reader then
