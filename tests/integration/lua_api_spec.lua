@@ -164,6 +164,8 @@ describe("the Lua API #integration", function()
       assert(endpoint, key)
     end)
 
+    lazy_teardown(function() servers.stop_all() end)     -- the RGW this block started, by PID
+
     it("runs examples/lua/per_file.lua: one run per object, results collected", function()
       local s3 = require("luabatch.s3").new({
         config = require("luabatch.config").new({ env = {}, region = "us-east-1" }),
