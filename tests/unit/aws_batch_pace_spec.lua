@@ -106,6 +106,30 @@ describe("slot refill pacing #unit", function()
     assert.equal(0, gets)
   end)
 
+  it("an array job's children carry their result objects, so the poll that sees them succeed reads them together", function()
+    local m = assert(load.string("jobs:\n  m:\n    strategy: {matrix: {n: [1, 2, 3]}}\n"
+      .. "    stages: [{name: s, echo: hi}]\n", "t.yml", { getenv = function() end }))
+    local seen
+    local s = { policy = require("luabatch.runner.aws_batch.policy").merge({}), run_id = "r1", state = {},
+      append = function() end }
+    function s.watch(_, _, id, o) return { id = id, key = o.key } end
+    function s.wait(_, _, ws)
+      seen = ws
+      for _, w in ipairs(ws) do w.final, w.status, w.prefetched = true, "SUCCEEDED", '{"status":"SUCCESS"}' end
+      return true
+    end
+    local run = run_mod.new({ s = s, c = {}, env = {}, jobdef = m.jobs.m, job_id = "m", model = m,
+      cfg = { bucket = "bk", run_prefix = "runs/r1" } })
+    function run.submit() return "arr-1" end
+    local combos = require("luabatch.workflow.matrix").expand(m.jobs.m.strategy)
+    local out = run:all(combos, {}, { attempt = 0 }, {})
+    assert.equal(3, #seen)
+    for i, combo in ipairs(combos) do
+      assert.same({ bucket = "bk", key = "runs/r1/m/" .. combo.id .. "/result.json" }, seen[i].result)
+      assert.equal("SUCCESS", out[i].status)           -- collected from what the poll read
+    end
+  end)
+
   it("doze: a waiting task goes on as soon as its job is seen final", function()
     local sess = setmetatable({ policy = {} }, { __index = session })
     local w = { id = "j", final = false }

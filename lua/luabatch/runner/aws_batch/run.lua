@@ -120,6 +120,12 @@ function Run:s3key(...)
   return concat(out, "/")
 end
 
+-- Where strategy sid's container leaves its record: a watch's result, so
+-- the poll cycle that sees it succeed reads it with the others (prefetch).
+function Run:result_of(sid)
+  return { bucket = self.cfg.bucket, key = self:s3key(sid, "result.json") }
+end
+
 -- The journal's config event (what the run talks to).
 function Run:append_config()
   local cfg = self.cfg
@@ -520,7 +526,7 @@ function Run:strategy(combo, wctx, senv, group)
   end
   local w = self:watch(id, key, self.job_id .. "/" .. sid)
   w.name = name
-  w.result = { bucket = self.cfg.bucket, key = self:s3key(sid, "result.json") }
+  w.result = self:result_of(sid)
   self:pace(id, attempt)
   local ok, werr = s:wait(self.c, { w }, stop, self.env)
   rec = self:finish(w, combo, t0, key, not ok and werr or cancelled_after(w, stop))
@@ -581,6 +587,7 @@ function Run:all(combos, wctx, aenv, group)
   for i, combo in ipairs(combos) do
     local cw = self:watch(id .. ":" .. (i - 1), self:key(combo.id, attempt), self.job_id .. "/" .. combo.id)
     cw.name = name .. "[" .. (i - 1) .. "]"
+    cw.result = self:result_of(combo.id)
     ws[i] = cw
   end
   local fail_fast = group.fail_fast
