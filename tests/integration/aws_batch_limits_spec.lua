@@ -157,6 +157,18 @@ describe("luabatch.runner.aws_batch limits: client deadline and FARGATE #integra
       end
     end)
 
+    it("counts from the container's start: a job that waits in the queue past it is not terminated", function()
+      -- WHERE runs at once; the jobs sit RUNNABLE 6 s, twice the 3 s deadline
+      local saved = emu:config()
+      emu:config({ delays = { RUNNABLE = 6 } })
+      emu:reset_calls()
+      local ok, ctx = pcall(run, where_m, { timeout = 60 }, TIGHT)
+      emu:config({ delays = saved.delays })
+      assert(ok, ctx)
+      assert.equal("SUCCESS", ctx.status)
+      assert.is_nil(emu:calls().counts.TerminateJob)
+    end)
+
     it("terminates an array job through its parent alone", function()
       local before = #emu:jobs()
       emu:reset_calls()

@@ -130,6 +130,18 @@ describe("slot refill pacing #unit", function()
     end
   end)
 
+  it("a watched job seen RUNNABLE or RUNNING tells the plan (on_state: the client deadline's start)", function()
+    local got = {}
+    local sess = setmetatable({ policy = {}, append = function() end, clock = function() return 0 end,
+      on_state = function(...) got[#got + 1] = table.concat({ ... }, " ") end }, { __index = session })
+    local c = { watched = { j1 = { id = "j1", key = "m/abc/0" }, x = { id = "x" } } }
+    for _, st in ipairs({ "SUBMITTED", "RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED" }) do
+      session._changed(sess, c, { id = "j1", status = st })
+    end
+    session._changed(sess, c, { id = "x", status = "RUNNING" })     -- no journal key: nothing to tell
+    assert.same({ "m abc 0 waiting", "m abc 0 running" }, got)
+  end)
+
   it("doze: a waiting task goes on as soon as its job is seen final", function()
     local sess = setmetatable({ policy = {} }, { __index = session })
     local w = { id = "j", final = false }

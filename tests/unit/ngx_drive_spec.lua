@@ -391,12 +391,19 @@ jobs:
     stages: [{name: s, id: s, bash: "sleep 30"}]
 ]]
 
-    it("a live job past timeout x attempts + margin is terminated once, FAILED naming the deadline", function()
+    -- SLOW submitted at 1000 with a 60 - 57 = 3 s deadline -> W, m, meta
+    local function submitted()
       local W = world()
       W.policy = { deadline_margin = -57 }
       local m, meta = start(W, SLOW)
       local _
       _, meta = step(W, m, meta)
+      return W, m, meta
+    end
+
+    it("a live job past timeout x attempts + margin is terminated once, FAILED naming the deadline", function()
+      local W, m, meta = submitted()
+      local _
       local js = meta.jobs.s
       assert.equal(2, #js.submitted.jobs)
       -- the plan keeps each strategy's deadline (SubmitJob at 1000 + 60 x 1 - 57)
@@ -410,8 +417,12 @@ jobs:
       W.t = 1002.9
       _, meta = step(W, m, meta)
       assert.is_nil(W.calls.TerminateJob)
-      assert.equal(1003, meta.wake)
-      W.t = 1003
+      -- its container is seen running now: the deadline counts from here
+      assert.is_true(math.abs(meta.wake - 1005.9) < 1e-6, tostring(meta.wake))
+      W.t = 1005.8
+      _, meta = step(W, m, meta)
+      assert.is_nil(W.calls.TerminateJob)
+      W.t = 1005.9
       _, meta = step(W, m, meta)
       assert.equal(1, W.calls.TerminateJob)
       assert.equal(j2.batch_job_id, W.terminated[1].id)
@@ -431,6 +442,28 @@ jobs:
       assert.is_nil(meta.wake)
     end)
 
+    it("a job waiting for capacity is not past the deadline; it counts once the container runs", function()
+      local W, m, meta = submitted()
+      local _
+      local js = meta.jobs.s
+      for _, j in ipairs(js.submitted.jobs) do W.state(j.batch_job_id, "RUNNABLE") end
+      W.t = 1001
+      _, meta = step(W, m, meta)
+      assert.is_nil(meta.wake)
+      W.t = 5000                        -- an hour in the queue
+      _, meta = step(W, m, meta)
+      assert.is_nil(W.calls.TerminateJob)
+      for _, j in ipairs(js.submitted.jobs) do W.state(j.batch_job_id, "RUNNING") end
+      W.t = 5001
+      _, meta = step(W, m, meta)
+      assert.equal(5004, meta.wake)
+      assert.is_nil(W.calls.TerminateJob)
+      W.t = 5004
+      _, meta = step(W, m, meta)
+      assert.equal(2, W.calls.TerminateJob)
+      assert.equal("FAILED", meta.final.jobs.s.status)
+    end)
+
     it("with.array: the parent is terminated once; with retry: the job runs again", function()
       local W = world()
       W.policy = { deadline_margin = -57 }
@@ -441,6 +474,9 @@ jobs:
       local js = meta.jobs.s
       assert.equal(1, W.calls.SubmitJob)
       for _, j in ipairs(js.submitted.jobs) do W.state(j.batch_job_id, "RUNNING") end
+      W.t = 1001                        -- seen running: 3 s from here
+      _, meta = step(W, m, meta)
+      assert.is_nil(W.calls.TerminateJob)
       W.t = 1010
       _, meta = step(W, m, meta)
       assert.equal(1, W.calls.TerminateJob)

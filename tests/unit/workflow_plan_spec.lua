@@ -415,6 +415,30 @@ jobs:
     assert.is_nil(q:op(q:send({ type = "tick", now = T0 + 1e6 }), "stop"))
   end)
 
+  it("the client deadline counts from the container's start: none while the job waits for capacity", function()
+    local r = run(MATRIX:format(0, "false"))
+    r:send({ type = "start" })
+    local first = r:op(r:send({ type = "prepared", job = "m", deadline = 30 }), "run", "m")
+    local a, b = first.combos[1].id, first.combos[2].id
+    -- a waits in the queue for an hour: no deadline meanwhile
+    r:send({ type = "state", job = "m", attempt = 0, sid = a, state = "waiting", now = T0 + 5 })
+    assert.equal(T0 + 30, plan.wake(r.st))                      -- b's, from its start
+    assert.same({ b }, r:op(r:send({ type = "tick", now = T0 + 30 }), "stop", "m").sids)
+    assert.is_nil(r:op(r:send({ type = "tick", now = T0 + 3600 }), "stop"))
+    -- its container starts: 30 s from then
+    r:send({ type = "state", job = "m", attempt = 0, sid = a, state = "running", now = T0 + 3600 })
+    assert.equal(T0 + 3630, plan.wake(r.st))
+    -- a later wait (Batch's next attempt) and a second "running" change nothing
+    r:send({ type = "state", job = "m", attempt = 0, sid = a, state = "waiting", now = T0 + 3610 })
+    r:send({ type = "state", job = "m", attempt = 0, sid = a, state = "running", now = T0 + 3620 })
+    assert.is_nil(r:op(r:send({ type = "tick", now = T0 + 3629 }), "stop"))
+    assert.same({ a }, r:op(r:send({ type = "tick", now = T0 + 3630 }), "stop", "m").sids)
+    -- another attempt's, an unknown strategy's or a stopped one's state: ignored
+    r:send({ type = "state", job = "m", attempt = 1, sid = a, state = "waiting", now = T0 + 3631 })
+    r:send({ type = "state", job = "m", attempt = 0, sid = "nope", state = "running", now = T0 + 3631 })
+    assert.is_nil(r:op(r:send({ type = "tick", now = T0 + 9999 }), "stop"))
+  end)
+
   it("unknown events are a programmer error", function()
     local r = run(CHAIN)
     assert.has_error(function() r:send({ type = "nope" }) end)

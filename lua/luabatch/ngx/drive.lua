@@ -155,6 +155,22 @@ end
 -- Events from the poller's summaries
 ---------------------------------------------------------------------------
 
+-- An entry of js whose Batch job is seen waiting for capacity or running
+-- -> a "state" event, once each (the client deadline counts from its
+-- container's start: luabatch.workflow.plan).
+local function state_events(app, meta, id, js, evq)
+  local d = app:dict()
+  for _, e in ipairs(js.submitted.jobs) do
+    local bid = e.batch_job_id
+    local s = bid and not e.done and not e.began and ngx_poller.get(d, bid, { prefix = app.prefix })
+    local state = s and ((s.status == "RUNNING" and "running") or (s.status == "RUNNABLE" and not e.waited and "waiting"))
+    if state then
+      if state == "running" then e.began = true else e.waited = true end
+      evq[#evq + 1] = { type = "state", job = id, attempt = js.attempt, sid = e.strategy_id, state = state }
+    end
+  end
+end
+
 -- The record of each entry of js whose Batch job ended -> "ended" events.
 local function ended_events(app, meta, model, id, js, evq)
   local d = app:dict()
@@ -401,6 +417,7 @@ function _M.step(app, meta, model, on_submit)
     local js = meta.jobs[id]
     if js.state == "submitted" and js.submitted then
       local n = #evq
+      state_events(app, meta, id, js, evq)
       ended_events(app, meta, model, id, js, evq)
       if #evq > n then changed = true end
     end

@@ -388,6 +388,11 @@ local function run_in_task(model, opts, params, out)
     sig:notify()
   end
   d.spawn = function(fn) d.tasks[#d.tasks + 1] = sched.spawn(fn) end
+  -- a runner seeing a strategy's job wait for capacity or start (the
+  -- client deadline counts from the start: plan's "state" event)
+  env.on_state = function(job_id, sid, attempt, state)
+    d.push({ type = "state", job = job_id, sid = sid, attempt = attempt, state = state, now = stage.now() })
+  end
   if opts.replay and #opts.replay > 0 then
     resume(d, opts.replay)
   else

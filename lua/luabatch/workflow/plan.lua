@@ -22,6 +22,9 @@
 --                                                  the runner refused it
 --   { type = "ended", job, attempt, sid, record }  a strategy ended
 --   { type = "job_ended", job, record }            a whole-job runner ended
+--   { type = "state", job, attempt, sid, state = "waiting" | "running" }
+--                                                  a strategy's job was seen waiting
+--                                                  for capacity / its container running
 --   { type = "cancel", reason }
 --   { type = "tick" }                              a timer (plan.wake) is due
 -- Actions (a list, in order):
@@ -48,7 +51,9 @@
 --     attempt k >= 1; the record is the last attempt's.
 --   * cancel: nothing more starts, running strategies are stopped, no retry.
 --   * the client deadline: a strategy running longer than the runner's
---     deadline is stopped (its runner ends it FAILED).
+--     deadline is stopped (its runner ends it FAILED).  It counts from the
+--     strategy's start, or from its container's start once a "state" event
+--     says so: a strategy seen waiting for capacity has none until then.
 --   * reuse (a run resuming an ended one: opts.cache, its jobs' keys and
 --     records): a job whose key (luabatch.workflow.fingerprint) is unchanged
 --     and whose record is SUCCESS or SKIP is taken as is, nothing runs; with
@@ -283,6 +288,7 @@ local function begin_attempt(st, model, id, env, now, out)
   js.ta, js.results, js.live, js.running, js.next, js.stopped = now, object(), {}, 0, 1, nil
   js.reused = nil
   js.due = {}                        -- sid -> the client deadline of a live strategy
+  js.began = {}                      -- sid -> true once its container was seen running
   local wctx = { params = js.wctx.params, jobs = js.wctx.jobs, status = "WAIT" }
   local function attempt_done(jctx)
     jctx.info = stage.info(now, now)
@@ -467,6 +473,25 @@ local function cancel(st, model, ev, out)
   end
 end
 
+-- A strategy's job seen waiting (no deadline while it waits for capacity)
+-- or running (the deadline counts from now, once: a retry attempt's wait
+-- after a first run does not reset it).
+local function seen(st, ev)
+  local js = st.jobs[ev.job]
+  local sid = ev.sid
+  if not (js and js.state == "running" and js.limit and ev.attempt == js.attempt and js.live[sid])
+      or (js.expired and js.expired[sid]) or (js.began and js.began[sid]) then
+    return
+  end
+  if ev.state == "running" then
+    js.began = js.began or {}           -- (a plan kept from before there were state events)
+    js.began[sid] = true
+    js.due[sid] = ev.now + js.limit
+  elseif ev.state == "waiting" then
+    js.due[sid] = nil
+  end
+end
+
 -- The client deadline: a live strategy past its due time is stopped
 -- (why "deadline"); its runner ends it FAILED, naming the deadline.
 local function expire(st, now, out)
@@ -516,6 +541,8 @@ function _M.step(st, model, ev, env)
     if js and (js.state == "whole" or js.state == "preparing") then job_done(st, ev.job, ev.record, now, out) end
   elseif t == "cancel" then
     cancel(st, model, ev, out)
+  elseif t == "state" then
+    seen(st, ev)
   elseif t ~= "tick" then
     error("plan.step: unknown event type '" .. tostring(t) .. "'", 2)
   end

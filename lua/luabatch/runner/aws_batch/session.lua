@@ -114,6 +114,7 @@ function _M.get(env)
     journal = journal,
     follow = ro.follow and true or false,
     progress = env.progress,   -- the run's view: Batch states and wait hints
+    on_state = env.on_state,   -- the plan's: a strategy waiting for capacity / running
     resume = ro.resume and true or false,
     state = state,
     opts = ro,
@@ -225,6 +226,9 @@ function _M:_changed(c, s)
                 exit_code = exit, log_stream = s.log_stream })
   w.runnable_since = s.status == "RUNNABLE" and (w.runnable_since or self:now()) or nil
   self:_tell(w, { state = s.status, reason = s.reason })
+  local seen = (s.status == "RUNNING" and "running") or (s.status == "RUNNABLE" and "waiting") or nil
+  local job_id, sid, attempt = self:_key(w)
+  if seen and self.on_state and job_id then pcall(self.on_state, job_id, sid, attempt, seen) end
   if w.on_change then w.on_change(w, s) end
 end
 
@@ -270,13 +274,20 @@ function _M:nap(d)
   return core.sleep(d)
 end
 
--- The run's view hears a watched job's Batch state: progress "strategy"
--- { job, strategy, attempt, state, reason?, hint? } (w.key is job/sid/attempt).
-function _M:_tell(w, info)
-  if not self.progress or type(w.key) ~= "string" then return end
+-- A watch's journal key job/sid/attempt -> job, sid, attempt | nil.
+function _M:_key(w)
+  if type(w.key) ~= "string" then return nil end
   local job_id, sid, attempt = w.key:match("^(.*)/([^/]*)/(%d+)$")
+  return job_id, sid, tonumber(attempt)
+end
+
+-- The run's view hears a watched job's Batch state: progress "strategy"
+-- { job, strategy, attempt, state, reason?, hint? }.
+function _M:_tell(w, info)
+  if not self.progress then return end
+  local job_id, sid, attempt = self:_key(w)
   if not job_id then return end
-  info.job, info.strategy, info.attempt = job_id, sid, tonumber(attempt)
+  info.job, info.strategy, info.attempt = job_id, sid, attempt
   pcall(self.progress, "strategy", info)
 end
 
