@@ -458,17 +458,19 @@ static int completed_anyway(s3x *x, const s3_part *parts, size_t n) {
 /* PutObjectTagging: lb-crc32c = x->lbsum (the object is new: no tags to keep). */
 static int tag_build(s3x *x, s3_slot *s, s3_part *p) {
     lb_sigv4_header h[2] = { { "Content-Type", "application/xml" }, { "Content-MD5", x->tag_md5 } };
+    int rc;
     (void)p;
-    return s3_sign(x, s, "PUT", "tagging", h, 2, x->body_hash) == LB_OK
-        ? (set_body(s, x->body, (int64_t)x->body_len), LB_OK) : x->rc;
+    rc = s3_sign(x, s, "PUT", "tagging", h, 2, x->body_hash);
+    if (rc == LB_OK) set_body(s, x->body, (int64_t)x->body_len);
+    return rc;
 }
 
 static const s3_phase PH_TAG = { "PutObjectTagging", tag_build, keep_ok, NULL, 0, 0 };
 
-/* Tag the finished object with its digest.  The object is complete either
+/* Tag the finished object with x->lbsum.  The object is complete either
  * way: a refusal (no s3:PutObjectTagging, say) is res->note, not a failure;
  * its downloads then check what they can without it. */
-static void store_digest(s3x *x) {
+static void store_tag(s3x *x) {
     s3_part one;
     s3_outcome saved;
     unsigned char md5[16];
@@ -637,7 +639,7 @@ static int digest_parts(s3x *x, const s3_part *parts, size_t n) {
     lb_s3_crc_composite(crcs, n, x->lbsum, sizeof x->lbsum);
     lb_free(crcs);
     if (!(x->res->checksum = lb_strdup(x->lbsum))) return s3_fail(x, LB_ENOMEM, "out of memory");
-    store_digest(x);
+    store_tag(x);
     return LB_OK;
 }
 
