@@ -44,13 +44,15 @@ int s3_chunked_start(s3_chunked *c, const lb_s3_opts *o, const char *region, con
                      int fd, int64_t off, int64_t len, size_t chunk) {
     char date8[9];
     int n;
-    snprintf(date8, sizeof date8, "%.8s", sig->amz_date);
-    if (lb_sigv4_hmac_state(o->secret_key, date8, region, "s3", &c->key) != LB_OK) return LB_EINVAL;
-    n = snprintf(c->head, sizeof c->head, "AWS4-HMAC-SHA256-PAYLOAD\n%s\n%s\n", sig->amz_date,
-                 sig->credential_scope);
-    if (n < 0 || (size_t)n >= sizeof c->head) return LB_EINVAL;
-    c->head_len = (size_t)n;
-    snprintf(c->prev, sizeof c->prev, "%s", sig->signature);
+    if (chunk) {                    /* what the chunk signatures need; a plain body signs nothing */
+        snprintf(date8, sizeof date8, "%.8s", sig->amz_date);
+        if (lb_sigv4_hmac_state(o->secret_key, date8, region, "s3", &c->key) != LB_OK) return LB_EINVAL;
+        n = snprintf(c->head, sizeof c->head, "AWS4-HMAC-SHA256-PAYLOAD\n%s\n%s\n", sig->amz_date,
+                     sig->credential_scope);
+        if (n < 0 || (size_t)n >= sizeof c->head) return LB_EINVAL;
+        c->head_len = (size_t)n;
+        snprintf(c->prev, sizeof c->prev, "%s", sig->signature);
+    }
     c->fd = fd;
     c->pos = off;
     c->left = len;

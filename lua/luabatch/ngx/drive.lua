@@ -155,23 +155,20 @@ end
 -- Events from the poller's summaries
 ---------------------------------------------------------------------------
 
--- An entry of js whose Batch job is seen waiting for capacity or running
--- -> a "state" event, once each (the client deadline counts from its
+-- Entry e's Batch job (summary s) seen waiting for capacity or running ->
+-- a "state" event, once each (the client deadline counts from its
 -- container's start: luabatch.workflow.plan).
-local function state_events(app, meta, id, js, evq)
-  local d = app:dict()
-  for _, e in ipairs(js.submitted.jobs) do
-    local bid = e.batch_job_id
-    local s = bid and not e.done and not e.began and ngx_poller.get(d, bid, { prefix = app.prefix })
-    local state = s and ((s.status == "RUNNING" and "running") or (s.status == "RUNNABLE" and not e.waited and "waiting"))
-    if state then
-      if state == "running" then e.began = true else e.waited = true end
-      evq[#evq + 1] = { type = "state", job = id, attempt = js.attempt, sid = e.strategy_id, state = state }
-    end
+local function state_event(e, s, id, js, evq)
+  local state = s and not e.began
+    and ((s.status == "RUNNING" and "running") or (s.status == "RUNNABLE" and not e.waited and "waiting"))
+  if state then
+    if state == "running" then e.began = true else e.waited = true end
+    evq[#evq + 1] = { type = "state", job = id, attempt = js.attempt, sid = e.strategy_id, state = state }
   end
 end
 
--- The record of each entry of js whose Batch job ended -> "ended" events.
+-- Each entry of js still live: its "state" event (state_event), and the
+-- record of one whose Batch job ended -> an "ended" event.
 local function ended_events(app, meta, model, id, js, evq)
   local d = app:dict()
   local ro = app:runner_opts(meta.run_id)
@@ -180,6 +177,7 @@ local function ended_events(app, meta, model, id, js, evq)
       local bid = e.batch_job_id
       local late = bid and (js.expired or {})[bid]
       local s = bid and ngx_poller.get(d, bid, { prefix = app.prefix })
+      state_event(e, s, id, js, evq)
       local rec, own
       if late then
         local sc = js.submitted.config
@@ -417,7 +415,6 @@ function _M.step(app, meta, model, on_submit)
     local js = meta.jobs[id]
     if js.state == "submitted" and js.submitted then
       local n = #evq
-      state_events(app, meta, id, js, evq)
       ended_events(app, meta, model, id, js, evq)
       if #evq > n then changed = true end
     end
